@@ -1,0 +1,13 @@
+//! nvbind-cdi: everything about the Container Device Interface, with no knowledge of the
+//! container lifecycle. One intermediate form, [`spec::ContainerEdits`], serves the runtime,
+//! the hook and the generator: discover -> edits -> apply.
+
+pub mod apply;
+pub mod discover;
+pub mod edits;
+pub mod generate;
+pub mod name;
+pub mod registry;
+pub mod requests;
+pub mod spec;
+pub mod version;
