@@ -1,1 +1,79 @@
-fn main() {}
+//! nvbind: a runc-compatible OCI runtime that injects GPUs through CDI.
+//!
+//! This is the one place that prints the final error and chooses the exit code; everything
+//! below returns errors with their sources attached.
+
+mod atomic;
+mod cli;
+mod commands;
+mod create;
+mod executor;
+mod logging;
+mod runtime;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::commands as cmd;
+use crate::runtime::Ctx;
+
+fn main() -> ExitCode {
+    // Rust ignores SIGPIPE by default, and an ignored signal stays ignored across exec: the
+    // container's processes would inherit that. Restore the default, as every C runtime has it
+    // (it also makes `nvbind events | head` end quietly).
+    // SAFETY: setting a signal disposition to SIG_DFL before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = Cli::parse();
+    let logger = match &cli.global.log {
+        Some(path) => match logging::Logger::install(path, cli.global.log_format, cli.global.debug)
+        {
+            Ok(l) => Some(l),
+            Err(e) => return fail(None, &e),
+        },
+        None => None,
+    };
+    tracing::debug!(args = ?std::env::args().collect::<Vec<_>>(), "nvbind started");
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => fail(logger, &e),
+    }
+}
+
+/// Prints one line: the error and its causes joined by ": ", as runc does.
+fn fail(logger: Option<&logging::Logger>, err: &anyhow::Error) -> ExitCode {
+    let msg = format!("{err:#}");
+    if let Some(l) = logger {
+        l.write(tracing::Level::ERROR, &msg);
+    }
+    eprintln!("nvbind: {}", msg.replace('\n', " "));
+    ExitCode::from(1)
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    // Verbs that need no state root must not create one.
+    match cli.command {
+        Command::Spec(args) => return cmd::spec::run(&args, &cli.global).map(|_| 0),
+        Command::Features(args) => return cmd::features::run(&args).map(|_| 0),
+        _ => {}
+    }
+    let ctx = Ctx::new(&cli.global)?;
+    let ok = |r: anyhow::Result<()>| r.map(|_| 0u8);
+    match cli.command {
+        Command::Create(a) => ok(cmd::create::run(&a, &ctx)),
+        Command::Start(a) => ok(cmd::start::run(&a, &ctx)),
+        Command::State(a) => ok(cmd::state::run(&a, &ctx)),
+        Command::Kill(a) => ok(cmd::kill::run(&a, &ctx)),
+        Command::Delete(a) => ok(cmd::delete::run(&a, &ctx)),
+        Command::Run(a) => cmd::run::run(&a, &ctx),
+        Command::Exec(a) => cmd::exec::run(&a, &ctx),
+        Command::Ps(a) => ok(cmd::ps::run(&a, &ctx)),
+        Command::List(a) => ok(cmd::list::run(&a, &ctx)),
+        Command::Pause(a) => ok(cmd::pause::run_pause(&a, &ctx)),
+        Command::Resume(a) => ok(cmd::pause::run_resume(&a, &ctx)),
+        Command::Events(a) => ok(cmd::events::run(&a, &ctx)),
+        Command::Update(a) => ok(cmd::update::run(&a, &ctx)),
+        Command::Spec(_) | Command::Features(_) => unreachable!("handled above"),
+    }
+}

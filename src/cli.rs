@@ -1,0 +1,96 @@
+//! Command line: runc's global options and verbs, with runc's flag names, so that engines which
+//! were written against runc (containerd's shim, conmon, dockerd) can call nvbind unchanged.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nvbind",
+    version,
+    about = "An OCI container runtime that injects GPUs through CDI",
+    long_about = "nvbind is a runc-compatible OCI runtime. Container engines (Docker, Podman, \
+containerd) call it in place of runc; while it creates a container it injects the devices the \
+bundle asks for through CDI specs (cdi.k8s.io/* annotations or NVIDIA_VISIBLE_DEVICES)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalOpts {
+    /// Directory holding the containers' state
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Write log lines to FILE instead of discarding them (engines read it on failure)
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Format of the log lines
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log debug messages as well
+    #[arg(long)]
+    pub debug: bool,
+    /// Manage cgroups through systemd (cgroupsPath is then "slice:prefix:name")
+    #[arg(long)]
+    pub systemd_cgroup: bool,
+    /// Rootless mode: "auto" decides from the effective uid and the environment
+    #[arg(long, value_enum, default_value_t = Rootless::Auto)]
+    pub rootless: Rootless,
+    /// Accepted for runc compatibility; criu is found in PATH
+    #[arg(long, hide = true)]
+    pub criu: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rootless {
+    Auto,
+    True,
+    False,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a container from a bundle; its process waits for `start`
+    Create(commands::create::CreateArgs),
+    /// Start the user process of a created container
+    Start(commands::start::StartArgs),
+    /// Print the state of a container as JSON
+    State(commands::state::StateArgs),
+    /// Send a signal to the container's init process (or all its processes)
+    Kill(commands::kill::KillArgs),
+    /// Delete a container and release its resources
+    Delete(commands::delete::DeleteArgs),
+    /// Create and start a container; in the foreground, exit with its exit code
+    Run(commands::run::RunArgs),
+    /// Run a new process inside a running container
+    Exec(commands::exec::ExecArgs),
+    /// List the processes running inside a container
+    Ps(commands::ps::PsArgs),
+    /// List the containers under --root
+    List(commands::list::ListArgs),
+    /// Freeze all processes of a container
+    Pause(commands::pause::PauseArgs),
+    /// Thaw a paused container
+    Resume(commands::pause::ResumeArgs),
+    /// Print container events (OOM, stats) as JSON lines
+    Events(commands::events::EventsArgs),
+    /// Change the resource limits of a running container
+    Update(commands::update::UpdateArgs),
+    /// Write a default config.json into a bundle
+    Spec(commands::spec::SpecArgs),
+    /// Print what this build of nvbind supports, as OCI features JSON
+    Features(commands::features::FeaturesArgs),
+}

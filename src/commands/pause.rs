@@ -1,0 +1,43 @@
+use anyhow::{Context, Result};
+
+use crate::runtime::{lock_container, Ctx};
+
+#[derive(clap::Args, Debug)]
+pub struct PauseArgs {
+    /// Container ID
+    pub id: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ResumeArgs {
+    /// Container ID
+    pub id: String,
+}
+
+pub fn run_pause(args: &PauseArgs, ctx: &Ctx) -> Result<()> {
+    let _lock = lock_container(ctx, &args.id)?;
+    let mut c = ctx.load(&args.id)?;
+    if !c.can_pause() {
+        anyhow::bail!(
+            "cannot pause container {:?}: it is {}, not running",
+            args.id,
+            crate::commands::state::status_name(c.status())
+        );
+    }
+    c.pause()
+        .with_context(|| format!("cannot pause container {:?}", args.id))
+}
+
+pub fn run_resume(args: &ResumeArgs, ctx: &Ctx) -> Result<()> {
+    let _lock = lock_container(ctx, &args.id)?;
+    let mut c = ctx.load(&args.id)?;
+    if !c.can_resume() {
+        anyhow::bail!(
+            "cannot resume container {:?}: it is {}, not paused",
+            args.id,
+            crate::commands::state::status_name(c.status())
+        );
+    }
+    c.resume()
+        .with_context(|| format!("cannot resume container {:?}", args.id))
+}

@@ -1,0 +1,54 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::atomic::write_atomic;
+use crate::cli::GlobalOpts;
+
+#[derive(clap::Args, Debug)]
+pub struct SpecArgs {
+    /// Bundle directory to write config.json into
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Write a spec for a rootless container (user namespace mapping the current user to 0)
+    #[arg(long)]
+    pub rootless: bool,
+}
+
+pub fn default_spec(rootless: bool) -> Spec {
+    let mut spec = if rootless {
+        Spec::rootless(
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    } else {
+        Spec::default()
+    };
+    // A cgroup namespace needs cgroup v2 to be useful; on v1/hybrid hosts runc leaves it out.
+    let unified = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if let Some(ns) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut())
+    {
+        if !unified {
+            ns.retain(|n| n.typ() != LinuxNamespaceType::Cgroup);
+        }
+    }
+    spec.set_hostname(Some("nvbind".into()));
+    spec
+}
+
+pub fn run(args: &SpecArgs, global: &GlobalOpts) -> Result<()> {
+    let path = args.bundle.join("config.json");
+    if path.exists() {
+        bail!("{} already exists; remove it first", path.display());
+    }
+    if !args.bundle.is_dir() {
+        bail!("bundle directory {} does not exist", args.bundle.display());
+    }
+    let rootless = args.rootless || global.rootless == crate::cli::Rootless::True;
+    let json = serde_json::to_vec_pretty(&default_spec(rootless))?;
+    write_atomic(&path, &json, 0o644).with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,24 @@
+use anyhow::{bail, Context, Result};
+
+use crate::runtime::{lock_container, Ctx};
+
+#[derive(clap::Args, Debug)]
+pub struct StartArgs {
+    /// Container ID
+    pub id: String,
+}
+
+pub fn run(args: &StartArgs, ctx: &Ctx) -> Result<()> {
+    let _lock = lock_container(ctx, &args.id)?;
+    let mut container = ctx.load(&args.id)?;
+    if !container.can_start() {
+        bail!(
+            "cannot start container {:?}: it is {}, not created",
+            args.id,
+            crate::commands::state::status_name(container.status())
+        );
+    }
+    container
+        .start()
+        .with_context(|| format!("cannot start container {:?}", args.id))
+}

@@ -1,0 +1,181 @@
+use std::fs;
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use libcgroups::common::{CgroupManager, ControllerOpt};
+use oci_spec::runtime::{
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder,
+};
+
+use crate::runtime::{lock_container, Ctx};
+
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// JSON file with an OCI linux.resources object ("-" reads stdin); other flags are ignored
+    #[arg(short, long, value_name = "FILE")]
+    pub resources: Option<PathBuf>,
+    /// Memory limit in bytes (suffixes k, m, g accepted)
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory: Option<i64>,
+    /// Memory + swap limit in bytes (-1 for unlimited)
+    #[arg(long, value_parser = parse_bytes, allow_hyphen_values = true)]
+    pub memory_swap: Option<i64>,
+    /// Memory soft limit in bytes
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory_reservation: Option<i64>,
+    /// CPU CFS period in microseconds
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS quota in microseconds (-1 for unlimited)
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPU shares (relative weight)
+    #[arg(long)]
+    pub cpu_shares: Option<u64>,
+    /// CPUs allowed, e.g. 0-3,5
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes allowed, e.g. 0
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Maximum number of processes (-1 or 0 for unlimited)
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Block IO weight (10-1000)
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+    /// Container ID
+    pub id: String,
+}
+
+pub fn parse_bytes(s: &str) -> Result<i64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (bytes, or a number with k/m/g)"))?;
+    if n == -1 {
+        return Ok(-1);
+    }
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn resources_from_flags(a: &UpdateArgs) -> Result<LinuxResources> {
+    let mut r = LinuxResourcesBuilder::default();
+    if a.memory.is_some() || a.memory_swap.is_some() || a.memory_reservation.is_some() {
+        let mut m = LinuxMemoryBuilder::default();
+        if let Some(v) = a.memory {
+            m = m.limit(v);
+        }
+        if let Some(v) = a.memory_swap {
+            m = m.swap(v);
+        }
+        if let Some(v) = a.memory_reservation {
+            m = m.reservation(v);
+        }
+        r = r.memory(m.build()?);
+    }
+    if a.cpu_period.is_some()
+        || a.cpu_quota.is_some()
+        || a.cpu_shares.is_some()
+        || a.cpuset_cpus.is_some()
+        || a.cpuset_mems.is_some()
+    {
+        let mut c = LinuxCpuBuilder::default();
+        if let Some(v) = a.cpu_period {
+            c = c.period(v);
+        }
+        if let Some(v) = a.cpu_quota {
+            c = c.quota(v);
+        }
+        if let Some(v) = a.cpu_shares {
+            c = c.shares(v);
+        }
+        if let Some(v) = &a.cpuset_cpus {
+            c = c.cpus(v.clone());
+        }
+        if let Some(v) = &a.cpuset_mems {
+            c = c.mems(v.clone());
+        }
+        r = r.cpu(c.build()?);
+    }
+    if let Some(v) = a.pids_limit {
+        r = r.pids(LinuxPidsBuilder::default().limit(v).build()?);
+    }
+    if let Some(v) = a.blkio_weight {
+        if !(10..=1000).contains(&v) {
+            bail!("--blkio-weight {v} is out of range (10-1000)");
+        }
+        r = r.block_io(LinuxBlockIoBuilder::default().weight(v).build()?);
+    }
+    Ok(r.build()?)
+}
+
+fn resources_from_file(path: &PathBuf) -> Result<LinuxResources> {
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read stdin")?;
+    } else {
+        text =
+            fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an OCI linux.resources object", path.display()))
+}
+
+pub fn run(args: &UpdateArgs, ctx: &Ctx) -> Result<()> {
+    let resources = match &args.resources {
+        Some(p) => resources_from_file(p)?,
+        None => resources_from_flags(args)?,
+    };
+    let _lock = lock_container(ctx, &args.id)?;
+    let c = ctx.load(&args.id)?;
+    if !matches!(
+        c.status(),
+        libcontainer::container::ContainerStatus::Running
+            | libcontainer::container::ContainerStatus::Paused
+            | libcontainer::container::ContainerStatus::Created
+    ) {
+        bail!(
+            "cannot update container {:?}: it is {}",
+            args.id,
+            crate::commands::state::status_name(c.status())
+        );
+    }
+    ctx.cgroup_manager(&c)?
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .with_context(|| format!("cannot update the cgroup of {:?}", args.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("2kb").unwrap(), 2048);
+        assert_eq!(parse_bytes("-1").unwrap(), -1);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999999t").is_err());
+    }
+}

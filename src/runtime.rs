@@ -1,0 +1,246 @@
+//! What every verb shares: the state root, container IDs, loading a container, and the locks
+//! that keep concurrent invocations on one root from corrupting each other.
+
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libcgroups::common::{create_cgroup_manager, AnyCgroupManager, CgroupConfig};
+use libcontainer::container::state::State;
+use libcontainer::container::Container;
+use nix::unistd::{access, AccessFlags};
+
+use crate::cli::{GlobalOpts, Rootless};
+
+/// Resolved global options, handed to every verb.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+}
+
+impl Ctx {
+    pub fn new(opts: &GlobalOpts) -> Result<Self> {
+        let rootless = match opts.rootless {
+            Rootless::True => true,
+            Rootless::False => false,
+            Rootless::Auto => !nix::unistd::geteuid().is_root(),
+        };
+        let root = match &opts.root {
+            Some(root) => root.clone(),
+            None if rootless => default_rootless_root(),
+            None => PathBuf::from("/run/nvbind"),
+        };
+        let root = prepare_root(&root)?;
+        Ok(Self {
+            root,
+            systemd_cgroup: opts.systemd_cgroup,
+        })
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Loads an existing container, refreshing its status from the kernel.
+    pub fn load(&self, id: &str) -> Result<Container> {
+        validate_id(id)?;
+        let dir = self.container_dir(id);
+        if !State::file_path(&dir).exists() {
+            bail!(
+                "container {id:?} does not exist under {}",
+                self.root.display()
+            );
+        }
+        let container = load_state_retrying(&dir)
+            .with_context(|| format!("cannot load the state of container {id:?}"))?;
+        Ok(container)
+    }
+
+    pub fn cgroup_manager(&self, container: &Container) -> Result<AnyCgroupManager> {
+        let config = container
+            .spec()
+            .with_context(|| format!("cannot read the saved config of {:?}", container.id()))?;
+        create_cgroup_manager(CgroupConfig {
+            cgroup_path: config.cgroup_path,
+            systemd_cgroup: container.systemd(),
+            container_name: container.id().to_string(),
+        })
+        .with_context(|| format!("cannot open the cgroup of {:?}", container.id()))
+    }
+}
+
+fn default_rootless_root() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("nvbind"),
+        None => PathBuf::from(format!("/tmp/nvbind-{}", nix::unistd::geteuid())),
+    }
+}
+
+/// Creates the state root (mode 0700) if needed and checks that we can write into it, so that
+/// a bad --root is reported before anything else is touched.
+fn prepare_root(root: &Path) -> Result<PathBuf> {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+    {
+        Ok(()) => {}
+        Err(e) => bail!(
+            "cannot create the state directory --root {}: {e}; pass a writable directory",
+            root.display()
+        ),
+    }
+    if access(root, AccessFlags::W_OK | AccessFlags::X_OK).is_err() {
+        bail!(
+            "the state directory --root {} is not writable; pass a writable directory",
+            root.display()
+        );
+    }
+    // A read-only filesystem passes access(2) for root; probe it the honest way.
+    let meta = fs::metadata(root)?;
+    if !meta.is_dir() {
+        bail!("--root {} is not a directory", root.display());
+    }
+    if meta.permissions().mode() & 0o200 == 0 && meta.uid() != 0 {
+        bail!(
+            "the state directory --root {} is not writable",
+            root.display()
+        );
+    }
+    if nix::sys::statvfs::statvfs(root)
+        .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        .unwrap_or(false)
+    {
+        bail!(
+            "the state directory --root {} is on a read-only filesystem; pass a writable directory",
+            root.display()
+        );
+    }
+    root.canonicalize()
+        .with_context(|| format!("cannot resolve --root {}", root.display()))
+}
+
+/// Container IDs become directory names under --root, so anything that could escape it or
+/// confuse a path join is refused up front (runc accepts the same alphabet).
+pub fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        bail!("the container ID is empty; give a name made of letters, digits, '_', '+', '-', '.'");
+    }
+    if id == "." || id == ".." || id.contains("..") {
+        bail!("invalid container ID {id:?}: it must not contain \"..\"");
+    }
+    if id.len() > 1024 {
+        bail!("invalid container ID: longer than 1024 characters");
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.')))
+    {
+        bail!(
+            "invalid container ID {id:?}: character {c:?} is not allowed \
+             (use letters, digits, '_', '+', '-', '.')"
+        );
+    }
+    Ok(())
+}
+
+/// libcontainer rewrites state.json in place (truncate + write), so a reader racing a writer can
+/// see a short file. The window is a few microseconds; retrying turns that race into a delay
+/// instead of a spurious "invalid state" error for `state` and `list`.
+pub fn load_state_retrying(dir: &Path) -> Result<Container> {
+    let mut last = None;
+    for _ in 0..50 {
+        match Container::load(dir.to_path_buf()) {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                last = Some(e);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+    }
+    Err(last.expect("loop ran at least once").into())
+}
+
+/// An advisory lock (flock) on a directory, released on drop.
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    pub fn exclusive(dir: &Path) -> Result<Self> {
+        Self::take(dir, libc::LOCK_EX)
+    }
+
+    fn take(dir: &Path, how: libc::c_int) -> Result<Self> {
+        let file = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        loop {
+            // SAFETY: flock on a valid, owned descriptor.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), how) };
+            if rc == 0 {
+                return Ok(Self { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != ErrorKind::Interrupted {
+                return Err(err).with_context(|| format!("cannot lock {}", dir.display()));
+            }
+        }
+    }
+}
+
+/// Takes the per-container lock for a state-changing verb. The directory can vanish while we
+/// wait (a concurrent delete), so existence is checked again once the lock is held.
+pub fn lock_container(ctx: &Ctx, id: &str) -> Result<DirLock> {
+    validate_id(id)?;
+    let dir = ctx.container_dir(id);
+    let lock = match DirLock::exclusive(&dir) {
+        Ok(lock) => lock,
+        Err(_) if !dir.exists() => {
+            bail!(
+                "container {id:?} does not exist under {}",
+                ctx.root.display()
+            )
+        }
+        Err(e) => return Err(e),
+    };
+    if !State::file_path(&dir).exists() {
+        bail!(
+            "container {id:?} does not exist under {}",
+            ctx.root.display()
+        );
+    }
+    Ok(lock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_escape_the_root_are_refused() {
+        for bad in ["", ".", "..", "a/b", "../x", "a..b", "a b", "x\n", "é"] {
+            assert!(validate_id(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["a", "abc-123", "A_b+c.d", "0"] {
+            validate_id(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn error_names_the_bad_character() {
+        let err = validate_id("a/b").unwrap_err().to_string();
+        assert!(err.contains("'/'"), "{err}");
+    }
+
+    #[test]
+    fn root_that_is_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, "").unwrap();
+        let err = prepare_root(&file).unwrap_err().to_string();
+        assert!(err.contains("--root"), "{err}");
+    }
+}
