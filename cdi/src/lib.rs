@@ -10,4 +10,5 @@ pub mod name;
 pub mod registry;
 pub mod requests;
 pub mod spec;
+pub mod validate;
 pub mod version;
