@@ -1,0 +1,229 @@
+//! Host access through roots: every path the discoverers read is an absolute path *inside*
+//! one of four roots, so tests (and drivers installed in a container image) point the same
+//! code at another tree.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use super::{DeviceNode, HostFile};
+
+/// The four trees discovery reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoots {
+    /// Where the driver's libraries, binaries, firmware and config files live (`/`, or e.g.
+    /// `/run/nvidia/driver` when the driver is installed in a container image).
+    pub driver_root: PathBuf,
+    /// Where `/dev` is found.
+    pub dev_root: PathBuf,
+    /// Where `/proc` is found.
+    pub proc_root: PathBuf,
+    /// Where `/sys` is found.
+    pub sys_root: PathBuf,
+}
+
+impl Default for HostRoots {
+    fn default() -> Self {
+        HostRoots::under("/")
+    }
+}
+
+impl HostRoots {
+    /// All four roots at `root` (a fake host tree, or `/`).
+    pub fn under(root: impl Into<PathBuf>) -> HostRoots {
+        let root = root.into();
+        HostRoots {
+            driver_root: root.clone(),
+            dev_root: root.clone(),
+            proc_root: root.clone(),
+            sys_root: root,
+        }
+    }
+
+    pub fn driver(&self, abs: impl AsRef<Path>) -> PathBuf {
+        join_root(&self.driver_root, abs.as_ref())
+    }
+    pub fn dev(&self, abs: impl AsRef<Path>) -> PathBuf {
+        join_root(&self.dev_root, abs.as_ref())
+    }
+    pub fn proc(&self, abs: impl AsRef<Path>) -> PathBuf {
+        join_root(&self.proc_root, abs.as_ref())
+    }
+    pub fn sys(&self, abs: impl AsRef<Path>) -> PathBuf {
+        join_root(&self.sys_root, abs.as_ref())
+    }
+
+    /// The character device at `container_path` (e.g. `/dev/nvidia0`) under the dev root,
+    /// or None when it is missing or not a character device.
+    pub fn char_device(&self, container_path: impl AsRef<Path>) -> Option<DeviceNode> {
+        let container_path = container_path.as_ref();
+        let host_path = self.dev(container_path);
+        let meta = fs::metadata(&host_path).ok()?;
+        if !meta.file_type().is_char_device() {
+            return None;
+        }
+        let rdev = meta.rdev();
+        Some(DeviceNode {
+            path: container_path.to_path_buf(),
+            host_path,
+            major: nix::sys::stat::major(rdev),
+            minor: nix::sys::stat::minor(rdev),
+        })
+    }
+
+    /// A file under the driver root, resolved through symlinks as the container would see
+    /// it, when it exists. The container path is the path asked for (not the link target).
+    pub fn driver_file(&self, container_path: impl AsRef<Path>) -> Option<HostFile> {
+        let container_path = container_path.as_ref();
+        let host_path = self.driver(container_path);
+        fs::metadata(&host_path).ok()?;
+        Some(HostFile {
+            path: container_path.to_path_buf(),
+            host_path,
+        })
+    }
+
+    /// The first executable regular file named `name` in the usual binary directories
+    /// under the driver root.
+    pub fn driver_executable(&self, name: &str) -> Option<HostFile> {
+        for dir in [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ] {
+            let container_path = Path::new(dir).join(name);
+            let host_path = self.driver(&container_path);
+            if let Ok(meta) = fs::metadata(&host_path) {
+                if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                    return Some(HostFile {
+                        path: container_path,
+                        host_path,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Resolve `abs` inside the driver root the way the kernel would inside a chroot:
+    /// absolute link targets restart at the root, `..` never climbs above it. Returns the
+    /// resolved path *inside* the root, or None when a component is missing or there are
+    /// more than 40 links.
+    pub fn resolve_in_driver_root(&self, abs: &Path) -> Option<PathBuf> {
+        resolve_in_root(&self.driver_root, abs)
+    }
+}
+
+/// `root` joined with the absolute path `abs` (its leading `/` dropped).
+pub fn join_root(root: &Path, abs: &Path) -> PathBuf {
+    let rel = abs.strip_prefix("/").unwrap_or(abs);
+    if root == Path::new("/") || root.as_os_str().is_empty() {
+        Path::new("/").join(rel)
+    } else {
+        root.join(rel)
+    }
+}
+
+/// See [`HostRoots::resolve_in_driver_root`].
+pub fn resolve_in_root(root: &Path, abs: &Path) -> Option<PathBuf> {
+    let mut pending: Vec<std::ffi::OsString> = components_reversed(abs);
+    let mut resolved = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let meta = fs::symlink_metadata(join_root(root, &candidate)).ok()?;
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > 40 {
+                return None;
+            }
+            let target = fs::read_link(join_root(root, &candidate)).ok()?;
+            if target.is_absolute() {
+                resolved = PathBuf::from("/");
+            }
+            pending.extend(components_reversed(&target));
+        } else {
+            resolved = candidate;
+        }
+    }
+    Some(resolved)
+}
+
+fn components_reversed(p: &Path) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = p
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    v.reverse();
+    v
+}
+
+/// Read a small text file; None when missing or unreadable.
+pub fn read_text(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok()
+}
+
+/// The names in a directory, sorted; empty when it cannot be read.
+pub fn sorted_dir_names(path: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match fs::read_dir(path) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn resolves_links_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let lib = t.path().join("usr/lib/x86_64-linux-gnu");
+        fs::create_dir_all(&lib).unwrap();
+        fs::write(lib.join("libcuda.so.550.54.14"), b"").unwrap();
+        symlink("libcuda.so.550.54.14", lib.join("libcuda.so.1")).unwrap();
+        symlink(
+            "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+            lib.join("libcuda.so"),
+        )
+        .unwrap();
+        fs::create_dir_all(t.path().join("lib")).unwrap();
+        symlink("../usr/lib", t.path().join("lib64")).unwrap();
+        let roots = HostRoots::under(t.path());
+        assert_eq!(
+            roots.resolve_in_driver_root(Path::new("/usr/lib/x86_64-linux-gnu/libcuda.so")),
+            Some(PathBuf::from(
+                "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14"
+            ))
+        );
+        assert_eq!(
+            roots.resolve_in_driver_root(Path::new("/lib64/x86_64-linux-gnu/libcuda.so.1")),
+            Some(PathBuf::from(
+                "/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.14"
+            ))
+        );
+        assert_eq!(roots.resolve_in_driver_root(Path::new("/missing")), None);
+        symlink("loop", lib.join("loop")).unwrap();
+        assert_eq!(
+            roots.resolve_in_driver_root(Path::new("/usr/lib/x86_64-linux-gnu/loop")),
+            None
+        );
+    }
+}
