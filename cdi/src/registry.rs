@@ -1,1 +1,464 @@
-//! (being written)
+//! The registry of CDI spec files: which devices exist and where they are defined.
+//!
+//! Semantics follow the CNCF reference cache (`pkg/cdi/cache.go`, `spec-dirs.go`):
+//! - spec directories are scanned in order; a directory's index is the priority of its specs,
+//!   so later directories win (default: `/etc/cdi`, then `/var/run/cdi`);
+//! - in each directory, files ending in `.json` or `.yaml` are read in name order;
+//!   subdirectories are skipped and a missing directory is not an error;
+//! - a file that cannot be read, parsed or validated is recorded as an error against that
+//!   file and the others still load;
+//! - a device defined in two files of the same priority is a conflict: the error is recorded
+//!   against both files and the device is dropped (even if a higher-priority directory also
+//!   defines it, exactly as the reference does);
+//! - [`Registry::refresh`] rebuilds everything from scratch.
+//!
+//! One addition: with [`Trust::RootOwned`] (the default when running as root), a spec file or
+//! spec directory that is not owned by root or is writable by group or others is refused,
+//! because its contents become mounts, device nodes and hooks run as root.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::name::{self, QualifiedName};
+use crate::spec::{ContainerEdits, Device, Spec, SpecError};
+use crate::validate::{self, ValidationError};
+
+/// The reference's default spec directories, lowest priority first.
+pub const DEFAULT_SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
+
+/// Which spec files the registry is willing to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Only files and directories owned by root and not writable by group or others.
+    RootOwned,
+    /// Any readable file (unprivileged use, tests).
+    Any,
+}
+
+impl Trust {
+    /// [`Trust::RootOwned`] when this process runs as root, else [`Trust::Any`].
+    pub fn for_current_user() -> Trust {
+        if nix::unistd::geteuid().is_root() {
+            Trust::RootOwned
+        } else {
+            Trust::Any
+        }
+    }
+}
+
+/// Why a file or directory was refused under [`Trust::RootOwned`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Untrusted {
+    #[error("owned by uid {0}, not root")]
+    Owner(u32),
+    #[error("writable by group or others (mode {0:04o})")]
+    Writable(u32),
+}
+
+/// A per-file (or per-directory) problem found while scanning.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Load(#[from] SpecError),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("CDI spec {path}: conflicting device {device} (also defined in {other})")]
+    Conflict {
+        path: PathBuf,
+        device: String,
+        other: PathBuf,
+    },
+    #[error("CDI spec {path}: refused")]
+    Untrusted {
+        path: PathBuf,
+        #[source]
+        reason: Untrusted,
+    },
+    #[error("CDI spec directory {dir}: cannot read")]
+    ReadDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CDI spec directory {dir}: not a directory")]
+    NotADirectory { dir: PathBuf },
+}
+
+/// Requested devices the registry does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// Displayed on one line: the devices, the known kinds, the directories searched and
+    /// any spec files that were rejected.
+    #[error("{}", unresolvable_line(.names, .kinds, .dirs, .rejected))]
+    Unresolvable {
+        names: Vec<String>,
+        kinds: Vec<String>,
+        dirs: Vec<PathBuf>,
+        rejected: Vec<PathBuf>,
+    },
+}
+
+fn join<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn unresolvable_line(
+    names: &[String],
+    kinds: &[String],
+    dirs: &[PathBuf],
+    rejected: &[PathBuf],
+) -> String {
+    let plural = if names.len() == 1 { "" } else { "s" };
+    let kinds = if kinds.is_empty() {
+        "none".to_string()
+    } else {
+        join(kinds)
+    };
+    let dirs: Vec<_> = dirs.iter().map(|d| d.display()).collect();
+    let mut line = format!(
+        "unresolvable CDI device{plural} {} (known kinds: {kinds}; spec dirs searched: {}",
+        join(names),
+        join(&dirs)
+    );
+    if !rejected.is_empty() {
+        let files: Vec<_> = rejected.iter().map(|d| d.display()).collect();
+        line.push_str(&format!("; rejected spec files: {}", join(&files)));
+    }
+    line.push(')');
+    line
+}
+
+/// A spec file that loaded and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedSpec {
+    pub path: PathBuf,
+    /// Index of its directory in [`Registry::dirs`]; higher wins.
+    pub priority: usize,
+    pub spec: Spec,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    name: QualifiedName,
+    spec: usize,
+    device: usize,
+}
+
+/// The CDI devices defined in a set of spec directories.
+#[derive(Debug)]
+pub struct Registry {
+    dirs: Vec<PathBuf>,
+    trust: Trust,
+    specs: Vec<LoadedSpec>,
+    devices: BTreeMap<String, Entry>,
+    errors: Vec<(PathBuf, RegistryError)>,
+}
+
+impl Registry {
+    /// Loads the given directories (lowest priority first), trusting files as
+    /// [`Trust::for_current_user`] says. An empty list means [`DEFAULT_SPEC_DIRS`].
+    pub fn new(dirs: Vec<PathBuf>) -> Registry {
+        Registry::with_trust(dirs, Trust::for_current_user())
+    }
+
+    /// Loads [`DEFAULT_SPEC_DIRS`].
+    pub fn with_default_dirs() -> Registry {
+        Registry::new(Vec::new())
+    }
+
+    /// Loads the given directories with an explicit trust policy.
+    pub fn with_trust(dirs: Vec<PathBuf>, trust: Trust) -> Registry {
+        let dirs = if dirs.is_empty() {
+            DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect()
+        } else {
+            dirs
+        };
+        let mut registry = Registry {
+            dirs,
+            trust,
+            specs: Vec::new(),
+            devices: BTreeMap::new(),
+            errors: Vec::new(),
+        };
+        registry.refresh();
+        registry
+    }
+
+    /// The spec directories, lowest priority first.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Problems found by the last refresh, per file (or directory), in scan order.
+    pub fn errors(&self) -> &[(PathBuf, RegistryError)] {
+        &self.errors
+    }
+
+    /// Every spec file that loaded, in scan order.
+    pub fn specs(&self) -> &[LoadedSpec] {
+        &self.specs
+    }
+
+    /// All resolvable device names, sorted by their string form.
+    pub fn devices(&self) -> Vec<QualifiedName> {
+        self.devices.values().map(|e| e.name.clone()).collect()
+    }
+
+    /// The kinds (`vendor/class`) of all loaded specs, sorted and deduplicated.
+    pub fn kinds(&self) -> Vec<String> {
+        let set: BTreeSet<&str> = self.specs.iter().map(|s| s.spec.kind.as_str()).collect();
+        set.into_iter().map(str::to_string).collect()
+    }
+
+    /// The spec and device definition a name resolves to.
+    pub fn device(&self, name: &QualifiedName) -> Option<(&LoadedSpec, &Device)> {
+        let entry = self.devices.get(&name.to_string())?;
+        let spec = &self.specs[entry.spec];
+        Some((spec, &spec.spec.devices[entry.device]))
+    }
+
+    /// Rescans every directory and rebuilds the whole device map.
+    pub fn refresh(&mut self) {
+        let mut specs = Vec::new();
+        let mut errors = Vec::new();
+        for (priority, dir) in self.dirs.iter().enumerate() {
+            scan_dir(dir, priority, self.trust, &mut specs, &mut errors);
+        }
+
+        let mut devices: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut conflicts = HashSet::new();
+        for (si, loaded) in specs.iter().enumerate() {
+            // Validation guarantees the kind and device names are valid.
+            let Ok((vendor, class)) = name::parse_kind(&loaded.spec.kind) else {
+                continue;
+            };
+            for (di, dev) in loaded.spec.devices.iter().enumerate() {
+                let Ok(qualified) = QualifiedName::new(vendor, class, &dev.name) else {
+                    continue;
+                };
+                let key = qualified.to_string();
+                if let Some(old) = devices.get(&key) {
+                    let old_spec: &LoadedSpec = &specs[old.spec];
+                    if loaded.priority == old_spec.priority {
+                        for (path, other) in [
+                            (&loaded.path, &old_spec.path),
+                            (&old_spec.path, &loaded.path),
+                        ] {
+                            errors.push((
+                                path.clone(),
+                                RegistryError::Conflict {
+                                    path: path.clone(),
+                                    device: key.clone(),
+                                    other: other.clone(),
+                                },
+                            ));
+                        }
+                        conflicts.insert(key.clone());
+                    }
+                    if loaded.priority <= old_spec.priority {
+                        continue;
+                    }
+                }
+                devices.insert(
+                    key,
+                    Entry {
+                        name: qualified,
+                        spec: si,
+                        device: di,
+                    },
+                );
+            }
+        }
+        for c in &conflicts {
+            devices.remove(c);
+        }
+
+        self.specs = specs;
+        self.devices = devices;
+        self.errors = errors;
+    }
+
+    /// Resolves every name first, then merges their edits: each spec's own `containerEdits`
+    /// once (before its first device), then each device's edits, in request order. Repeated
+    /// names are applied once. Fails, naming all unknown devices, before merging anything.
+    pub fn resolve(&self, names: &[QualifiedName]) -> Result<ContainerEdits, ResolveError> {
+        let mut found = Vec::with_capacity(names.len());
+        let mut missing = Vec::new();
+        let mut seen = HashSet::new();
+        for name in names {
+            let key = name.to_string();
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            match self.devices.get(&key) {
+                Some(entry) => found.push(entry),
+                None => missing.push(key),
+            }
+        }
+        if !missing.is_empty() {
+            let mut rejected: Vec<PathBuf> = Vec::new();
+            for (path, _) in &self.errors {
+                if !rejected.contains(path) {
+                    rejected.push(path.clone());
+                }
+            }
+            return Err(ResolveError::Unresolvable {
+                names: missing,
+                kinds: self.kinds(),
+                dirs: self.dirs.clone(),
+                rejected,
+            });
+        }
+
+        let mut edits = ContainerEdits::default();
+        let mut specs_done = HashSet::new();
+        for entry in found {
+            let spec = &self.specs[entry.spec].spec;
+            if specs_done.insert(entry.spec) {
+                edits.append(&spec.container_edits);
+            }
+            edits.append(&spec.devices[entry.device].container_edits);
+        }
+        Ok(edits)
+    }
+}
+
+fn check_trust(path: &Path, meta: &std::fs::Metadata, trust: Trust) -> Result<(), RegistryError> {
+    if trust == Trust::Any {
+        return Ok(());
+    }
+    let reason = if meta.uid() != 0 {
+        Some(Untrusted::Owner(meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(Untrusted::Writable(meta.mode() & 0o7777))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(RegistryError::Untrusted {
+            path: path.to_path_buf(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn is_spec_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("json")
+    )
+}
+
+fn scan_dir(
+    dir: &Path,
+    priority: usize,
+    trust: Trust,
+    specs: &mut Vec<LoadedSpec>,
+    errors: &mut Vec<(PathBuf, RegistryError)>,
+) {
+    let mut record = |path: &Path, err: RegistryError| errors.push((path.to_path_buf(), err));
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(source) => {
+            return record(
+                dir,
+                RegistryError::ReadDir {
+                    dir: dir.into(),
+                    source,
+                },
+            )
+        }
+    };
+    if !meta.is_dir() {
+        return record(dir, RegistryError::NotADirectory { dir: dir.into() });
+    }
+    if let Err(e) = check_trust(dir, &meta, trust) {
+        return record(dir, e);
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(source) => {
+            return record(
+                dir,
+                RegistryError::ReadDir {
+                    dir: dir.into(),
+                    source,
+                },
+            )
+        }
+    };
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(e) => {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let path = e.path();
+                if is_spec_file(&path) {
+                    paths.push(path);
+                }
+            }
+            Err(source) => record(
+                dir,
+                RegistryError::ReadDir {
+                    dir: dir.into(),
+                    source,
+                },
+            ),
+        }
+    }
+    paths.sort();
+
+    for path in paths {
+        // Trust is judged on what would be read: a symlink's target.
+        if trust == Trust::RootOwned {
+            match std::fs::metadata(&path) {
+                Ok(meta) => {
+                    if let Err(e) = check_trust(&path, &meta, trust) {
+                        record(&path, e);
+                        continue;
+                    }
+                }
+                Err(source) => {
+                    record(
+                        &path,
+                        RegistryError::Load(SpecError::Read {
+                            path: path.clone(),
+                            source,
+                        }),
+                    );
+                    continue;
+                }
+            }
+        }
+        let spec = match Spec::from_path(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                record(&path, e.into());
+                continue;
+            }
+        };
+        if let Err(e) = validate::validate_spec(&spec, &path) {
+            record(&path, e.into());
+            continue;
+        }
+        specs.push(LoadedSpec {
+            path,
+            priority,
+            spec,
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;
