@@ -1,0 +1,501 @@
+//! config.md "root" and "mounts": the default filesystems, tmpfs and bind mounts, options,
+//! order, propagation, recursive bind behaviour, destinations that must stay in the rootfs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::{ok_str, run_probe};
+use crate::bundle::push_mount;
+use crate::harness::{chk, errno_of, has_opt, mount_at, Ctx, Results, Scenario};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "root.defaults",
+            cases: &["pivoted_into_rootfs", "host_not_visible", "writable"],
+            run: root_defaults,
+        },
+        Scenario {
+            name: "root.readonly",
+            cases: ROOT_RO,
+            run: root_readonly,
+        },
+        Scenario {
+            name: "mounts.defaults",
+            cases: MOUNT_DEFAULTS,
+            run: mount_defaults,
+        },
+        Scenario {
+            name: "mounts.tmpfs",
+            cases: TMPFS,
+            run: tmpfs,
+        },
+        Scenario {
+            name: "mounts.bind",
+            cases: BIND,
+            run: bind,
+        },
+        Scenario {
+            name: "mounts.order",
+            cases: &["nested_after_parent", "later_mount_on_top"],
+            run: order,
+        },
+        Scenario {
+            name: "mounts.propagation",
+            cases: &[
+                "bind_rshared",
+                "bind_rprivate",
+                "rootfs_propagation_private",
+            ],
+            run: propagation,
+        },
+        Scenario {
+            name: "mounts.recursive",
+            cases: RECURSIVE,
+            run: recursive,
+        },
+        Scenario {
+            name: "mounts.safety",
+            cases: &["destination_symlink_stays_in_rootfs"],
+            run: safety,
+        },
+    ]
+}
+
+fn root_defaults(ctx: &Ctx, r: &mut Results) {
+    let cases = &["pivoted_into_rootfs", "host_not_visible", "writable"];
+    let host_marker = ctx.work.join("template");
+    let marker = host_marker.to_string_lossy().into_owned();
+    let checks = [format!("stat:{marker}"), "write:/newfile".into()];
+    let refs: Vec<&str> = checks.iter().map(String::as_str).collect();
+    let Some(run) = run_probe(ctx, r, cases, &refs, |_| {}) else {
+        return;
+    };
+    let rep = &run.report;
+    r.check(
+        "pivoted_into_rootfs",
+        mount_at(rep, "/").is_some() && rep["argv"][0] == "/probe",
+        || "no mount at / in mountinfo".into(),
+    );
+    r.check(
+        "host_not_visible",
+        errno_of(chk(rep, &checks[0])) == Some(libc::ENOENT as i64),
+        || format!("host path {marker} is visible inside the container"),
+    );
+    r.check(
+        "writable",
+        chk(rep, "write:/newfile")["ok"].is_number(),
+        || format!("write failed: {}", chk(rep, "write:/newfile")),
+    );
+}
+
+const ROOT_RO: &[&str] = &[
+    "root_mount_ro",
+    "write_erofs",
+    "tmpfs_mounts_still_writable",
+    "absolute_root_path",
+];
+
+fn root_readonly(ctx: &Ctx, r: &mut Results) {
+    let Some(run) = run_probe(ctx, r, ROOT_RO, &["write:/x", "write:/dev/shm/x"], |b| {
+        let abs = b.rootfs().to_string_lossy().into_owned();
+        b.config["root"] = json!({ "path": abs, "readonly": true });
+    }) else {
+        return;
+    };
+    let rep = &run.report;
+    r.check(
+        "root_mount_ro",
+        mount_at(rep, "/").is_some_and(|m| has_opt(m, "ro")),
+        || format!("/ mount: {:?}", mount_at(rep, "/")),
+    );
+    r.eq(
+        "write_erofs",
+        errno_of(chk(rep, "write:/x")),
+        Some(libc::EROFS as i64),
+    );
+    r.check(
+        "tmpfs_mounts_still_writable",
+        chk(rep, "write:/dev/shm/x")["ok"].is_number(),
+        || format!("{}", chk(rep, "write:/dev/shm/x")),
+    );
+    r.pass("absolute_root_path");
+}
+
+const MOUNT_DEFAULTS: &[&str] = &[
+    "proc",
+    "sysfs_ro",
+    "dev_tmpfs",
+    "devpts",
+    "shm_options",
+    "mqueue",
+    "cgroup_ro",
+];
+
+fn mount_defaults(ctx: &Ctx, r: &mut Results) {
+    let Some(run) = run_probe(ctx, r, MOUNT_DEFAULTS, &[], |_| {}) else {
+        return;
+    };
+    let rep = &run.report;
+    let fst = |d: &str| mount_at(rep, d).and_then(|m| m["fstype"].as_str().map(String::from));
+    r.eq("proc", fst("/proc").as_deref(), Some("proc"));
+    r.check(
+        "sysfs_ro",
+        mount_at(rep, "/sys").is_some_and(|m| m["fstype"] == "sysfs" && has_opt(m, "ro")),
+        || format!("/sys: {:?}", mount_at(rep, "/sys")),
+    );
+    r.eq("dev_tmpfs", fst("/dev").as_deref(), Some("tmpfs"));
+    r.eq("devpts", fst("/dev/pts").as_deref(), Some("devpts"));
+    r.check(
+        "shm_options",
+        mount_at(rep, "/dev/shm").is_some_and(|m| {
+            m["fstype"] == "tmpfs"
+                && has_opt(m, "nosuid")
+                && has_opt(m, "nodev")
+                && has_opt(m, "noexec")
+        }),
+        || format!("/dev/shm: {:?}", mount_at(rep, "/dev/shm")),
+    );
+    r.eq("mqueue", fst("/dev/mqueue").as_deref(), Some("mqueue"));
+    // Every cgroup filesystem under /sys/fs/cgroup must be read-only.
+    let cg: Vec<&serde_json::Value> = rep["mounts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|m| {
+                    m["target"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with("/sys/fs/cgroup")
+                })
+                .filter(|m| m["fstype"] == "cgroup" || m["fstype"] == "cgroup2")
+                .collect()
+        })
+        .unwrap_or_default();
+    r.check(
+        "cgroup_ro",
+        !cg.is_empty() && cg.iter().all(|m| has_opt(m, "ro")),
+        || format!("cgroup mounts: {cg:?}"),
+    );
+}
+
+const TMPFS: &[&str] = &[
+    "fstype",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "mode_option",
+    "size_option",
+    "destination_created",
+];
+
+fn tmpfs(ctx: &Ctx, r: &mut Results) {
+    let checks = &["stat:/mnt/t/deep"];
+    let Some(run) = run_probe(ctx, r, TMPFS, checks, |b| {
+        push_mount(
+            &mut b.config,
+            json!({ "destination": "/mnt/t/deep", "type": "tmpfs", "source": "tmpfs",
+                     "options": ["nosuid", "nodev", "noexec", "mode=0710", "size=1m"] }),
+        );
+    }) else {
+        return;
+    };
+    let rep = &run.report;
+    let m = mount_at(rep, "/mnt/t/deep").cloned().unwrap_or_default();
+    r.eq("fstype", m["fstype"].as_str(), Some("tmpfs"));
+    for o in ["nosuid", "nodev", "noexec"] {
+        r.check(o, has_opt(&m, o), || {
+            format!("options {} {}", m["opts"], m["super"])
+        });
+    }
+    r.eq(
+        "mode_option",
+        chk(rep, "stat:/mnt/t/deep")["mode"].as_u64(),
+        Some(0o710),
+    );
+    r.check("size_option", has_opt(&m, "size=1024k"), || {
+        format!("super options {}", m["super"])
+    });
+    r.check("destination_created", !m.is_null(), || {
+        "no mount at /mnt/t/deep".into()
+    });
+}
+
+const BIND: &[&str] = &[
+    "ro_readable",
+    "ro_write_erofs",
+    "rw_write_visible_on_host",
+    "file_bind",
+    "relative_source",
+    "nosuid_option",
+];
+
+fn bind(ctx: &Ctx, r: &mut Results) {
+    let mut shared = PathBuf::new();
+    let checks = &[
+        "read:/mnt/ro/data.txt",
+        "write:/mnt/ro/new",
+        "write:/mnt/rw/fromcontainer",
+        "read:/etc/bound.txt",
+        "read:/mnt/rel/data.txt",
+    ];
+    let Some(run) = run_probe(ctx, r, BIND, checks, |b| {
+        shared = b.shared();
+        let s = shared.to_string_lossy().into_owned();
+        let _ = fs::write(shared.join("data.txt"), "hello\n");
+        let f = b.dir.join("file.txt");
+        let _ = fs::write(&f, "file\n");
+        for m in [
+            json!({ "destination": "/mnt/ro", "type": "bind", "source": s,
+                    "options": ["bind", "ro", "nosuid"] }),
+            json!({ "destination": "/mnt/rw", "type": "bind", "source": s,
+                    "options": ["rbind", "rw"] }),
+            json!({ "destination": "/etc/bound.txt", "type": "bind",
+                    "source": f.to_string_lossy(), "options": ["bind", "ro"] }),
+            json!({ "destination": "/mnt/rel", "type": "bind", "source": "shared",
+                    "options": ["rbind"] }),
+        ] {
+            push_mount(&mut b.config, m);
+        }
+    }) else {
+        return;
+    };
+    let rep = &run.report;
+    r.eq(
+        "ro_readable",
+        ok_str(chk(rep, "read:/mnt/ro/data.txt")),
+        Some("hello\n"),
+    );
+    r.eq(
+        "ro_write_erofs",
+        errno_of(chk(rep, "write:/mnt/ro/new")),
+        Some(libc::EROFS as i64),
+    );
+    r.check(
+        "rw_write_visible_on_host",
+        shared.join("fromcontainer").exists(),
+        || format!("write: {}", chk(rep, "write:/mnt/rw/fromcontainer")),
+    );
+    r.eq(
+        "file_bind",
+        ok_str(chk(rep, "read:/etc/bound.txt")),
+        Some("file\n"),
+    );
+    r.eq(
+        "relative_source",
+        ok_str(chk(rep, "read:/mnt/rel/data.txt")),
+        Some("hello\n"),
+    );
+    r.check(
+        "nosuid_option",
+        mount_at(rep, "/mnt/ro").is_some_and(|m| has_opt(m, "nosuid")),
+        || format!("{:?}", mount_at(rep, "/mnt/ro")),
+    );
+}
+
+fn order(ctx: &Ctx, r: &mut Results) {
+    let cases = &["nested_after_parent", "later_mount_on_top"];
+    let Some(run) = run_probe(
+        ctx,
+        r,
+        cases,
+        &["read:/mnt/o/x", "stat:/mnt/s/data.txt"],
+        |b| {
+            let f = b.dir.join("x.txt");
+            let _ = fs::write(&f, "x\n");
+            let _ = fs::write(b.shared().join("data.txt"), "d\n");
+            let s = b.shared().to_string_lossy().into_owned();
+            for m in [
+                json!({ "destination": "/mnt/o", "type": "tmpfs", "source": "tmpfs" }),
+                json!({ "destination": "/mnt/o/x", "type": "bind",
+                    "source": f.to_string_lossy(), "options": ["bind"] }),
+                json!({ "destination": "/mnt/s", "type": "tmpfs", "source": "tmpfs" }),
+                json!({ "destination": "/mnt/s", "type": "bind", "source": s,
+                    "options": ["rbind"] }),
+            ] {
+                push_mount(&mut b.config, m);
+            }
+        },
+    ) else {
+        return;
+    };
+    let rep = &run.report;
+    r.eq(
+        "nested_after_parent",
+        ok_str(chk(rep, "read:/mnt/o/x")),
+        Some("x\n"),
+    );
+    r.eq(
+        "later_mount_on_top",
+        chk(rep, "stat:/mnt/s/data.txt")["type"].as_str(),
+        Some("f"),
+    );
+}
+
+fn propagation(ctx: &Ctx, r: &mut Results) {
+    let cases = &[
+        "bind_rshared",
+        "bind_rprivate",
+        "rootfs_propagation_private",
+    ];
+    let Some(run) = run_probe(ctx, r, cases, &[], |b| {
+        let s = b.shared().to_string_lossy().into_owned();
+        push_mount(
+            &mut b.config,
+            json!({ "destination": "/mnt/sh", "type": "bind", "source": s,
+                    "options": ["rbind", "rshared"] }),
+        );
+        push_mount(
+            &mut b.config,
+            json!({ "destination": "/mnt/pr", "type": "bind", "source": s,
+                    "options": ["rbind", "rprivate"] }),
+        );
+        b.config["linux"]["rootfsPropagation"] = json!("private");
+    }) else {
+        return;
+    };
+    let rep = &run.report;
+    let opt = |d: &str| {
+        mount_at(rep, d)
+            .and_then(|m| m["optional"].as_str().map(String::from))
+            .unwrap_or_else(|| "<no mount>".into())
+    };
+    let sh = opt("/mnt/sh");
+    r.check("bind_rshared", sh.contains("shared:"), || {
+        format!("optional fields {sh:?}")
+    });
+    let pr = opt("/mnt/pr");
+    r.check("bind_rprivate", pr.is_empty(), || {
+        format!("optional fields {pr:?}")
+    });
+    let root = opt("/");
+    r.check("rootfs_propagation_private", root.is_empty(), || {
+        format!("optional fields of / {root:?}")
+    });
+}
+
+/// A tmpfs mounted on the host under the bundle, unmounted on drop.
+struct HostMount(PathBuf);
+
+impl HostMount {
+    fn tmpfs(at: &Path) -> Result<Self, String> {
+        fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let t =
+            std::ffi::CString::new(at.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: plain mount(2) with valid C strings.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                t.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(format!("mount tmpfs: {}", std::io::Error::last_os_error()));
+        }
+        Ok(HostMount(at.to_path_buf()))
+    }
+}
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        if let Ok(t) = std::ffi::CString::new(self.0.to_string_lossy().as_bytes()) {
+            // SAFETY: detach our own mount.
+            unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+const RECURSIVE: &[&str] = &[
+    "rbind_includes_submounts",
+    "bind_excludes_submounts",
+    "rro_makes_submounts_readonly",
+];
+
+fn recursive(ctx: &Ctx, r: &mut Results) {
+    let mut guard: Option<HostMount> = None;
+    let checks = &["stat:/mnt/r/inner/f", "stat:/mnt/nb/inner/f"];
+    if let Some(run) = run_probe(ctx, r, &RECURSIVE[..2], checks, |b| {
+        let src = b.shared();
+        match HostMount::tmpfs(&src.join("inner")) {
+            Ok(g) => {
+                let _ = fs::write(src.join("inner/f"), "f");
+                guard = Some(g);
+            }
+            Err(e) => eprintln!("# mounts.recursive: {e}"),
+        }
+        let s = src.to_string_lossy().into_owned();
+        push_mount(
+            &mut b.config,
+            json!({ "destination": "/mnt/r", "type": "bind", "source": s, "options": ["rbind"] }),
+        );
+        push_mount(
+            &mut b.config,
+            json!({ "destination": "/mnt/nb", "type": "bind", "source": s, "options": ["bind"] }),
+        );
+    }) {
+        let rep = &run.report;
+        r.eq(
+            "rbind_includes_submounts",
+            chk(rep, "stat:/mnt/r/inner/f")["type"].as_str(),
+            Some("f"),
+        );
+        r.eq(
+            "bind_excludes_submounts",
+            errno_of(chk(rep, "stat:/mnt/nb/inner/f")),
+            Some(libc::ENOENT as i64),
+        );
+        drop(guard.take());
+        drop(run);
+    }
+    drop(guard.take());
+    let checks = &["write:/mnt/r/inner/x", "write:/mnt/r/y"];
+    if let Some(run) = run_probe(ctx, r, &RECURSIVE[2..], checks, |b| {
+        let src = b.shared();
+        if let Ok(g) = HostMount::tmpfs(&src.join("inner")) {
+            guard = Some(g);
+        }
+        push_mount(
+            &mut b.config,
+            json!({ "destination": "/mnt/r", "type": "bind", "source": src.to_string_lossy(),
+                    "options": ["rbind", "rro"] }),
+        );
+    }) {
+        let rep = &run.report;
+        let inner = errno_of(chk(rep, "write:/mnt/r/inner/x"));
+        let top = errno_of(chk(rep, "write:/mnt/r/y"));
+        r.check(
+            "rro_makes_submounts_readonly",
+            inner == Some(libc::EROFS as i64) && top == Some(libc::EROFS as i64),
+            || format!("errno of writes: submount {inner:?}, top {top:?}"),
+        );
+        drop(guard.take());
+        drop(run);
+    }
+    drop(guard);
+}
+
+fn safety(ctx: &Ctx, r: &mut Results) {
+    let mut outside = PathBuf::new();
+    let Some(run) = run_probe(ctx, r, &["destination_symlink_stays_in_rootfs"], &[], |b| {
+        outside = b.dir.join("outside");
+        let _ = fs::create_dir_all(&outside);
+        let _ = std::os::unix::fs::symlink(&outside, b.rootfs().join("escape"));
+        push_mount(
+            &mut b.config,
+            json!({ "destination": "/escape/m", "type": "tmpfs", "source": "tmpfs" }),
+        );
+    }) else {
+        return;
+    };
+    r.check(
+        "destination_symlink_stays_in_rootfs",
+        !outside.join("m").exists(),
+        || format!("{} was created on the host", outside.join("m").display()),
+    );
+    drop(run);
+}

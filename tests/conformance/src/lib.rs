@@ -1,0 +1,7 @@
+//! nvbind-conformance: an OCI runtime-spec conformance suite. The `conformance` binary drives
+//! any runc-compatible runtime through its CLI; the `probe` binary runs inside the containers.
+
+pub mod bundle;
+pub mod cases;
+pub mod harness;
+pub mod runtime;
