@@ -337,3 +337,31 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), GenerateError> {
         }
     })
 }
+
+/// Several specs as one text: YAML documents separated by `---`; for JSON, one compact
+/// object per line (JSON Lines) when there is more than one spec.
+pub fn render_all(specs: &[Spec], format: spec::Format) -> Result<String, GenerateError> {
+    let target = Path::new("<stdout>");
+    if specs.len() == 1 {
+        return render(&specs[0], format, target);
+    }
+    let mut out = String::new();
+    for spec in specs {
+        match format {
+            spec::Format::Yaml => {
+                out.push_str("---\n");
+                out.push_str(&render(spec, format, target)?);
+            }
+            spec::Format::Json => {
+                let line =
+                    serde_json::to_string(spec).map_err(|source| spec::SpecError::EncodeJson {
+                        path: target.to_path_buf(),
+                        source,
+                    })?;
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
