@@ -12,3 +12,9 @@ pub mod requests;
 pub mod spec;
 pub mod validate;
 pub mod version;
+
+pub use apply::{apply, HostDevices, RealHost};
+pub use name::QualifiedName;
+pub use registry::Registry;
+pub use requests::{device_requests, inject, INJECTED_ANNOTATION};
+pub use spec::ContainerEdits;
