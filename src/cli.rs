@@ -93,4 +93,6 @@ pub enum Command {
     Spec(commands::spec::SpecArgs),
     /// Print what this build of nvbind supports, as OCI features JSON
     Features(commands::features::FeaturesArgs),
+    /// Register nvbind in Docker's, Podman's or containerd's config (merging, with a backup)
+    Setup(commands::setup::SetupArgs),
 }

@@ -10,6 +10,7 @@ mod create;
 mod executor;
 mod logging;
 mod runtime;
+mod setup;
 
 use std::process::ExitCode;
 
@@ -56,6 +57,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Spec(args) => return cmd::spec::run(&args, &cli.global).map(|_| 0),
         Command::Features(args) => return cmd::features::run(&args).map(|_| 0),
+        Command::Setup(args) => return cmd::setup::run(&args).map(|_| 0),
         _ => {}
     }
     let ctx = Ctx::new(&cli.global)?;
@@ -74,6 +76,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Resume(a) => ok(cmd::pause::run_resume(&a, &ctx)),
         Command::Events(a) => ok(cmd::events::run(&a, &ctx)),
         Command::Update(a) => ok(cmd::update::run(&a, &ctx)),
-        Command::Spec(_) | Command::Features(_) => unreachable!("handled above"),
+        Command::Spec(_) | Command::Features(_) | Command::Setup(_) => {
+            unreachable!("handled above")
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod list;
 pub mod pause;
 pub mod ps;
 pub mod run;
+pub mod setup;
 pub mod spec;
 pub mod start;
 pub mod state;

@@ -1,0 +1,234 @@
+//! containerd: `/etc/containerd/config.toml`, a CRI runtime handler
+//! `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.<name>]` with
+//! `runtime_type = "io.containerd.runc.v2"` and `options.BinaryName`, so the runc v2 shim runs
+//! nvbind; Kubernetes selects it through a RuntimeClass with `handler: <name>`.
+//! The plugin's key depends on the config's `version`: 1 (or none, in a non-empty file)
+//! `plugins.cri`, 2 (containerd 1.x) `plugins."io.containerd.grpc.v1.cri"`, 3 (containerd 2.x)
+//! `plugins."io.containerd.cri.v1.runtime"`. A fresh file gets `version = 2`.
+
+use std::path::Path;
+
+use toml_edit::{value, Item};
+
+use super::toml::{describe, parse, table_at};
+use super::{Engine, MergeError, Registration};
+
+pub struct Containerd;
+
+const RUNC_V2: &str = "io.containerd.runc.v2";
+
+fn cri_plugin(version: i64) -> &'static str {
+    match version {
+        1 => "cri",
+        2 => "io.containerd.grpc.v1.cri",
+        _ => "io.containerd.cri.v1.runtime",
+    }
+}
+
+impl Engine for Containerd {
+    fn name(&self) -> &'static str {
+        "containerd"
+    }
+
+    fn default_config(&self) -> &'static Path {
+        Path::new("/etc/containerd/config.toml")
+    }
+
+    fn restart_hint(&self) -> &'static str {
+        "systemctl restart containerd"
+    }
+
+    fn notes(&self, merged: &str) -> Vec<String> {
+        let Ok(doc) = merged.parse::<toml_edit::DocumentMut>() else {
+            return Vec::new();
+        };
+        let disabled = super::toml::strings(doc.get("disabled_plugins")).unwrap_or_default();
+        disabled
+            .iter()
+            .filter(|p| p.as_str() == "cri" || p.ends_with(".cri"))
+            .map(|p| {
+                format!(
+                    "the CRI plugin is listed in disabled_plugins ({p:?}): Kubernetes cannot use \
+                     the handler until it is enabled (ctr --runc-binary works regardless)"
+                )
+            })
+            .collect()
+    }
+
+    fn merge(
+        &self,
+        existing: Option<&str>,
+        reg: &Registration,
+    ) -> Result<Option<String>, MergeError> {
+        let text = existing.unwrap_or("");
+        let mut doc = parse(text)?;
+        let version = match doc.get("version") {
+            Some(item) => item.as_integer().ok_or(MergeError::Shape {
+                key: "version".into(),
+                found: describe(item),
+                expected: "an integer",
+            })?,
+            None if doc.as_table().is_empty() => {
+                // Put the version first, above anything appended below.
+                let mut fresh = toml_edit::DocumentMut::new();
+                fresh["version"] = value(2);
+                fresh
+                    .decor_mut()
+                    .set_prefix(doc.decor().prefix().cloned().unwrap_or_default());
+                doc = fresh;
+                2
+            }
+            None => 1,
+        };
+        let plugin = cri_plugin(version);
+        let path = reg.path.to_string_lossy().into_owned();
+        let mut changed = false;
+
+        let shown = format!("plugins.\"{plugin}\".containerd");
+        let cri = table_at(doc.as_table_mut(), "", &["plugins", plugin, "containerd"])?;
+        if reg.default && cri.get("default_runtime_name").and_then(Item::as_str) != Some(&reg.name)
+        {
+            cri["default_runtime_name"] = value(reg.name.as_str());
+            changed = true;
+        }
+        let handler = table_at(cri, &shown, &["runtimes", reg.name.as_str()])?;
+        if handler.get("runtime_type").and_then(Item::as_str) != Some(RUNC_V2) {
+            handler["runtime_type"] = value(RUNC_V2);
+            changed = true;
+        }
+        handler.set_implicit(false);
+        let options = table_at(
+            handler,
+            &format!("{shown}.runtimes.{}", reg.name),
+            &["options"],
+        )?;
+        if options.get("BinaryName").and_then(Item::as_str) != Some(&path) {
+            options["BinaryName"] = value(path.as_str());
+            changed = true;
+        }
+        options.set_implicit(false);
+        Ok(changed.then(|| doc.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{file_cycle, invalid_file, reg, unwritable_dir};
+    use super::*;
+
+    /// Debian 12's /etc/containerd/config.toml, plus a comment and a runc handler.
+    const DEBIAN: &str = r#"version = 2
+
+# keep me
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "/usr/lib/cni"
+      conf_dir = "/etc/cni/net.d"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "/var/lib/containerd/opt"
+"#;
+
+    fn get<'a>(doc: &'a toml_edit::DocumentMut, plugin: &str) -> &'a Item {
+        &doc["plugins"][plugin]["containerd"]["runtimes"]["nvbind"]
+    }
+
+    #[test]
+    fn fresh_file_is_version_2() {
+        let out = Containerd.merge(None, &reg(false)).unwrap().unwrap();
+        assert!(out.starts_with("version = 2\n"), "{out}");
+        let doc: toml_edit::DocumentMut = out.parse().unwrap();
+        let h = get(&doc, "io.containerd.grpc.v1.cri");
+        assert_eq!(h["runtime_type"].as_str(), Some(RUNC_V2));
+        assert_eq!(h["options"]["BinaryName"].as_str(), Some("/usr/bin/nvbind"));
+        assert!(
+            out.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvbind]"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvbind.options]"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn merges_into_debians_file_keeping_everything() {
+        let out = Containerd.merge(Some(DEBIAN), &reg(true)).unwrap().unwrap();
+        for keep in [
+            "# keep me",
+            "bin_dir = \"/usr/lib/cni\"",
+            "path = \"/var/lib/containerd/opt\"",
+            "containerd.runtimes.runc]",
+        ] {
+            assert!(out.contains(keep), "lost {keep:?}:\n{out}");
+        }
+        let doc: toml_edit::DocumentMut = out.parse().unwrap();
+        assert_eq!(
+            get(&doc, "io.containerd.grpc.v1.cri")["options"]["BinaryName"].as_str(),
+            Some("/usr/bin/nvbind")
+        );
+        assert_eq!(
+            doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["default_runtime_name"]
+                .as_str(),
+            Some("nvbind")
+        );
+        assert_eq!(Containerd.merge(Some(&out), &reg(true)).unwrap(), None);
+    }
+
+    #[test]
+    fn version_1_and_3_layouts() {
+        let v1 = Containerd
+            .merge(Some("root = \"/var/lib/containerd\"\n"), &reg(false))
+            .unwrap()
+            .unwrap();
+        let doc: toml_edit::DocumentMut = v1.parse().unwrap();
+        assert_eq!(
+            get(&doc, "cri")["options"]["BinaryName"].as_str(),
+            Some("/usr/bin/nvbind")
+        );
+        let v3 = Containerd
+            .merge(Some("version = 3\n"), &reg(false))
+            .unwrap()
+            .unwrap();
+        let doc: toml_edit::DocumentMut = v3.parse().unwrap();
+        assert_eq!(
+            get(&doc, "io.containerd.cri.v1.runtime")["runtime_type"].as_str(),
+            Some(RUNC_V2)
+        );
+    }
+
+    #[test]
+    fn notes_a_disabled_cri_plugin() {
+        let out = Containerd
+            .merge(
+                Some("version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"),
+                &reg(false),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(Containerd.notes(&out).len(), 1);
+    }
+
+    #[test]
+    fn file_cycle_fresh_merge_idempotent_backup() {
+        file_cycle(
+            &Containerd,
+            DEBIAN,
+            &["# keep me", "conf_dir = \"/etc/cni/net.d\""],
+        );
+    }
+
+    #[test]
+    fn invalid_toml_names_file_and_line() {
+        invalid_file(&Containerd, "version = 2\n\n[plugins\nx = 1\n", 3);
+    }
+
+    #[test]
+    fn unwritable_directory() {
+        unwritable_dir(&Containerd, "version = 2\n");
+    }
+}
