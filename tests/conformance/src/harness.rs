@@ -128,6 +128,13 @@ impl Bundle {
 
 impl Drop for Bundle {
     fn drop(&mut self) {
+        if std::env::var_os("CONFORMANCE_KEEP_BUNDLES").is_some() {
+            let kept = self.dir.with_extension("kept");
+            if fs::rename(&self.dir, &kept).is_ok() {
+                eprintln!("# kept bundle {} as {}", self.id, kept.display());
+                return;
+            }
+        }
         detach_mounts_under(&self.dir);
         let _ = fs::remove_dir_all(&self.dir);
     }

@@ -95,6 +95,11 @@ impl Runtime {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.path);
         c.arg("--root").arg(&self.root).args(args);
+        // Never the bundle: relative paths in config.json are relative to the bundle, and a
+        // runtime that resolves them against its working directory must be caught.
+        if let Some(parent) = self.root.parent() {
+            c.current_dir(parent);
+        }
         c
     }
 

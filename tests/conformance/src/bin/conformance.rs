@@ -211,7 +211,11 @@ fn sweep(rt: &Runtime, work: &Path, prefix: &str) -> Vec<String> {
         leaks.push(format!("cgroup {c} left after delete"));
     }
     detach_mounts_under(work);
-    let _ = fs::remove_dir_all(work);
+    if std::env::var_os("CONFORMANCE_KEEP_BUNDLES").is_some() {
+        eprintln!("# CONFORMANCE_KEEP_BUNDLES: leaving {}", work.display());
+    } else {
+        let _ = fs::remove_dir_all(work);
+    }
     leaks
 }
 

@@ -279,6 +279,34 @@ fn run_check(check: &str) -> Value {
             json!({ "ok": ts.tv_sec })
         }
         "env" => json!({ "ok": std::env::var(arg).ok() }),
+        // fork up to N children that wait; report how many forks succeeded
+        "forkn" => {
+            let n: usize = arg.parse().unwrap_or(1);
+            let mut kids = Vec::new();
+            let mut last_err = 0;
+            for _ in 0..n {
+                // SAFETY: the child only pauses until killed.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    loop {
+                        unsafe { libc::pause() };
+                    }
+                }
+                if pid < 0 {
+                    last_err = errno();
+                    break;
+                }
+                kids.push(pid);
+            }
+            for &k in &kids {
+                // SAFETY: kill and reap our own children.
+                unsafe {
+                    libc::kill(k, libc::SIGKILL);
+                    libc::waitpid(k, std::ptr::null_mut(), 0);
+                }
+            }
+            json!({ "ok": kids.len(), "errno": last_err })
+        }
         "fork" => {
             // SAFETY: the child only calls _exit.
             let pid = unsafe { libc::fork() };

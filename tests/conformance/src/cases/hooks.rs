@@ -31,6 +31,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: post_failures,
         },
         Scenario {
+            name: "hooks.stdin",
+            cases: &["hook_not_reading_stdin_succeeds"],
+            run: stdin_ignored,
+        },
+        Scenario {
             name: "hooks.timeout",
             cases: &["timeout_enforced"],
             run: timeout,
@@ -116,7 +121,8 @@ fn all_hooks(ctx: &Ctx, r: &mut Results) {
         .expect("prestart")
         .push(json!({
             "path": "/bin/sh",
-            "args": ["sh", "-c", format!("echo prestart2 >> {d}/order; echo \"$0 $1\" > {d}/args"),
+            "args": ["sh", "-c", format!("cat > /dev/null; echo prestart2 >> {d}/order; \
+                                      echo \"$0 $1\" > {d}/args"),
                      "zero", "one"]
         }));
     b.config["hooks"] = Value::Object(hooks);
@@ -213,12 +219,16 @@ fn all_hooks(ctx: &Ctx, r: &mut Results) {
         let text = fs::read_to_string(dir.join(format!("{t}.json"))).unwrap_or_default();
         let st: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let status = st["status"].as_str().unwrap_or("");
+        // runtime.md: "created" once create has finished (startContainer runs during start);
+        // pid is REQUIRED when the status is created or running.
         let status_ok = match t {
             "poststop" => status == "stopped",
             "poststart" => status == "running" || status == "stopped",
+            "startContainer" => status == "created",
             _ => ["creating", "created"].contains(&status),
         };
-        let pid_ok = t == "poststop" || st["pid"].as_i64().is_some_and(|p| p > 0);
+        let pid_ok =
+            !["created", "running"].contains(&status) || st["pid"].as_i64().is_some_and(|p| p > 0);
         let bundle_ok = st["bundle"].as_str().map(Path::new) == Some(bundle.as_path())
             || st["bundle"].as_str().map(Path::new) == Some(b.dir.as_path());
         r.check(
@@ -260,7 +270,7 @@ fn failures(ctx: &Ctx, r: &mut Results) {
                 continue;
             }
         };
-        b.config["hooks"] = json!({ t: [shell_hook("exit 3")] });
+        b.config["hooks"] = json!({ t: [shell_hook("cat > /dev/null; exit 3")] });
         let created = Container::create(ctx, &b);
         let failed = match &created {
             Err(_) => true,
@@ -289,7 +299,7 @@ fn failures(ctx: &Ctx, r: &mut Results) {
         Ok(b) => b,
         Err(e) => return r.fail_rest(cases, &e),
     };
-    b.config["hooks"] = json!({ "startContainer": [shell_hook("exit 3")] });
+    b.config["hooks"] = json!({ "startContainer": [shell_hook("cat > /dev/null; exit 3")] });
     mount_hookout(&mut b);
     b.config["process"]["args"] = json!(["/bin/sh", "-c", "touch /hookout/ran"]);
     let mut c = match Container::create(ctx, &b) {
@@ -323,8 +333,8 @@ fn post_failures(ctx: &Ctx, r: &mut Results) {
         Ok(mut b) => {
             let d = b.shared().to_string_lossy().into_owned();
             b.config["hooks"] = json!({ "poststart": [
-                shell_hook("exit 3"),
-                shell_hook(&format!("touch {d}/second"))
+                shell_hook("cat > /dev/null; exit 3"),
+                shell_hook(&format!("cat > /dev/null; touch {d}/second"))
             ]});
             b.config["process"]["args"] = json!(["/probe", "sleep", "30"]);
             match Container::create(ctx, &b) {
@@ -347,8 +357,8 @@ fn post_failures(ctx: &Ctx, r: &mut Results) {
         Ok(mut b) => {
             let d = b.shared().to_string_lossy().into_owned();
             b.config["hooks"] = json!({ "poststop": [
-                shell_hook("exit 3"),
-                shell_hook(&format!("touch {d}/second"))
+                shell_hook("cat > /dev/null; exit 3"),
+                shell_hook(&format!("cat > /dev/null; touch {d}/second"))
             ]});
             b.config["process"]["args"] = json!(["/probe", "exit", "0"]);
             match Container::create(ctx, &b) {
@@ -392,4 +402,24 @@ fn timeout(ctx: &Ctx, r: &mut Results) {
         created.is_err() && took < Duration::from_secs(10),
         || format!("create ok={} after {took:?}", created.is_ok()),
     );
+}
+
+/// A hook need not read its stdin. With a state larger than a pipe buffer (a big
+/// annotation), the runtime's write fails with EPIPE when the hook exits: the runtime must
+/// treat that as the hook's business and go by its exit status.
+fn stdin_ignored(ctx: &Ctx, r: &mut Results) {
+    let case = "hook_not_reading_stdin_succeeds";
+    let mut b = match ctx.bundle() {
+        Ok(b) => b,
+        Err(e) => return r.fail(case, e),
+    };
+    let d = b.shared().to_string_lossy().into_owned();
+    b.config["annotations"] = json!({ "org.example.big": "x".repeat(256 * 1024) });
+    b.config["hooks"] = json!({ "createRuntime": [shell_hook(&format!("touch {d}/ran"))] });
+    match Container::create(ctx, &b) {
+        Ok(_c) => r.check(case, b.shared().join("ran").exists(), || {
+            "the hook did not run".into()
+        }),
+        Err(o) => r.fail(case, format!("create failed: {}", o.brief())),
+    }
 }

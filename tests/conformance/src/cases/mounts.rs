@@ -58,7 +58,10 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "mounts.safety",
-            cases: &["destination_symlink_stays_in_rootfs"],
+            cases: &[
+                "destination_symlink_stays_in_rootfs",
+                "destination_dangling_symlink_resolved_in_rootfs",
+            ],
             run: safety,
         },
     ]
@@ -228,8 +231,8 @@ const BIND: &[&str] = &[
     "ro_write_erofs",
     "rw_write_visible_on_host",
     "file_bind",
-    "relative_source",
     "nosuid_option",
+    "relative_source",
 ];
 
 fn bind(ctx: &Ctx, r: &mut Results) {
@@ -239,9 +242,8 @@ fn bind(ctx: &Ctx, r: &mut Results) {
         "write:/mnt/ro/new",
         "write:/mnt/rw/fromcontainer",
         "read:/etc/bound.txt",
-        "read:/mnt/rel/data.txt",
     ];
-    let Some(run) = run_probe(ctx, r, BIND, checks, |b| {
+    let Some(run) = run_probe(ctx, r, &BIND[..5], checks, |b| {
         shared = b.shared();
         let s = shared.to_string_lossy().into_owned();
         let _ = fs::write(shared.join("data.txt"), "hello\n");
@@ -254,8 +256,6 @@ fn bind(ctx: &Ctx, r: &mut Results) {
                     "options": ["rbind", "rw"] }),
             json!({ "destination": "/etc/bound.txt", "type": "bind",
                     "source": f.to_string_lossy(), "options": ["bind", "ro"] }),
-            json!({ "destination": "/mnt/rel", "type": "bind", "source": "shared",
-                    "options": ["rbind"] }),
         ] {
             push_mount(&mut b.config, m);
         }
@@ -283,16 +283,28 @@ fn bind(ctx: &Ctx, r: &mut Results) {
         ok_str(chk(rep, "read:/etc/bound.txt")),
         Some("file\n"),
     );
-    r.eq(
-        "relative_source",
-        ok_str(chk(rep, "read:/mnt/rel/data.txt")),
-        Some("hello\n"),
-    );
     r.check(
         "nosuid_option",
         mount_at(rep, "/mnt/ro").is_some_and(|m| has_opt(m, "nosuid")),
         || format!("{:?}", mount_at(rep, "/mnt/ro")),
     );
+    drop(run);
+    // A relative bind source is relative to the bundle (the runtime runs elsewhere).
+    let checks = &["read:/mnt/rel/data.txt"];
+    if let Some(run) = run_probe(ctx, r, &BIND[5..], checks, |b| {
+        let _ = fs::write(b.shared().join("data.txt"), "hello\n");
+        push_mount(
+            &mut b.config,
+            json!({ "destination": "/mnt/rel", "type": "bind", "source": "shared",
+                    "options": ["rbind"] }),
+        );
+    }) {
+        r.eq(
+            "relative_source",
+            ok_str(chk(&run.report, checks[0])),
+            Some("hello\n"),
+        );
+    }
 }
 
 fn order(ctx: &Ctx, r: &mut Results) {
@@ -479,23 +491,34 @@ fn recursive(ctx: &Ctx, r: &mut Results) {
     drop(guard);
 }
 
+/// A destination under a symlink must be resolved inside the rootfs (runc: securejoin),
+/// never on the host; a runtime may refuse such a config, but must not escape.
 fn safety(ctx: &Ctx, r: &mut Results) {
-    let mut outside = PathBuf::new();
-    let Some(run) = run_probe(ctx, r, &["destination_symlink_stays_in_rootfs"], &[], |b| {
-        outside = b.dir.join("outside");
-        let _ = fs::create_dir_all(&outside);
-        let _ = std::os::unix::fs::symlink(&outside, b.rootfs().join("escape"));
-        push_mount(
-            &mut b.config,
-            json!({ "destination": "/escape/m", "type": "tmpfs", "source": "tmpfs" }),
-        );
-    }) else {
-        return;
-    };
-    r.check(
+    let cases = &[
         "destination_symlink_stays_in_rootfs",
-        !outside.join("m").exists(),
-        || format!("{} was created on the host", outside.join("m").display()),
+        "destination_dangling_symlink_resolved_in_rootfs",
+    ];
+    let mut b = match ctx.bundle() {
+        Ok(b) => b,
+        Err(e) => return r.fail_rest(cases, &e),
+    };
+    let outside = b.dir.join("outside");
+    let _ = fs::create_dir_all(&outside);
+    let _ = std::os::unix::fs::symlink(&outside, b.rootfs().join("escape"));
+    let inside = format!("{}/m", outside.display());
+    crate::bundle::probe_args(&mut b.config, "report", &[]);
+    push_mount(
+        &mut b.config,
+        json!({ "destination": "/escape/m", "type": "tmpfs", "source": "tmpfs" }),
     );
-    drop(run);
+    let run = crate::harness::probe_run(ctx, &b);
+    r.check(cases[0], !outside.join("m").exists(), || {
+        format!("{} was created on the host", outside.join("m").display())
+    });
+    match run {
+        Err(e) => r.fail(cases[1], format!("runc resolves it in the rootfs; {e}")),
+        Ok(run) => r.check(cases[1], mount_at(&run.report, &inside).is_some(), || {
+            format!("no tmpfs at {inside} inside the container")
+        }),
+    }
 }
