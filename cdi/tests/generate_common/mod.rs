@@ -70,30 +70,46 @@ pub fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
 }
 
-/// A host tree in a temp dir, removed on drop.
+/// A host tree in a temp dir, removed on drop (or at a kept path, see [`FakeHost::at`]).
 pub struct FakeHost {
-    dir: tempfile::TempDir,
+    _temp: Option<tempfile::TempDir>,
+    root: PathBuf,
 }
 
 impl FakeHost {
     pub fn empty() -> FakeHost {
+        let temp = tempfile::Builder::new()
+            .prefix("nvbind-fakehost-")
+            .tempdir()
+            .unwrap();
         FakeHost {
-            dir: tempfile::Builder::new()
-                .prefix("nvbind-fakehost-")
-                .tempdir()
-                .unwrap(),
+            root: temp.path().to_path_buf(),
+            _temp: Some(temp),
+        }
+    }
+
+    /// A tree at `root` that is kept (for benchmarks); `root` must not exist yet.
+    pub fn at(root: &Path) -> FakeHost {
+        fs::create_dir(root).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+        FakeHost {
+            _temp: None,
+            root: root.to_path_buf(),
         }
     }
 
     /// A tree seeded with the text files of cdi/testdata/hosts/<name>.
     pub fn from_testdata(name: &str) -> FakeHost {
-        let h = FakeHost::empty();
-        copy_tree(&testdata().join("hosts").join(name), h.root());
-        h
+        FakeHost::empty().seeded(name)
+    }
+
+    /// Copy the text files of cdi/testdata/hosts/<name> into this tree.
+    pub fn seeded(self, name: &str) -> FakeHost {
+        copy_tree(&testdata().join("hosts").join(name), self.root());
+        self
     }
 
     pub fn root(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     pub fn roots(&self) -> HostRoots {
@@ -272,7 +288,12 @@ impl FakeHost {
 
     /// The complete 8 x H100 host: procfs from testdata, nodes, DRM, user space.
     pub fn h100x8() -> FakeHost {
-        let h = FakeHost::from_testdata("nvidia-h100x8");
+        FakeHost::empty().h100x8_in()
+    }
+
+    /// Build the 8 x H100 host into this (empty) tree.
+    pub fn h100x8_in(self) -> FakeHost {
+        let h = self.seeded("nvidia-h100x8");
         h.nvidia_nodes(&H100_MINORS);
         for (i, bus) in H100_BUSES.iter().enumerate() {
             h.nvidia_drm(bus, i as u32 + 1, 128 + i as u32);
