@@ -40,7 +40,7 @@ pub struct NvmlGpu {
 /// One MIG device as NVML describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NvmlMig {
-    /// Index among the parent's MIG devices (NVML's MIG handle index).
+    /// NVML's MIG handle index (slot) on the parent; names are `<gpu index>:<slot>`.
     pub index: u32,
     pub uuid: String,
     pub gpu_instance_id: u32,
@@ -132,7 +132,8 @@ impl NvmlApi for RealNvml {
                 });
                 match ids {
                     Ok((uuid, gpu_instance_id, compute_instance_id)) => migs.push(NvmlMig {
-                        index: migs.len() as u32,
+                        // The NVML slot, as nvidia-ctk names MIG devices (`GPU:slot`).
+                        index: mi,
                         uuid,
                         gpu_instance_id,
                         compute_instance_id,
