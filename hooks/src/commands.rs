@@ -1,0 +1,162 @@
+//! The OCI hook subcommands: `prestart` (also `create-runtime`, and the
+//! `nvidia-container-runtime-hook prestart` that dockerd runs for `--gpus`),
+//! `update-ldcache` and `create-symlinks`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use nvbind_cdi::apply::RealHost;
+use nvbind_cdi::requests::{device_requests, INJECTED_ANNOTATION};
+
+use crate::args::Args;
+use crate::live::{self, LivePlan, RulesOutcome, Target};
+use crate::resolve::{self, Sources};
+use crate::rootfs::Root;
+use crate::state::Container;
+use crate::symlinks::{self, Link};
+use crate::{ldcache, warn};
+
+/// Environment variable: colon-separated CDI spec directories, lowest priority first.
+pub const ENV_SPEC_DIRS: &str = "NVBIND_CDI_SPEC_DIRS";
+/// Environment variable: root of the host tree GPU discovery reads (default `/`).
+pub const ENV_DRIVER_ROOT: &str = "NVBIND_DRIVER_ROOT";
+/// Environment variable: the host's ldconfig.
+pub const ENV_LDCONFIG: &str = "NVBIND_LDCONFIG";
+
+/// Options shared by the injecting subcommands (prestart, lxc).
+#[derive(Debug, Clone, Default)]
+pub struct InjectOptions {
+    pub sources: Sources,
+    pub ldconfig: Option<PathBuf>,
+}
+
+impl InjectOptions {
+    /// `--cdi-spec-dir DIR` (repeatable), `--driver-root DIR`, `--ldconfig PATH`, each
+    /// falling back to its environment variable.
+    pub fn take(args: &mut Args) -> Result<InjectOptions> {
+        let mut spec_dirs: Vec<PathBuf> = args
+            .values("--cdi-spec-dir")?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        if spec_dirs.is_empty() {
+            if let Ok(v) = std::env::var(ENV_SPEC_DIRS) {
+                spec_dirs = resolve::split_dirs(&v);
+            }
+        }
+        let driver_root = args
+            .value("--driver-root")?
+            .or_else(|| std::env::var(ENV_DRIVER_ROOT).ok())
+            .map(PathBuf::from);
+        let ldconfig = args
+            .value("--ldconfig")?
+            .or_else(|| std::env::var(ENV_LDCONFIG).ok())
+            .map(PathBuf::from);
+        Ok(InjectOptions {
+            sources: Sources {
+                spec_dirs,
+                driver_root,
+            },
+            ldconfig,
+        })
+    }
+}
+
+/// Prints what the live injection could not do.
+pub fn report(r: &live::Report) {
+    for w in &r.warnings {
+        warn(w);
+    }
+    if let RulesOutcome::NotWritten { why, lines } = &r.rules {
+        warn(&format!(
+            "device cgroup rules not added ({why}); the container needs: {}",
+            lines.join("; ")
+        ));
+    }
+}
+
+/// `prestart` / `create-runtime`: inject the container's requested devices into it.
+pub fn prestart(mut args: Args) -> Result<()> {
+    let opts = InjectOptions::take(&mut args)?;
+    args.finish()?;
+    let container = Container::read(std::io::stdin().lock())?;
+    let annotated = |a: Option<&std::collections::HashMap<String, String>>| {
+        a.is_some_and(|a| a.contains_key(INJECTED_ANNOTATION))
+    };
+    if annotated(container.config.annotations().as_ref())
+        || annotated(container.state.annotations().as_ref())
+    {
+        // The nvbind runtime already applied these requests while creating the container.
+        return Ok(());
+    }
+    let names = device_requests(&container.config)?;
+    if names.is_empty() {
+        return Ok(());
+    }
+    let Some(pid) = container.pid() else {
+        bail!("the container state on stdin has no pid; run nvbind-hook as a prestart or createRuntime hook");
+    };
+    let edits = resolve::resolve(&names, &opts.sources)?;
+    let plan = LivePlan::new(&edits, &container.config, &RealHost)?;
+    if plan.is_empty() {
+        return Ok(());
+    }
+    let ldconfig = ldcache::find_ldconfig(opts.ldconfig.as_deref())?;
+    let target = Target {
+        rootfs: container.rootfs.clone(),
+        pid: Some(pid),
+        state_json: container.raw_state.clone(),
+    };
+    let r = live::apply(&plan, &target, &ldconfig).with_context(|| {
+        format!(
+            "injecting {} into container {}",
+            names
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            container.state.id()
+        )
+    })?;
+    report(&r);
+    Ok(())
+}
+
+/// `update-ldcache --folder DIR...`: refresh the container's linker cache. Runs where the
+/// runtime runs a createContainer hook: in the container's mount namespace, before
+/// pivot_root, so the rootfs path from the bundle shows the container's mounts.
+pub fn update_ldcache(mut args: Args) -> Result<()> {
+    let folders: Vec<PathBuf> = args
+        .values("--folder")?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let explicit = args
+        .value("--ldconfig-path")?
+        .or(args.value("--ldconfig")?)
+        .or_else(|| std::env::var(ENV_LDCONFIG).ok())
+        .map(PathBuf::from);
+    args.finish()?;
+    let container = Container::read(std::io::stdin().lock())?;
+    let ldconfig = ldcache::find_ldconfig(explicit.as_deref())?;
+    let root = Root::open(&container.rootfs)?;
+    ldcache::update(&root, &folders, &ldconfig)?;
+    Ok(())
+}
+
+/// `create-symlinks --link TARGET::LINK...`: make links inside the rootfs.
+pub fn create_symlinks(mut args: Args) -> Result<()> {
+    let links = args
+        .values("--link")?
+        .iter()
+        .map(|l| Link::parse(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    args.finish()?;
+    let container = Container::read(std::io::stdin().lock())?;
+    let root = Root::open(&container.rootfs)?;
+    let outcomes = symlinks::create(&root, &links)?;
+    for w in symlinks::kept_warnings(&links, &outcomes) {
+        warn(&w);
+    }
+    Ok(())
+}

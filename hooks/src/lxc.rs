@@ -1,0 +1,292 @@
+//! `lxc`: an `lxc.hook.mount` hook for LXC and Proxmox VE containers, and `lxc-config`, which
+//! prints the container config lines a set of devices needs.
+//!
+//! LXC runs mount hooks inside the container's mount namespace after the rootfs (and, with
+//! `lxc.autodev = 1`, its /dev tmpfs) is mounted at `LXC_ROOTFS_MOUNT`, before pivot_root.
+//! The devices come from `--device NAME` on the hook line or from the container config's
+//! `lxc.environment = NVIDIA_VISIBLE_DEVICES=...` (indices, UUIDs, `all` or fully qualified
+//! CDI names), read through `LXC_CONFIG_FILE` and its `lxc.include`s. They are resolved and
+//! applied exactly as for an OCI container ([`crate::live`]), minus the device cgroup: LXC
+//! owns it, so the `lxc.cgroup2.devices.allow` lines are checked against the config and any
+//! missing one is reported (and printed by `lxc-config`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nvbind_cdi::apply::RealHost;
+use nvbind_cdi::requests::{device_requests, NVIDIA_VISIBLE_DEVICES};
+use oci_spec::runtime::{ProcessBuilder, Spec as OciSpec, UserBuilder};
+
+use crate::args::Args;
+use crate::cgroup::rule_line;
+use crate::commands::InjectOptions;
+use crate::live::{self, LivePlan, Target};
+use crate::{ldcache, resolve, warn};
+
+/// The config keys read (`key = value`), following `lxc.include` of files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LxcConfig {
+    /// `lxc.environment` entries, `KEY=VALUE`.
+    pub environment: Vec<String>,
+    /// `lxc.cgroup2.devices.allow` and `lxc.cgroup.devices.allow` values.
+    pub allow: Vec<String>,
+}
+
+impl LxcConfig {
+    pub fn parse_text(text: &str, base: &Path, depth: usize, out: &mut LxcConfig) -> Result<()> {
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('#') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            let (key, value) = (key.trim(), value.trim());
+            match key {
+                "lxc.environment" => {
+                    if value.contains('=') {
+                        out.environment.push(value.to_string());
+                    } else if let Ok(v) = std::env::var(value) {
+                        out.environment.push(format!("{value}={v}"));
+                    }
+                }
+                "lxc.cgroup2.devices.allow" | "lxc.cgroup.devices.allow" => {
+                    out.allow.push(value.to_string())
+                }
+                "lxc.include" if depth < 8 => {
+                    let p = base.join(value);
+                    if p.is_file() {
+                        Self::read_into(&p, depth + 1, out)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn read_into(path: &Path, depth: usize, out: &mut LxcConfig) -> Result<()> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read LXC config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("/"));
+        Self::parse_text(&text, base, depth, out)
+    }
+
+    pub fn read(path: &Path) -> Result<LxcConfig> {
+        let mut out = LxcConfig::default();
+        Self::read_into(path, 0, &mut out)?;
+        Ok(out)
+    }
+
+    /// True when an allow entry covers `rule` (`TYPE MAJOR:MINOR ACCESS`): the same line, `a`,
+    /// or wildcards in type, major or minor; the access must include the rule's.
+    pub fn allows(&self, rule: &str) -> bool {
+        let parse = |s: &str| -> Option<(String, String, String, String)> {
+            let mut f = s.split_whitespace();
+            let t = f.next()?.to_string();
+            if t == "a" {
+                return Some((t, "*".into(), "*".into(), "rwm".into()));
+            }
+            let (maj, min) = f.next()?.split_once(':')?;
+            let acc = f.next().unwrap_or("rwm").to_string();
+            Some((t, maj.into(), min.into(), acc))
+        };
+        let Some((rt, rmaj, rmin, racc)) = parse(rule) else {
+            return false;
+        };
+        self.allow
+            .iter()
+            .filter_map(|a| parse(a))
+            .any(|(t, maj, min, acc)| {
+                (t == "a" || t == rt)
+                    && (maj == "*" || maj == rmaj)
+                    && (min == "*" || min == rmin)
+                    && racc.chars().all(|c| acc.contains(c))
+            })
+    }
+}
+
+/// An OCI spec carrying only the process environment the requests are read from.
+fn request_spec(env: Vec<String>) -> Result<OciSpec> {
+    let mut spec = OciSpec::default();
+    spec.set_mounts(None);
+    spec.set_linux(None);
+    let process = ProcessBuilder::default()
+        .env(env)
+        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+        .build()?;
+    spec.set_process(Some(process));
+    Ok(spec)
+}
+
+/// The environment requests are read from: `--device` values when given, else the config's.
+fn request_env(devices: &[String], config: &LxcConfig) -> Vec<String> {
+    if devices.is_empty() {
+        config.environment.clone()
+    } else {
+        vec![format!("{NVIDIA_VISIBLE_DEVICES}={}", devices.join(","))]
+    }
+}
+
+/// Resolves the requests to a live plan; None when nothing is requested.
+fn plan_for(env: Vec<String>, opts: &InjectOptions) -> Result<Option<(Vec<String>, LivePlan)>> {
+    let spec = request_spec(env)?;
+    let names = device_requests(&spec)?;
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let edits = resolve::resolve(&names, &opts.sources)?;
+    let plan = LivePlan::new(&edits, &spec, &RealHost)?;
+    Ok(Some((names.iter().map(|n| n.to_string()).collect(), plan)))
+}
+
+fn env_path(key: &str) -> Option<PathBuf> {
+    std::env::var_os(key)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `nvbind-hook lxc [--device NAME]... [NAME lxc mount]`.
+pub fn run(mut args: Args) -> Result<()> {
+    let opts = InjectOptions::take(&mut args)?;
+    let devices = args.values("--device")?;
+    // LXC appends `NAME lxc mount` (hook version 0); version 1 passes them in the env only.
+    let _ = args.positionals();
+    args.finish()?;
+    if let Ok(t) = std::env::var("LXC_HOOK_TYPE") {
+        if t != "mount" {
+            bail!("lxc: configure nvbind-hook as lxc.hook.mount (it was run as a {t} hook)");
+        }
+    }
+    let Some(rootfs) = env_path("LXC_ROOTFS_MOUNT") else {
+        bail!("lxc: LXC_ROOTFS_MOUNT is not set; run nvbind-hook lxc as an lxc.hook.mount hook");
+    };
+    let config = match env_path("LXC_CONFIG_FILE") {
+        Some(p) => LxcConfig::read(&p)?,
+        None => LxcConfig::default(),
+    };
+    let name = std::env::var("LXC_NAME").unwrap_or_default();
+    let Some((names, plan)) = plan_for(request_env(&devices, &config), &opts)? else {
+        return Ok(());
+    };
+    let ldconfig = ldcache::find_ldconfig(opts.ldconfig.as_deref())?;
+    let state = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "id": name,
+        "status": "creating",
+        "bundle": rootfs.parent().unwrap_or(Path::new("/")),
+    });
+    let target = Target {
+        rootfs,
+        pid: None,
+        state_json: state.to_string().into_bytes(),
+    };
+    let r = live::apply(&plan, &target, &ldconfig)
+        .with_context(|| format!("injecting {} into LXC container {name}", names.join(",")))?;
+    for w in &r.warnings {
+        warn(w);
+    }
+    let missing: Vec<String> = plan
+        .rules
+        .iter()
+        .map(rule_line)
+        .filter(|l| !config.allows(l))
+        .collect();
+    if !missing.is_empty() {
+        warn(&format!(
+            "lxc: the container config does not allow these devices; add: {}",
+            missing
+                .iter()
+                .map(|l| format!("lxc.cgroup2.devices.allow = {l}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    Ok(())
+}
+
+/// `nvbind-hook lxc-config --device NAME...`: prints the lines to add to a container config.
+pub fn config(mut args: Args) -> Result<()> {
+    let opts = InjectOptions::take(&mut args)?;
+    let devices = args.values("--device")?;
+    let v1 = args.switch("--cgroup-v1");
+    args.finish()?;
+    if devices.is_empty() {
+        bail!("lxc-config: give the devices with --device (e.g. --device 0 or --device nvidia.com/gpu=all)");
+    }
+    let env = request_env(&devices, &LxcConfig::default());
+    let Some((_, plan)) = plan_for(env.clone(), &opts)? else {
+        bail!("lxc-config: {} requests no device", devices.join(","));
+    };
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "/usr/bin/nvbind-hook".into());
+    let key = if v1 {
+        "lxc.cgroup.devices.allow"
+    } else {
+        "lxc.cgroup2.devices.allow"
+    };
+    println!("lxc.autodev = 1");
+    println!("lxc.hook.mount = {exe} lxc");
+    for e in env {
+        println!("lxc.environment = {e}");
+    }
+    let mut seen = Vec::new();
+    for l in plan.rules.iter().map(rule_line) {
+        if !seen.contains(&l) {
+            println!("{key} = {l}");
+            seen.push(l);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_environment_allow_and_includes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("common.conf"),
+            "lxc.cgroup2.devices.allow = c 195:* rwm\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("config"),
+            "# comment\nlxc.include = common.conf\nlxc.environment = NVIDIA_VISIBLE_DEVICES=0,1\n\
+             lxc.environment=A=B\nlxc.cgroup.devices.allow = c 508:0 rw\nlxc.rootfs.path = dir:/x\n",
+        )
+        .unwrap();
+        let c = LxcConfig::read(&dir.path().join("config")).unwrap();
+        assert_eq!(c.environment, ["NVIDIA_VISIBLE_DEVICES=0,1", "A=B"]);
+        assert_eq!(c.allow, ["c 195:* rwm", "c 508:0 rw"]);
+        assert!(c.allows("c 195:3 rwm"));
+        assert!(c.allows("c 508:0 rw"));
+        assert!(!c.allows("c 508:0 rwm"));
+        assert!(!c.allows("c 509:0 rw"));
+        let all = LxcConfig {
+            allow: vec!["a".into()],
+            ..Default::default()
+        };
+        assert!(all.allows("b 1:2 rwm"));
+    }
+
+    #[test]
+    fn device_flags_override_the_config() {
+        let c = LxcConfig {
+            environment: vec!["NVIDIA_VISIBLE_DEVICES=0".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            request_env(&["1".into(), "2".into()], &c),
+            ["NVIDIA_VISIBLE_DEVICES=1,2"]
+        );
+        assert_eq!(request_env(&[], &c), ["NVIDIA_VISIBLE_DEVICES=0"]);
+        let spec = request_spec(request_env(&["nvidia.com/gpu=all".into()], &c)).unwrap();
+        let names = device_requests(&spec).unwrap();
+        assert_eq!(names[0].to_string(), "nvidia.com/gpu=all");
+    }
+}

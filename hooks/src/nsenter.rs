@@ -1,0 +1,97 @@
+//! Running work inside a container's mount namespace.
+//!
+//! A dedicated thread unshares its filesystem attributes (`CLONE_FS`, which `setns` of a
+//! mount namespace requires of a multi-threaded process), joins the mount namespace of the
+//! container's process and runs the closure there. The rest of the hook stays in the host
+//! namespace, and so does anything it opened before: file descriptors and detached mount
+//! trees made on the host can be attached inside the container from that thread.
+//! Processes spawned from the thread (ldconfig) inherit its namespace.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::stat::{umask, Mode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    #[error("cannot open the mount namespace of container process {pid} ({path}); has the container exited?")]
+    Open {
+        pid: i32,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot unshare the filesystem attributes of the namespace thread")]
+    Unshare(#[source] Errno),
+    #[error("cannot enter the mount namespace of container process {pid}")]
+    Enter {
+        pid: i32,
+        #[source]
+        source: Errno,
+    },
+    #[error("cannot start the namespace thread")]
+    Spawn(#[source] std::io::Error),
+    #[error("the namespace thread panicked")]
+    Panicked,
+}
+
+/// Where the work runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    /// The mount namespace the hook already is in (LXC mount hooks, createContainer hooks).
+    Current,
+    /// The mount namespace of this process (the container's init, from the OCI state).
+    OfPid(i32),
+}
+
+/// True when `pid` is in the same mount namespace as the hook.
+fn same_mount_ns(pid: i32) -> bool {
+    match (
+        std::fs::metadata("/proc/self/ns/mnt"),
+        std::fs::metadata(format!("/proc/{pid}/ns/mnt")),
+    ) {
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            a.dev() == b.dev() && a.ino() == b.ino()
+        }
+        _ => false,
+    }
+}
+
+/// Runs `work` on a thread with its own filesystem attributes and umask 0, inside the mount
+/// namespace `ns`. `work`'s own error is returned as is.
+pub fn run_in<T, E>(
+    ns: Namespace,
+    work: impl FnOnce() -> Result<T, E> + Send,
+) -> Result<Result<T, E>, NsError>
+where
+    T: Send,
+    E: Send,
+{
+    let ns_file = match ns {
+        Namespace::OfPid(pid) if !same_mount_ns(pid) => {
+            let path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
+            let file = File::open(&path).map_err(|source| NsError::Open { pid, path, source })?;
+            Some((pid, file))
+        }
+        _ => None,
+    };
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("nvbind-ns".into())
+            .spawn_scoped(scope, move || {
+                unshare(CloneFlags::CLONE_FS).map_err(NsError::Unshare)?;
+                if let Some((pid, file)) = &ns_file {
+                    setns(file.as_fd(), CloneFlags::CLONE_NEWNS)
+                        .map_err(|source| NsError::Enter { pid: *pid, source })?;
+                }
+                umask(Mode::empty());
+                Ok(work())
+            })
+            .map_err(NsError::Spawn)?;
+        handle.join().map_err(|_| NsError::Panicked)?
+    })
+}

@@ -1,0 +1,420 @@
+//! Path operations confined to a container rootfs.
+//!
+//! Every lookup goes through `openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`
+//! from a directory fd on the rootfs: a `..` that climbs above the rootfs, an absolute
+//! symlink, or a `/proc/*/fd` style magic link anywhere on the path makes the kernel refuse
+//! the lookup (`EXDEV`/`ELOOP`), so a hostile image cannot point a hook at a host file.
+//! Absolute symlinks are refused even when the path they name would lie inside the rootfs:
+//! followed on the host, such a link leaves the rootfs, and that is the attack.
+//!
+//! New entries are always created with a single-component name relative to an fd of their
+//! already resolved parent directory, so creation never follows a link either.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstat, Mode, SFlag};
+
+/// Errors of rootfs-confined path operations. Paths are as the container sees them.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    #[error("cannot open container rootfs {path}")]
+    OpenRoot {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("refusing {path}: it resolves outside the container rootfs (through `..` or an absolute or /proc symlink)")]
+    Escapes { path: PathBuf },
+    #[error("invalid container path {path:?}: it must name an entry, not `/`, `.` or `..`")]
+    NoName { path: PathBuf },
+    #[error("{op} {path} in the container rootfs")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("{path} in the container rootfs exists and is not {expected}")]
+    WrongType {
+        path: PathBuf,
+        expected: &'static str,
+    },
+}
+
+/// What a path names, as `fstat` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+    CharDevice,
+    BlockDevice,
+    Other,
+}
+
+impl Kind {
+    pub fn of_mode(mode: u32) -> Kind {
+        match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFDIR => Kind::Dir,
+            SFlag::S_IFREG => Kind::File,
+            SFlag::S_IFLNK => Kind::Symlink,
+            SFlag::S_IFCHR => Kind::CharDevice,
+            SFlag::S_IFBLK => Kind::BlockDevice,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// An open container rootfs.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn how(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+/// `path` with its leading `/` removed, so that it is relative to the rootfs; `/` becomes `.`.
+fn relative(path: &Path) -> PathBuf {
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+        .collect();
+    if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    }
+}
+
+/// Splits a container path into its parent and final name. The name must be a normal
+/// component (`/usr/..` and `/` have none).
+pub fn split(path: &Path) -> Result<(PathBuf, &OsStr), RootError> {
+    match path.components().next_back() {
+        Some(Component::Normal(name)) => {
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            Ok((parent.to_path_buf(), name))
+        }
+        _ => Err(RootError::NoName {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+impl Root {
+    /// Opens the rootfs directory (a trusted host path).
+    pub fn open(path: &Path) -> Result<Root, RootError> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|source| RootError::OpenRoot {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Root {
+            // SAFETY: `open` just returned this fd and nothing else owns it.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The rootfs path this was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn map(path: &Path, op: &'static str, e: Errno) -> RootError {
+        match e {
+            Errno::EXDEV | Errno::ELOOP => RootError::Escapes {
+                path: path.to_path_buf(),
+            },
+            source => RootError::Io {
+                op,
+                path: path.to_path_buf(),
+                source,
+            },
+        }
+    }
+
+    /// Opens `path` (a container path) beneath the rootfs with `flags`; symlinks along the
+    /// path, the last one included unless `O_NOFOLLOW` is given, are followed only while
+    /// they stay beneath the rootfs.
+    pub fn open_at(&self, path: &Path, flags: OFlag) -> Result<OwnedFd, RootError> {
+        self.open_at_mode(path, flags, Mode::empty())
+    }
+
+    fn open_at_mode(&self, path: &Path, flags: OFlag, mode: Mode) -> Result<OwnedFd, RootError> {
+        let rel = relative(path);
+        let h = how(flags).mode(mode);
+        let fd = openat2(self.fd.as_raw_fd(), &rel, h).map_err(|e| Self::map(path, "open", e))?;
+        // SAFETY: openat2 just returned this fd and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Opens directory `path`, creating it and any missing parents (mode 0755).
+    pub fn mkdir_all(&self, path: &Path) -> Result<OwnedFd, RootError> {
+        match self.open_at(path, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+            Ok(fd) => return Ok(fd),
+            Err(RootError::Io {
+                source: Errno::ENOENT,
+                ..
+            }) => {}
+            Err(RootError::Io {
+                source: Errno::ENOTDIR,
+                ..
+            }) => {
+                return Err(RootError::WrongType {
+                    path: path.to_path_buf(),
+                    expected: "a directory",
+                })
+            }
+            Err(e) => return Err(e),
+        }
+        let (parent, name) = split(path)?;
+        let parent_fd = self.mkdir_all(&parent)?;
+        match nix::sys::stat::mkdirat(
+            Some(parent_fd.as_raw_fd()),
+            name,
+            Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(Self::map(path, "create directory", e)),
+        }
+        self.open_at(path, OFlag::O_PATH | OFlag::O_DIRECTORY)
+    }
+
+    /// Resolves the parent of `path` (creating missing directories) and returns its fd with
+    /// the final name, for a create-at call.
+    pub fn parent_of<'a>(&self, path: &'a Path) -> Result<(OwnedFd, &'a OsStr), RootError> {
+        let (parent, name) = split(path)?;
+        Ok((self.mkdir_all(&parent)?, name))
+    }
+
+    /// Makes sure `path` exists as an empty regular file (or any non-directory) or directory,
+    /// as a bind-mount target, and returns an `O_PATH` fd of it.
+    pub fn mount_target(&self, path: &Path, dir: bool) -> Result<OwnedFd, RootError> {
+        if dir {
+            return self.mkdir_all(path);
+        }
+        match self.open_at(path, OFlag::O_PATH) {
+            Ok(fd) => {
+                if fd_kind(&fd, path)? == Kind::Dir {
+                    return Err(RootError::WrongType {
+                        path: path.to_path_buf(),
+                        expected: "a file (the mount source is a file)",
+                    });
+                }
+                return Ok(fd);
+            }
+            Err(RootError::Io {
+                source: Errno::ENOENT,
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+        let (parent, name) = self.parent_of(path)?;
+        match nix::fcntl::openat(
+            Some(parent.as_raw_fd()),
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            // SAFETY: openat just returned this fd; wrapping it closes it.
+            Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(Self::map(path, "create mount target", e)),
+        }
+        self.open_at(path, OFlag::O_PATH)
+    }
+
+    /// Writes `data` to the regular file `path` (created or truncated, mode 0644).
+    pub fn write_file(&self, path: &Path, data: &[u8]) -> Result<(), RootError> {
+        use std::io::Write;
+        let (parent, name) = self.parent_of(path)?;
+        let fd = nix::fcntl::openat(
+            Some(parent.as_raw_fd()),
+            name,
+            OFlag::O_CREAT
+                | OFlag::O_WRONLY
+                | OFlag::O_TRUNC
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| Self::map(path, "write", e))?;
+        // SAFETY: openat just returned this fd; the File owns it from here on.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.write_all(data).map_err(|e| RootError::Io {
+            op: "write",
+            path: path.to_path_buf(),
+            source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })
+    }
+
+    /// Reads the regular file `path`, or None when it does not exist.
+    pub fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>, RootError> {
+        use std::io::Read;
+        let fd = match self.open_at(path, OFlag::O_RDONLY) {
+            Ok(fd) => fd,
+            Err(RootError::Io {
+                source: Errno::ENOENT,
+                ..
+            }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut data = Vec::new();
+        std::fs::File::from(fd)
+            .read_to_end(&mut data)
+            .map_err(|e| RootError::Io {
+                op: "read",
+                path: path.to_path_buf(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+        Ok(Some(data))
+    }
+
+    /// The target of symlink `path` (its last component is not followed), if it is one.
+    pub fn read_link(&self, path: &Path) -> Result<Option<PathBuf>, RootError> {
+        let (parent, name) = split(path)?;
+        let parent_fd = match self.open_at(&parent, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+            Ok(fd) => fd,
+            Err(RootError::Io {
+                source: Errno::ENOENT,
+                ..
+            }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match nix::fcntl::readlinkat(Some(parent_fd.as_raw_fd()), name) {
+            Ok(target) => Ok(Some(PathBuf::from(target))),
+            Err(Errno::ENOENT) | Err(Errno::EINVAL) => Ok(None),
+            Err(e) => Err(Self::map(path, "read link", e)),
+        }
+    }
+
+    /// Creates symlink `link` -> `target`. Returns false when `link` already exists (left
+    /// as it is).
+    pub fn symlink(&self, target: &Path, link: &Path) -> Result<bool, RootError> {
+        let (parent, name) = self.parent_of(link)?;
+        match nix::unistd::symlinkat(target, Some(parent.as_raw_fd()), name) {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(Self::map(link, "create symlink", e)),
+        }
+    }
+}
+
+/// `fstat` of an fd, as a [`Kind`].
+pub fn fd_kind(fd: &OwnedFd, path: &Path) -> Result<Kind, RootError> {
+    let st = fstat(fd.as_raw_fd()).map_err(|source| RootError::Io {
+        op: "stat",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Kind::of_mode(st.st_mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        let r = Root::open(&root).unwrap();
+        (dir, r)
+    }
+
+    #[test]
+    fn creates_inside() {
+        let (_d, r) = tree();
+        assert!(r
+            .symlink(
+                Path::new("libcuda.so.1"),
+                Path::new("/usr/lib/x/libcuda.so")
+            )
+            .unwrap());
+        assert_eq!(
+            std::fs::read_link(r.path().join("usr/lib/x/libcuda.so")).unwrap(),
+            Path::new("libcuda.so.1")
+        );
+        // Again: exists, left alone.
+        assert!(!r
+            .symlink(Path::new("other"), Path::new("/usr/lib/x/libcuda.so"))
+            .unwrap());
+        assert_eq!(
+            r.read_link(Path::new("/usr/lib/x/libcuda.so")).unwrap(),
+            Some(PathBuf::from("libcuda.so.1"))
+        );
+        r.write_file(Path::new("/etc/ld.so.conf.d/a.conf"), b"/x\n")
+            .unwrap();
+        assert_eq!(
+            r.read_file(Path::new("etc/ld.so.conf.d/a.conf")).unwrap(),
+            Some(b"/x\n".to_vec())
+        );
+        let fd = r.open_at(Path::new("/usr"), OFlag::O_PATH).unwrap();
+        assert_eq!(fd_kind(&fd, Path::new("/usr")).unwrap(), Kind::Dir);
+    }
+
+    #[test]
+    fn dotdot_escape_is_refused() {
+        let (d, r) = tree();
+        for p in ["../../etc/x", "/usr/../../x", "../x"] {
+            let err = r.symlink(Path::new("t"), Path::new(p)).unwrap_err();
+            assert!(matches!(err, RootError::Escapes { .. }), "{p}: {err}");
+        }
+        assert!(!d.path().join("x").exists());
+        // `..` that stays inside is fine.
+        r.symlink(Path::new("t"), Path::new("/usr/lib/../y"))
+            .unwrap();
+        assert!(r.path().join("usr/y").is_symlink());
+    }
+
+    #[test]
+    fn absolute_and_escaping_symlinks_are_refused() {
+        let (d, r) = tree();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        symlink(&outside, r.path().join("usr/abs")).unwrap();
+        symlink("../../outside", r.path().join("usr/rel")).unwrap();
+        symlink("/usr/lib", r.path().join("usr/abs_inside")).unwrap();
+        for p in [
+            "/usr/abs/x",
+            "/usr/rel/x",
+            "/usr/abs_inside/x",
+            "/usr/abs/new/dir/x",
+        ] {
+            let err = r.symlink(Path::new("t"), Path::new(p)).unwrap_err();
+            assert!(matches!(err, RootError::Escapes { .. }), "{p}: {err}");
+            let err = r.mount_target(Path::new(p), false).unwrap_err();
+            assert!(matches!(err, RootError::Escapes { .. }), "{p}: {err}");
+        }
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // A relative link that stays inside is followed.
+        symlink("lib", r.path().join("usr/lib64")).unwrap();
+        r.mount_target(Path::new("/usr/lib64/f"), false).unwrap();
+        assert!(r.path().join("usr/lib/f").is_file());
+    }
+
+    #[test]
+    fn names_are_required() {
+        let (_d, r) = tree();
+        for p in ["/", "/usr/..", "."] {
+            assert!(matches!(
+                r.symlink(Path::new("t"), Path::new(p)),
+                Err(RootError::NoName { .. })
+            ));
+        }
+    }
+}
