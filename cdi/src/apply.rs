@@ -228,10 +228,9 @@ fn mount_depth(dest: &Path) -> usize {
     for c in dest.components() {
         match c {
             Component::Normal(p) => parts.push(p),
-            Component::ParentDir => {
-                if parts.pop().is_none() && !absolute {
-                    parts.push("..".as_ref());
-                }
+            // `..` at the root stays at the root; in a relative path it is kept.
+            Component::ParentDir if parts.pop().is_none() && !absolute => {
+                parts.push("..".as_ref())
             }
             _ => {}
         }

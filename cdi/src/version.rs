@@ -153,9 +153,11 @@ fn requires_v040(spec: &Spec) -> bool {
     })
 }
 
+type Requirement = (Version, fn(&Spec) -> bool);
+
 /// The lowest cdiVersion that can express this spec's contents.
 pub fn minimum_required_version(spec: &Spec) -> Version {
-    let checks: [(Version, fn(&Spec) -> bool); 5] = [
+    let checks: [Requirement; 5] = [
         (Version::V1_1_0, requires_v110),
         (Version::V0_7_0, requires_v070),
         (Version::V0_6_0, requires_v060),
