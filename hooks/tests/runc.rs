@@ -1,0 +1,277 @@
+//! runc (Debian's) with `nvbind-hook prestart` in config.json: the requested GPUs' device
+//! nodes, the driver libraries (read-only) and the ld.so.cache entries are visible inside the
+//! container, opening a node reaches the (absent) driver rather than the device cgroup, and
+//! failures stop the start with the hook's message and leave nothing mounted on the host.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::json;
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    host: FakeHost,
+    specs: PathBuf,
+    bundle: PathBuf,
+    state: PathBuf,
+}
+
+fn setup(gpus: u32) -> Option<Env> {
+    require_root();
+    if !have("runc") || !have("gcc") {
+        return None;
+    }
+    let tmp = tempdir();
+    let dir = tmp.path().to_path_buf();
+    let host = FakeHost::new(&dir.join("host"), gpus);
+    let specs = host.write_spec(&dir.join("cdi"), &hook_bin());
+    let bundle = dir.join("bundle");
+    busybox_rootfs(&bundle.join("rootfs"), &host);
+    Some(Env {
+        _tmp: tmp,
+        specs,
+        state: dir.join("runc-state"),
+        bundle,
+        host,
+        dir,
+    })
+}
+
+const PROBE: &str = "ls /dev/; cat /sys/fs/cgroup/devices/devices.list 2>&1; \
+    for n in 0 1 2 3; do test -c /dev/nvidia$n && echo has-nvidia$n; done; \
+    stat -c 'node %n %t:%T %a' /dev/nvidia0 /dev/nvidiactl /dev/nvidia-uvm 2>/dev/null; \
+    cat /dev/nvidia0 2>&1 | head -n1; \
+    echo link1=$(readlink /usr/lib/nvidia-fake/libcuda.so.1); \
+    echo link=$(readlink /usr/lib/nvidia-fake/libcuda.so); \
+    (echo x >> /usr/lib/nvidia-fake/libcuda.so.550.54.14) 2>&1 | head -n1; \
+    echo cache=$(grep -c nvidia-fake /etc/ld.so.cache); \
+    cat /etc/ld.so.conf.d/00-nvbind-cdi.conf; \
+    /bin/cudaprobe 2>&1; true";
+
+fn run_probe(e: &Env, env: &[String]) -> (bool, String, String) {
+    write_config(
+        &e.bundle,
+        &["sh", "-c", PROBE],
+        env,
+        Some(&hook_env(&e.specs)),
+    );
+    let out = runtime_run("runc", &e.state, &e.bundle, &cid("runc"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_nothing_left(dir: &Path) {
+    let left = host_mounts_containing(dir);
+    assert!(left.is_empty(), "mounts left on the host: {left:#?}");
+}
+
+#[test]
+fn gpu_devices_libraries_and_ldcache_inside_runc() {
+    let Some(e) = setup(4) else { return };
+    let (ok, out, err) = run_probe(&e, &["NVIDIA_VISIBLE_DEVICES=1,2".into()]);
+    assert!(ok, "runc run failed:\n{out}\n{err}");
+    assert!(
+        out.contains("has-nvidia1") && out.contains("has-nvidia2"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("has-nvidia0") && !out.contains("has-nvidia3"),
+        "{out}"
+    );
+    // Control nodes with the host's numbers (hex in stat), mode 666.
+    assert!(out.contains("node /dev/nvidiactl c3:ff 666"), "{out}");
+    assert!(out.contains("node /dev/nvidia-uvm 1fe:0 666"), "{out}");
+    // nvidia0 was not requested.
+    assert!(out.contains("No such file or directory"), "{out}");
+    // Library: soname link made by ldconfig, the create-symlinks link, read-only mount.
+    assert!(out.contains("link1=libcuda.so.550.54.14"), "{out}");
+    assert!(out.contains("link=libcuda.so.1"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(!out.contains("cache=0"), "{out}");
+    assert!(out.contains("/usr/lib/nvidia-fake"), "{out}");
+    // A dynamically linked program finds libcuda.so.1 through the container's cache.
+    assert!(out.contains("cuInit=42"), "{out}\n{err}");
+    assert_nothing_left(&e.dir);
+    // The rootfs on the host has no library (it was bind-mounted in the container's
+    // namespace only) but keeps the cache and links written through the mount namespace.
+    let lib = e
+        .bundle
+        .join("rootfs/usr/lib/nvidia-fake/libcuda.so.550.54.14");
+    assert_eq!(fs::metadata(&lib).unwrap().len(), 0, "mount target only");
+}
+
+#[test]
+fn device_cgroup_allows_the_injected_nodes() {
+    let Some(e) = setup(2) else { return };
+    let (ok, out, err) = run_probe(&e, &["NVIDIA_VISIBLE_DEVICES=0".into()]);
+    assert!(ok, "{out}\n{err}");
+    // The rules are in the container's v1 devices cgroup.
+    for rule in ["c 195:0 rwm", "c 195:255 rwm", "c 510:0 rwm"] {
+        assert!(out.contains(rule), "{rule} missing: {out}");
+    }
+    assert!(!out.contains("c 195:1 rwm"), "{out}");
+    // ENXIO comes from the kernel after the device cgroup check: the rule is in place.
+    // Without it, open gives EPERM (Operation not permitted).
+    assert!(out.contains("No such device or address"), "{out}");
+    assert!(!out.contains("Operation not permitted"), "{out}");
+}
+
+#[test]
+fn all_and_annotation_requests() {
+    let Some(e) = setup(3) else { return };
+    let (ok, out, err) = run_probe(&e, &["NVIDIA_VISIBLE_DEVICES=all".into()]);
+    assert!(ok, "{out}\n{err}");
+    for i in 0..3 {
+        assert!(out.contains(&format!("has-nvidia{i}")), "{out}");
+    }
+
+    write_config(
+        &e.bundle,
+        &["sh", "-c", PROBE],
+        &[],
+        Some(&hook_env(&e.specs)),
+    );
+    edit_config(&e.bundle, |c| {
+        c["annotations"] = json!({"cdi.k8s.io/test": "nvidia.com/gpu=2"});
+    });
+    let out = runtime_run("runc", &e.state, &e.bundle, &cid("annot"));
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{so}");
+    assert!(
+        so.contains("has-nvidia2") && !so.contains("has-nvidia0"),
+        "{so}"
+    );
+    assert!(so.contains("cuInit=42"), "{so}");
+}
+
+#[test]
+fn missing_gpu_fails_the_start_with_a_clear_message() {
+    let Some(e) = setup(2) else { return };
+    let (ok, out, err) = run_probe(&e, &["NVIDIA_VISIBLE_DEVICES=0,7".into()]);
+    assert!(!ok, "start must fail: {out}");
+    eprintln!("runc said: {err}");
+    assert!(
+        err.contains("nvbind-hook prestart: unresolvable CDI device nvidia.com/gpu=7"),
+        "{err}"
+    );
+    assert!(!out.contains("cuInit"), "{out}");
+    assert_nothing_left(&e.dir);
+}
+
+#[test]
+fn missing_host_file_fails_before_anything_is_mounted() {
+    let Some(e) = setup(1) else { return };
+    fs::remove_file(
+        e.host
+            .root
+            .join(HOST_LIBDIR)
+            .join(format!("libnvidia-ml.so.{DRIVER}")),
+    )
+    .unwrap();
+    let (ok, _out, err) = run_probe(&e, &["NVIDIA_VISIBLE_DEVICES=0".into()]);
+    assert!(!ok);
+    assert!(err.contains("cannot clone host path"), "{err}");
+    assert!(err.contains("libnvidia-ml.so"), "{err}");
+    assert_nothing_left(&e.dir);
+}
+
+#[test]
+fn already_injected_by_the_runtime_is_left_alone() {
+    let Some(e) = setup(1) else { return };
+    write_config(
+        &e.bundle,
+        &["sh", "-c", PROBE],
+        &["NVIDIA_VISIBLE_DEVICES=0".into()],
+        Some(&hook_env(&e.specs)),
+    );
+    edit_config(&e.bundle, |c| {
+        c["annotations"] = json!({"org.nvbind.cdi.injected": "nvidia.com/gpu=0"});
+    });
+    let out = runtime_run("runc", &e.state, &e.bundle, &cid("done"));
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{so}");
+    assert!(!so.contains("has-nvidia0"), "{so}");
+}
+
+#[test]
+fn no_request_no_change() {
+    let Some(e) = setup(1) else { return };
+    let (ok, out, err) = run_probe(&e, &[]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("has-nvidia0"), "{out}");
+    let (ok, out, _) = run_probe(&e, &["NVIDIA_VISIBLE_DEVICES=void".into()]);
+    assert!(ok && !out.contains("has-nvidia0"), "{out}");
+}
+
+#[test]
+fn discovery_when_no_spec_exists() {
+    let Some(e) = setup(2) else { return };
+    let empty = e.dir.join("empty-cdi");
+    fs::create_dir_all(&empty).unwrap();
+    let mut env = hook_env(&empty);
+    env.push(format!("NVBIND_DRIVER_ROOT={}", e.host.root.display()));
+    write_config(
+        &e.bundle,
+        &[
+            "sh",
+            "-c",
+            "test -c /dev/nvidia1 && echo has-nvidia1; test -c /dev/nvidia0 || echo no-nvidia0; \
+             test -c /dev/nvidiactl && echo has-ctl; \
+             ls /usr/lib/x86_64-linux-gnu/; LD_LIBRARY_PATH= /bin/cudaprobe 2>&1",
+        ],
+        &["NVIDIA_VISIBLE_DEVICES=1".into()],
+        Some(&env),
+    );
+    let out = runtime_run("runc", &e.state, &e.bundle, &cid("disc"));
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{so}\n{se}");
+    assert!(
+        so.contains("has-nvidia1") && so.contains("no-nvidia0"),
+        "{so}"
+    );
+    assert!(so.contains("has-ctl"), "{so}");
+    assert!(so.contains(&format!("libcuda.so.{DRIVER}")), "{so}");
+    assert!(so.contains("cuInit=42"), "{so}");
+    assert_nothing_left(&e.dir);
+}
+
+#[test]
+fn hostile_rootfs_symlink_is_refused() {
+    let Some(e) = setup(1) else { return };
+    let outside = e.dir.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    // The image points the library directory out of the rootfs with an absolute link.
+    let libdir = e.bundle.join("rootfs/usr/lib/nvidia-fake");
+    let _ = fs::remove_dir_all(&libdir);
+    std::os::unix::fs::symlink(&outside, &libdir).unwrap();
+    let (ok, out, err) = run_probe(&e, &["NVIDIA_VISIBLE_DEVICES=0".into()]);
+    assert!(!ok, "start must fail: {out}");
+    assert!(
+        err.contains("resolves outside the container rootfs"),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert_nothing_left(&e.dir);
+
+    // The same through a relative link climbing out.
+    fs::remove_file(&libdir).unwrap();
+    std::os::unix::fs::symlink("../../../../outside", &libdir).unwrap();
+    let (ok, _out, err) = run_probe(&e, &["NVIDIA_VISIBLE_DEVICES=0".into()]);
+    assert!(!ok);
+    assert!(
+        err.contains("resolves outside the container rootfs"),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert_nothing_left(&e.dir);
+}
