@@ -1,0 +1,260 @@
+//! The binary's contract without a container runtime: argument handling, exit codes and the
+//! createContainer subcommands against a rootfs, hostile rootfs trees included.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+fn hook(args: &[&str], stdin: &[u8]) -> Output {
+    hook_as(&hook_bin(), args, stdin)
+}
+
+fn hook_as(bin: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env_remove("NVBIND_CDI_SPEC_DIRS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A bundle directory with config.json (root.path = rootfs) and an empty rootfs; returns
+/// the state JSON a runtime would pass.
+fn bundle(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let rootfs = dir.join("rootfs");
+    fs::create_dir_all(rootfs.join("usr/lib")).unwrap();
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    fs::write(
+        dir.join("config.json"),
+        r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}}}"#,
+    )
+    .unwrap();
+    let state = format!(
+        r#"{{"ociVersion":"1.0.2","id":"t","status":"creating","pid":{},"bundle":"{}"}}"#,
+        std::process::id(),
+        dir.display()
+    );
+    (rootfs, state.into_bytes())
+}
+
+#[test]
+fn unknown_subcommand_warns_and_succeeds() {
+    let o = hook(&["frobnicate", "--x"], b"");
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("unknown subcommand \"frobnicate\""));
+}
+
+#[test]
+fn no_subcommand_is_a_usage_error() {
+    let o = hook(&[], b"");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("usage: nvbind-hook"));
+}
+
+#[test]
+fn bad_state_is_one_clear_line() {
+    for sub in ["prestart", "update-ldcache", "create-symlinks"] {
+        let o = hook(&[sub], b"{not json");
+        assert_eq!(o.status.code(), Some(1), "{sub}");
+        let e = stderr(&o);
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+        assert!(
+            e.starts_with(&format!(
+                "nvbind-hook {sub}: the container state on stdin is not valid OCI state JSON"
+            )),
+            "{e}"
+        );
+    }
+    let o = hook(
+        &["prestart"],
+        br#"{"id":"x","bundle":"/nonexistent/bundle","pid":1}"#,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nonexistent/bundle/config.json"));
+    let o = hook(&["create-symlinks", "--bogus"], b"");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unexpected argument \"--bogus\""));
+}
+
+#[test]
+fn docker_hook_name_acts_as_prestart() {
+    let tmp = tempdir();
+    let (_rootfs, state) = bundle(tmp.path());
+    let link = tmp.path().join("nvidia-container-runtime-hook");
+    symlink(hook_bin(), &link).unwrap();
+    // No GPU requested: nothing to do.
+    let o = hook_as(&link, &["prestart"], &state);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = hook_as(&link, &["-debug", "poststop"], &state);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A bad state still fails: it is the prestart subcommand.
+    let o = hook_as(&link, &["prestart"], b"[]");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("nvbind-hook prestart:"));
+}
+
+#[test]
+fn create_symlinks_inside_the_rootfs() {
+    require_root();
+    let tmp = tempdir();
+    let (rootfs, state) = bundle(tmp.path());
+    let o = hook(
+        &[
+            "create-symlinks",
+            "--link",
+            "libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so",
+            "--link=../../../../etc/shadow::/usr/lib/evil",
+        ],
+        &state,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read_link(rootfs.join("usr/lib/x86_64-linux-gnu/libcuda.so")).unwrap(),
+        Path::new("libcuda.so.1")
+    );
+    // A target is only link content, interpreted inside the container later.
+    assert_eq!(
+        fs::read_link(rootfs.join("usr/lib/evil")).unwrap(),
+        Path::new("../../../../etc/shadow")
+    );
+    // Existing entries are kept, with a warning.
+    let o = hook(
+        &["create-symlinks", "--link", "other::/usr/lib/evil"],
+        &state,
+    );
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("left as is"), "{}", stderr(&o));
+}
+
+#[test]
+fn create_symlinks_refuses_escapes() {
+    require_root();
+    let tmp = tempdir();
+    let (rootfs, state) = bundle(tmp.path());
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    symlink(&outside, rootfs.join("usr/abs")).unwrap();
+    symlink("../../../outside", rootfs.join("usr/rel")).unwrap();
+    symlink("/", rootfs.join("hostroot")).unwrap();
+    for link in [
+        "x::/../../outside/pwned",
+        "x::/usr/../../outside/pwned",
+        "x::/usr/abs/pwned",
+        "x::/usr/rel/pwned",
+        "x::/usr/abs/deeper/pwned",
+        "x::/hostroot/tmp/pwned",
+    ] {
+        let o = hook(&["create-symlinks", "--link", link], &state);
+        assert_eq!(o.status.code(), Some(1), "{link}");
+        let e = stderr(&o);
+        assert!(
+            e.contains("resolves outside the container rootfs"),
+            "{link}: {e}"
+        );
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    }
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(!Path::new("/tmp/pwned").exists());
+    // Malformed requests.
+    for bad in ["no-separator", "x::relative/link"] {
+        let o = hook(&["create-symlinks", "--link", bad], &state);
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        assert!(stderr(&o).contains("expected TARGET::LINK"));
+    }
+}
+
+#[test]
+fn update_ldcache_writes_the_containers_cache_only() {
+    require_root();
+    if !have("gcc") {
+        return;
+    }
+    let tmp = tempdir();
+    let (rootfs, state) = bundle(tmp.path());
+    fake_lib(
+        &rootfs.join("usr/lib/nvidia-fake/libcuda.so.550.54.14"),
+        "libcuda.so.1",
+        "cuInit",
+        1,
+    );
+    let host_cache = fs::read("/etc/ld.so.cache").ok();
+    let o = hook(
+        &["update-ldcache", "--folder", "/usr/lib/nvidia-fake"],
+        &state,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read("/etc/ld.so.cache").ok(),
+        host_cache,
+        "host cache changed"
+    );
+    let cache = fs::read(rootfs.join("etc/ld.so.cache")).unwrap();
+    let needle = b"/usr/lib/nvidia-fake/libcuda.so.1";
+    assert!(cache.windows(needle.len()).any(|w| w == needle));
+    assert_eq!(
+        fs::read_link(rootfs.join("usr/lib/nvidia-fake/libcuda.so.1")).unwrap(),
+        Path::new("libcuda.so.550.54.14")
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("etc/ld.so.conf.d/00-nvbind-cdi.conf")).unwrap(),
+        "# Written by nvbind-hook update-ldcache\n/usr/lib/nvidia-fake\n"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("etc/ld.so.conf")).unwrap(),
+        "include /etc/ld.so.conf.d/*.conf\n"
+    );
+    // ldconfig -p inside the rootfs's cache lists the library.
+    let listed = ok(Command::new("ldconfig")
+        .arg("-p")
+        .arg("-C")
+        .arg(rootfs.join("etc/ld.so.cache")));
+    assert!(listed.contains("libcuda.so.1"), "{listed}");
+}
+
+#[test]
+fn update_ldcache_refuses_escapes() {
+    require_root();
+    let tmp = tempdir();
+    let (rootfs, state) = bundle(tmp.path());
+    let outside = tmp.path().join("outside-etc");
+    fs::create_dir_all(&outside).unwrap();
+    // /etc of the image is an absolute link to a host directory.
+    fs::remove_dir(rootfs.join("etc")).unwrap();
+    symlink(&outside, rootfs.join("etc")).unwrap();
+    let o = hook(&["update-ldcache", "--folder", "/usr/lib"], &state);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("resolves outside the container rootfs"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    // ld.so.conf.d as a relative link climbing out.
+    fs::remove_file(rootfs.join("etc")).unwrap();
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    symlink("../../outside-etc", rootfs.join("etc/ld.so.conf.d")).unwrap();
+    let o = hook(&["update-ldcache", "--folder", "/usr/lib"], &state);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("resolves outside the container rootfs"));
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    // Folders must be absolute and stay put.
+    for bad in ["usr/lib", "/usr/../../etc"] {
+        let o = hook(&["update-ldcache", "--folder", bad], &state);
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        assert!(stderr(&o).contains("is not an absolute path without `..`"));
+    }
+}
