@@ -43,7 +43,7 @@ pub struct GlobalOpts {
     /// Rootless mode: "auto" decides from the effective uid and the environment
     #[arg(long, value_enum, default_value_t = Rootless::Auto)]
     pub rootless: Rootless,
-    /// Accepted for runc compatibility; criu is found in PATH
+    /// Path to the criu binary (default: $NVBIND_CRIU, then criu in PATH)
     #[arg(long, hide = true)]
     pub criu: Option<PathBuf>,
 }
@@ -93,6 +93,12 @@ pub enum Command {
     Spec(commands::spec::SpecArgs),
     /// Print what this build of nvbind supports, as OCI features JSON
     Features(commands::features::FeaturesArgs),
+    /// Checkpoint a running container with CRIU
+    Checkpoint(commands::checkpoint::CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint
+    Restore(commands::restore::RestoreArgs),
+    /// Rootfs snapshots: create, list, restore, delete
+    Snapshot(commands::snapshot::SnapshotArgs),
     /// Register nvbind in Docker's, Podman's or containerd's config (merging, with a backup)
     Setup(commands::setup::SetupArgs),
 }

@@ -7,9 +7,11 @@ mod atomic;
 mod cli;
 mod commands;
 mod create;
+mod criu;
 mod executor;
 mod logging;
 mod runtime;
+mod snapshot;
 mod setup;
 
 use std::process::ExitCode;
@@ -76,6 +78,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Resume(a) => ok(cmd::pause::run_resume(&a, &ctx)),
         Command::Events(a) => ok(cmd::events::run(&a, &ctx)),
         Command::Update(a) => ok(cmd::update::run(&a, &ctx)),
+        Command::Checkpoint(a) => ok(cmd::checkpoint::run(&a, &ctx, cli.global.criu.as_deref())),
+        Command::Restore(a) => cmd::restore::run(&a, &ctx, cli.global.criu.as_deref()),
+        Command::Snapshot(a) => ok(cmd::snapshot::run(&a, &ctx)),
         Command::Spec(_) | Command::Features(_) | Command::Setup(_) => {
             unreachable!("handled above")
         }

@@ -1,6 +1,7 @@
 //! One file per verb, each a thin layer over libcontainer and the shared helpers in
 //! `crate::runtime` and `crate::create`.
 
+pub mod checkpoint;
 pub mod create;
 pub mod delete;
 pub mod events;
@@ -10,7 +11,9 @@ pub mod kill;
 pub mod list;
 pub mod pause;
 pub mod ps;
+pub mod restore;
 pub mod run;
+pub mod snapshot;
 pub mod setup;
 pub mod spec;
 pub mod start;

@@ -49,7 +49,7 @@ pub fn run(args: &RunArgs, ctx: &Ctx) -> Result<u8> {
 
 /// Like runc in the foreground: reap children, forward every signal except the ones that are
 /// about us (SIGCHLD) or the terminal (SIGWINCH), and return the init's exit code.
-fn forward_signals_until_exit(init: Pid, set: &SigSet) -> Result<u8> {
+pub(crate) fn forward_signals_until_exit(init: Pid, set: &SigSet) -> Result<u8> {
     loop {
         match set.wait().context("sigwait failed")? {
             Signal::SIGCHLD => loop {

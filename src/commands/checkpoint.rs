@@ -1,0 +1,130 @@
+//! `checkpoint`: runc's flags; the dump itself is `crate::criu::dump`. With `--snapshot NAME`
+//! (an nvbind extension) the rootfs is snapshotted while CRIU still holds the processes
+//! frozen, so memory and files are from the same instant.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use libcontainer::container::ContainerStatus;
+use rust_criu::rust_criu_protobuf::rpc::Criu_cg_mode;
+
+use crate::criu::dump::{dump, DumpOpts};
+use crate::criu::Criu;
+use crate::runtime::{lock_container, Ctx};
+use crate::snapshot;
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupsMode {
+    Soft,
+    Full,
+    Strict,
+    Ignore,
+}
+
+impl CgroupsMode {
+    pub fn to_criu(self) -> Criu_cg_mode {
+        match self {
+            Self::Soft => Criu_cg_mode::SOFT,
+            Self::Full => Criu_cg_mode::FULL,
+            Self::Strict => Criu_cg_mode::STRICT,
+            Self::Ignore => Criu_cg_mode::IGNORE,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckpointArgs {
+    /// Directory for the CRIU image files
+    #[arg(long, value_name = "DIR", default_value = "checkpoint")]
+    pub image_path: PathBuf,
+    /// Directory for CRIU's log and work files (default: the image directory)
+    #[arg(long, value_name = "DIR")]
+    pub work_path: Option<PathBuf>,
+    /// Keep the container running after the checkpoint
+    #[arg(long)]
+    pub leave_running: bool,
+    /// Checkpoint established TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Allow external unix sockets
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    /// Allow shell jobs (a controlling terminal from outside)
+    #[arg(long)]
+    pub shell_job: bool,
+    /// Checkpoint file locks
+    #[arg(long)]
+    pub file_locks: bool,
+    /// How CRIU handles cgroups
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub manage_cgroups_mode: Option<CgroupsMode>,
+    /// Also snapshot the rootfs under NAME, while the processes are frozen (nvbind extension;
+    /// `restore --snapshot NAME` rolls back to it)
+    #[arg(long, value_name = "NAME")]
+    pub snapshot: Option<String>,
+    /// Container ID
+    pub id: String,
+}
+
+pub fn run(args: &CheckpointArgs, ctx: &Ctx, criu: Option<&std::path::Path>) -> Result<()> {
+    if let Some(name) = &args.snapshot {
+        snapshot::validate_name(name)?;
+    }
+    let criu = Criu::find(criu)?;
+    tracing::debug!(
+        "checkpoint with criu {}",
+        crate::criu::version_string(criu.version)
+    );
+    let _lock = lock_container(ctx, &args.id)?;
+    let mut container = ctx.load(&args.id)?;
+    if container.status() != ContainerStatus::Running {
+        bail!(
+            "cannot checkpoint container {:?}: it is {}; only a running container can be \
+             checkpointed",
+            args.id,
+            crate::commands::state::status_name(container.status())
+        );
+    }
+    let (spec, rootfs) = snapshot::container_rootfs(&container)?;
+    let store = match &args.snapshot {
+        Some(name) => {
+            let store = snapshot::Store::for_rootfs(&rootfs)?;
+            store.check_new_name(name)?;
+            Some((store, name.clone()))
+        }
+        None => None,
+    };
+    let opts = DumpOpts {
+        image_path: args.image_path.clone(),
+        work_path: args.work_path.clone(),
+        leave_running: args.leave_running,
+        tcp_established: args.tcp_established,
+        ext_unix_sk: args.ext_unix_sk,
+        shell_job: args.shell_job,
+        file_locks: args.file_locks,
+        manage_cgroups_mode: args.manage_cgroups_mode.map(CgroupsMode::to_criu),
+    };
+    let id = args.id.clone();
+    let image = args.image_path.clone();
+    dump(&criu, &container, &spec, &rootfs, &opts, || {
+        if let Some((store, name)) = &store {
+            store.create(name, &id, Some(&image))?;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("cannot checkpoint container {:?}", args.id))?;
+    if !args.leave_running {
+        // CRIU killed the processes after the dump; the container is gone, as with runc.
+        container.set_status(ContainerStatus::Stopped);
+        container
+            .save()
+            .and_then(|_| container.delete(true))
+            .with_context(|| {
+                format!(
+                    "container {:?} was checkpointed but its state could not be removed",
+                    args.id
+                )
+            })?;
+    }
+    Ok(())
+}

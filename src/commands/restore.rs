@@ -1,0 +1,181 @@
+//! `restore`: runc's flags; recreates a checkpointed container under ID from `--bundle` and
+//! `--image-path` (the work is in `crate::criu::restore`). In the foreground it waits for the
+//! restored init and removes the container afterwards, like `run`.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libcontainer::container::{Container, ContainerStatus};
+use nix::sys::signalfd::SigSet;
+
+use crate::commands::checkpoint::CgroupsMode;
+use crate::create::{parse_spec, Bundle};
+use crate::criu::restore::{restore, RestoreOpts};
+use crate::criu::{Criu, DESCRIPTORS_JSON};
+use crate::runtime::{validate_id, Ctx, DirLock};
+use crate::snapshot;
+
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    /// Path to the bundle directory the container was created from
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Directory holding the CRIU image files
+    #[arg(long, value_name = "DIR", default_value = "checkpoint")]
+    pub image_path: PathBuf,
+    /// Directory for CRIU's log and work files (default: the image directory)
+    #[arg(long, value_name = "DIR")]
+    pub work_path: Option<PathBuf>,
+    /// Return once the container is restored instead of waiting for it
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Write the restored init's PID to this file
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master when the container has a terminal
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility (CRIU restores the mount namespace itself)
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Accepted for runc compatibility
+    #[arg(long)]
+    pub no_subreaper: bool,
+    /// Restore established TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Allow external unix sockets
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    /// Allow shell jobs
+    #[arg(long)]
+    pub shell_job: bool,
+    /// Restore file locks
+    #[arg(long)]
+    pub file_locks: bool,
+    /// How CRIU handles cgroups
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub manage_cgroups_mode: Option<CgroupsMode>,
+    /// Roll the rootfs back to this snapshot before restoring the processes (nvbind extension)
+    #[arg(long, value_name = "NAME")]
+    pub snapshot: Option<String>,
+    /// Container ID
+    pub id: String,
+}
+
+pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
+    validate_id(&args.id)?;
+    if let Some(name) = &args.snapshot {
+        snapshot::validate_name(name)?;
+    }
+    let criu = Criu::find(criu)?;
+    let bundle = Bundle::load(&args.bundle)?;
+    if !args.image_path.join(DESCRIPTORS_JSON).exists() {
+        bail!(
+            "{} holds no checkpoint (no {DESCRIPTORS_JSON}); pass the --image-path that \
+             checkpoint wrote",
+            args.image_path.display()
+        );
+    }
+    if let Some(sock) = &args.console_socket {
+        if !sock.exists() {
+            bail!("--console-socket {} does not exist", sock.display());
+        }
+    }
+    let all = SigSet::all();
+    if !args.detach {
+        all.thread_block().context("cannot block signals")?;
+    }
+
+    let root_lock = DirLock::exclusive(&ctx.root)?;
+    let dir = ctx.container_dir(&args.id);
+    if dir.exists() {
+        let what = match ctx.load(&args.id) {
+            Ok(c) => crate::commands::state::status_name(c.status()),
+            Err(_) => "present",
+        };
+        bail!(
+            "cannot restore into container {:?}: it already exists ({what}); delete it or \
+             choose another ID",
+            args.id
+        );
+    }
+    let config = fs::read(bundle.dir.join("config.json"))?;
+    let mut spec = parse_spec(&config)?;
+    // A bundle that starts from a snapshot gets the clone it had (kept by checkpoint).
+    let bundle_dir =
+        match snapshot::prepare_rootfs_for_bundle(ctx, &args.id, &bundle.dir, &mut spec, None)? {
+            Some(derived) => derived,
+            None => bundle.dir.clone(),
+        };
+    let rootfs = snapshot::spec_rootfs(&spec, &bundle_dir)?;
+    if let Some(name) = &args.snapshot {
+        snapshot::Store::for_rootfs(&rootfs)?
+            .rollback(name, false)
+            .with_context(|| format!("cannot roll the rootfs back to snapshot {name:?}"))?;
+    }
+
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let opts = RestoreOpts {
+        image_path: args.image_path.clone(),
+        work_path: args.work_path.clone(),
+        tcp_established: args.tcp_established,
+        ext_unix_sk: args.ext_unix_sk,
+        shell_job: args.shell_job,
+        file_locks: args.file_locks,
+        manage_cgroups_mode: args.manage_cgroups_mode.map(CgroupsMode::to_criu),
+        console_socket: args.console_socket.clone(),
+        systemd_cgroup: ctx.systemd_cgroup,
+    };
+    let recorded = restore(&criu, &args.id, &dir, &spec, &bundle_dir, &rootfs, &opts)
+        .map_err(anyhow::Error::from)
+        .and_then(|pid| record(ctx, &args.id, &dir, &bundle_dir, &spec, pid).map(|c| (pid, c)));
+    let (pid, mut container) = match recorded {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e.context(format!("cannot restore container {:?}", args.id)));
+        }
+    };
+    drop(root_lock);
+    if let Some(f) = &args.pid_file {
+        crate::atomic::write_atomic(f, pid.to_string().as_bytes(), 0o644)
+            .with_context(|| format!("cannot write --pid-file {}", f.display()))?;
+    }
+    if args.detach {
+        return Ok(0);
+    }
+    let code =
+        crate::commands::run::forward_signals_until_exit(nix::unistd::Pid::from_raw(pid), &all);
+    container
+        .delete(true)
+        .with_context(|| format!("cannot delete container {:?}", args.id))?;
+    snapshot::release(ctx, &args.id)?;
+    code
+}
+
+/// Writes the state libcontainer reads back (`state`, `kill`, `delete` work as for any
+/// container).
+fn record(
+    ctx: &Ctx,
+    id: &str,
+    dir: &Path,
+    bundle: &Path,
+    spec: &oci_spec::runtime::Spec,
+    pid: i32,
+) -> Result<Container> {
+    let mut c = Container::new(id, ContainerStatus::Creating, Some(pid), bundle, dir)?;
+    // Created first: that stamps the creation time.
+    c.set_status(ContainerStatus::Created);
+    c.set_status(ContainerStatus::Running)
+        .set_systemd(ctx.systemd_cgroup)
+        .set_annotations(spec.annotations().clone())
+        .set_creator(nix::unistd::geteuid().as_raw());
+    c.save()?;
+    Ok(c)
+}

@@ -1,0 +1,348 @@
+//! Checkpoint: dump a running container's processes into an image directory, as runc does.
+//!
+//! The dump is written into a staging directory inside the image directory and moved into
+//! place only when CRIU reports success, so a dump that fails half-way (a full disk) leaves an
+//! earlier checkpoint in that directory as it was; the failed attempt's log is kept.
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::Container;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use rust_criu::rust_criu_protobuf::rpc;
+
+use super::swrk::{self, Call, NotifyError};
+use super::{Criu, CriuError, DESCRIPTORS_JSON};
+
+pub const DUMP_LOG: &str = "dump.log";
+
+/// runc's checkpoint flags.
+#[derive(Debug, Clone, Default)]
+pub struct DumpOpts {
+    pub image_path: PathBuf,
+    pub work_path: Option<PathBuf>,
+    pub leave_running: bool,
+    pub tcp_established: bool,
+    pub ext_unix_sk: bool,
+    pub shell_job: bool,
+    pub file_locks: bool,
+    pub manage_cgroups_mode: Option<rpc::Criu_cg_mode>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("cannot prepare the image directory {path}")]
+    ImageDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the container has no init process recorded")]
+    NoPid,
+    #[error("cannot open namespace {path}")]
+    Namespace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Criu(#[from] CriuError),
+    #[error("the dump succeeded but moving it into {path} failed")]
+    Commit {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Dumps `container` (running) whose spec is `spec` and rootfs `rootfs`. `frozen` runs while
+/// CRIU still holds the tasks frozen after a successful dump (a rootfs snapshot is taken
+/// there, so files and memory are from the same instant); its failure fails the dump and
+/// CRIU lets the tasks run on.
+pub fn dump(
+    criu: &Criu,
+    container: &Container,
+    spec: &Spec,
+    rootfs: &Path,
+    opts: &DumpOpts,
+    frozen: impl FnOnce() -> Result<(), NotifyError>,
+) -> Result<(), DumpError> {
+    let pid = container.pid().ok_or(DumpError::NoPid)?.as_raw();
+    let image_dir = &opts.image_path;
+    let dir_err = |source| DumpError::ImageDir {
+        path: image_dir.clone(),
+        source,
+    };
+    match fs::DirBuilder::new().mode(0o700).create(image_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && image_dir.is_dir() => {}
+        Err(e) => return Err(dir_err(e)),
+    }
+    let staging = image_dir.join(format!(".nvbind-dump-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(dir_err)?;
+    let result = dump_into(criu, pid, spec, rootfs, opts, &staging, frozen);
+    match result {
+        Ok(()) => commit(&staging, image_dir).map_err(|source| DumpError::Commit {
+            path: image_dir.clone(),
+            source,
+        }),
+        Err(e) => {
+            // Keep the log of the failed attempt next to the images, drop the partial images.
+            let _ = fs::rename(staging.join(DUMP_LOG), image_dir.join(DUMP_LOG));
+            let _ = fs::remove_dir_all(&staging);
+            Err(rewrite_log_path(e, &staging, image_dir))
+        }
+    }
+}
+
+fn dump_into(
+    criu: &Criu,
+    pid: i32,
+    spec: &Spec,
+    rootfs: &Path,
+    opts: &DumpOpts,
+    staging: &Path,
+    frozen: impl FnOnce() -> Result<(), NotifyError>,
+) -> Result<(), DumpError> {
+    let images = File::open(staging).map_err(|source| DumpError::ImageDir {
+        path: staging.to_path_buf(),
+        source,
+    })?;
+    let work = match &opts.work_path {
+        Some(wp) => {
+            match fs::DirBuilder::new().mode(0o700).recursive(true).create(wp) {
+                Ok(()) => {}
+                Err(source) => {
+                    return Err(DumpError::ImageDir {
+                        path: wp.clone(),
+                        source,
+                    })
+                }
+            }
+            Some(File::open(wp).map_err(|source| DumpError::ImageDir {
+                path: wp.clone(),
+                source,
+            })?)
+        }
+        None => None,
+    };
+    write_descriptors(pid, staging).map_err(|source| DumpError::ImageDir {
+        path: staging.to_path_buf(),
+        source,
+    })?;
+
+    let mut o = rpc::Criu_opts::new();
+    o.set_pid(pid);
+    o.set_images_dir_fd(images.as_raw_fd());
+    let mut keep = vec![images.as_raw_fd()];
+    if let Some(w) = &work {
+        o.set_work_dir_fd(w.as_raw_fd());
+        keep.push(w.as_raw_fd());
+    }
+    o.set_log_level(4);
+    o.set_log_file(DUMP_LOG.into());
+    o.set_root(rootfs.display().to_string());
+    o.set_manage_cgroups(true);
+    if let Some(mode) = opts.manage_cgroups_mode {
+        o.set_manage_cgroups_mode(mode);
+    }
+    o.set_leave_running(opts.leave_running);
+    o.set_tcp_established(opts.tcp_established);
+    o.set_ext_unix_sk(opts.ext_unix_sk);
+    o.set_shell_job(opts.shell_job);
+    o.set_file_locks(opts.file_locks);
+    o.set_orphan_pts_master(true);
+    o.set_notify_scripts(true);
+    for (key, val) in external_mounts(pid, spec) {
+        o.ext_mnt.push(ext_mount(key, val));
+    }
+    for ns in [LinuxNamespaceType::Network, LinuxNamespaceType::Pid] {
+        if let Some(ext) = external_namespace(spec, ns)? {
+            o.external.push(ext);
+        }
+    }
+
+    let mut req = rpc::Criu_req::new();
+    req.set_type(rpc::Criu_req_type::DUMP);
+    req.opts = protobuf::MessageField::some(o);
+    let log = opts
+        .work_path
+        .clone()
+        .unwrap_or_else(|| staging.to_path_buf())
+        .join(DUMP_LOG);
+    let mut frozen = Some(frozen);
+    swrk::call(
+        Call {
+            binary: &criu.path,
+            op: "dump",
+            keep_fds: keep,
+            inherit_stdio: false,
+            log: Some(&log),
+        },
+        req,
+        |_, _| Ok(()),
+        |notify, _| match (notify.script(), frozen.take()) {
+            ("post-dump", Some(f)) => f(),
+            _ => Ok(()),
+        },
+    )?;
+    Ok(())
+}
+
+pub(crate) fn ext_mount(key: String, val: String) -> rpc::Ext_mount_map {
+    let mut m = rpc::Ext_mount_map::new();
+    m.set_key(key);
+    m.set_val(val);
+    m
+}
+
+/// Mounts whose source lies outside the container: CRIU records them by name and the restore
+/// maps each name to a host path again (runc's addCriuDumpMount / addMaskPaths).
+fn external_mounts(pid: i32, spec: &Spec) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let has_cgroupns = has_namespace(spec, LinuxNamespaceType::Cgroup);
+    for m in spec.mounts().iter().flatten() {
+        let dest = m.destination().display().to_string();
+        if is_bind(m) {
+            out.push((dest.clone(), dest));
+        } else if m.typ().as_deref() == Some("cgroup") && !has_cgroupns {
+            for mp in cgroup_v1_mount_points() {
+                out.push((mp.clone(), mp));
+            }
+        }
+    }
+    if let Some(linux) = spec.linux() {
+        for p in linux.masked_paths().iter().flatten() {
+            let inside = PathBuf::from(format!("/proc/{pid}/root{p}"));
+            if fs::metadata(&inside).map(|m| !m.is_dir()).unwrap_or(false) {
+                out.push((p.clone(), "/dev/null".into()));
+            }
+        }
+        for d in linux.devices().iter().flatten() {
+            let p = d.path().display().to_string();
+            out.push((p.clone(), p));
+        }
+    }
+    out
+}
+
+pub(crate) fn is_bind(m: &oci_spec::runtime::Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind")
+}
+
+pub(crate) fn has_namespace(spec: &Spec, ns: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|v| v.iter().any(|n| n.typ() == ns))
+}
+
+pub(crate) fn namespace_path(spec: &Spec, ns: LinuxNamespaceType) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == ns)?
+        .path()
+        .clone()
+}
+
+/// The cgroup v1 hierarchies (under /sys/fs/cgroup) that libcontainer bind-mounts into a
+/// container without a cgroup namespace.
+pub(crate) fn cgroup_v1_mount_points() -> Vec<String> {
+    libcgroups::v1::util::list_subsystem_mount_points()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.display().to_string())
+        .filter(|p| p.starts_with("/sys/fs/cgroup/"))
+        .collect()
+}
+
+pub(crate) fn ns_key(ns: LinuxNamespaceType) -> &'static str {
+    match ns {
+        LinuxNamespaceType::Network => "extRootNetNS",
+        _ => "extRootPidNS",
+    }
+}
+
+fn external_namespace(spec: &Spec, ns: LinuxNamespaceType) -> Result<Option<String>, DumpError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(path) = namespace_path(spec, ns) else {
+        return Ok(None);
+    };
+    let meta = fs::metadata(&path).map_err(|source| DumpError::Namespace {
+        path: path.clone(),
+        source,
+    })?;
+    let name = if ns == LinuxNamespaceType::Network {
+        "net"
+    } else {
+        "pid"
+    };
+    Ok(Some(format!("{name}[{}]:{}", meta.ino(), ns_key(ns))))
+}
+
+/// Records where the init's stdin/stdout/stderr pointed (runc's descriptors.json), so a
+/// restore can hand fresh pipes in their place.
+fn write_descriptors(pid: i32, dir: &Path) -> std::io::Result<()> {
+    let fds: Vec<String> = (0..3)
+        .map(|n| {
+            fs::read_link(format!("/proc/{pid}/fd/{n}"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "/dev/null".into())
+        })
+        .collect();
+    fs::write(dir.join(DESCRIPTORS_JSON), serde_json::to_vec(&fds)?)
+}
+
+/// Moves the staged images into the image directory and removes images of an older dump
+/// that the new one does not have.
+fn commit(staging: &Path, image_dir: &Path) -> std::io::Result<()> {
+    let mut fresh = std::collections::HashSet::new();
+    for entry in fs::read_dir(staging)? {
+        let entry = entry?;
+        fs::rename(entry.path(), image_dir.join(entry.file_name()))?;
+        fresh.insert(entry.file_name());
+    }
+    fs::remove_dir(staging)?;
+    for entry in fs::read_dir(image_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let stale = name.to_string_lossy().ends_with(".img") && !fresh.contains(&name);
+        if stale {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    File::open(image_dir)?.sync_all()
+}
+
+fn rewrite_log_path(e: DumpError, staging: &Path, image_dir: &Path) -> DumpError {
+    match e {
+        DumpError::Criu(CriuError::Failed {
+            op,
+            errmsg,
+            first_error,
+            log,
+        }) => DumpError::Criu(CriuError::Failed {
+            op,
+            errmsg,
+            first_error,
+            log: log.replace(
+                &staging.display().to_string(),
+                &image_dir.display().to_string(),
+            ),
+        }),
+        other => other,
+    }
+}

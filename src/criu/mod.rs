@@ -1,0 +1,233 @@
+//! CRIU: finding a binary that works on this kernel, and talking to it over its RPC protocol
+//! (`criu swrk`, the protobuf messages of the `rust-criu` crate that libcontainer also uses).
+//!
+//! `swrk` is the transport, `dump` and `restore` are the two operations runc exposes as
+//! `checkpoint` and `restore`, with runc's choices for external mounts, namespaces, cgroups
+//! and inherited descriptors.
+
+pub mod dump;
+pub mod restore;
+pub mod swrk;
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rust_criu::rust_criu_protobuf::rpc;
+
+/// Name of the file, in the image directory, that records the init's stdio at dump time
+/// (the same name and format runc and youki use, so images are interchangeable).
+pub const DESCRIPTORS_JSON: &str = "descriptors.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriuError {
+    #[error(
+        "criu not found (looked at --criu, $NVBIND_CRIU and PATH); run scripts/setup-criu \
+         or pass --criu PATH"
+    )]
+    NotFound,
+    #[error("criu {path} is not executable")]
+    NotExecutable { path: PathBuf },
+    #[error("criu {found} at {path} is too old (need >= {need} {why}); run scripts/setup-criu")]
+    TooOld {
+        path: PathBuf,
+        found: String,
+        need: String,
+        why: &'static str,
+    },
+    #[error("cannot run criu {path}")]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to criu swrk failed")]
+    Io(#[from] std::io::Error),
+    #[error("malformed message from criu")]
+    Protobuf(#[from] protobuf::Error),
+    #[error("criu {op} failed{errmsg}: {first_error} (full log: {log})")]
+    Failed {
+        op: &'static str,
+        errmsg: String,
+        first_error: String,
+        log: String,
+    },
+    #[error("criu answered {got:?} to a {want:?} request")]
+    UnexpectedResponse {
+        got: rpc::Criu_req_type,
+        want: rpc::Criu_req_type,
+    },
+    #[error("criu exited with {status} after a {op} that reported success")]
+    Exited {
+        op: &'static str,
+        status: std::process::ExitStatus,
+    },
+}
+
+/// A CRIU binary that was found and whose version was checked.
+#[derive(Debug, Clone)]
+pub struct Criu {
+    pub path: PathBuf,
+    /// MAJOR*10000 + MINOR*100 + SUBLEVEL, as CRIU's VERSION RPC reports it.
+    pub version: u32,
+}
+
+/// CRIU 3.15 is what crun and youki require for their RPC use.
+const MIN_VERSION: u32 = 31500;
+/// Kernels that map the vDSO data page as `[vvar_vclock]` (6.x) need CRIU 4.1 to dump at all.
+const MIN_VERSION_VVAR_VCLOCK: u32 = 40100;
+
+impl Criu {
+    /// Finds criu (`--criu`, then `$NVBIND_CRIU`, then PATH) and checks that it is new enough
+    /// for this kernel. Nothing is changed on the host.
+    pub fn find(explicit: Option<&Path>) -> Result<Self, CriuError> {
+        let path = locate(
+            explicit,
+            std::env::var_os("NVBIND_CRIU"),
+            std::env::var_os("PATH"),
+        )?;
+        let version = swrk::version(&path)?;
+        let (need, why) =
+            required_version(&fs::read_to_string("/proc/self/maps").unwrap_or_default());
+        if version < need {
+            return Err(CriuError::TooOld {
+                path,
+                found: version_string(version),
+                need: version_string(need),
+                why,
+            });
+        }
+        tracing::debug!(criu = %path.display(), version = %version_string(version), "using criu");
+        Ok(Self { path, version })
+    }
+}
+
+fn locate(
+    explicit: Option<&Path>,
+    env: Option<OsString>,
+    path_var: Option<OsString>,
+) -> Result<PathBuf, CriuError> {
+    let chosen = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from));
+    if let Some(p) = chosen {
+        return if is_executable(&p) {
+            Ok(p)
+        } else if p.exists() {
+            Err(CriuError::NotExecutable { path: p })
+        } else {
+            Err(CriuError::NotFound)
+        };
+    }
+    let path_var = path_var
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path_var)
+        .map(|d| d.join("criu"))
+        .find(|p| is_executable(p))
+        .ok_or(CriuError::NotFound)
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn required_version(self_maps: &str) -> (u32, &'static str) {
+    if self_maps.contains("[vvar_vclock]") {
+        (
+            MIN_VERSION_VVAR_VCLOCK,
+            "on this kernel, whose vDSO has a vvar_vclock mapping",
+        )
+    } else {
+        (MIN_VERSION, "for checkpoint/restore over RPC")
+    }
+}
+
+pub fn version_string(v: u32) -> String {
+    format!("{}.{}.{}", v / 10000, v / 100 % 100, v % 100)
+}
+
+/// The first lines of a CRIU log that report an error, for a one-line message; the whole log
+/// stays where CRIU wrote it.
+pub fn first_error(log: &Path) -> String {
+    let text = match fs::read_to_string(log) {
+        Ok(t) => t,
+        Err(_) => return "no log written".into(),
+    };
+    text.lines()
+        .find(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
+        .map(|l| {
+            // "(00.012345) Error (criu/mount.c:123): msg" -> "msg (criu/mount.c:123)"
+            let l = l.trim();
+            let l = l.split_once(") ").map(|(_, r)| r).unwrap_or(l);
+            l.to_string()
+        })
+        .unwrap_or_else(|| "see the log".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_path_wins_and_missing_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = locate(Some(&dir.path().join("nope")), None, None).unwrap_err();
+        assert!(matches!(err, CriuError::NotFound), "{err}");
+        assert!(err.to_string().contains("scripts/setup-criu"));
+        let f = dir.path().join("criu");
+        fs::write(&f, "").unwrap();
+        let err = locate(Some(&f), None, None).unwrap_err();
+        assert!(matches!(err, CriuError::NotExecutable { .. }), "{err}");
+    }
+
+    #[test]
+    fn path_search_finds_an_executable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("criu");
+        fs::write(&f, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o755)).unwrap();
+        let found = locate(None, None, Some(dir.path().as_os_str().to_owned())).unwrap();
+        assert_eq!(found, f);
+        let empty = tempfile::tempdir().unwrap();
+        assert!(locate(None, None, Some(empty.path().as_os_str().to_owned())).is_err());
+    }
+
+    #[test]
+    fn vvar_vclock_kernels_need_criu_4_1() {
+        let maps = "7ffc0000-7ffc4000 r--p 00000000 00:00 0  [vvar_vclock]\n";
+        assert_eq!(required_version(maps).0, 40100);
+        assert_eq!(required_version("[vdso]").0, 31500);
+        assert_eq!(version_string(31701), "3.17.1");
+        let e = CriuError::TooOld {
+            path: "/usr/sbin/criu".into(),
+            found: version_string(31701),
+            need: version_string(40100),
+            why: "on this kernel",
+        };
+        assert_eq!(
+            e.to_string(),
+            "criu 3.17.1 at /usr/sbin/criu is too old (need >= 4.1.0 on this kernel); run \
+             scripts/setup-criu"
+        );
+    }
+
+    #[test]
+    fn first_error_line_is_extracted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dump.log");
+        fs::write(
+            &log,
+            "(00.001) Warn: Can't setup RLIMIT_NOFILE\n(00.002) Error (criu/page-xfer.c:10): \
+             write failed: No space left on device\n",
+        )
+        .unwrap();
+        assert_eq!(
+            first_error(&log),
+            "Error (criu/page-xfer.c:10): write failed: No space left on device"
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! Bundles that start from a snapshot: `org.nvbind.snapshot.from=<path-or-name>` in the
+//! bundle's annotations, or `--snapshot NAME` on create/run/restore. The base (a snapshot of
+//! the bundle's rootfs, a snapshot directory, or any rootfs directory) is cloned
+//! copy-on-write for the container, never modified:
+//!
+//! - base a btrfs subvolume: a writable subvolume snapshot;
+//! - base on ZFS: `zfs clone`;
+//! - anything else: an overlay with a fresh upper layer over the base; a plain copy (with
+//!   reflinks) where overlayfs cannot mount.
+//!
+//! The clone lives in `<base's parent>/.nvbind-clones/<ID>/` (for a snapshot, inside the
+//! snapshot's directory, which makes `snapshot delete` refuse while it is in use), with a
+//! derived bundle (`bundle/config.json`, root.path pointing at the clone) that libcontainer
+//! is given instead of the original. `<root>/.nvbind-clones/<ID>.json` records it so `delete`
+//! can remove it (unless `org.nvbind.snapshot.keep=true`); `checkpoint` keeps it for
+//! `restore`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use super::btrfs::{is_subvolume, Btrfs};
+use super::store::{Store, CLONES};
+use super::{backend_of, fs_magic, Backend, HostRunner, Kind, BTRFS_MAGIC, ZFS_MAGIC};
+use crate::runtime::Ctx;
+
+pub const FROM_ANNOTATION: &str = "org.nvbind.snapshot.from";
+pub const KEEP_ANNOTATION: &str = "org.nvbind.snapshot.keep";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CloneRecord {
+    id: String,
+    backend: Kind,
+    base: PathBuf,
+    dir: PathBuf,
+    rootfs: PathBuf,
+    keep: bool,
+}
+
+fn record_path(ctx: &Ctx, id: &str) -> PathBuf {
+    ctx.root.join(".nvbind-clones").join(format!("{id}.json"))
+}
+
+fn load_record(ctx: &Ctx, id: &str) -> anyhow::Result<Option<CloneRecord>> {
+    let path = record_path(ctx, id);
+    match fs::read(&path) {
+        Ok(b) => {
+            Ok(Some(serde_json::from_slice(&b).with_context(|| {
+                format!("{} is unreadable", path.display())
+            })?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// If the bundle asks to start from a snapshot, clones it for container `id`, points the
+/// spec's root.path at the clone and writes a derived bundle; returns the derived bundle's
+/// directory, which the caller passes to libcontainer instead of `bundle`. `Ok(None)`: the
+/// bundle does not ask for it, nothing was done. A clone kept for `id` (by a checkpoint) is
+/// reused.
+pub fn prepare_rootfs_for_bundle(
+    ctx: &Ctx,
+    id: &str,
+    bundle: &Path,
+    spec: &mut Spec,
+    cli_snapshot: Option<&str>,
+) -> anyhow::Result<Option<PathBuf>> {
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let Some(from) = cli_snapshot
+        .map(str::to_string)
+        .or_else(|| annotations.get(FROM_ANNOTATION).cloned())
+    else {
+        return Ok(None);
+    };
+    let keep = annotations
+        .get(KEEP_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    let rec = match load_record(ctx, id)? {
+        Some(rec) => rec,
+        None => {
+            let base = resolve_base(&from, bundle, spec)?;
+            let rec = make_clone(id, &base, keep)?;
+            let path = record_path(ctx, id);
+            let written = fs::create_dir_all(path.parent().expect("has a parent")).and_then(|_| {
+                crate::atomic::write_atomic(&path, &serde_json::to_vec_pretty(&rec)?, 0o600)
+            });
+            if let Err(e) = written {
+                let _ = backend_of(rec.backend).remove_clone(&rec.dir);
+                return Err(e).with_context(|| format!("cannot write {}", path.display()));
+            }
+            rec
+        }
+    };
+    let derived = rec.dir.join("bundle");
+    let written = write_derived_bundle(spec, bundle, &rec.rootfs, &derived);
+    if let Err(e) = written {
+        let _ = release(ctx, id);
+        return Err(e);
+    }
+    Ok(Some(derived))
+}
+
+/// What `from` names: a path (absolute, or relative to the bundle; a snapshot directory
+/// counts as its tree), or the name of a snapshot of the bundle's rootfs.
+fn resolve_base(from: &str, bundle: &Path, spec: &Spec) -> anyhow::Result<PathBuf> {
+    if from.contains('/') || from.starts_with('.') {
+        let path = bundle.join(from);
+        let path = fs::canonicalize(&path).with_context(|| {
+            format!(
+                "{FROM_ANNOTATION}={from}: {} does not exist",
+                path.display()
+            )
+        })?;
+        if path.join("meta.json").is_file() {
+            let store = Store {
+                dir: path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+                rootfs: PathBuf::new(),
+            };
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let meta = store.get(&name)?;
+            return Ok(store.data_of(&meta));
+        }
+        if !path.is_dir() {
+            bail!(
+                "{FROM_ANNOTATION}={from}: {} is not a directory",
+                path.display()
+            );
+        }
+        return Ok(path);
+    }
+    let rootfs = super::spec_rootfs(spec, bundle)?;
+    let store = Store::for_rootfs(&rootfs)?;
+    let meta = store.get(from)?;
+    Ok(store.data_of(&meta))
+}
+
+fn make_clone(id: &str, base: &Path, keep: bool) -> anyhow::Result<CloneRecord> {
+    let parent = base.parent().unwrap_or(Path::new("/"));
+    let dir = parent.join(CLONES).join(id);
+    if dir.exists() {
+        bail!(
+            "a clone for container {id:?} already exists at {} (kept from an earlier \
+             container?); remove it or choose another ID",
+            dir.display()
+        );
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let magic = fs_magic(base)?;
+    let attempt = |backend: &dyn Backend| -> anyhow::Result<CloneRecord> {
+        let rootfs = backend.clone_into(base, &dir)?;
+        Ok(CloneRecord {
+            id: id.into(),
+            backend: backend.kind(),
+            base: base.to_path_buf(),
+            dir: dir.clone(),
+            rootfs,
+            keep,
+        })
+    };
+    let result = if magic == BTRFS_MAGIC && is_subvolume(base) {
+        attempt(&Btrfs::new(HostRunner))
+    } else if magic == ZFS_MAGIC {
+        attempt(&super::zfs::Zfs::new(HostRunner))
+    } else {
+        attempt(&super::overlay::Overlay).or_else(|e| {
+            tracing::debug!("overlay clone failed ({e:#}); copying instead");
+            let _ = super::overlay::Overlay.remove_clone(&dir);
+            fs::create_dir_all(&dir)?;
+            attempt(&super::copy::Copy)
+        })
+    };
+    match result {
+        Ok(rec) => Ok(rec),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&dir);
+            Err(e.context(format!(
+                "cannot clone {} for container {id:?}",
+                base.display()
+            )))
+        }
+    }
+}
+
+fn write_derived_bundle(
+    spec: &mut Spec,
+    bundle: &Path,
+    rootfs: &Path,
+    derived: &Path,
+) -> anyhow::Result<()> {
+    if let Some(root) = spec.root().clone() {
+        let mut root = root;
+        root.set_path(rootfs.to_path_buf());
+        spec.set_root(Some(root));
+    }
+    // Relative mount sources were relative to the original bundle.
+    if let Some(mounts) = spec.mounts().clone() {
+        let mounts = mounts
+            .into_iter()
+            .map(|mut m| {
+                if let Some(src) = m
+                    .source()
+                    .clone()
+                    .filter(|s| s.is_relative() && bundle.join(s).exists())
+                {
+                    m.set_source(Some(bundle.join(src)));
+                }
+                m
+            })
+            .collect();
+        spec.set_mounts(Some(mounts));
+    }
+    fs::create_dir_all(derived).with_context(|| format!("cannot create {}", derived.display()))?;
+    let bytes = serde_json::to_vec_pretty(spec)?;
+    crate::atomic::write_atomic(&derived.join("config.json"), &bytes, 0o644)
+        .with_context(|| format!("cannot write {}/config.json", derived.display()))
+}
+
+/// Removes the clone of container `id` (unless it asked to keep it) and its record; nothing
+/// to do for a container that did not start from a snapshot. Call after the container is
+/// deleted.
+pub fn release(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    let Some(rec) = load_record(ctx, id)? else {
+        return Ok(());
+    };
+    if !rec.keep {
+        backend_of(rec.backend)
+            .remove_clone(&rec.dir)
+            .with_context(|| format!("cannot remove the rootfs clone {}", rec.dir.display()))?;
+        if let Some(clones) = rec.dir.parent() {
+            let _ = fs::remove_dir(clones);
+        }
+    } else {
+        let _ = fs::remove_dir_all(rec.dir.join("bundle"));
+    }
+    let path = record_path(ctx, id);
+    fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))
+}
