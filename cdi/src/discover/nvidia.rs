@@ -72,7 +72,7 @@ impl Discover for NvidiaDiscoverer {
             NvmlSource::Disabled => None,
             NvmlSource::Given(n) => Some(n.as_ref()),
             NvmlSource::Load => {
-                loaded = load_nvml(roots, cache.as_ref());
+                loaded = load_nvml(roots, cache.as_ref(), &mut warnings);
                 loaded.as_ref().map(|n| n as &dyn NvmlApi)
             }
         };
@@ -147,7 +147,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn load_nvml(roots: &HostRoots, cache: Option<&LdCache>) -> Option<RealNvml> {
+/// NVML from the host (driver root `/`) or from the driver root's ld.so.cache. A library
+/// that is absent or is not NVML falls back to procfs quietly; NVML refusing to start (no
+/// permission, driver/library mismatch, ...) is a warning.
+fn load_nvml(
+    roots: &HostRoots,
+    cache: Option<&LdCache>,
+    warnings: &mut Vec<String>,
+) -> Option<RealNvml> {
     let lib: Option<PathBuf> = if roots.driver_root == Path::new("/") {
         None
     } else {
@@ -159,8 +166,12 @@ fn load_nvml(roots: &HostRoots, cache: Option<&LdCache>) -> Option<RealNvml> {
     };
     match RealNvml::load(lib.as_deref()) {
         Ok(n) => Some(n),
-        Err(e) => {
+        Err(e @ (NvmlError::LibloadingError(_) | NvmlError::FailedToLoadSymbol(_))) => {
             tracing::debug!("NVML not used: {e}");
+            None
+        }
+        Err(e) => {
+            warnings.push(format!("NVML failed to start ({e}); using procfs"));
             None
         }
     }
