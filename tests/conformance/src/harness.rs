@@ -187,6 +187,7 @@ impl<'a> Container<'a> {
                 stdout: String::new(),
                 stderr: e,
                 timed_out: false,
+                signal: None,
             });
         }
         let pid_file = b.dir.join("pid");

@@ -3,5 +3,6 @@
 
 pub mod bundle;
 pub mod cases;
+pub mod compare;
 pub mod harness;
 pub mod runtime;

@@ -13,6 +13,8 @@ pub struct CmdOut {
     pub stdout: String,
     pub stderr: String,
     pub timed_out: bool,
+    /// The signal that ended the command, if one did.
+    pub signal: Option<i32>,
 }
 
 impl CmdOut {
@@ -26,6 +28,8 @@ impl CmdOut {
         let err: String = err.chars().take(300).collect();
         if self.timed_out {
             format!("timed out; stderr: {err}")
+        } else if let Some(sig) = self.signal {
+            format!("killed by signal {sig}; stderr: {err}")
         } else {
             format!("exit {:?}; stderr: {err}", self.code)
         }
@@ -49,6 +53,7 @@ pub fn run_cmd(mut cmd: Command, scratch: &Path, tag: &str, timeout: Duration) -
             stdout: String::new(),
             stderr: format!("cannot create output files in {}", scratch.display()),
             timed_out: false,
+            signal: None,
         };
     };
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -60,6 +65,7 @@ pub fn run_cmd(mut cmd: Command, scratch: &Path, tag: &str, timeout: Duration) -
                 stdout: String::new(),
                 stderr: format!("spawn failed: {e}"),
                 timed_out: false,
+                signal: None,
             }
         }
     };
@@ -83,13 +89,14 @@ pub fn run_cmd(mut cmd: Command, scratch: &Path, tag: &str, timeout: Duration) -
     };
     CmdOut {
         code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
         stdout: fs::read_to_string(&out_p).unwrap_or_default(),
         stderr: fs::read_to_string(&err_p).unwrap_or_default(),
         timed_out,
     }
 }
 
-pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Runtime {
     fn cmd(&self, args: &[&str]) -> Command {
@@ -106,6 +113,11 @@ impl Runtime {
     /// `runtime --root R ARGS...`, output captured under `scratch/tag.{out,err}`.
     pub fn call(&self, scratch: &Path, tag: &str, args: &[&str]) -> CmdOut {
         run_cmd(self.cmd(args), scratch, tag, CMD_TIMEOUT)
+    }
+
+    /// Like `call`, with a shorter limit for operations that must fail fast.
+    pub fn call_within(&self, scratch: &Path, tag: &str, args: &[&str], limit: Duration) -> CmdOut {
+        run_cmd(self.cmd(args), scratch, tag, limit)
     }
 
     pub fn create(&self, scratch: &Path, id: &str, bundle: &Path, pid_file: &Path) -> CmdOut {

@@ -9,9 +9,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use nvbind_conformance::bundle::Template;
-use nvbind_conformance::cases;
 use nvbind_conformance::harness::{detach_mounts_under, Ctx, Outcome, Results, Scenario};
 use nvbind_conformance::runtime::{run_cmd, Runtime};
+use nvbind_conformance::{cases, compare};
 use serde_json::json;
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -162,6 +162,7 @@ impl Printer {
 
 fn run_scenario(ctx: &Ctx, s: &Scenario, wanted: &[String], printer: &Mutex<Printer>) {
     let mut res = Results::default();
+    let t0 = Instant::now();
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (s.run)(ctx, &mut res)));
     if let Err(p) = run {
         let msg = p
@@ -171,7 +172,11 @@ fn run_scenario(ctx: &Ctx, s: &Scenario, wanted: &[String], printer: &Mutex<Prin
             .unwrap_or_default();
         res.fail_rest(s.cases, &format!("driver panic: {msg}"));
     }
+    let took = t0.elapsed().as_secs_f64();
     let mut pr = printer.lock().unwrap_or_else(|e| e.into_inner());
+    if took > 3.0 {
+        println!("# scenario {} took {took:.1}s", s.name);
+    }
     for full in wanted {
         let case = &full[s.name.len() + 1..];
         let o = res
@@ -219,7 +224,36 @@ fn sweep(rt: &Runtime, work: &Path, prefix: &str) -> Vec<String> {
     leaks
 }
 
+/// `conformance compare REFERENCE.json CANDIDATE.json REASONS.tsv OUT.md`: exit 1 when a
+/// case fails on the candidate but passes on the reference.
+fn compare(args: &[String]) -> ! {
+    let [a, b, reasons, out] = args else {
+        eprintln!("usage: conformance compare REFERENCE.json CANDIDATE.json REASONS.tsv OUT.md");
+        std::process::exit(2);
+    };
+    let (ra, rb) = match (compare::load(Path::new(a)), compare::load(Path::new(b))) {
+        (Ok(x), Ok(y)) => (x, y),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let (md, regressions) = compare::report(&ra, &rb, &compare::load_reasons(Path::new(reasons)));
+    if let Err(e) = fs::write(out, md) {
+        eprintln!("writing {out}: {e}");
+        std::process::exit(2);
+    }
+    for r in &regressions {
+        eprintln!("# fails on nvbind, passes on the reference: {r}");
+    }
+    std::process::exit(if regressions.is_empty() { 0 } else { 1 });
+}
+
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("compare") {
+        compare(&argv[2..]);
+    }
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {

@@ -137,22 +137,26 @@ fn states(ctx: &Ctx, r: &mut Results) {
     r.check("create_does_not_run_process", !marker.exists(), || {
         "the user process ran before start".into()
     });
-    // A second create with the same id, from another bundle.
+    // A second create with the same id, from another bundle: an error, promptly.
     match ctx.bundle() {
         Err(e) => r.fail("duplicate_id_refused", e),
-        Ok(mut b2) => {
-            b2.id = b.id.clone();
-            match Container::create(ctx, &b2) {
-                Ok(c2) => {
-                    // do not let the guard delete the original: forget it
-                    std::mem::forget(c2);
-                    r.fail(
-                        "duplicate_id_refused",
-                        "a second create with the same id succeeded",
-                    )
+        Ok(b2) => {
+            let _ = b2.write_config();
+            let (d2, p2) = (b2.dir.to_string_lossy(), b2.dir.join("pid"));
+            let p2 = p2.to_string_lossy();
+            let o = ctx.rt.call_within(
+                &b2.dir,
+                "create",
+                &["create", "--bundle", &d2, "--pid-file", &p2, &b.id],
+                Duration::from_secs(5),
+            );
+            r.check("duplicate_id_refused", !o.ok() && !o.timed_out, || {
+                if o.timed_out {
+                    "create with an existing id hung (killed after 5s)".into()
+                } else {
+                    "a second create with the same id succeeded".into()
                 }
-                Err(_) => r.pass("duplicate_id_refused"),
-            }
+            });
         }
     }
     let st = c.state().unwrap_or(Value::Null);

@@ -73,6 +73,7 @@ pub fn expect_refusal(ctx: &Ctx, edit: impl FnOnce(&mut Bundle)) -> Result<(), S
     probe_args(&mut b.config, "report", &[]);
     edit(&mut b);
     let c = match Container::create(ctx, &b) {
+        Err(o) if o.timed_out => return Err("create hung instead of failing".into()),
         Err(_) => return Ok(()),
         Ok(c) => c,
     };

@@ -177,11 +177,14 @@ fn mount_defaults(ctx: &Ctx, r: &mut Results) {
                 .collect()
         })
         .unwrap_or_default();
-    r.check(
-        "cgroup_ro",
-        !cg.is_empty() && cg.iter().all(|m| has_opt(m, "ro")),
-        || format!("cgroup mounts: {cg:?}"),
-    );
+    let rw: Vec<&str> = cg
+        .iter()
+        .filter(|m| !has_opt(m, "ro"))
+        .filter_map(|m| m["target"].as_str())
+        .collect();
+    r.check("cgroup_ro", !cg.is_empty() && rw.is_empty(), || {
+        format!("cgroup filesystems mounted read-write: {rw:?}")
+    });
 }
 
 const TMPFS: &[&str] = &[
