@@ -77,6 +77,17 @@ pub fn locate_in(cgroup: &str, mountinfo: &str) -> DeviceCgroup {
     }
 }
 
+/// The LXC config key for device rules on this host: `lxc.cgroup.devices.allow` when a v1
+/// `devices` hierarchy is mounted, else `lxc.cgroup2.devices.allow`.
+pub fn lxc_allow_key() -> &'static str {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if unified_is_v2_only(&mountinfo) {
+        "lxc.cgroup2.devices.allow"
+    } else {
+        "lxc.cgroup.devices.allow"
+    }
+}
+
 /// True when the unified hierarchy is the cgroup root (no v1 `devices` hierarchy mounted).
 fn unified_is_v2_only(mountinfo: &str) -> bool {
     !mountinfo.lines().any(|l| {

@@ -129,6 +129,9 @@ pub enum Stage {
 #[derive(Debug, Clone, Default)]
 pub struct LivePlan {
     pub devices: Vec<LinuxDevice>,
+    /// (container path, host path) of each device node, for bind-mounting the host node
+    /// where `mknod` is not permitted (a container in a user namespace).
+    pub device_sources: Vec<(PathBuf, PathBuf)>,
     pub rules: Vec<LinuxDeviceCgroup>,
     pub mounts: Vec<OciMount>,
     /// From `create-symlinks` hooks (ours or nvidia-ctk's), done in-process.
@@ -213,7 +216,14 @@ impl LivePlan {
     ) -> Result<LivePlan, LiveError> {
         let base = stripped(config);
         let out = apply_edits(edits, &base, host)?;
-        let mut plan = LivePlan::default();
+        let mut plan = LivePlan {
+            device_sources: edits
+                .device_nodes
+                .iter()
+                .map(|n| (PathBuf::from(&n.path), PathBuf::from(n.host_path())))
+                .collect(),
+            ..Default::default()
+        };
         if let Some(linux) = out.linux() {
             plan.devices = linux.devices().clone().unwrap_or_default();
             plan.rules = linux
@@ -393,8 +403,30 @@ fn node_kind(t: LinuxDeviceType) -> SFlag {
     }
 }
 
-/// Creates one device node beneath `root`; an identical node already there is fine.
-fn make_node(root: &Root, d: &LinuxDevice) -> Result<(), LiveError> {
+/// Bind-mounts the host's device node on `path` (rw, nosuid, noexec): the way to give a
+/// device to a container whose user namespace may not `mknod` (and whose own /dev tmpfs
+/// would not honour device nodes anyway).
+fn bind_node(root: &Root, path: &Path, host: &Path) -> Result<(), LiveError> {
+    let tree = mountapi::clone_tree(host, false).map_err(|e| LiveError::Source {
+        destination: path.to_path_buf(),
+        source_path: host.to_path_buf(),
+        source: std::io::Error::from_raw_os_error(e as i32),
+    })?;
+    let attr = mountapi::attrs_for(&["nosuid".to_string(), "noexec".to_string()]);
+    mountapi::set_attr(&tree, &attr, false).map_err(|source| LiveError::Attr {
+        destination: path.to_path_buf(),
+        source,
+    })?;
+    let target = root.mount_target(path, false)?;
+    mountapi::attach(&tree, target.as_fd()).map_err(|source| LiveError::Attach {
+        destination: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates one device node beneath `root`; an identical node already there is fine. Where
+/// `mknod` is refused (EPERM: a user namespace), the host node is bind-mounted instead.
+fn make_node(root: &Root, d: &LinuxDevice, host: Option<&Path>) -> Result<(), LiveError> {
     let path = d.path().clone();
     let (parent, name) = root.parent_of(&path)?;
     let kind = node_kind(d.typ());
@@ -417,6 +449,9 @@ fn make_node(root: &Root, d: &LinuxDevice) -> Result<(), LiveError> {
                 return Err(LiveError::DeviceExists { path });
             }
             return Ok(());
+        }
+        Err(Errno::EPERM) if host.is_some() => {
+            return bind_node(root, &path, host.unwrap_or(Path::new("")));
         }
         Err(source) => return Err(LiveError::Device { path, source }),
     }
@@ -494,7 +529,13 @@ fn inside(
 ) -> Result<Vec<String>, LiveError> {
     let root = open_root(target, pid_root)?;
     for d in &plan.devices {
-        make_node(&root, d)?;
+        let host = plan
+            .device_sources
+            .iter()
+            .rev()
+            .find(|(c, _)| c == d.path())
+            .map(|(_, h)| h.as_path());
+        make_node(&root, d, host)?;
     }
     for p in &prepared {
         let t = root.mount_target(&p.destination, p.dir)?;

@@ -18,7 +18,7 @@ use nvbind_cdi::requests::{device_requests, NVIDIA_VISIBLE_DEVICES};
 use oci_spec::runtime::{ProcessBuilder, Spec as OciSpec, UserBuilder};
 
 use crate::args::Args;
-use crate::cgroup::rule_line;
+use crate::cgroup::{lxc_allow_key, rule_line};
 use crate::commands::InjectOptions;
 use crate::live::{self, LivePlan, Target};
 use crate::{ldcache, resolve, warn};
@@ -198,7 +198,7 @@ pub fn run(mut args: Args) -> Result<()> {
             "lxc: the container config does not allow these devices; add: {}",
             missing
                 .iter()
-                .map(|l| format!("lxc.cgroup2.devices.allow = {l}"))
+                .map(|l| format!("{} = {l}", lxc_allow_key()))
                 .collect::<Vec<_>>()
                 .join("; ")
         ));
@@ -211,6 +211,7 @@ pub fn config(mut args: Args) -> Result<()> {
     let opts = InjectOptions::take(&mut args)?;
     let devices = args.values("--device")?;
     let v1 = args.switch("--cgroup-v1");
+    let v2 = args.switch("--cgroup-v2");
     args.finish()?;
     if devices.is_empty() {
         bail!("lxc-config: give the devices with --device (e.g. --device 0 or --device nvidia.com/gpu=all)");
@@ -222,10 +223,11 @@ pub fn config(mut args: Args) -> Result<()> {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "/usr/bin/nvbind-hook".into());
-    let key = if v1 {
-        "lxc.cgroup.devices.allow"
-    } else {
-        "lxc.cgroup2.devices.allow"
+    let key = match (v1, v2) {
+        (true, true) => bail!("lxc-config: give at most one of --cgroup-v1 and --cgroup-v2"),
+        (true, false) => "lxc.cgroup.devices.allow",
+        (false, true) => "lxc.cgroup2.devices.allow",
+        (false, false) => lxc_allow_key(),
     };
     println!("lxc.autodev = 1");
     println!("lxc.hook.mount = {exe} lxc");

@@ -103,9 +103,32 @@ fn from_discovery(
     registry.resolve(names).map_err(ResolveFail::Generated)
 }
 
+/// True when this process is in a user namespace other than the initial one (its uid map is
+/// not the identity over the whole range).
+fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            f != ["0", "0", "4294967295"]
+        })
+        .unwrap_or(false)
+}
+
+/// Which spec files to load. As real root: only root-owned, not group/other-writable ones.
+/// Inside a user namespace (an unprivileged LXC container's mount hook), host root's files
+/// show up owned by the overflow uid, so ownership says nothing; the hook then holds only the
+/// container root's privileges, and a spec cannot make it reach further than that root can.
+fn trust() -> Trust {
+    if in_user_namespace() {
+        Trust::Any
+    } else {
+        Trust::for_current_user()
+    }
+}
+
 /// Resolves all `names` at once.
 pub fn resolve(names: &[QualifiedName], src: &Sources) -> Result<ContainerEdits, ResolveFail> {
-    let registry = Registry::new(src.spec_dirs.clone());
+    let registry = Registry::with_trust(src.spec_dirs.clone(), trust());
     match registry.resolve(names) {
         Ok(edits) => Ok(edits),
         Err(e) => {

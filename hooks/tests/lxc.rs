@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::*;
@@ -87,11 +87,12 @@ fn lxc_mount_hook_injects_gpus() {
     assert!(so.contains("Operation not permitted"), "{so}");
     assert!(so.contains("cuInit=42"), "{so}\n{logtext}");
     assert!(
-        logtext.contains("lxc.cgroup2.devices.allow = c 195:1 rwm"),
+        logtext.contains("lxc.cgroup.devices.allow = c 195:1 rwm"),
         "{logtext}"
     );
 
-    // 2. With the lines lxc-config prints (cgroup v1 keys on this hybrid host) and the
+    // 2. With the lines lxc-config prints (v1 keys on this hybrid host, found by itself;
+    //    --cgroup-v1 makes it explicit) and the
     //    devices on the hook line instead of the environment.
     let lines = ok(Command::new(hook_bin()).args([
         "lxc-config",
@@ -147,5 +148,105 @@ fn lxc_mount_hook_injects_gpus() {
         logtext.contains("unresolvable CDI device nvidia.com/gpu=9"),
         "{logtext}"
     );
+    assert!(host_mounts_containing(dir).is_empty());
+}
+
+/// Restores /etc/subuid and /etc/subgid on drop.
+struct SubIds(Vec<(PathBuf, Option<String>)>);
+
+impl SubIds {
+    /// Makes sure root may map 100000-165535 (LXC uses newuidmap when it is installed).
+    fn ensure() -> SubIds {
+        let mut saved = Vec::new();
+        for f in ["/etc/subuid", "/etc/subgid"] {
+            let p = PathBuf::from(f);
+            let old = fs::read_to_string(&p).ok();
+            let text = old.clone().unwrap_or_default();
+            if !text.lines().any(|l| l.starts_with("root:100000:65536")) {
+                fs::write(&p, format!("{text}root:100000:65536\n")).unwrap();
+            }
+            saved.push((p, old));
+        }
+        SubIds(saved)
+    }
+}
+
+impl Drop for SubIds {
+    fn drop(&mut self) {
+        for (p, old) in &self.0 {
+            match old {
+                Some(t) => {
+                    let _ = fs::write(p, t);
+                }
+                None => {
+                    let _ = fs::remove_file(p);
+                }
+            }
+        }
+    }
+}
+
+/// An unprivileged (user-namespaced) container, as Proxmox creates by default: the hook runs
+/// as the container's root, may not mknod, so the host nodes are bind-mounted; the spec
+/// files, owned by host root, show up as the overflow uid and are still read.
+#[test]
+fn lxc_mount_hook_in_an_unprivileged_container() {
+    require_root();
+    if !have("lxc-start") || !have("gcc") {
+        return;
+    }
+    let _ids = SubIds::ensure();
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let host = FakeHost::new(&dir.join("host"), 2);
+    let specs = host.write_spec(&dir.join("cdi"), &hook_bin());
+    let lxcpath = dir.join("lxc");
+    let cdir = lxcpath.join("ugpu");
+    let rootfs = cdir.join("rootfs");
+    busybox_rootfs(&rootfs, &host);
+    fs::write(
+        rootfs.join("probe.sh"),
+        format!("#!/bin/sh\nexec >/tmp/out 2>&1\n{PROBE}\n"),
+    )
+    .unwrap();
+    fs::set_permissions(
+        rootfs.join("probe.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    ok(Command::new("chown")
+        .args(["-R", "-h", "100000:100000"])
+        .arg(&rootfs));
+    let hook_line = format!(
+        "{} lxc --cdi-spec-dir {} --device 1",
+        hook_bin().display(),
+        specs.display()
+    );
+    lxc_config(
+        &cdir,
+        &rootfs,
+        &hook_line,
+        "lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 100000 65536\n\
+         lxc.cgroup.devices.allow = c 195:* rwm\nlxc.init.cmd = /probe.sh\n",
+    );
+    let log = dir.join("ulxc.log");
+    let out = run(Command::new("timeout")
+        .arg("60")
+        .arg("lxc-start")
+        .arg("-P")
+        .arg(&lxcpath)
+        .args(["-n", "ugpu", "-F", "-l", "DEBUG", "-o"])
+        .arg(&log)
+        .stdin(Stdio::null()));
+    let logtext = fs::read_to_string(&log).unwrap_or_default();
+    let so = fs::read_to_string(rootfs.join("tmp/out")).unwrap_or_default();
+    assert!(out.status.success(), "{so}\n{logtext}");
+    assert!(
+        so.contains("has-nvidia1") && so.contains("no-nvidia0"),
+        "{so}"
+    );
+    // The bind-mounted host node reaches the (absent) driver: ENXIO, not EPERM.
+    assert!(so.contains("No such device or address"), "{so}");
+    assert!(so.contains("cuInit=42"), "{so}\n{logtext}");
     assert!(host_mounts_containing(dir).is_empty());
 }
