@@ -243,7 +243,7 @@ impl LivePlan {
         }
         plan.mounts = out.mounts().clone().unwrap_or_default();
         for m in &plan.mounts {
-            if m.source().as_deref().is_some_and(|s| is_library(s)) {
+            if m.source().as_deref().is_some_and(is_library) {
                 if let Some(dir) = m.destination().parent() {
                     plan.ld_folders.push(dir.to_path_buf());
                 }
@@ -450,10 +450,12 @@ fn make_node(root: &Root, d: &LinuxDevice, host: Option<&Path>) -> Result<(), Li
             }
             return Ok(());
         }
-        Err(Errno::EPERM) if host.is_some() => {
-            return bind_node(root, &path, host.unwrap_or(Path::new("")));
+        Err(source) => {
+            return match (source, host) {
+                (Errno::EPERM, Some(host)) => bind_node(root, &path, host),
+                _ => Err(LiveError::Device { path, source }),
+            }
         }
-        Err(source) => return Err(LiveError::Device { path, source }),
     }
     fchownat(
         Some(parent.as_raw_fd()),
