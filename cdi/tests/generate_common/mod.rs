@@ -265,6 +265,14 @@ impl FakeHost {
         self.file("/etc/vulkan/implicit_layer.d/nvidia_layers.json", "{}\n");
     }
 
+    /// Put the fake NVML (fake_nvml.c, built with the real soname) in place of the tree's
+    /// libnvidia-ml stub, answering from `conf` (see fake_nvml.c for the format).
+    pub fn install_fake_nvml(&self, conf: &str) {
+        let lib = self.path(&format!("{LIBDIR}/libnvidia-ml.so.{DRIVER}"));
+        fs::copy(fake_nvml_lib(), lib).unwrap();
+        self.file(&format!("{LIBDIR}/fake-nvml.conf"), conf);
+    }
+
     /// Run the real ldconfig over the tree (`-r ROOT`), with extra arguments.
     pub fn ldconfig(&self, extra: &[&str]) {
         let out = Command::new("ldconfig")
@@ -399,6 +407,50 @@ fn fake_libs() -> &'static Path {
         }
         dir
     })
+}
+
+/// fake_nvml.c compiled once per build into the target's test temp dir.
+fn fake_nvml_lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/generate_common/fake_nvml.c");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join(format!("fake-nvml.so.{}", std::process::id()));
+        let r = Command::new("gcc")
+            .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror"])
+            .arg("-Wl,-soname,libnvidia-ml.so.1")
+            .arg("-o")
+            .arg(&out)
+            .arg(&src)
+            .output()
+            .expect("gcc (the tests need gcc)");
+        assert!(
+            r.status.success(),
+            "gcc fake_nvml.c: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        // Rebuilt by every test process (the source may have changed), renamed into place.
+        let lib = dir.join("fake-nvml.so");
+        fs::rename(&out, &lib).unwrap();
+        lib
+    })
+}
+
+/// fake-nvml.conf for the 8 x H100 host (same UUIDs, minors and buses as its procfs);
+/// the GPUs at the indexes in `lost` have fallen off the bus.
+pub fn h100x8_nvml_conf(lost: &[usize]) -> String {
+    let mut conf = format!("driver {DRIVER}\ncuda 12040\n");
+    for (i, bus) in H100_BUSES.iter().enumerate() {
+        conf.push_str(&format!(
+            "gpu GPU-5a0b{i}c3d-8e7f-4a1b-9c2d-3e4f5a6b7c{i:02} {} 0000{} NVIDIA H100 80GB HBM3\n",
+            H100_MINORS[i],
+            bus.to_uppercase()
+        ));
+        if lost.contains(&i) {
+            conf.push_str("lost\n");
+        }
+    }
+    conf
 }
 
 /// Options with a fixed hook path, so goldens do not depend on where tests run.
