@@ -208,6 +208,19 @@ impl<'a> Container<'a> {
         })
     }
 
+    /// A guard for a container created some other way (e.g. with extra flags).
+    pub fn adopt(ctx: &'a Ctx, b: &Bundle) -> Container<'a> {
+        Container {
+            ctx,
+            id: b.id.clone(),
+            pid: fs::read_to_string(b.dir.join("pid"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+            scratch: b.dir.clone(),
+            reaped: None,
+        }
+    }
+
     pub fn start(&self) -> CmdOut {
         self.ctx.rt.start(&self.scratch, &self.id)
     }

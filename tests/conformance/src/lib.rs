@@ -6,3 +6,4 @@ pub mod cases;
 pub mod compare;
 pub mod harness;
 pub mod runtime;
+pub mod unixfd;

@@ -354,11 +354,26 @@ fn report(checks: &[String]) -> Value {
     // ioprio_get(IOPRIO_WHO_PROCESS = 1, 0)
     let ioprio = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, 0) };
     let tty = unsafe { libc::isatty(0) } == 1;
+    // SAFETY: TIOCGWINSZ fills a winsize we own (fails harmlessly on a non-tty).
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let winsize = if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 {
+        json!([ws.ws_row, ws.ws_col])
+    } else {
+        Value::Null
+    };
+    // tty_nr: the 7th field of /proc/self/stat, counted after the ")" closing comm
+    let ctty: i64 = fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            rest.split_whitespace().nth(4)?.parse().ok()
+        })
+        .unwrap_or(0);
     let field = |k: &str| st.get(k).cloned().unwrap_or(Value::Null);
     let mut out = json!({
         "argv": std::env::args().collect::<Vec<_>>(),
         "uid": uid, "euid": euid, "gid": gid, "egid": egid, "groups": groups(),
-        "pid": pid, "ppid": ppid, "pgid": pgid, "sid": sid, "tty": tty,
+        "pid": pid, "ppid": ppid, "pgid": pgid, "sid": sid, "tty": tty, "ctty": ctty, "winsize": winsize,
         "cwd": cwd, "env": env, "umask": field("Umask"),
         "cap": {
             "inheritable": field("CapInh"), "permitted": field("CapPrm"),

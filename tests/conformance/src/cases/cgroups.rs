@@ -32,7 +32,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "cgroups.default_path",
-            cases: &["default_path_not_root"],
+            cases: &["default_path_not_root", "default_path_removed_on_delete"],
             run: default_path,
         },
         Scenario {
@@ -240,14 +240,15 @@ fn pids_enforced(ctx: &Ctx, r: &mut Results) {
 
 fn default_path(ctx: &Ctx, r: &mut Results) {
     let case = "default_path_not_root";
+    let both = &[case, "default_path_removed_on_delete"];
     let mut b = match ctx.bundle() {
         Ok(b) => b,
-        Err(e) => return r.fail(case, e),
+        Err(e) => return r.fail_rest(both, &e),
     };
     probe_args(&mut b.config, "report", &[]);
     let c = match Container::create(ctx, &b) {
         Ok(c) => c,
-        Err(o) => return r.fail(case, format!("create failed: {}", o.brief())),
+        Err(o) => return r.fail_rest(both, &format!("create failed: {}", o.brief())),
     };
     let ctl = if cgroup_v2_unified() { "" } else { "memory" };
     let d = c.pid.and_then(|p| host_cgroup_dir(p, ctl));
@@ -263,6 +264,11 @@ fn default_path(ctx: &Ctx, r: &mut Results) {
             .is_some_and(|d| *d != base && Some(d) != mine.as_ref()),
         || format!("container cgroup {d:?}, the runtime's own {mine:?}"),
     );
+    let del = c.delete();
+    let left = d.as_ref().is_some_and(|d| *d != base && d.exists());
+    r.check("default_path_removed_on_delete", del.ok() && !left, || {
+        format!("delete {}; {d:?} still there: {left}", del.brief())
+    });
 }
 
 fn hugetlb(ctx: &Ctx, r: &mut Results) {

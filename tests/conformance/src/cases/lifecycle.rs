@@ -458,6 +458,7 @@ fn run_verb(ctx: &Ctx, r: &mut Results) {
 
 const EXEC: &[&str] = &[
     "exec_joins_namespaces",
+    "exec_keeps_bounding_set",
     "exec_inherits_process_env",
     "exec_env",
     "exec_cwd",
@@ -505,6 +506,11 @@ fn exec(ctx: &Ctx, r: &mut Results) {
                 rep["ns"]["pid"]
             )
         },
+    );
+    r.eq(
+        "exec_keeps_bounding_set",
+        crate::harness::cap_field(&rep, "bounding"),
+        Some(crate::harness::cap_mask(crate::bundle::DEFAULT_CAPS)),
     );
     let env = rep["env"].as_array().cloned().unwrap_or_default();
     r.check(

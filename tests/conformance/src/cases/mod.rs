@@ -10,6 +10,7 @@ use crate::runtime::CmdOut;
 
 mod cgroups;
 mod devices;
+mod fdpass;
 mod features;
 mod hooks;
 mod lifecycle;
@@ -32,6 +33,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(cgroups::scenarios());
     v.extend(hooks::scenarios());
     v.extend(lifecycle::scenarios());
+    v.extend(fdpass::scenarios());
     v.extend(features::scenarios());
     v
 }
