@@ -106,8 +106,13 @@ pub struct DeviceNode {
     /// Minor number; taken from the host node when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minor: Option<i64>,
-    /// Permission bits of the node (as `os.FileMode` in the reference).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Permission bits of the node (as `os.FileMode` in the reference). In YAML a leading-zero
+    /// value such as `0666` is octal, as the reference's YAML 1.1 parser reads it.
+    #[serde(
+        default,
+        deserialize_with = "file_mode::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub file_mode: Option<u32>,
     /// Device cgroup access, a combination of `r`, `w` and `m`; `rwm` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +131,40 @@ impl DeviceNode {
         match self.host_path.as_deref() {
             Some(p) if !p.is_empty() => p,
             _ => &self.path,
+        }
+    }
+}
+
+mod file_mode {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u32),
+        Text(String),
+    }
+
+    /// YAML 1.1 octal (`0666`): serde_yaml follows YAML 1.2 and hands such a scalar over as
+    /// a string, while the Go reference (sigs.k8s.io/yaml) reads it as an octal number.
+    fn yaml11_octal(s: &str) -> Option<u32> {
+        let digits = s.strip_prefix('0')?;
+        if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return None;
+        }
+        u32::from_str_radix(digits, 8).ok()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Number(n)) => Ok(Some(n)),
+            Some(Raw::Text(s)) => yaml11_octal(&s).map(Some).ok_or_else(|| {
+                D::Error::custom(format!(
+                    "invalid fileMode {s:?}, expected a number such as 438 or 0666"
+                ))
+            }),
         }
     }
 }
@@ -511,6 +550,26 @@ containerEdits:
         let err = Spec::from_path(&missing).unwrap_err();
         assert!(matches!(err, SpecError::Read { .. }));
         assert!(err.to_string().contains("missing.yaml"));
+    }
+
+    #[test]
+    fn file_mode_accepts_yaml11_octal() {
+        let parse = |mode: &str| {
+            let yaml = format!("cdiVersion: 0.3.0\nkind: a.com/b\ncontainerEdits:\n  deviceNodes:\n  - path: /dev/x\n    fileMode: {mode}\n");
+            Spec::from_slice(yaml.as_bytes(), Format::Yaml, p())
+                .map(|s| s.container_edits.device_nodes[0].file_mode)
+        };
+        assert_eq!(parse("0666").unwrap(), Some(0o666));
+        assert_eq!(parse("0o640").unwrap(), Some(0o640));
+        assert_eq!(parse("438").unwrap(), Some(438));
+        assert_eq!(parse("0").unwrap(), Some(0));
+        for bad in ["0668", "rw", "\"\"", "-1"] {
+            let err = parse(bad).unwrap_err();
+            assert!(matches!(err, SpecError::Yaml { .. }), "{bad}: {err:?}");
+        }
+        let json = br#"{"cdiVersion":"0.3.0","kind":"a.com/b","devices":[],"containerEdits":{"deviceNodes":[{"path":"/x","fileMode":420}]}}"#;
+        let spec = Spec::from_slice(json, Format::Json, Path::new("x.json")).unwrap();
+        assert_eq!(spec.container_edits.device_nodes[0].file_mode, Some(0o644));
     }
 
     #[test]
