@@ -94,7 +94,7 @@ impl Ctx<'_> {
 pub fn validate_spec(spec: &Spec, path: &Path) -> Result<Version, ValidationError> {
     let ctx = Ctx { path };
     let declared = version::validate_version(spec).map_err(|e| ctx.err("cdiVersion", e))?;
-    let (vendor, class) = name::parse_kind(&spec.kind).map_err(|e| ctx.err("kind", e))?;
+    name::parse_kind(&spec.kind).map_err(|e| ctx.err("kind", e))?;
     validate_annotations(&ctx, "annotations", &spec.annotations)?;
     validate_edits_at(&ctx, "containerEdits", &spec.container_edits)?;
 
@@ -121,7 +121,6 @@ pub fn validate_spec(spec: &Spec, path: &Path) -> Result<Version, ValidationErro
     if spec.devices.is_empty() {
         return Err(ctx.err("devices", Problem::NoDevices));
     }
-    let _ = (vendor, class);
     Ok(declared)
 }
 
