@@ -239,6 +239,11 @@ const BIND: &[&str] = &[
 ];
 
 fn bind(ctx: &Ctx, r: &mut Results) {
+    bind_main(ctx, r);
+    bind_relative(ctx, r);
+}
+
+fn bind_main(ctx: &Ctx, r: &mut Results) {
     let mut shared = PathBuf::new();
     let checks = &[
         "read:/mnt/ro/data.txt",
@@ -291,7 +296,9 @@ fn bind(ctx: &Ctx, r: &mut Results) {
         mount_at(rep, "/mnt/ro").is_some_and(|m| has_opt(m, "nosuid")),
         || format!("{:?}", mount_at(rep, "/mnt/ro")),
     );
-    drop(run);
+}
+
+fn bind_relative(ctx: &Ctx, r: &mut Results) {
     // A relative bind source is relative to the bundle (the runtime runs elsewhere).
     let checks = &["read:/mnt/rel/data.txt"];
     if let Some(run) = run_probe(ctx, r, &BIND[5..], checks, |b| {
