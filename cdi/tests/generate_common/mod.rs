@@ -367,7 +367,15 @@ fn copy_tree(from: &Path, to: &Path) {
 fn fake_libs() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fake-nvidia-libs-{DRIVER}"));
+        // Keyed by the library list, so a changed list is rebuilt rather than reused.
+        let key = LIBS
+            .iter()
+            .flat_map(|(a, b)| a.bytes().chain(b.bytes()))
+            .fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+            });
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("fake-nvidia-libs-{DRIVER}-{key:016x}"));
         let stamp = dir.join(".complete");
         if stamp.exists() {
             return dir;
