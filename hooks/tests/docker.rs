@@ -8,7 +8,6 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -110,7 +109,15 @@ fn docker_run_gpus_with_runc() {
     busybox_rootfs(&rootfs, &host);
     let bin = dir.join("bin");
     fs::create_dir_all(&bin).unwrap();
-    symlink(hook_bin(), bin.join("nvidia-container-runtime-hook")).unwrap();
+    // The link, made the way users make it.
+    ok(
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("install-docker-gpus-link"))
+            .arg("--hook")
+            .arg(hook_bin())
+            .arg("--dir")
+            .arg(&bin),
+    );
+    assert!(bin.join("nvidia-container-runtime-hook").is_symlink());
 
     let d = Dockerd::start(dir, &bin, &specs);
     let tar = dir.join("image.tar");
