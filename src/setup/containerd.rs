@@ -107,6 +107,21 @@ impl Engine for Containerd {
             changed = true;
         }
         options.set_implicit(false);
+        // containerd replaces (not merges) its built-in `runtimes` map with the one in the file:
+        // a file that names only our handler would lose the default "runc" handler and the CRI
+        // plugin would refuse to load. Keep the default runtime defined.
+        let default_name = cri
+            .get("default_runtime_name")
+            .and_then(Item::as_str)
+            .unwrap_or("runc")
+            .to_string();
+        let runtimes = table_at(cri, &shown, &["runtimes"])?;
+        if default_name == "runc" && !runtimes.contains_key("runc") {
+            let runc = table_at(runtimes, &format!("{shown}.runtimes"), &["runc"])?;
+            runc["runtime_type"] = value(RUNC_V2);
+            runc.set_implicit(false);
+            changed = true;
+        }
         Ok(changed.then(|| doc.to_string()))
     }
 }
@@ -177,6 +192,26 @@ mod tests {
             Some("nvbind")
         );
         assert_eq!(Containerd.merge(Some(&out), &reg(true)).unwrap(), None);
+    }
+
+    #[test]
+    fn keeps_the_default_runc_handler_defined() {
+        let out = Containerd.merge(None, &reg(false)).unwrap().unwrap();
+        let doc: toml_edit::DocumentMut = out.parse().unwrap();
+        let runtimes = &doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+        assert_eq!(
+            runtimes["runc"]["runtime_type"].as_str(),
+            Some(RUNC_V2),
+            "{out}"
+        );
+        // A file that already defines runc keeps its own settings.
+        let mine = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\nSystemdCgroup = true\n";
+        let out = Containerd.merge(Some(mine), &reg(false)).unwrap().unwrap();
+        assert!(out.contains("SystemdCgroup = true"), "{out}");
+        // Another default runtime: not ours to fix.
+        let other = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"kata\"\n";
+        let out = Containerd.merge(Some(other), &reg(false)).unwrap().unwrap();
+        assert!(!out.contains("runtimes.runc"), "{out}");
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl Engine for Podman {
 
         let engine = table_at(doc.as_table_mut(), "", &["engine"])?;
         match strings(engine.get("runtime_supports_json")) {
-            Some(list) if list.iter().any(|n| *n == reg.name) => {}
+            Some(list) if list.contains(&reg.name) => {}
             Some(_) => {
                 let arr = engine["runtime_supports_json"]
                     .as_array_mut()
