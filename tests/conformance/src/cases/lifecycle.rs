@@ -44,11 +44,6 @@ pub fn scenarios() -> Vec<Scenario> {
             ],
             run: run_verb,
         },
-        Scenario {
-            name: "lifecycle.exec",
-            cases: EXEC,
-            run: exec,
-        },
     ]
 }
 
@@ -454,92 +449,4 @@ fn run_verb(ctx: &Ctx, r: &mut Results) {
             let _ = ctx.rt.delete(&b.dir, &b.id, true);
         }
     }
-}
-
-const EXEC: &[&str] = &[
-    "exec_joins_namespaces",
-    "exec_keeps_bounding_set",
-    "exec_inherits_process_env",
-    "exec_env",
-    "exec_cwd",
-    "exec_user",
-    "exec_exit_code",
-    "exec_stopped_refused",
-];
-
-fn exec(ctx: &Ctx, r: &mut Results) {
-    let mut b = match ctx.bundle() {
-        Ok(b) => b,
-        Err(e) => return r.fail_rest(EXEC, &e),
-    };
-    b.config["process"]["args"] = json!(["/probe", "sleep", "60"]);
-    b.config["process"]["env"] = json!(["PATH=/bin", "FROMCONFIG=1"]);
-    let mut c = match Container::create(ctx, &b) {
-        Ok(c) => c,
-        Err(o) => return r.fail_rest(EXEC, &format!("create failed: {}", o.brief())),
-    };
-    let s = c.start();
-    if !s.ok() {
-        return r.fail_rest(EXEC, &format!("start failed: {}", s.brief()));
-    }
-    let id = b.id.clone();
-    let run = |tag: &str, extra: &[&str], cmd: &[&str]| {
-        let mut args = vec!["exec"];
-        args.extend_from_slice(extra);
-        args.push(&id);
-        args.extend_from_slice(cmd);
-        ctx.rt.call(&b.dir, tag, &args)
-    };
-    let o = run("exec1", &[], &["/probe", "report"]);
-    let rep: Value = serde_json::from_str(o.stdout.trim()).unwrap_or(Value::Null);
-    let init_ns = c
-        .pid
-        .and_then(|p| fs::read_link(format!("/proc/{p}/ns/pid")).ok())
-        .map(|l| l.to_string_lossy().into_owned());
-    r.check(
-        "exec_joins_namespaces",
-        o.ok() && rep["ns"]["pid"].as_str() == init_ns.as_deref() && rep["pid"] != 1,
-        || {
-            format!(
-                "exec {}; pid ns {} vs {init_ns:?}",
-                o.brief(),
-                rep["ns"]["pid"]
-            )
-        },
-    );
-    r.eq(
-        "exec_keeps_bounding_set",
-        crate::harness::cap_field(&rep, "bounding"),
-        Some(crate::harness::cap_mask(crate::bundle::DEFAULT_CAPS)),
-    );
-    let env = rep["env"].as_array().cloned().unwrap_or_default();
-    r.check(
-        "exec_inherits_process_env",
-        env.contains(&json!("FROMCONFIG=1")),
-        || format!("env {env:?}"),
-    );
-    let o = run(
-        "exec2",
-        &["--env", "EXTRA=yes", "--cwd", "/tmp", "--user", "1000:1000"],
-        &["/probe", "report"],
-    );
-    let rep: Value = serde_json::from_str(o.stdout.trim()).unwrap_or(Value::Null);
-    let env = rep["env"].as_array().cloned().unwrap_or_default();
-    r.check("exec_env", env.contains(&json!("EXTRA=yes")), || {
-        format!("exec {}; env {env:?}", o.brief())
-    });
-    r.eq("exec_cwd", rep["cwd"].as_str(), Some("/tmp"));
-    r.eq(
-        "exec_user",
-        (rep["uid"].as_u64(), rep["gid"].as_u64()),
-        (Some(1000), Some(1000)),
-    );
-    let o = run("exec3", &[], &["/probe", "exit", "5"]);
-    r.eq("exec_exit_code", o.code, Some(5));
-    let _ = c.kill("KILL");
-    let _ = c.wait(Duration::from_secs(5));
-    let o = run("exec4", &[], &["/probe", "exit", "0"]);
-    r.check("exec_stopped_refused", !o.ok(), || {
-        "exec into a stopped container succeeded".into()
-    });
 }

@@ -10,10 +10,12 @@ use crate::runtime::CmdOut;
 
 mod cgroups;
 mod devices;
+mod exec;
 mod fdpass;
 mod features;
 mod hooks;
 mod lifecycle;
+mod mount_options;
 mod mounts;
 mod namespaces;
 mod process;
@@ -26,6 +28,7 @@ pub fn all() -> Vec<Scenario> {
     let mut v = Vec::new();
     v.extend(process::scenarios());
     v.extend(mounts::scenarios());
+    v.extend(mount_options::scenarios());
     v.extend(namespaces::scenarios());
     v.extend(devices::scenarios());
     v.extend(security::scenarios());
@@ -33,6 +36,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(cgroups::scenarios());
     v.extend(hooks::scenarios());
     v.extend(lifecycle::scenarios());
+    v.extend(exec::scenarios());
     v.extend(fdpass::scenarios());
     v.extend(features::scenarios());
     v

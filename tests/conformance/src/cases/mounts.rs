@@ -2,7 +2,7 @@
 //! order, propagation, recursive bind behaviour, destinations that must stay in the rootfs.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::json;
 
@@ -50,11 +50,6 @@ pub fn scenarios() -> Vec<Scenario> {
                 "rootfs_propagation_private",
             ],
             run: propagation,
-        },
-        Scenario {
-            name: "mounts.recursive",
-            cases: RECURSIVE,
-            run: recursive,
         },
         Scenario {
             name: "mounts.safety",
@@ -396,109 +391,6 @@ fn propagation(ctx: &Ctx, r: &mut Results) {
     r.check("rootfs_propagation_private", root.is_empty(), || {
         format!("optional fields of / {root:?}")
     });
-}
-
-/// A tmpfs mounted on the host under the bundle, unmounted on drop.
-struct HostMount(PathBuf);
-
-impl HostMount {
-    fn tmpfs(at: &Path) -> Result<Self, String> {
-        fs::create_dir_all(at).map_err(|e| e.to_string())?;
-        let t =
-            std::ffi::CString::new(at.to_string_lossy().as_bytes()).map_err(|e| e.to_string())?;
-        // SAFETY: plain mount(2) with valid C strings.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                t.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(format!("mount tmpfs: {}", std::io::Error::last_os_error()));
-        }
-        Ok(HostMount(at.to_path_buf()))
-    }
-}
-
-impl Drop for HostMount {
-    fn drop(&mut self) {
-        if let Ok(t) = std::ffi::CString::new(self.0.to_string_lossy().as_bytes()) {
-            // SAFETY: detach our own mount.
-            unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-}
-
-const RECURSIVE: &[&str] = &[
-    "rbind_includes_submounts",
-    "bind_excludes_submounts",
-    "rro_makes_submounts_readonly",
-];
-
-fn recursive(ctx: &Ctx, r: &mut Results) {
-    let mut guard: Option<HostMount> = None;
-    let checks = &["stat:/mnt/r/inner/f", "stat:/mnt/nb/inner/f"];
-    if let Some(run) = run_probe(ctx, r, &RECURSIVE[..2], checks, |b| {
-        let src = b.shared();
-        match HostMount::tmpfs(&src.join("inner")) {
-            Ok(g) => {
-                let _ = fs::write(src.join("inner/f"), "f");
-                guard = Some(g);
-            }
-            Err(e) => eprintln!("# mounts.recursive: {e}"),
-        }
-        let s = src.to_string_lossy().into_owned();
-        push_mount(
-            &mut b.config,
-            json!({ "destination": "/mnt/r", "type": "bind", "source": s, "options": ["rbind"] }),
-        );
-        push_mount(
-            &mut b.config,
-            json!({ "destination": "/mnt/nb", "type": "bind", "source": s, "options": ["bind"] }),
-        );
-    }) {
-        let rep = &run.report;
-        r.eq(
-            "rbind_includes_submounts",
-            chk(rep, "stat:/mnt/r/inner/f")["type"].as_str(),
-            Some("f"),
-        );
-        r.eq(
-            "bind_excludes_submounts",
-            errno_of(chk(rep, "stat:/mnt/nb/inner/f")),
-            Some(libc::ENOENT as i64),
-        );
-        drop(guard.take());
-        drop(run);
-    }
-    drop(guard.take());
-    let checks = &["write:/mnt/r/inner/x", "write:/mnt/r/y"];
-    if let Some(run) = run_probe(ctx, r, &RECURSIVE[2..], checks, |b| {
-        let src = b.shared();
-        if let Ok(g) = HostMount::tmpfs(&src.join("inner")) {
-            guard = Some(g);
-        }
-        push_mount(
-            &mut b.config,
-            json!({ "destination": "/mnt/r", "type": "bind", "source": src.to_string_lossy(),
-                    "options": ["rbind", "rro"] }),
-        );
-    }) {
-        let rep = &run.report;
-        let inner = errno_of(chk(rep, "write:/mnt/r/inner/x"));
-        let top = errno_of(chk(rep, "write:/mnt/r/y"));
-        r.check(
-            "rro_makes_submounts_readonly",
-            inner == Some(libc::EROFS as i64) && top == Some(libc::EROFS as i64),
-            || format!("errno of writes: submount {inner:?}, top {top:?}"),
-        );
-        drop(guard.take());
-        drop(run);
-    }
-    drop(guard);
 }
 
 /// A destination under a symlink must be resolved inside the rootfs (runc: securejoin),

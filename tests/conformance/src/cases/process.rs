@@ -33,7 +33,11 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "process.rlimits_invalid",
-            cases: &["unknown_type_refused", "raise_hard_above_limit_refused"],
+            cases: &[
+                "unknown_type_refused",
+                "soft_above_hard_refused",
+                "raise_hard_above_limit_refused",
+            ],
             run: rlimits_invalid,
         },
         Scenario {
@@ -50,6 +54,11 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "process.exit",
             cases: &["exit_status_propagated", "missing_executable_refused"],
             run: exit,
+        },
+        Scenario {
+            name: "process.args",
+            cases: &["resolved_via_path"],
+            run: args_path,
         },
         Scenario {
             name: "process.lsm",
@@ -277,6 +286,11 @@ fn rlimits_invalid(ctx: &Ctx, r: &mut Results) {
         b.config["process"]["rlimits"] = json!([{ "type": "RLIMIT_BOGUS", "soft": 1, "hard": 1 }]);
     });
     refusal_case(r, "unknown_type_refused", res);
+    let res = expect_refusal(ctx, |b| {
+        b.config["process"]["rlimits"] =
+            json!([{ "type": "RLIMIT_NOFILE", "soft": 2000, "hard": 1000 }]);
+    });
+    refusal_case(r, "soft_above_hard_refused", res);
     let mut mine = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -425,4 +439,19 @@ fn lsm(ctx: &Ctx, r: &mut Results) {
             "SELinux labels are not checked by this suite",
         );
     }
+}
+
+/// args[0] without a slash is looked up in the process's PATH (execvp semantics).
+fn args_path(ctx: &Ctx, r: &mut Results) {
+    let Some(run) = run_probe(ctx, r, &["resolved_via_path"], &[], |b| {
+        b.config["process"]["args"] = json!(["probe", "report"]);
+        b.config["process"]["env"] = json!(["PATH=/usr/bin:/"]);
+    }) else {
+        return;
+    };
+    r.eq(
+        "resolved_via_path",
+        run.report["argv"].clone(),
+        json!(["probe", "report"]),
+    );
 }

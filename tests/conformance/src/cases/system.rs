@@ -10,7 +10,12 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "uts.names",
-            cases: &["hostname", "domainname", "hostname_without_uts_ns_refused"],
+            cases: &[
+                "hostname",
+                "domainname",
+                "hostname_without_uts_ns_refused",
+                "hostname_unset_keeps_host_name",
+            ],
             run: uts,
         },
         Scenario {
@@ -68,6 +73,21 @@ fn uts(ctx: &Ctx, r: &mut Results) {
         b.config["hostname"] = json!("must-not-be-set");
     });
     refusal_case(r, "hostname_without_uts_ns_refused", res);
+    let case = "hostname_unset_keeps_host_name";
+    if let Some(run) = run_probe(ctx, r, &[case], &[], |b| {
+        b.config.as_object_mut().map(|o| o.remove("hostname"));
+    }) {
+        // SAFETY: uname into a zeroed struct we own.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        unsafe { libc::uname(&mut u) };
+        let host: String = u
+            .nodename
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8 as char)
+            .collect();
+        r.eq(case, run.report["hostname"].as_str(), Some(host.as_str()));
+    }
 }
 
 fn sysctl(ctx: &Ctx, r: &mut Results) {
