@@ -561,6 +561,9 @@ fn inside(
 
 /// Applies `plan` to the running container `target`.
 pub fn apply(plan: &LivePlan, target: &Target, ldconfig: &Path) -> Result<Report, LiveError> {
+    if let Some(pid) = target.pid {
+        nsenter::check_container_pid(pid)?;
+    }
     // Host side first: everything that can fail for want of a host file fails here.
     let userns = match target.pid {
         Some(pid)

@@ -36,6 +36,8 @@ pub enum NsError {
     Spawn(#[source] std::io::Error),
     #[error("the namespace thread panicked")]
     Panicked,
+    #[error("process {pid} is in the hook's own or the host's mount namespace, not a container's: refusing to mount there; run nvbind-hook prestart as a prestart or createRuntime hook, where the state's pid is the container's init")]
+    HostNamespace { pid: i32 },
 }
 
 /// Where the work runs.
@@ -47,18 +49,34 @@ pub enum Namespace {
     OfPid(i32),
 }
 
+fn mnt_ns(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// True when `pid` is in the same mount namespace as the hook.
 fn same_mount_ns(pid: i32) -> bool {
-    match (
-        std::fs::metadata("/proc/self/ns/mnt"),
-        std::fs::metadata(format!("/proc/{pid}/ns/mnt")),
-    ) {
-        (Ok(a), Ok(b)) => {
-            use std::os::unix::fs::MetadataExt;
-            a.dev() == b.dev() && a.ino() == b.ino()
-        }
-        _ => false,
+    let theirs = mnt_ns(&format!("/proc/{pid}/ns/mnt"));
+    theirs.is_some() && theirs == mnt_ns("/proc/self/ns/mnt")
+}
+
+/// True when `pid` shares the mount namespace of pid 1 (the host's, as this /proc shows
+/// it). A createContainer hook that is handed its own pid-namespace pid 1 lands here too.
+fn in_init_mount_ns(pid: i32) -> bool {
+    let theirs = mnt_ns(&format!("/proc/{pid}/ns/mnt"));
+    theirs.is_some() && theirs == mnt_ns("/proc/1/ns/mnt")
+}
+
+/// Refuses a pid whose mount namespace is the hook's own or pid 1's: a prestart hook runs
+/// in the runtime's (host) namespace and the state's pid is the container's init, in a
+/// namespace of its own; anything else means the hook is misplaced (e.g. registered as a
+/// createContainer hook, which gets a pid of the container's pid namespace), and working
+/// "inside" that namespace would mount on the host.
+pub fn check_container_pid(pid: i32) -> Result<(), NsError> {
+    if same_mount_ns(pid) || in_init_mount_ns(pid) {
+        return Err(NsError::HostNamespace { pid });
     }
+    Ok(())
 }
 
 /// Runs `work` on a thread with its own filesystem attributes and umask 0, inside the mount
@@ -71,13 +89,16 @@ where
     T: Send,
     E: Send,
 {
+    if let Namespace::OfPid(pid) = ns {
+        check_container_pid(pid)?;
+    }
     let ns_file = match ns {
-        Namespace::OfPid(pid) if !same_mount_ns(pid) => {
+        Namespace::OfPid(pid) => {
             let path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
             let file = File::open(&path).map_err(|source| NsError::Open { pid, path, source })?;
             Some((pid, file))
         }
-        _ => None,
+        Namespace::Current => None,
     };
     std::thread::scope(|scope| {
         let handle = std::thread::Builder::new()

@@ -258,3 +258,55 @@ fn update_ldcache_refuses_escapes() {
         assert!(stderr(&o).contains("is not an absolute path without `..`"));
     }
 }
+
+/// A prestart hook handed a pid in the host's mount namespace (pid 1, as a misplaced
+/// createContainer hook would get) must refuse rather than mount on the host.
+#[test]
+fn prestart_refuses_the_host_mount_namespace() {
+    require_root();
+    if !have("gcc") {
+        return;
+    }
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let host = FakeHost::new(&dir.join("host"), 1);
+    let specs = host.write_spec(&dir.join("cdi"), &hook_bin());
+    let bdir = dir.join("bundle");
+    fs::create_dir_all(bdir.join("rootfs/dev")).unwrap();
+    fs::write(
+        bdir.join("config.json"),
+        r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["sh"],"env":["NVIDIA_VISIBLE_DEVICES=0"],"user":{"uid":0,"gid":0}}}"#,
+    )
+    .unwrap();
+    for pid in [1, std::process::id() as i32] {
+        let state = format!(
+            r#"{{"ociVersion":"1.0.2","id":"t","status":"creating","pid":{pid},"bundle":"{}"}}"#,
+            bdir.display()
+        );
+        let mut child = Command::new(hook_bin())
+            .arg("prestart")
+            .env("NVBIND_CDI_SPEC_DIRS", &specs)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(state.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        // Pid 1 may not be inspectable at all here (EACCES on /proc/1/ns); then opening its
+        // root fails instead. Either way nothing happens.
+        let e = stderr(&o);
+        assert!(
+            e.contains("is in the hook's own or the host's mount namespace")
+                || (pid == 1 && e.contains("cannot open the root of container process 1")),
+            "{e}"
+        );
+    }
+    assert!(!bdir.join("rootfs/dev/nvidia0").exists());
+    assert!(host_mounts_containing(dir).is_empty());
+}
