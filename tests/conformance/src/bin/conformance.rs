@@ -172,6 +172,9 @@ fn run_scenario(ctx: &Ctx, s: &Scenario, wanted: &[String], printer: &Mutex<Prin
             .unwrap_or_default();
         res.fail_rest(s.cases, &format!("driver panic: {msg}"));
     }
+    for k in res.map.keys().filter(|k| !s.cases.contains(&k.as_str())) {
+        eprintln!("# suite bug: {} reported undeclared case {k}", s.name);
+    }
     let took = t0.elapsed().as_secs_f64();
     let mut pr = printer.lock().unwrap_or_else(|e| e.into_inner());
     if took > 3.0 {
@@ -284,7 +287,13 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime_path = fs::canonicalize(&opts.runtime).unwrap_or(opts.runtime.clone());
+    let runtime_path = match fs::canonicalize(&opts.runtime) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("runtime {}: {e}", opts.runtime.display());
+            std::process::exit(2);
+        }
+    };
     let pid = std::process::id();
     let work = std::env::temp_dir().join(format!("nvbind-conformance-{pid}"));
     let rt = Runtime {

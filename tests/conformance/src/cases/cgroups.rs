@@ -215,10 +215,14 @@ fn inside(ctx: &Ctx, r: &mut Results) {
         Some("50331648".into()),
     );
     let e = errno_of(chk(rep, &wr));
-    r.check("cgroupfs_readonly", e == Some(libc::EROFS as i64), || match e {
-        None => format!("the container raised its own limit: writing {file} succeeded"),
-        Some(e) => format!("writing {file} failed with errno {e}, want EROFS"),
-    });
+    r.check(
+        "cgroupfs_readonly",
+        e == Some(libc::EROFS as i64),
+        || match e {
+            None => format!("the container raised its own limit: writing {file} succeeded"),
+            Some(e) => format!("writing {file} failed with errno {e}, want EROFS"),
+        },
+    );
 }
 
 fn pids_enforced(ctx: &Ctx, r: &mut Results) {

@@ -25,6 +25,7 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "lifecycle.created",
             cases: &[
                 "kill_created",
+                "invalid_signal_refused",
                 "delete_created_ends_process",
                 "delete_force_running",
             ],
@@ -285,6 +286,19 @@ fn created_ops(ctx: &Ctx, r: &mut Results) {
         match Container::create(ctx, &b) {
             Err(o) => r.fail("kill_created", o.brief()),
             Ok(mut c) => {
+                let bad = c.kill("SIGNOTASIGNAL");
+                let st = c.state().unwrap_or(Value::Null);
+                r.check(
+                    "invalid_signal_refused",
+                    !bad.ok() && st["status"] == "created",
+                    || {
+                        format!(
+                            "kill SIGNOTASIGNAL: {}; status {}",
+                            bad.brief(),
+                            st["status"]
+                        )
+                    },
+                );
                 let k = c.kill("KILL");
                 let _ = c.wait(Duration::from_secs(5));
                 let st = c.state().unwrap_or(Value::Null);

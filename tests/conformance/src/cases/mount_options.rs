@@ -18,6 +18,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: options,
         },
         Scenario {
+            name: "mounts.destination",
+            cases: &["relative_destination_from_root"],
+            run: relative_destination,
+        },
+        Scenario {
             name: "mounts.recursive",
             cases: RECURSIVE,
             run: recursive,
@@ -189,4 +194,20 @@ fn recursive(ctx: &Ctx, r: &mut Results) {
         drop(run);
     }
     drop(guard);
+}
+
+/// config.md: a relative destination "MUST be interpreted as relative to `/`".
+fn relative_destination(ctx: &Ctx, r: &mut Results) {
+    let case = "relative_destination_from_root";
+    if let Some(run) = run_probe(ctx, r, &[case], &[], |b| {
+        push_mount(
+            &mut b.config,
+            json!({ "destination": "mnt/relative", "type": "tmpfs", "source": "tmpfs" }),
+        );
+    }) {
+        let m = mount_at(&run.report, "/mnt/relative");
+        r.check(case, m.is_some_and(|m| m["fstype"] == "tmpfs"), || {
+            format!("mount at /mnt/relative: {m:?}")
+        });
+    }
 }

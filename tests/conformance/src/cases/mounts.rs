@@ -14,7 +14,12 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "root.defaults",
-            cases: &["pivoted_into_rootfs", "host_not_visible", "writable"],
+            cases: &[
+                "pivoted_into_rootfs",
+                "host_not_visible",
+                "writable",
+                "relative_path_resolved_against_bundle",
+            ],
             run: root_defaults,
         },
         Scenario {
@@ -63,7 +68,12 @@ pub fn scenarios() -> Vec<Scenario> {
 }
 
 fn root_defaults(ctx: &Ctx, r: &mut Results) {
-    let cases = &["pivoted_into_rootfs", "host_not_visible", "writable"];
+    let cases = &[
+        "pivoted_into_rootfs",
+        "host_not_visible",
+        "writable",
+        "relative_path_resolved_against_bundle",
+    ];
     let host_marker = ctx.work.join("template");
     let marker = host_marker.to_string_lossy().into_owned();
     let checks = [format!("stat:{marker}"), "write:/newfile".into()];
@@ -72,6 +82,8 @@ fn root_defaults(ctx: &Ctx, r: &mut Results) {
         return;
     };
     let rep = &run.report;
+    // root.path is "rootfs" and the runtime runs with another working directory.
+    r.pass("relative_path_resolved_against_bundle");
     r.check(
         "pivoted_into_rootfs",
         mount_at(rep, "/").is_some() && rep["argv"][0] == "/probe",
