@@ -20,6 +20,7 @@ mod live;
 mod lxc;
 mod mountapi;
 mod nsenter;
+mod plan;
 mod resolve;
 mod rootfs;
 mod state;
