@@ -64,9 +64,15 @@ make_tmp() {
 remove_tmp() {
   local dir=$1 m
   [ "${KEEP:-0}" = 1 ] && { echo "# kept $dir" >&2; return 0; }
-  # Unmount whatever the engines left mounted under it, deepest first.
-  for m in $(awk -v d="$dir" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
-    umount -l "$m" 2>/dev/null || true
+  # Unmount whatever the engines left mounted under it, deepest first (again, if a late
+  # cleanup process of the engine mounted something meanwhile).
+  local try
+  for try in 1 2 3; do
+    for m in $(awk -v d="$dir/" 'index($2 "/", d) == 1 {print $2}' /proc/self/mounts | sort -r); do
+      umount -l "$m" 2>/dev/null || true
+    done
+    awk -v d="$dir/" 'index($2 "/", d) == 1 {f = 1} END {exit !f}' /proc/self/mounts || break
+    sleep 1
   done
   rm -rf --one-file-system "$dir" 2>/dev/null || rm -rf "$dir"
 }
@@ -272,6 +278,7 @@ cli_scenario() {
   # A config the runtime rejects: its JSON-logged error must reach the user through the engine.
   expect "runtime error surfaces in the engine's message" any "$(missing_exec_re)" \
     $E run --rm "$img" /nonexistent-cmd
+  say "the engine said: $(grep -v '^time=' <<<"$OUT" | tail -n 2 | tr '\n' ' ')"
   if [ "$RC" != 0 ]; then pass "failed create gives a non-zero exit"; else fail "failed create gives a non-zero exit"; fi
 }
 
