@@ -146,6 +146,8 @@ struct Prepared {
     destination: PathBuf,
     tree: OwnedFd,
     dir: bool,
+    /// (st_dev, st_ino) of the source, to recognise a target that already shows it.
+    identity: (u64, u64),
 }
 
 fn prepare_mount(m: &OciMount, userns: Option<&OwnedFd>) -> Result<Prepared, LiveError> {
@@ -186,6 +188,7 @@ fn prepare_mount(m: &OciMount, userns: Option<&OwnedFd>) -> Result<Prepared, Liv
         destination,
         tree,
         dir: meta.is_dir(),
+        identity: (meta.dev(), meta.ino()),
     })
 }
 
@@ -335,6 +338,14 @@ fn inside(
     }
     for p in &prepared {
         let t = root.mount_target(&p.destination, p.dir)?;
+        // Already bind-mounted there (the hook ran twice): leave it, do not stack mounts.
+        let st = nix::sys::stat::fstat(t.as_raw_fd()).map_err(|source| LiveError::Attach {
+            destination: p.destination.clone(),
+            source,
+        })?;
+        if (st.st_dev, st.st_ino) == p.identity {
+            continue;
+        }
         mountapi::attach(&p.tree, t.as_fd()).map_err(|source| LiveError::Attach {
             destination: p.destination.clone(),
             source,

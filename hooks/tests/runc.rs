@@ -275,3 +275,29 @@ fn hostile_rootfs_symlink_is_refused() {
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     assert_nothing_left(&e.dir);
 }
+
+/// The hook registered twice (e.g. hooks.d and config.json): the second run finds everything
+/// in place and changes nothing; no mount is stacked.
+#[test]
+fn running_the_hook_twice_is_harmless() {
+    let Some(e) = setup(1) else { return };
+    write_config(
+        &e.bundle,
+        &[
+            "sh",
+            "-c",
+            "grep -c nvidia-fake/libcuda /proc/self/mountinfo; /bin/cudaprobe 2>&1; true",
+        ],
+        &["NVIDIA_VISIBLE_DEVICES=0".into()],
+        Some(&hook_env(&e.specs)),
+    );
+    edit_config(&e.bundle, |c| {
+        let h = c["hooks"]["prestart"][0].clone();
+        c["hooks"]["prestart"] = json!([h.clone(), h]);
+    });
+    let out = runtime_run("runc", &e.state, &e.bundle, &cid("twice"));
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{so}");
+    assert!(so.starts_with("1\n"), "one mount of libcuda expected: {so}");
+    assert!(so.contains("cuInit=42"), "{so}");
+}
