@@ -229,9 +229,7 @@ fn mount_depth(dest: &Path) -> usize {
         match c {
             Component::Normal(p) => parts.push(p),
             // `..` at the root stays at the root; in a relative path it is kept.
-            Component::ParentDir if parts.pop().is_none() && !absolute => {
-                parts.push("..".as_ref())
-            }
+            Component::ParentDir if parts.pop().is_none() && !absolute => parts.push("..".as_ref()),
             _ => {}
         }
     }
@@ -240,6 +238,27 @@ fn mount_depth(dest: &Path) -> usize {
     } else {
         parts.len().saturating_sub(1)
     }
+}
+
+/// Adds `new` to `list` as the reference's remove-then-append per item does: existing items
+/// whose key matches a new one are dropped, and of several new items with the same key only
+/// the last is kept, at its own position. Linear, where the per-item version is quadratic.
+fn replace_by_key<T, K: Eq + std::hash::Hash>(
+    list: &mut Vec<T>,
+    new: Vec<T>,
+    key: impl Fn(&T) -> K,
+) {
+    let mut last: HashMap<K, usize> = HashMap::with_capacity(new.len());
+    for (i, item) in new.iter().enumerate() {
+        last.insert(key(item), i);
+    }
+    list.retain(|item| !last.contains_key(&key(item)));
+    list.extend(
+        new.into_iter()
+            .enumerate()
+            .filter(|(i, item)| last.get(&key(item)) == Some(i))
+            .map(|(_, item)| item),
+    );
 }
 
 fn has_user_namespace(spec: &OciSpec) -> bool {
@@ -350,8 +369,8 @@ pub fn apply(
             .as_mut()
             .expect("linux section was just ensured");
         let mut rules = Vec::new();
+        let mut new_devices = Vec::with_capacity(nodes.len());
         {
-            let devices = linux.devices_mut().get_or_insert_with(Vec::new);
             for n in &nodes {
                 let mut dev = LinuxDevice::default();
                 dev.set_path(PathBuf::from(&n.path));
@@ -361,8 +380,7 @@ pub fn apply(
                 dev.set_file_mode(n.file_mode);
                 dev.set_uid(n.uid.or((proc_uid > 0).then_some(proc_uid)));
                 dev.set_gid(n.gid.or((proc_gid > 0).then_some(proc_gid)));
-                devices.retain(|d| d.path() != dev.path());
-                devices.push(dev);
+                new_devices.push(dev);
 
                 if matches!(n.node_type, LinuxDeviceType::B | LinuxDeviceType::C) {
                     let access = match n.permissions.as_deref() {
@@ -380,6 +398,8 @@ pub fn apply(
                 }
             }
         }
+        let devices = linux.devices_mut().get_or_insert_with(Vec::new);
+        replace_by_key(devices, new_devices, |d| d.path().as_os_str().to_owned());
         if !rules.is_empty() {
             if linux.resources().is_none() {
                 linux.set_resources(Some(empty::<LinuxResources>("linux.resources")?));
@@ -411,12 +431,16 @@ pub fn apply(
     if !edits.mounts.is_empty() {
         let idmap = has_user_namespace(spec);
         let mounts = out.mounts_mut().get_or_insert_with(Vec::new);
-        for m in &edits.mounts {
-            let dest = Path::new(&m.container_path);
-            mounts.retain(|existing| existing.destination() != dest);
-            mounts.push(to_oci_mount(m, idmap));
-        }
-        mounts.sort_by_key(|m| mount_depth(m.destination()));
+        let new_mounts = edits
+            .mounts
+            .iter()
+            .map(|m| to_oci_mount(m, idmap))
+            .collect();
+        replace_by_key(mounts, new_mounts, |m| {
+            m.destination().as_os_str().to_owned()
+        });
+        // Stable: mounts of equal depth keep their order.
+        mounts.sort_by_cached_key(|m| mount_depth(m.destination()));
     }
 
     if !edits.hooks.is_empty() {

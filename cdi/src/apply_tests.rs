@@ -548,3 +548,76 @@ fn empty_edits_change_nothing() {
         serde_json::to_value(spec).unwrap()
     );
 }
+
+#[test]
+fn repeated_paths_in_one_edit_keep_the_last_like_remove_then_append() {
+    let m = |src: &str, dst: &str| Mount {
+        host_path: src.into(),
+        container_path: dst.into(),
+        ..Default::default()
+    };
+    let edits = ContainerEdits {
+        device_nodes: vec![
+            node("/dev/nvidia0"),
+            node("/dev/nvidiactl"),
+            DeviceNode {
+                path: "/dev/nvidia0".into(),
+                host_path: Some("/dev/sda".into()),
+                ..Default::default()
+            },
+        ],
+        mounts: vec![m("/one", "/x"), m("/y", "/y"), m("/two", "/x")],
+        ..Default::default()
+    };
+    let out = apply(&edits, &base_spec(), &host()).unwrap();
+    let devs: Vec<_> = out
+        .linux()
+        .as_ref()
+        .unwrap()
+        .devices()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|d| (d.path().to_str().unwrap().to_string(), d.major()))
+        .collect();
+    assert_eq!(
+        devs,
+        [
+            ("/dev/nvidiactl".to_string(), 195),
+            ("/dev/nvidia0".to_string(), 8)
+        ]
+    );
+    let mounts: Vec<_> = out
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m.destination().to_str().unwrap().to_string(),
+                m.source().clone().unwrap(),
+            )
+        })
+        .filter(|(d, _)| d == "/x" || d == "/y")
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("/y".to_string(), PathBuf::from("/y")),
+            ("/x".to_string(), PathBuf::from("/two"))
+        ]
+    );
+    // Every node still gets its cgroup rule, as in the reference.
+    let rules = out
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .as_ref()
+        .unwrap()
+        .devices()
+        .as_ref()
+        .unwrap()
+        .len();
+    assert_eq!(rules, 1 + 3);
+}
