@@ -391,7 +391,8 @@ fn timeout(ctx: &Ctx, r: &mut Results) {
         Ok(b) => b,
         Err(e) => return r.fail(case, e),
     };
-    let mut h = shell_hook("exec sleep 20");
+    let marker = b.shared().join("started");
+    let mut h = shell_hook(&format!("touch {}; exec sleep 20", marker.display()));
     h["timeout"] = json!(1);
     b.config["hooks"] = json!({ "createRuntime": [h] });
     let t0 = Instant::now();
@@ -399,8 +400,17 @@ fn timeout(ctx: &Ctx, r: &mut Results) {
     let took = t0.elapsed();
     r.check(
         case,
-        created.is_err() && took < Duration::from_secs(10),
-        || format!("create ok={} after {took:?}", created.is_ok()),
+        created.is_err()
+            && marker.exists()
+            && took >= Duration::from_millis(900)
+            && took < Duration::from_secs(10),
+        || {
+            format!(
+                "create ok={} after {took:?}; hook started {}",
+                created.is_ok(),
+                marker.exists()
+            )
+        },
     );
 }
 
