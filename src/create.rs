@@ -14,7 +14,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::Spec;
 
 use crate::executor::NvbindExecutor;
-use crate::runtime::{validate_id, Ctx, DirLock};
+use crate::runtime::{lock_root, validate_id, Ctx};
 
 /// The flags `create` and `run` share, with runc's names.
 #[derive(clap::Args, Debug, Clone)]
@@ -123,7 +123,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
 
     // Two creates of one ID race on libcontainer's exists-then-mkdir; serialising the build
     // on the root makes exactly one of them win and the other fail cleanly.
-    let _root_lock = DirLock::exclusive(&ctx.root)?;
+    let _root_lock = lock_root(ctx)?;
     let dir = ctx.container_dir(&opts.id);
     if dir.exists() {
         bail!(

@@ -11,12 +11,12 @@ mod criu;
 mod executor;
 mod logging;
 mod runtime;
-mod snapshot;
 mod setup;
+mod snapshot;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 
 use crate::cli::{Cli, Command};
 use crate::commands as cmd;
@@ -28,7 +28,22 @@ fn main() -> ExitCode {
     // (it also makes `nvbind events | head` end quietly).
     // SAFETY: setting a signal disposition to SIG_DFL before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's message is several lines (usage, hints); the first says what is wrong.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("nvbind: {first} (see --help)");
+            return ExitCode::from(1);
+        }
+    };
     let logger = match &cli.global.log {
         Some(path) => match logging::Logger::install(path, cli.global.log_format, cli.global.debug)
         {

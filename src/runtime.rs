@@ -165,22 +165,86 @@ pub fn load_state_retrying(dir: &Path) -> Result<Container> {
     Err(last.expect("loop ran at least once").into())
 }
 
-/// An advisory lock (flock) on a directory, released on drop.
+/// An exclusive POSIX record lock (fcntl F_SETLKW) on a lock file, released on drop.
+///
+/// Not flock: libcontainer clones the container's init process from ours, and a flock belongs
+/// to the open file description, which the clone would inherit and hold until `start`.
+/// POSIX locks belong to the process and are not inherited across fork.
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    pub fn exclusive(path: &Path) -> Result<Self> {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        // SAFETY: a zeroed flock is a valid "whole file" range; we set the lock type.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        loop {
+            // SAFETY: fcntl on a valid, owned descriptor with a valid flock struct.
+            let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &fl) };
+            if rc == 0 {
+                return Ok(Self { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != ErrorKind::Interrupted {
+                return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+    }
+}
+
+/// Serialises creates on one root; the lock file lives in the root next to the containers.
+pub fn lock_root(ctx: &Ctx) -> Result<FileLock> {
+    FileLock::exclusive(&ctx.root.join(".nvbind.lock"))
+}
+
+/// Takes the per-container lock for a state-changing verb. The directory can vanish while we
+/// wait (a concurrent delete), so existence is checked again once the lock is held.
+pub fn lock_container(ctx: &Ctx, id: &str) -> Result<FileLock> {
+    validate_id(id)?;
+    let dir = ctx.container_dir(id);
+    let missing = || {
+        anyhow::anyhow!(
+            "container {id:?} does not exist under {}",
+            ctx.root.display()
+        )
+    };
+    if !State::file_path(&dir).exists() {
+        return Err(missing());
+    }
+    let lock = FileLock::exclusive(&dir.join(".nvbind.lock")).map_err(|e| {
+        if dir.exists() {
+            e
+        } else {
+            missing()
+        }
+    })?;
+    if !State::file_path(&dir).exists() {
+        return Err(missing());
+    }
+    Ok(lock)
+}
+
+/// An advisory flock on a directory, released on drop. Only for code paths that do not fork
+/// a container init while holding it (see `FileLock` for why).
 pub struct DirLock {
     _file: File,
 }
 
 impl DirLock {
     pub fn exclusive(dir: &Path) -> Result<Self> {
-        Self::take(dir, libc::LOCK_EX)
-    }
-
-    fn take(dir: &Path, how: libc::c_int) -> Result<Self> {
         let file = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
         loop {
             // SAFETY: flock on a valid, owned descriptor.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), how) };
-            if rc == 0 {
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
                 return Ok(Self { _file: file });
             }
             let err = std::io::Error::last_os_error();
@@ -189,30 +253,6 @@ impl DirLock {
             }
         }
     }
-}
-
-/// Takes the per-container lock for a state-changing verb. The directory can vanish while we
-/// wait (a concurrent delete), so existence is checked again once the lock is held.
-pub fn lock_container(ctx: &Ctx, id: &str) -> Result<DirLock> {
-    validate_id(id)?;
-    let dir = ctx.container_dir(id);
-    let lock = match DirLock::exclusive(&dir) {
-        Ok(lock) => lock,
-        Err(_) if !dir.exists() => {
-            bail!(
-                "container {id:?} does not exist under {}",
-                ctx.root.display()
-            )
-        }
-        Err(e) => return Err(e),
-    };
-    if !State::file_path(&dir).exists() {
-        bail!(
-            "container {id:?} does not exist under {}",
-            ctx.root.display()
-        );
-    }
-    Ok(lock)
 }
 
 #[cfg(test)]

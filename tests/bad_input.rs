@@ -1,0 +1,206 @@
+//! Every bad input the runtime can be handed: one-line error, exit 1, and nothing left behind.
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn missing_bundle() {
+    let env = Env::new();
+    let err = env.fails(&["create", "-b", "/nonexistent/bundle", "x"]);
+    assert!(err.contains("/nonexistent/bundle"), "{err}");
+    env.assert_clean();
+}
+
+#[test]
+fn unreadable_or_invalid_config() {
+    let env = Env::new();
+    let b = env.bundle("b", &["true"]);
+    let cfg = b.join("config.json");
+    let bs = b.to_str().unwrap();
+
+    fs::write(&cfg, "{ this is not json").unwrap();
+    let err = env.fails(&["create", "-b", bs, "x"]);
+    assert!(
+        err.contains("config.json") && err.contains("not JSON"),
+        "{err}"
+    );
+
+    fs::write(&cfg, r#"{"ociVersion": "1.0.2", "process": {"args": 5}}"#).unwrap();
+    let err = env.fails(&["create", "-b", bs, "x"]);
+    assert!(err.contains("invalid type"), "{err}");
+
+    fs::write(&cfg, r#"{"root": {"path": "rootfs"}}"#).unwrap();
+    let err = env.fails(&["create", "-b", bs, "x"]);
+    assert!(err.contains("ociVersion"), "{err}");
+
+    fs::remove_file(&cfg).unwrap();
+    let err = env.fails(&["create", "-b", bs, "x"]);
+    assert!(err.contains("config.json"), "{err}");
+    env.assert_clean();
+}
+
+#[test]
+fn rootfs_that_does_not_exist() {
+    let env = Env::new();
+    let b = env.bundle("b", &["true"]);
+    env.edit(&b, |c| c["root"]["path"] = json!("no-such-rootfs"));
+    let err = env.fails(&["create", "-b", b.to_str().unwrap(), "x"]);
+    assert!(err.contains("no-such-rootfs"), "{err}");
+    env.assert_clean();
+}
+
+#[test]
+fn program_that_does_not_exist_in_the_rootfs() {
+    let env = Env::new();
+    let b = env.bundle("b", &["/bin/no-such-program"]);
+    let out = env.nvbind(&["run", "-b", b.to_str().unwrap(), "x"]);
+    assert!(!out.status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn bad_container_ids() {
+    let env = Env::new();
+    let b = env.bundle("b", &["true"]);
+    let bs = b.to_str().unwrap();
+    for (id, needle) in [
+        ("", "empty"),
+        ("a/b", "'/'"),
+        ("..", ".."),
+        ("../../etc", ".."),
+    ] {
+        let err = env.fails(&["create", "-b", bs, id]);
+        assert!(err.contains(needle), "{id:?}: {err}");
+    }
+    env.assert_clean();
+}
+
+#[test]
+fn id_that_already_exists() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "100"]);
+    let bs = b.to_str().unwrap();
+    env.ok(&["create", "-b", bs, "dup"]);
+    let pid = env.state("dup")["pid"].clone();
+    let err = env.fails(&["create", "-b", bs, "dup"]);
+    assert!(err.contains("already exists"), "{err}");
+    // The first container is untouched.
+    assert_eq!(env.state("dup")["pid"], pid);
+    assert_eq!(env.state("dup")["status"], "created");
+    env.ok(&["delete", "dup"]);
+    env.assert_clean();
+}
+
+#[test]
+fn two_creates_of_one_id_at_once_exactly_one_wins() {
+    let env = Arc::new(Env::new());
+    let b = env.bundle("b", &["sleep", "100"]);
+    for round in 0..5 {
+        let id = format!("race{round}");
+        let barrier = Arc::new(Barrier::new(2));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (env, b, id, barrier) = (env.clone(), b.clone(), id.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    env.nvbind(&["create", "-b", b.to_str().unwrap(), &id])
+                })
+            })
+            .collect();
+        let outs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let wins = outs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(wins, 1, "round {round}: {outs:?}");
+        let loser = outs.iter().find(|o| !o.status.success()).unwrap();
+        assert!(String::from_utf8_lossy(&loser.stderr).contains("already exists"));
+        assert_eq!(env.state(&id)["status"], "created");
+        env.ok(&["delete", &id]);
+    }
+    env.assert_clean();
+}
+
+#[test]
+fn operations_on_a_container_that_does_not_exist() {
+    let env = Env::new();
+    for args in [
+        vec!["start", "ghost"],
+        vec!["state", "ghost"],
+        vec!["kill", "ghost"],
+        vec!["delete", "ghost"],
+        vec!["pause", "ghost"],
+        vec!["exec", "ghost", "--", "true"],
+        vec!["ps", "ghost"],
+    ] {
+        let err = env.fails(&args);
+        assert!(err.contains("\"ghost\" does not exist"), "{args:?}: {err}");
+    }
+    env.assert_clean();
+}
+
+#[test]
+fn root_that_is_not_writable() {
+    let env = Env::new();
+    let ro = env.dir.path().join("ro");
+    fs::create_dir(&ro).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(&ro)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cannot mount a read-only tmpfs (need root)");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(ro.clone());
+    let b = env.bundle("b", &["true"]);
+    let out = Command::new(NVBIND)
+        .args([
+            "--root",
+            ro.join("state").to_str().unwrap(),
+            "create",
+            "-b",
+            b.to_str().unwrap(),
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--root"), "{err}");
+}
+
+#[test]
+fn a_failing_create_leaves_nothing_behind() {
+    // The console socket is checked by libcontainer after it made the state dir.
+    let env = Env::new();
+    let b = env.bundle("b", &["sh"]);
+    env.edit(&b, |c| c["process"]["terminal"] = json!(true));
+    let err = env.fails(&[
+        "create",
+        "-b",
+        b.to_str().unwrap(),
+        "--console-socket",
+        "/nonexistent.sock",
+        "x",
+    ]);
+    assert!(err.contains("console-socket"), "{err}");
+    // terminal: true without a console socket is refused too.
+    let err = env.fails(&["create", "-b", b.to_str().unwrap(), "y"]);
+    assert!(!err.is_empty());
+    // An invalid mount makes libcontainer fail mid-way, after cgroup and state dir exist.
+    let b2 = env.bundle("b2", &["true"]);
+    env.edit(&b2, |c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/x", "type": "bind", "source": "/nonexistent/source", "options": ["bind"]}))
+    });
+    let out = env.nvbind(&["create", "-b", b2.to_str().unwrap(), "z"]);
+    assert!(!out.status.success());
+    env.assert_clean();
+}

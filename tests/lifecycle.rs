@@ -1,0 +1,452 @@
+//! Real containers through the nvbind binary: lifecycle, exit codes, signals, exec, ps, list,
+//! pause/resume, update, console socket, features. Needs root (CI runs as root).
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[test]
+fn run_passes_stdout_and_exit_code_through() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sh", "-c", "echo out-$(hostname); exit 3"]);
+    let out = env.nvbind(&["run", "--bundle", b.to_str().unwrap(), "r1"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out-nvbind\n");
+    env.assert_clean();
+}
+
+#[test]
+fn run_reports_death_by_signal_as_128_plus_signal() {
+    let env = Env::new();
+    let env = std::sync::Arc::new(env);
+    let b = env.bundle("b", &["sleep", "1000"]);
+    let bg = {
+        let (env, b) = (env.clone(), b.clone());
+        std::thread::spawn(move || env.nvbind(&["run", "-b", b.to_str().unwrap(), "r2"]))
+    };
+    assert!(wait_for(|| env
+        .nvbind(&["state", "r2"])
+        .stdout
+        .windows(7)
+        .any(|w| w == b"running")));
+    env.ok(&["kill", "r2", "KILL"]);
+    let out = bg.join().unwrap();
+    assert_eq!(out.status.code(), Some(137));
+    env.assert_clean();
+}
+
+#[test]
+fn run_keep_leaves_a_stopped_container() {
+    let env = Env::new();
+    let b = env.bundle("b", &["true"]);
+    env.ok(&["run", "--keep", "-b", b.to_str().unwrap(), "k1"]);
+    assert_eq!(env.state("k1")["status"], "stopped");
+    env.ok(&["delete", "k1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn create_start_state_kill_delete() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    let pid_file = env.dir.path().join("pid");
+    env.ok(&[
+        "create",
+        "-b",
+        b.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "c1",
+    ]);
+
+    let st = env.state("c1");
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["id"], "c1");
+    assert_eq!(st["bundle"], b.to_str().unwrap());
+    assert_eq!(st["rootfs"], b.join("rootfs").to_str().unwrap());
+    assert!(st["ociVersion"].as_str().unwrap().starts_with("1."));
+    assert!(st["created"].as_str().unwrap().ends_with('Z'));
+    let pid = st["pid"].as_i64().unwrap();
+    assert_eq!(
+        fs::read_to_string(&pid_file).unwrap().trim(),
+        pid.to_string()
+    );
+    assert!(process_alive(pid));
+
+    env.ok(&["start", "c1"]);
+    assert_eq!(env.state("c1")["status"], "running");
+    let err = env.fails(&["start", "c1"]);
+    assert!(err.contains("not created"), "{err}");
+
+    let err = env.fails(&["delete", "c1"]);
+    assert!(err.contains("--force"), "{err}");
+
+    env.ok(&["kill", "c1", "KILL"]);
+    assert!(wait_for(|| env.state("c1")["status"] == "stopped"));
+    assert_eq!(env.state("c1")["pid"], 0);
+    let err = env.fails(&["kill", "c1"]);
+    assert!(err.contains("not running"), "{err}");
+    env.ok(&["delete", "c1"]);
+    assert!(!process_alive(pid));
+    let err = env.fails(&["state", "c1"]);
+    assert!(err.contains("does not exist"), "{err}");
+    env.assert_clean();
+}
+
+#[test]
+fn delete_of_a_created_container_kills_its_init() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    env.ok(&["create", "-b", b.to_str().unwrap(), "dc"]);
+    let pid = env.state("dc")["pid"].as_i64().unwrap();
+    env.ok(&["delete", "dc"]);
+    assert!(wait_for(|| !process_alive(pid)));
+    env.assert_clean();
+}
+
+/// Whether PID has a handler for signal SIG (the SigCgt mask in /proc/PID/status).
+fn catches_signal(pid: i64, sig: u32) -> bool {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+}
+
+#[test]
+fn kill_takes_names_and_numbers_and_all() {
+    let env = Env::new();
+    // The signal must not arrive before the trap exists: PID 1 ignores default-action signals.
+    let b = env.bundle(
+        "b",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' USR1; while true; do sleep 0.05; done",
+        ],
+    );
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "s1"]);
+    let pid = env.state("s1")["pid"].as_i64().unwrap();
+    assert!(
+        wait_for(|| catches_signal(pid, 10)),
+        "the trap was never installed"
+    );
+    let err = env.fails(&["kill", "s1", "SIGNOPE"]);
+    assert!(err.contains("SIGNOPE"), "{err}");
+    env.ok(&["kill", "s1", "10"]);
+    assert!(wait_for(|| env.state("s1")["status"] == "stopped"));
+    env.ok(&["delete", "s1"]);
+
+    // busybox sh execs the last command: two sleeps, no shell.
+    let b2 = env.bundle("b2", &["sh", "-c", "sleep 1000 & sleep 1000"]);
+    env.ok(&["run", "-d", "-b", b2.to_str().unwrap(), "s2"]);
+    assert!(wait_for(|| {
+        let pids: Vec<i64> =
+            serde_json::from_str(&env.ok(&["ps", "--format", "json", "s2"])).unwrap();
+        pids.len() == 2
+    }));
+    env.ok(&["kill", "--all", "s2", "KILL"]);
+    assert!(wait_for(|| env.state("s2")["status"] == "stopped"));
+    env.ok(&["delete", "s2"]);
+    env.assert_clean();
+}
+
+#[test]
+fn delete_force_stops_a_running_container() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "f1"]);
+    let pid = env.state("f1")["pid"].as_i64().unwrap();
+    env.ok(&["delete", "--force", "f1"]);
+    assert!(wait_for(|| !process_alive(pid)));
+    // Deleting what is gone is fine with --force, an error without.
+    env.ok(&["delete", "--force", "f1"]);
+    assert!(env.fails(&["delete", "f1"]).contains("does not exist"));
+    env.assert_clean();
+}
+
+#[test]
+fn exec_runs_in_the_container_and_returns_its_code() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "e1"]);
+    let out = env.nvbind(&[
+        "exec",
+        "--env",
+        "FOO=bar",
+        "--cwd",
+        "/tmp",
+        "e1",
+        "--",
+        "sh",
+        "-c",
+        "echo $FOO $(pwd) $(hostname); exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bar /tmp nvbind\n");
+
+    let out = env.ok(&["exec", "--user", "1000:1000", "e1", "--", "id", "-u"]);
+    assert_eq!(out.trim(), "1000");
+
+    let process = env.dir.path().join("process.json");
+    fs::write(&process, json!({"args": ["sh", "-c", "echo from-process-json"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}).to_string()).unwrap();
+    let out = env.ok(&["exec", "--process", process.to_str().unwrap(), "e1"]);
+    assert_eq!(out.trim(), "from-process-json");
+
+    let err = env.fails(&["exec", "e1"]);
+    assert!(err.contains("no command"), "{err}");
+    let err = env.fails(&["exec", "--env", "NOEQUALS", "e1", "--", "true"]);
+    assert!(err.contains("K=V"), "{err}");
+
+    env.ok(&["kill", "e1", "KILL"]);
+    assert!(wait_for(|| env.state("e1")["status"] == "stopped"));
+    let err = env.fails(&["exec", "e1", "--", "true"]);
+    assert!(err.contains("not running"), "{err}");
+    env.ok(&["delete", "e1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn ps_and_list_show_the_container() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    let b2 = env.bundle("b2", &["sleep", "1000"]);
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "p1"]);
+    env.ok(&["create", "-b", b2.to_str().unwrap(), "p2"]);
+    let pid = env.state("p1")["pid"].as_i64().unwrap();
+
+    let pids: Vec<i64> = serde_json::from_str(&env.ok(&["ps", "--format", "json", "p1"])).unwrap();
+    assert_eq!(pids, vec![pid]);
+    let table = env.ok(&["ps", "p1"]);
+    assert!(table.lines().next().unwrap().contains("PID"));
+    assert!(table.lines().any(|l| l.contains("sleep 1000")), "{table}");
+
+    assert_eq!(env.ok(&["list", "-q"]), "p1\np2\n");
+    let list: Vec<Value> = serde_json::from_str(&env.ok(&["list", "--format", "json"])).unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["status"], "running");
+    assert_eq!(list[1]["status"], "created");
+    let table = env.ok(&["list"]);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("p1 ") && l.contains("running")),
+        "{table}"
+    );
+
+    env.ok(&["delete", "-f", "p1"]);
+    env.ok(&["delete", "-f", "p2"]);
+    assert_eq!(env.ok(&["list", "-q"]), "");
+    env.assert_clean();
+}
+
+#[test]
+fn pause_and_resume_freeze_the_cgroup() {
+    let env = Env::new();
+    let b = env.bundle("fz", &["sleep", "1000"]);
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "z1"]);
+    env.ok(&["pause", "z1"]);
+    assert_eq!(env.state("z1")["status"], "paused");
+    let freezer = cgroup_file(&env, "fz", "freezer", "freezer.state");
+    if freezer.exists() {
+        assert_eq!(fs::read_to_string(&freezer).unwrap().trim(), "FROZEN");
+    }
+    assert!(env.fails(&["pause", "z1"]).contains("not running"));
+    env.ok(&["resume", "z1"]);
+    assert_eq!(env.state("z1")["status"], "running");
+    if freezer.exists() {
+        assert_eq!(fs::read_to_string(&freezer).unwrap().trim(), "THAWED");
+    }
+    assert!(env.fails(&["resume", "z1"]).contains("not paused"));
+    env.ok(&["delete", "-f", "z1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn update_changes_memory_and_pids_limits() {
+    let env = Env::new();
+    let b = env.bundle("up", &["sleep", "1000"]);
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "u1"]);
+    env.ok(&["update", "--memory", "64m", "--pids-limit", "42", "u1"]);
+    let mem =
+        fs::read_to_string(cgroup_file(&env, "up", "memory", "memory.limit_in_bytes")).unwrap();
+    assert_eq!(mem.trim(), (64u64 << 20).to_string());
+    let pids = fs::read_to_string(cgroup_file(&env, "up", "pids", "pids.max")).unwrap();
+    assert_eq!(pids.trim(), "42");
+
+    let res = env.dir.path().join("res.json");
+    fs::write(&res, r#"{"pids":{"limit":7}}"#).unwrap();
+    env.ok(&["update", "-r", res.to_str().unwrap(), "u1"]);
+    let pids = fs::read_to_string(cgroup_file(&env, "up", "pids", "pids.max")).unwrap();
+    assert_eq!(pids.trim(), "7");
+
+    fs::write(&res, r#"{"pids":{"limit":"many"}}"#).unwrap();
+    let err = env.fails(&["update", "-r", res.to_str().unwrap(), "u1"]);
+    assert!(err.contains("linux.resources"), "{err}");
+    let err = env.fails(&["update", "--memory", "lots", "u1"]);
+    assert!(err.contains("lots"), "{err}");
+    env.ok(&["delete", "-f", "u1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn resources_in_config_are_applied() {
+    let env = Env::new();
+    let b = env.bundle("lim", &["sleep", "1000"]);
+    env.edit(&b, |c| {
+        c["linux"]["resources"]["memory"] = json!({"limit": 33554432});
+        c["linux"]["resources"]["pids"] = json!({"limit": 20});
+    });
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "l1"]);
+    let out = env.ok(&[
+        "exec",
+        "l1",
+        "--",
+        "cat",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "/sys/fs/cgroup/pids/pids.max",
+    ]);
+    assert_eq!(out, "33554432\n20\n");
+    env.ok(&["delete", "-f", "l1"]);
+    env.assert_clean();
+}
+
+/// Receives one fd sent with SCM_RIGHTS on a connected unix stream.
+fn recv_fd(stream: &std::os::unix::net::UnixStream) -> OwnedFd {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just installed this descriptor for us.
+            return unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no fd received on the console socket");
+}
+
+#[test]
+fn console_socket_receives_a_working_pty() {
+    let env = Env::new();
+    let b = env.bundle("tty", &["sh"]);
+    env.edit(&b, |c| c["process"]["terminal"] = json!(true));
+    let sock = env.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let accept = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        recv_fd(&stream)
+    });
+    env.ok(&[
+        "create",
+        "-b",
+        b.to_str().unwrap(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "t1",
+    ]);
+    let master: fs::File = accept.join().unwrap().into();
+    env.ok(&["start", "t1"]);
+    let mut w = master.try_clone().unwrap();
+    w.write_all(b"echo pty-$((6*7))\n").unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut m = master;
+        let mut seen = String::new();
+        let mut buf = [0u8; 1024];
+        while !seen.contains("pty-42\r\n") {
+            match m.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        seen
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !reader.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = w.write_all(b"exit\n");
+    assert!(reader.is_finished(), "no answer through the pty");
+    let seen = reader.join().unwrap();
+    assert!(seen.contains("pty-42"), "pty said {seen:?}");
+    env.ok(&["delete", "-f", "t1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn features_is_valid_oci_features_json() {
+    let out = std::process::Command::new(NVBIND)
+        .arg("features")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let f: oci_spec::runtime::Features = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(f.oci_version_min(), "1.0.0");
+    assert!(f
+        .hooks()
+        .as_ref()
+        .unwrap()
+        .contains(&"createContainer".to_string()));
+}
+
+#[test]
+fn spec_writes_a_config_that_runs_and_refuses_to_overwrite() {
+    let env = Env::new();
+    let b = env.bundle("sp", &["true"]);
+    let out = std::process::Command::new(NVBIND)
+        .args(["spec", "--bundle", b.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let spec: oci_spec::runtime::Spec =
+        serde_json::from_slice(&fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert!(spec.linux().is_some());
+}
+
+#[test]
+fn json_log_carries_the_error_for_the_engine() {
+    let env = Env::new();
+    let log = env.dir.path().join("log.json");
+    let out = std::process::Command::new(NVBIND)
+        .args([
+            "--root",
+            env.root.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "start",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let last = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let v: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["level"], "error");
+    assert!(v["msg"].as_str().unwrap().contains("does not exist"), "{v}");
+    assert!(v["time"].as_str().is_some());
+}
