@@ -36,6 +36,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: default_path,
         },
         Scenario {
+            name: "cgroups.unlimited",
+            cases: &["memory_minus_one_is_unlimited", "pids_minus_one_is_max"],
+            run: unlimited,
+        },
+        Scenario {
             name: "cgroups.hugetlb",
             cases: &["hugetlb_limit"],
             run: hugetlb,
@@ -273,6 +278,44 @@ fn default_path(ctx: &Ctx, r: &mut Results) {
     r.check("default_path_removed_on_delete", del.ok() && !left, || {
         format!("delete {}; {d:?} still there: {left}", del.brief())
     });
+}
+
+/// "Values for memory specify the limit in bytes, or -1 for unlimited memory."
+fn unlimited(ctx: &Ctx, r: &mut Results) {
+    let cases = &["memory_minus_one_is_unlimited", "pids_minus_one_is_max"];
+    let mut b = match ctx.bundle() {
+        Ok(b) => b,
+        Err(e) => return r.fail_rest(cases, &e),
+    };
+    b.config["linux"]["cgroupsPath"] = json!(cgroups_path(ctx, &b.id));
+    b.config["linux"]["resources"]["memory"] = json!({ "limit": -1 });
+    b.config["linux"]["resources"]["pids"] = json!({ "limit": -1 });
+    let c = match Container::create(ctx, &b) {
+        Ok(c) => c,
+        Err(o) => return r.fail_rest(cases, &format!("create failed: {}", o.brief())),
+    };
+    let Some(pid) = c.pid else {
+        return r.fail_rest(cases, "no pid");
+    };
+    let (mem, pids) = if cgroup_v2_unified() {
+        let d = host_cgroup_dir(pid, "").unwrap_or_default();
+        (read(&d, "memory.max"), read(&d, "pids.max"))
+    } else {
+        let m = host_cgroup_dir(pid, "memory").unwrap_or_default();
+        let p = host_cgroup_dir(pid, "pids").unwrap_or_default();
+        (read(&m, "memory.limit_in_bytes"), read(&p, "pids.max"))
+    };
+    // v1 shows "unlimited" as the page-aligned maximum, v2 as "max"
+    r.check(
+        "memory_minus_one_is_unlimited",
+        mem.as_deref() == Some("max")
+            || mem
+                .as_deref()
+                .and_then(|m| m.parse::<u64>().ok())
+                .is_some_and(|m| m >= 1 << 62),
+        || format!("memory limit {mem:?}"),
+    );
+    r.eq("pids_minus_one_is_max", pids.as_deref(), Some("max"));
 }
 
 fn hugetlb(ctx: &Ctx, r: &mut Results) {

@@ -23,6 +23,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 "unlisted_device_denied",
                 "read_rule_allows_read",
                 "read_rule_denies_write",
+                "rules_applied_in_order",
             ],
             run: cgroup,
         },
@@ -137,6 +138,8 @@ fn defaults(ctx: &Ctx, r: &mut Results) {
 }
 
 const EXTRA: &[&str] = &[
+    "outside_dev",
+    "existing_file_conflict_refused",
     "char_created",
     "file_mode",
     "owner",
@@ -146,7 +149,28 @@ const EXTRA: &[&str] = &[
 
 fn extra(ctx: &Ctx, r: &mut Results) {
     let checks = &["stat:/dev/cnull", "stat:/dev/cblk", "stat:/dev/cfifo"];
-    let Some(run) = run_probe(ctx, r, EXTRA, checks, |b| {
+    // "If a file already exists at path that does not match the requested device, the
+    // runtime MUST generate an error."
+    let res = super::expect_refusal(ctx, |b| {
+        let _ = std::fs::write(b.rootfs().join("conflict"), "a regular file");
+        b.config["linux"]["devices"] =
+            json!([{ "path": "/conflict", "type": "c", "major": 1, "minor": 3 }]);
+    });
+    super::refusal_case(r, "existing_file_conflict_refused", res);
+    // "The path MAY be anywhere in the container filesystem, notably outside of /dev."
+    if let Some(run) = run_probe(ctx, r, &["outside_dev"], &["stat:/opt/devs/cnull2"], |b| {
+        b.config["linux"]["devices"] = json!([
+            { "path": "/opt/devs/cnull2", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666 }
+        ]);
+    }) {
+        let o = chk(&run.report, "stat:/opt/devs/cnull2");
+        r.check(
+            "outside_dev",
+            o["type"] == "c" && o["major"] == 1 && o["minor"] == 3,
+            || format!("/opt/devs/cnull2: {o}"),
+        );
+    }
+    let Some(run) = run_probe(ctx, r, &EXTRA[2..], checks, |b| {
         b.config["linux"]["devices"] = json!([
             { "path": "/dev/cnull", "type": "c", "major": 1, "minor": 3,
               "fileMode": 0o620, "uid": 1000, "gid": 1001 },
@@ -216,5 +240,23 @@ fn cgroup(ctx: &Ctx, r: &mut Results) {
         );
         let wr = chk(&run.report, "openw:/dev/cfuse");
         r.eq("read_rule_denies_write", errno_of(wr), eperm);
+    }
+    // "The runtime MUST apply entries in the listed order": allow, then deny, wins deny.
+    let case = "rules_applied_in_order";
+    if let Some(run) = run_probe(ctx, r, &[case], &["openr:/dev/cfuse"], |b| {
+        b.config["linux"]["devices"] = json!([fuse.clone()]);
+        let rules = b.config["linux"]["resources"]["devices"]
+            .as_array_mut()
+            .expect("device rules");
+        rules.push(
+            json!({ "allow": true, "type": "c", "major": 10, "minor": 229,
+                           "access": "rwm" }),
+        );
+        rules.push(
+            json!({ "allow": false, "type": "c", "major": 10, "minor": 229,
+                           "access": "rwm" }),
+        );
+    }) {
+        r.eq(case, errno_of(chk(&run.report, "openr:/dev/cfuse")), eperm);
     }
 }

@@ -53,6 +53,8 @@ pub fn scenarios() -> Vec<Scenario> {
                 "bind_rshared",
                 "bind_rprivate",
                 "rootfs_propagation_private",
+                "rootfs_propagation_shared",
+                "rootfs_propagation_unbindable",
             ],
             run: propagation,
         },
@@ -403,6 +405,22 @@ fn propagation(ctx: &Ctx, r: &mut Results) {
     r.check("rootfs_propagation_private", root.is_empty(), || {
         format!("optional fields of / {root:?}")
     });
+    drop(run);
+    for (case, value, want) in [
+        ("rootfs_propagation_shared", "shared", "shared:"),
+        ("rootfs_propagation_unbindable", "unbindable", "unbindable"),
+    ] {
+        if let Some(run) = run_probe(ctx, r, &[case], &[], |b| {
+            b.config["linux"]["rootfsPropagation"] = json!(value);
+        }) {
+            let root = mount_at(&run.report, "/")
+                .and_then(|m| m["optional"].as_str().map(String::from))
+                .unwrap_or_else(|| "<no mount>".into());
+            r.check(case, root.contains(want), || {
+                format!("optional fields of / {root:?}, want {want:?}")
+            });
+        }
+    }
 }
 
 /// A destination under a symlink must be resolved inside the rootfs (runc: securejoin),

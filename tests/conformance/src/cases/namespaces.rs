@@ -30,7 +30,11 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "namespaces.invalid",
-            cases: &["path_missing_refused", "path_wrong_type_refused"],
+            cases: &[
+                "path_missing_refused",
+                "path_wrong_type_refused",
+                "duplicate_type_refused",
+            ],
             run: invalid,
         },
         Scenario {
@@ -269,6 +273,13 @@ fn invalid(ctx: &Ctx, r: &mut Results) {
         set_namespace(&mut b.config, "network", Some("/proc/self/ns/uts"))
     });
     refusal_case(r, "path_wrong_type_refused", res);
+    // config-linux.md: duplicated namespaces with the same type MUST be an error.
+    let res = expect_refusal(ctx, |b| {
+        if let Some(ns) = b.config["linux"]["namespaces"].as_array_mut() {
+            ns.push(json!({ "type": "ipc" }));
+        }
+    });
+    refusal_case(r, "duplicate_type_refused", res);
 }
 
 fn absent(ctx: &Ctx, r: &mut Results) {

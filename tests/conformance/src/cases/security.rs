@@ -39,7 +39,12 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "seccomp.misc",
-            cases: &["applied_for_non_root_without_nnp", "invalid_action_refused"],
+            cases: &[
+                "applied_for_non_root_without_nnp",
+                "invalid_action_refused",
+                "errno_ret_on_kill_refused",
+                "default_errno_ret_on_allow_refused",
+            ],
             run: seccomp_misc,
         },
     ]
@@ -320,4 +325,17 @@ fn seccomp_misc(ctx: &Ctx, r: &mut Results) {
             seccomp(json!([{ "names": ["mkdirat"], "action": "SCMP_ACT_BOGUS" }]));
     });
     refusal_case(r, "invalid_action_refused", res);
+    // "When the action doesn't support an errno, the runtime MUST print an error and fail."
+    let res = expect_refusal(ctx, |b| {
+        b.config["linux"]["seccomp"] = seccomp(json!([
+            { "names": ["mkdirat"], "action": "SCMP_ACT_KILL", "errnoRet": 1 }
+        ]));
+    });
+    refusal_case(r, "errno_ret_on_kill_refused", res);
+    let res = expect_refusal(ctx, |b| {
+        let mut s = seccomp(json!([{ "names": ["mkdirat"], "action": "SCMP_ACT_ERRNO" }]));
+        s["defaultErrnoRet"] = json!(1);
+        b.config["linux"]["seccomp"] = s;
+    });
+    refusal_case(r, "default_errno_ret_on_allow_refused", res);
 }
