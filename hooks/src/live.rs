@@ -8,8 +8,8 @@
 //!    read-only (per its options), private mount tree; a missing source fails here;
 //! 2. in the container's mount namespace (a thread that `setns`es, see [`crate::nsenter`]):
 //!    device nodes are made (`mknodat`, type/major/minor/mode of the host node), the trees
-//!    attached on targets resolved beneath the rootfs, the `create-symlinks` links made,
-//!    and the linker cache refreshed (`ldconfig -r ROOTFS`);
+//!    attached on targets resolved beneath the rootfs, the `create-symlinks` links made;
+//!    then, from the host, the linker cache is refreshed (`ldconfig -r /proc/PID/root/...`);
 //! 3. the device cgroup (v1) gets the allow rules; on a v2-only host this is reported as
 //!    not supported.
 //!
@@ -76,8 +76,6 @@ pub enum LiveError {
     },
     #[error("device {path}: something else already exists at this path in the container")]
     DeviceExists { path: PathBuf },
-    #[error("container process {pid} has already switched to its rootfs: run nvbind-hook as a prestart or createRuntime hook")]
-    Pivoted { pid: i32 },
     #[error("cannot open the root of container process {pid}")]
     PidRoot {
         pid: i32,
@@ -303,30 +301,35 @@ fn run_hook(h: &OciHook, state: &[u8]) -> Result<(), LiveError> {
     Ok(())
 }
 
-/// Opens the container's rootfs from inside its mount namespace, refusing a container that
-/// already pivoted (its root is no longer the namespace's root).
-fn open_root(target: &Target, pid_root: Option<&std::fs::File>) -> Result<Root, LiveError> {
-    if let (Some(pid), Some(pid_root)) = (target.pid, pid_root) {
-        let ours = std::fs::metadata("/").map_err(|source| LiveError::PidRoot { pid, source })?;
-        let theirs = pid_root
-            .metadata()
-            .map_err(|source| LiveError::PidRoot { pid, source })?;
-        if (ours.dev(), ours.ino()) != (theirs.dev(), theirs.ino()) {
-            return Err(LiveError::Pivoted { pid });
-        }
-    }
-    Ok(Root::open(&target.rootfs)?)
+/// The container's rootfs, opened on the host side. With a pid it is reached through
+/// `/proc/PID/root`, which leads into the container's mount namespace (its /dev tmpfs and
+/// other mounts included): before pivot_root (runc's and crun's prestart) the rootfs is
+/// root.path below that root; after it (a created or running container) it is that root
+/// itself, recognised by being the same directory as root.path seen from the host.
+fn open_root(target: &Target) -> Result<Root, LiveError> {
+    let Some(pid) = target.pid else {
+        return Ok(Root::open(&target.rootfs)?);
+    };
+    let pid_root = PathBuf::from(format!("/proc/{pid}/root"));
+    let theirs =
+        std::fs::metadata(&pid_root).map_err(|source| LiveError::PidRoot { pid, source })?;
+    let pivoted = std::fs::metadata(&target.rootfs)
+        .is_ok_and(|m| (m.dev(), m.ino()) == (theirs.dev(), theirs.ino()));
+    let path = if pivoted {
+        pid_root
+    } else {
+        pid_root.join(target.rootfs.strip_prefix("/").unwrap_or(&target.rootfs))
+    };
+    Ok(Root::open(&path)?)
 }
 
-/// The work done inside the container's mount namespace.
+/// The work done inside the container's mount namespace (attaching mounts needs it; the
+/// rest works through `root`'s fd and is done here too, in order).
 fn inside(
     plan: &LivePlan,
-    target: &Target,
+    root: &Root,
     prepared: Vec<Prepared>,
-    pid_root: Option<&std::fs::File>,
-    ldconfig: &Path,
 ) -> Result<Vec<String>, LiveError> {
-    let root = open_root(target, pid_root)?;
     for d in &plan.devices {
         let host = plan
             .device_sources
@@ -334,7 +337,7 @@ fn inside(
             .rev()
             .find(|(c, _)| c == d.path())
             .map(|(_, h)| h.as_path());
-        make_node(&root, d, host)?;
+        make_node(root, d, host)?;
     }
     for p in &prepared {
         let t = root.mount_target(&p.destination, p.dir)?;
@@ -351,17 +354,8 @@ fn inside(
             source,
         })?;
     }
-    let outcomes = symlinks::create(&root, &plan.links)?;
-    let warnings = symlinks::kept_warnings(&plan.links, &outcomes);
-    if plan.refresh_ldcache {
-        ldcache::update(&root, &plan.ld_folders, ldconfig)?;
-    }
-    for (stage, h) in &plan.hooks {
-        if *stage == Stage::CreateContainer {
-            run_hook(h, &target.state_json)?;
-        }
-    }
-    Ok(warnings)
+    let outcomes = symlinks::create(root, &plan.links)?;
+    Ok(symlinks::kept_warnings(&plan.links, &outcomes))
 }
 
 /// Applies `plan` to the running container `target`.
@@ -391,13 +385,7 @@ pub fn apply(plan: &LivePlan, target: &Target, ldconfig: &Path) -> Result<Report
         .iter()
         .map(|m| prepare_mount(m, userns.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
-    let pid_root = match target.pid {
-        Some(pid) => Some(
-            std::fs::File::open(format!("/proc/{pid}/root"))
-                .map_err(|source| LiveError::PidRoot { pid, source })?,
-        ),
-        None => None,
-    };
+    let root = open_root(target)?;
     for (stage, h) in &plan.hooks {
         if matches!(stage, Stage::Prestart | Stage::CreateRuntime) {
             run_hook(h, &target.state_json)?;
@@ -406,9 +394,23 @@ pub fn apply(plan: &LivePlan, target: &Target, ldconfig: &Path) -> Result<Report
 
     let ns = target.pid.map_or(Namespace::Current, Namespace::OfPid);
     let mut warnings = plan.notes.clone();
-    warnings.extend(nsenter::run_in(ns, || {
-        inside(plan, target, prepared, pid_root.as_ref(), ldconfig)
-    })??);
+    warnings.extend(nsenter::run_in(ns, || inside(plan, &root, prepared))??);
+    // ldconfig -r chroots into the rootfs by path; /proc/PID/root/... takes it into the
+    // container's mount tree from here, so the host's ldconfig runs in the host's namespace
+    // and never a binary of the container's.
+    if plan.refresh_ldcache {
+        ldcache::update(&root, &plan.ld_folders, ldconfig)?;
+    }
+    if plan.hooks.iter().any(|(s, _)| *s == Stage::CreateContainer) {
+        nsenter::run_in(ns, || {
+            for (stage, h) in &plan.hooks {
+                if *stage == Stage::CreateContainer {
+                    run_hook(h, &target.state_json)?;
+                }
+            }
+            Ok::<(), LiveError>(())
+        })??;
+    }
 
     let lines: Vec<String> = plan.rules.iter().map(cgroup::rule_line).collect();
     let rules = if plan.rules.is_empty() {

@@ -301,3 +301,71 @@ fn running_the_hook_twice_is_harmless() {
     assert!(so.starts_with("1\n"), "one mount of libcuda expected: {so}");
     assert!(so.contains("cuInit=42"), "{so}");
 }
+
+/// `nvbind-hook prestart` with the state of a container that is already running (after
+/// pivot_root): the GPU is hot-plugged. /proc/PID/root leads into its mount tree.
+#[test]
+fn injects_into_a_running_container() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Some(e) = setup(2) else { return };
+    write_config(
+        &e.bundle,
+        &["sleep", "60"],
+        &["NVIDIA_VISIBLE_DEVICES=0".into()],
+        None,
+    );
+    let id = cid("hot");
+    let runc = |args: &[&str]| {
+        Command::new("runc")
+            .arg("--root")
+            .arg(&e.state)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    assert!(runc(&["create", "--bundle", e.bundle.to_str().unwrap(), &id]).success());
+    assert!(runc(&["start", &id]).success());
+    let state = ok(Command::new("runc")
+        .arg("--root")
+        .arg(&e.state)
+        .args(["state", &id]));
+    assert!(state.contains("\"running\""), "{state}");
+    let mut child = Command::new(hook_bin())
+        .arg("prestart")
+        .env("NVBIND_CDI_SPEC_DIRS", &e.specs)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(state.as_bytes())
+        .unwrap();
+    let hook = child.wait_with_output().unwrap();
+    let probe = run(Command::new("runc")
+        .arg("--root")
+        .arg(&e.state)
+        .args(["exec", &id, "sh", "-c", PROBE]));
+    runc(&["kill", &id, "KILL"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    runc(&["delete", "-f", &id]);
+    assert!(
+        hook.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hook.stderr)
+    );
+    let so = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        so.contains("has-nvidia0") && !so.contains("has-nvidia1"),
+        "{so}"
+    );
+    assert!(so.contains("No such device or address"), "{so}");
+    assert!(so.contains("cuInit=42"), "{so}");
+    assert_nothing_left(&e.dir);
+}
