@@ -66,7 +66,7 @@ fn cell(status: Option<&str>) -> &'static str {
 }
 
 fn md_escape(s: &str) -> String {
-    let s: String = s.chars().take(220).collect();
+    let s: String = s.chars().take(400).collect();
     s.replace('|', "\\|").replace('\n', " ")
 }
 
@@ -112,8 +112,9 @@ pub fn report(
         if sa == Some("pass") && sb == Some("fail") {
             regressions.push(n.clone());
         }
-        let why = match (sa, sb) {
-            (Some("fail"), _) => reason_for(reasons, n)
+        let nv = b.map(|x| x.1.as_str()).unwrap_or("");
+        let mut why = match sa {
+            Some("fail") => reason_for(reasons, n)
                 .map(str::to_string)
                 .unwrap_or_else(|| {
                     format!(
@@ -121,10 +122,15 @@ pub fn report(
                         a.map(|x| x.1.as_str()).unwrap_or("")
                     )
                 }),
-            (Some("skip"), _) => a.map(|x| x.1.clone()).unwrap_or_default(),
-            (_, Some("fail")) => format!("nvbind: {}", b.map(|x| x.1.as_str()).unwrap_or("")),
+            Some("skip") => a.map(|x| x.1.clone()).unwrap_or_default(),
             _ => String::new(),
         };
+        if sb == Some("fail") {
+            if !why.is_empty() {
+                why.push_str(" / ");
+            }
+            why.push_str(&format!("nvbind: {nv}"));
+        }
         let _ = writeln!(
             rows,
             "| `{n}` | {} | {} | {} |",
