@@ -325,11 +325,7 @@ fn open_root(target: &Target) -> Result<Root, LiveError> {
 
 /// The work done inside the container's mount namespace (attaching mounts needs it; the
 /// rest works through `root`'s fd and is done here too, in order).
-fn inside(
-    plan: &LivePlan,
-    root: &Root,
-    prepared: Vec<Prepared>,
-) -> Result<Vec<String>, LiveError> {
+fn inside(plan: &LivePlan, root: &Root, prepared: Vec<Prepared>) -> Result<Vec<String>, LiveError> {
     for d in &plan.devices {
         let host = plan
             .device_sources
