@@ -43,6 +43,10 @@ pub struct GlobalOpts {
     /// Rootless mode: "auto" decides from the effective uid and the environment
     #[arg(long, value_enum, default_value_t = Rootless::Auto)]
     pub rootless: Rootless,
+    /// CDI spec directory (repeatable, later ones win) [default: $NVBIND_CDI_SPEC_DIRS or
+    /// /etc/cdi and /var/run/cdi]
+    #[arg(long = "cdi-spec-dir", value_name = "DIR")]
+    pub cdi_spec_dirs: Vec<PathBuf>,
     /// Path to the criu binary (default: $NVBIND_CRIU, then criu in PATH)
     #[arg(long, hide = true)]
     pub criu: Option<PathBuf>,
@@ -91,6 +95,11 @@ pub enum Command {
     Update(commands::update::UpdateArgs),
     /// Write a default config.json into a bundle
     Spec(commands::spec::SpecArgs),
+    /// Container Device Interface: generate specs, list known devices
+    #[command(subcommand)]
+    Cdi(commands::cdi::CdiCommand),
+    /// Show the GPUs and driver files found on this host
+    Info(commands::info::InfoArgs),
     /// Print what this build of nvbind supports, as OCI features JSON
     Features(commands::features::FeaturesArgs),
     /// Checkpoint a running container with CRIU

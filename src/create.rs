@@ -44,6 +44,10 @@ pub struct CreateOpts {
 /// A bundle that passed every check we can make without touching the host.
 pub struct Bundle {
     pub dir: PathBuf,
+    pub config_path: PathBuf,
+    /// config.json as read, byte for byte (what a failed create puts back).
+    pub original: Vec<u8>,
+    pub spec: Spec,
 }
 
 impl Bundle {
@@ -64,7 +68,12 @@ impl Bundle {
         let spec = parse_spec(&bytes)
             .with_context(|| format!("{} is not a valid OCI spec", config_path.display()))?;
         check_spec(&spec, &dir)?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            config_path,
+            original: bytes,
+            spec,
+        })
     }
 }
 
@@ -133,6 +142,13 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
         );
     }
 
+    let rollback = crate::inject::inject(
+        &bundle.spec,
+        &bundle.config_path,
+        &bundle.original,
+        &ctx.cdi_spec_dirs,
+    )?;
+
     let built = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
         .with_executor(NvbindExecutor::new(!opts.no_new_keyring, &opts.id))
         .with_root_path(ctx.root.clone())
@@ -151,6 +167,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
         Ok(container) => Ok(container),
         Err(e) => {
             cleanup_failed_create(&dir);
+            if let Some(r) = rollback {
+                r.restore();
+            }
             Err(e).with_context(|| format!("cannot create container {:?}", opts.id))
         }
     }

@@ -9,6 +9,7 @@ mod commands;
 mod create;
 mod criu;
 mod executor;
+mod inject;
 mod logging;
 mod runtime;
 mod setup;
@@ -75,6 +76,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Spec(args) => return cmd::spec::run(&args, &cli.global).map(|_| 0),
         Command::Features(args) => return cmd::features::run(&args).map(|_| 0),
         Command::Setup(args) => return cmd::setup::run(&args).map(|_| 0),
+        Command::Cdi(args) => return cmd::cdi::run(&args).map(|_| 0),
+        Command::Info(args) => return cmd::info::run(&args).map(|_| 0),
         _ => {}
     }
     let ctx = Ctx::new(&cli.global)?;
@@ -96,7 +99,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Checkpoint(a) => ok(cmd::checkpoint::run(&a, &ctx, cli.global.criu.as_deref())),
         Command::Restore(a) => cmd::restore::run(&a, &ctx, cli.global.criu.as_deref()),
         Command::Snapshot(a) => ok(cmd::snapshot::run(&a, &ctx)),
-        Command::Spec(_) | Command::Features(_) | Command::Setup(_) => {
+        Command::Spec(_)
+        | Command::Features(_)
+        | Command::Setup(_)
+        | Command::Cdi(_)
+        | Command::Info(_) => {
             unreachable!("handled above")
         }
     }

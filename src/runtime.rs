@@ -20,6 +20,8 @@ use crate::cli::{GlobalOpts, Rootless};
 pub struct Ctx {
     pub root: PathBuf,
     pub systemd_cgroup: bool,
+    /// --cdi-spec-dir values; empty means $NVBIND_CDI_SPEC_DIRS or the CDI defaults.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Ctx {
@@ -38,6 +40,7 @@ impl Ctx {
         Ok(Self {
             root,
             systemd_cgroup: opts.systemd_cgroup,
+            cdi_spec_dirs: opts.cdi_spec_dirs.clone(),
         })
     }
 

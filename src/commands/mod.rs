@@ -1,12 +1,15 @@
 //! One file per verb, each a thin layer over libcontainer and the shared helpers in
 //! `crate::runtime` and `crate::create`.
 
+pub mod cdi;
+pub mod cdi_generate;
 pub mod checkpoint;
 pub mod create;
 pub mod delete;
 pub mod events;
 pub mod exec;
 pub mod features;
+pub mod info;
 pub mod kill;
 pub mod list;
 pub mod pause;

@@ -1,0 +1,82 @@
+//! `nvbind cdi ...`: the CDI registry as nvbind sees it, and spec generation.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+
+use crate::commands::cdi_generate::{self, GenerateArgs};
+use crate::inject::{registry, spec_dirs};
+
+#[derive(Subcommand, Debug)]
+pub enum CdiCommand {
+    /// Generate CDI specs for the GPUs on this host
+    Generate(GenerateArgs),
+    /// List the CDI devices the registry knows, and spec files it rejected
+    List(ListArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Spec directory to read (repeatable; later ones win) [default: $NVBIND_CDI_SPEC_DIRS or
+    /// /etc/cdi and /var/run/cdi]
+    #[arg(long = "spec-dir", value_name = "DIR")]
+    pub spec_dirs: Vec<PathBuf>,
+    /// Output format
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+}
+
+pub fn run(cmd: &CdiCommand) -> Result<()> {
+    match cmd {
+        CdiCommand::Generate(a) => cdi_generate::run(a),
+        CdiCommand::List(a) => list(a),
+    }
+}
+
+fn list(args: &ListArgs) -> Result<()> {
+    let reg = registry(spec_dirs(&args.spec_dirs));
+    let devices: Vec<String> = reg.devices().iter().map(|d| d.to_string()).collect();
+    let errors: Vec<(String, String)> = reg
+        .errors()
+        .iter()
+        .map(|(p, e)| (p.display().to_string(), e.to_string()))
+        .collect();
+    if args.format == "json" {
+        let errors: Vec<_> = errors
+            .iter()
+            .map(|(f, e)| serde_json::json!({"file": f, "error": e}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "dirs": reg.dirs(),
+                "devices": devices,
+                "errors": errors,
+            }))?
+        );
+    } else {
+        for d in &devices {
+            println!("{d}");
+        }
+        for (f, e) in &errors {
+            eprintln!("nvbind: warning: {f}: {e}");
+        }
+    }
+    if devices.is_empty() && !errors.is_empty() {
+        bail!(
+            "no usable CDI spec in {} ({} rejected)",
+            dirs_str(&reg),
+            errors.len()
+        );
+    }
+    Ok(())
+}
+
+fn dirs_str(reg: &nvbind_cdi::registry::Registry) -> String {
+    reg.dirs()
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,249 @@
+//! CDI injection in real containers: a fake GPU tree (device nodes made with mknod, a fake
+//! driver library) described by a CDI spec in a temp spec dir, requested through the
+//! cdi.k8s.io annotation and through NVIDIA_VISIBLE_DEVICES.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A fake NVIDIA host: /dev nodes under `dir/dev`, a library under `dir/lib`, a spec dir.
+struct FakeGpus {
+    spec_dir: PathBuf,
+}
+
+fn mknod(path: &Path, major: u32, minor: u32) {
+    let st = Command::new("mknod")
+        .args(["-m", "666"])
+        .arg(path)
+        .args(["c", &major.to_string(), &minor.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mknod {} needs root", path.display());
+}
+
+impl FakeGpus {
+    fn new(env: &Env) -> Self {
+        let root = env.dir.path().join("host");
+        let dev = root.join("dev");
+        let lib = root.join("lib");
+        fs::create_dir_all(&dev).unwrap();
+        fs::create_dir_all(&lib).unwrap();
+        for i in 0..2 {
+            mknod(&dev.join(format!("nvidia{i}")), 195, i);
+        }
+        mknod(&dev.join("nvidiactl"), 195, 255);
+        fs::write(lib.join("libcuda.so.550.54.14"), "fake libcuda\n").unwrap();
+        let spec_dir = env.dir.path().join("cdi");
+        fs::create_dir(&spec_dir).unwrap();
+        let d = dev.display();
+        let l = lib.display();
+        let yaml = format!(
+            r#"cdiVersion: 0.5.0
+kind: nvidia.com/gpu
+devices:
+- name: "0"
+  containerEdits:
+    deviceNodes:
+    - path: /dev/nvidia0
+      hostPath: {d}/nvidia0
+- name: "1"
+  containerEdits:
+    deviceNodes:
+    - path: /dev/nvidia1
+      hostPath: {d}/nvidia1
+- name: all
+  containerEdits:
+    deviceNodes:
+    - path: /dev/nvidia0
+      hostPath: {d}/nvidia0
+    - path: /dev/nvidia1
+      hostPath: {d}/nvidia1
+containerEdits:
+  env:
+  - NVIDIA_FAKE_DRIVER=550.54.14
+  deviceNodes:
+  - path: /dev/nvidiactl
+    hostPath: {d}/nvidiactl
+  mounts:
+  - hostPath: {l}/libcuda.so.550.54.14
+    containerPath: /usr/lib/libcuda.so.1
+    options: [ro, nosuid, nodev, bind]
+"#
+        );
+        fs::write(spec_dir.join("nvidia.yaml"), yaml).unwrap();
+        Self { spec_dir }
+    }
+
+    fn flag(&self) -> String {
+        format!("--cdi-spec-dir={}", self.spec_dir.display())
+    }
+}
+
+const PROBE: &str = "ls /dev; stat -c '%n %t:%T' /dev/nvidia*; cat /usr/lib/libcuda.so.1; \
+    echo env=$NVIDIA_FAKE_DRIVER; cat /sys/fs/cgroup/devices/devices.list 2>/dev/null";
+
+fn run_probe(env: &Env, gpus: &FakeGpus, bundle: &Path, id: &str) -> String {
+    env.ok(&[&gpus.flag(), "run", "-b", bundle.to_str().unwrap(), id])
+}
+
+#[test]
+fn annotation_injects_one_gpu_and_the_shared_driver_files() {
+    let env = Env::new();
+    let gpus = FakeGpus::new(&env);
+    let b = env.bundle("b", &["sh", "-c", PROBE]);
+    env.edit(&b, |c| {
+        c["annotations"] = json!({"cdi.k8s.io/test": "nvidia.com/gpu=0"})
+    });
+    let out = run_probe(&env, &gpus, &b, "a1");
+    assert!(out.contains("/dev/nvidia0 c3:0"), "{out}");
+    assert!(out.contains("/dev/nvidiactl c3:ff"), "{out}");
+    assert!(!out.contains("nvidia1"), "GPU 1 was not requested: {out}");
+    assert!(out.contains("fake libcuda"), "{out}");
+    assert!(out.contains("env=550.54.14"), "{out}");
+    // Exactly the requested devices are allowed by the device cgroup (v1 here).
+    if out.contains("c 195:") {
+        assert!(out.contains("c 195:0 rwm"), "{out}");
+        assert!(out.contains("c 195:255 rwm"), "{out}");
+        assert!(!out.contains("c 195:1 rwm"), "{out}");
+    }
+    // The bundle now records what was injected; a second run does not inject twice.
+    let cfg: Value = serde_json::from_slice(&fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        cfg["annotations"]["org.nvbind.cdi.injected"],
+        "nvidia.com/gpu=0"
+    );
+    let n = cfg["linux"]["devices"].as_array().unwrap().len();
+    let out2 = run_probe(&env, &gpus, &b, "a2");
+    assert_eq!(out, out2);
+    let cfg: Value = serde_json::from_slice(&fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["linux"]["devices"].as_array().unwrap().len(), n);
+    env.assert_clean();
+}
+
+#[test]
+fn nvidia_visible_devices_maps_to_cdi_names() {
+    let env = Env::new();
+    let gpus = FakeGpus::new(&env);
+    for (value, want, not) in [
+        ("1", "/dev/nvidia1 c3:1", "nvidia0"),
+        ("all", "/dev/nvidia0 c3:0", ""),
+    ] {
+        let b = env.bundle(&format!("b{value}"), &["sh", "-c", PROBE]);
+        env.edit(&b, |c| {
+            c["process"]["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(format!("NVIDIA_VISIBLE_DEVICES={value}")))
+        });
+        let out = run_probe(&env, &gpus, &b, &format!("v{value}"));
+        assert!(out.contains(want), "{value}: {out}");
+        if !not.is_empty() {
+            assert!(!out.contains(not), "{value}: {out}");
+        }
+        if value == "all" {
+            assert!(out.contains("/dev/nvidia1 c3:1"), "{out}");
+        }
+    }
+    // none / void: nothing injected, config untouched.
+    for value in ["none", "void", ""] {
+        let b = env.bundle("bn", &["sh", "-c", "ls /dev"]);
+        env.edit(&b, |c| {
+            c["process"]["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(format!("NVIDIA_VISIBLE_DEVICES={value}")))
+        });
+        let before = fs::read(b.join("config.json")).unwrap();
+        let out = run_probe(&env, &gpus, &b, "vn");
+        assert!(!out.contains("nvidia"), "{value:?}: {out}");
+        assert_eq!(fs::read(b.join("config.json")).unwrap(), before);
+        fs::remove_dir_all(&b).unwrap();
+    }
+    env.assert_clean();
+}
+
+#[test]
+fn unknown_gpu_fails_create_naming_the_device_and_leaves_the_bundle_alone() {
+    let env = Env::new();
+    let gpus = FakeGpus::new(&env);
+    let b = env.bundle("b", &["true"]);
+    env.edit(&b, |c| {
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("NVIDIA_VISIBLE_DEVICES=7"))
+    });
+    let before = fs::read(b.join("config.json")).unwrap();
+    let err = env.fails(&[&gpus.flag(), "create", "-b", b.to_str().unwrap(), "u1"]);
+    assert!(err.contains("nvidia.com/gpu=7"), "{err}");
+    assert!(
+        err.contains("nvidia.com/gpu"),
+        "known kinds are listed: {err}"
+    );
+    assert!(
+        err.contains(gpus.spec_dir.to_str().unwrap()),
+        "dirs searched are listed: {err}"
+    );
+    assert_eq!(fs::read(b.join("config.json")).unwrap(), before);
+
+    // A malformed request is refused too.
+    env.edit(&b, |c| {
+        c["annotations"] = json!({"cdi.k8s.io/x": "not a name"})
+    });
+    let err = env.fails(&[&gpus.flag(), "create", "-b", b.to_str().unwrap(), "u2"]);
+    assert!(err.contains("not a name"), "{err}");
+    env.assert_clean();
+}
+
+#[test]
+fn a_create_that_fails_after_injection_restores_config_json() {
+    let env = Env::new();
+    let gpus = FakeGpus::new(&env);
+    let b = env.bundle("b", &["true"]);
+    env.edit(&b, |c| {
+        c["annotations"] = json!({"cdi.k8s.io/test": "nvidia.com/gpu=0"});
+        // Fails inside libcontainer, after injection rewrote config.json.
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/x", "type": "bind", "source": "/nonexistent/src", "options": ["bind"]}));
+    });
+    let before = fs::read(b.join("config.json")).unwrap();
+    let out = env.nvbind(&[&gpus.flag(), "create", "-b", b.to_str().unwrap(), "f1"]);
+    assert!(!out.status.success());
+    assert_eq!(fs::read(b.join("config.json")).unwrap(), before);
+    env.assert_clean();
+}
+
+#[test]
+fn cdi_list_shows_devices_and_rejected_files() {
+    let env = Env::new();
+    let gpus = FakeGpus::new(&env);
+    fs::write(
+        gpus.spec_dir.join("broken.yaml"),
+        "cdiVersion: 0.5.0\nkind: x.com/y\ndevices: [{name: a, bogus: 1}]\n",
+    )
+    .unwrap();
+    let out = Command::new(NVBIND)
+        .args(["cdi", "list", "--format", "json", "--spec-dir"])
+        .arg(&gpus.spec_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["devices"],
+        json!(["nvidia.com/gpu=0", "nvidia.com/gpu=1", "nvidia.com/gpu=all"])
+    );
+    assert_eq!(v["errors"].as_array().unwrap().len(), 1);
+    assert!(v["errors"][0]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("broken.yaml"));
+}
