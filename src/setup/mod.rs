@@ -116,6 +116,19 @@ pub fn apply(
     reg: &Registration,
     dry_run: bool,
 ) -> Result<Outcome, SetupError> {
+    // A symlinked config (e.g. into a config-management checkout) is updated where it points,
+    // not replaced by a regular file.
+    let resolved;
+    let path = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            resolved = fs::canonicalize(path).map_err(|source| SetupError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            resolved.as_path()
+        }
+        _ => path,
+    };
     let (old, mode) = match fs::read(path) {
         Ok(bytes) => {
             let mode = fs::metadata(path)
@@ -285,6 +298,23 @@ mod tests {
         };
         assert_ne!(b, b2);
         assert_eq!(fs::read_to_string(&b2).unwrap(), merged);
+    }
+
+    #[test]
+    fn a_symlinked_config_is_updated_through_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        let link = dir.path().join("daemon.json");
+        fs::write(&real, "{}\n").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        apply(&docker::Docker, &link, &reg(false), false).unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(fs::read_to_string(&real)
+            .unwrap()
+            .contains("/usr/bin/nvbind"));
     }
 
     pub(crate) fn invalid_file(engine: &dyn Engine, bad: &str, line: usize) {

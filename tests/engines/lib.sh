@@ -3,15 +3,15 @@
 # Environment:
 #   RUNTIME   the OCI runtime the engines must call (default: nvbind, found as below); set
 #             RUNTIME=$(command -v runc) to check the harness itself against the reference.
-#   NVBIND    the nvbind binary (default: $CARGO_TARGET_DIR/release/nvbind, else
-#             target/release/nvbind in the repository).
+#   NVBIND    the nvbind binary (default: the first of $CARGO_TARGET_DIR/{release,debug}/nvbind
+#             and target/{release,debug}/nvbind in the repository).
 #   KEEP=1    keep the temp dir for inspection.
 set -uo pipefail
 
 ENGINES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$ENGINES_DIR/../.." && pwd)
 if [ -z "${NVBIND:-}" ]; then
-  for c in "${CARGO_TARGET_DIR:-$REPO/target}/release/nvbind" "$REPO/target/release/nvbind"; do
+  for c in "${CARGO_TARGET_DIR:-$REPO/target}"/{release,debug}/nvbind "$REPO"/target/{release,debug}/nvbind; do
     [ -x "$c" ] && { NVBIND=$c; break; }
   done
 fi
@@ -290,4 +290,20 @@ kill_leftovers() {
     [ "$pid" = $$ ] && continue
     stop_pid "$pid" 5
   done
+}
+
+# cdi_rejects_unknown: true when the runtime under test refuses a bundle that asks for a CDI
+# device no spec provides (nvbind once CDI injection is wired into create; never runc).
+CDI_BAD_ANNOTATION=cdi.k8s.io/engines-test=nvbind.test/gpu=does-not-exist
+cdi_rejects_unknown() {
+  [ "$RUNTIME_KIND" = runc ] && return 1
+  local b=$T/cdi-probe out
+  NVBIND=$NVBIND "$REPO/scripts/mkbundle" "$b/bundle" true >/dev/null 2>&1 || return 1
+  jq --arg k "${CDI_BAD_ANNOTATION%%=*}" --arg v "${CDI_BAD_ANNOTATION#*=}" \
+    '.annotations[$k] = $v' "$b/bundle/config.json" >"$b/c.json" && mv "$b/c.json" "$b/bundle/config.json"
+  out=$("$RUNTIME" --root "$b/state" run -b "$b/bundle" cdi-probe 2>&1)
+  local rc=$?
+  "$RUNTIME" --root "$b/state" delete -f cdi-probe >/dev/null 2>&1
+  CDI_ERROR=$(tail -n 1 <<<"$out")
+  [ $rc != 0 ] && grep -q 'does-not-exist' <<<"$out"
 }
