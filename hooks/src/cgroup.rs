@@ -35,8 +35,9 @@ pub enum CgroupError {
 pub enum DeviceCgroup {
     /// The v1 `devices` cgroup directory (holding `devices.allow`).
     V1(PathBuf),
-    /// Only the unified hierarchy: rules are an eBPF program, not supported here.
-    V2(String),
+    /// Only the unified hierarchy: the cgroup2 directory, whose device rules are an eBPF
+    /// program ([`crate::devbpf`]).
+    V2(PathBuf),
     /// The process is in no devices cgroup at all (no rules are enforced).
     Unconfined,
 }
@@ -72,7 +73,12 @@ pub fn locate_in(cgroup: &str, mountinfo: &str) -> DeviceCgroup {
         }
     }
     match v2 {
-        Some(path) if unified_is_v2_only(mountinfo) => DeviceCgroup::V2(path),
+        Some(path) if unified_is_v2_only(mountinfo) => {
+            match mount_of(mountinfo, "cgroup2", &path) {
+                Some(dir) => DeviceCgroup::V2(dir),
+                None => DeviceCgroup::Unconfined,
+            }
+        }
         _ => DeviceCgroup::Unconfined,
     }
 }
@@ -109,9 +115,15 @@ fn fs_fields(line: &str) -> (&str, &str) {
 
 /// The directory of cgroup `path` in the v1 `devices` hierarchy, from mountinfo.
 fn v1_mount(mountinfo: &str, path: &str) -> Option<PathBuf> {
+    mount_of(mountinfo, "cgroup", path)
+}
+
+/// The directory of cgroup `path` under the first mount of `fstype` (for `cgroup`, the one
+/// carrying the `devices` controller), from mountinfo.
+fn mount_of(mountinfo: &str, fstype: &str, path: &str) -> Option<PathBuf> {
     for line in mountinfo.lines() {
-        let (fstype, opts) = fs_fields(line);
-        if fstype != "cgroup" || !opts.split(',').any(|o| o == "devices") {
+        let (fs, opts) = fs_fields(line);
+        if fs != fstype || (fs == "cgroup" && !opts.split(',').any(|o| o == "devices")) {
             continue;
         }
         let fields: Vec<&str> = line.split(' ').collect();
@@ -209,7 +221,10 @@ mod tests {
     #[test]
     fn v2_only_and_unconfined() {
         let mi = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(locate_in("0::/c1\n", mi), DeviceCgroup::V2("/c1".into()));
+        assert_eq!(
+            locate_in("0::/c1\n", mi),
+            DeviceCgroup::V2("/sys/fs/cgroup/c1".into())
+        );
         // Hybrid host, but the process is in no devices hierarchy.
         assert_eq!(locate_in("0::/c1\n", HYBRID), DeviceCgroup::Unconfined);
     }

@@ -10,8 +10,8 @@
 //!    device nodes are made (`mknodat`, type/major/minor/mode of the host node), the trees
 //!    attached on targets resolved beneath the rootfs, the `create-symlinks` links made;
 //!    then, from the host, the linker cache is refreshed (`ldconfig -r /proc/PID/root/...`);
-//! 3. the device cgroup (v1) gets the allow rules; on a v2-only host this is reported as
-//!    not supported.
+//! 3. the device cgroup gets the allow rules: v1 `devices.allow`, or on a v2-only host the
+//!    runtime's eBPF device program extended ([`crate::devbpf`]).
 //!
 //! Nothing is ever mounted in the host's namespace.
 
@@ -28,6 +28,7 @@ use nvbind_cdi::apply::ApplyError;
 use oci_spec::runtime::{Hook as OciHook, LinuxDevice, LinuxDeviceType, Mount as OciMount};
 
 use crate::cgroup::{self, CgroupError, DeviceCgroup};
+use crate::devbpf::{self, BpfError};
 use crate::ldcache::{self, LdError};
 use crate::mountapi;
 use crate::nsenter::{self, Namespace, NsError};
@@ -88,6 +89,8 @@ pub enum LiveError {
     Ns(#[from] NsError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
     #[error(transparent)]
     Ld(#[from] LdError),
     #[error(transparent)]
@@ -422,12 +425,13 @@ pub fn apply(plan: &LivePlan, target: &Target, ldconfig: &Path) -> Result<Report
                     cgroup::allow_v1(&dir, &plan.rules)?;
                     RulesOutcome::Written(dir)
                 }
-                DeviceCgroup::V2(path) => RulesOutcome::NotWritten {
-                    why: format!(
-                        "cgroup v2 ({path}): device rules are an eBPF program this hook does not change"
-                    ),
-                    lines,
-                },
+                DeviceCgroup::V2(dir) => {
+                    if devbpf::allow(&dir, &plan.rules)? {
+                        RulesOutcome::Written(dir)
+                    } else {
+                        RulesOutcome::None
+                    }
+                }
                 DeviceCgroup::Unconfined => RulesOutcome::None,
             },
         }

@@ -15,6 +15,7 @@
 mod args;
 mod cgroup;
 mod commands;
+mod devbpf;
 mod ldcache;
 mod live;
 mod lxc;

@@ -1,6 +1,9 @@
 //! crun with `nvbind-hook prestart`. Debian's crun 1.8.1 refuses this machine's hybrid cgroup
 //! layout, so each run happens in a private mount namespace with /sys/fs/cgroup/unified
-//! unmounted (pure cgroup v1 for crun; the host keeps its mounts).
+//! unmounted (pure cgroup v1 for crun; the host keeps its mounts). On a pure cgroup v2 view
+//! (v1 hierarchies unmounted, cgroup2 at /sys/fs/cgroup) crun 1.8.1 stops before any hook:
+//! it raises RLIMIT_MEMLOCK for its eBPF device program and this VM lacks CAP_SYS_RESOURCE
+//! ("setrlimit (RLIM_MEMLOCK): Operation not permitted"); runc works there (tests/runc.rs).
 
 mod common;
 

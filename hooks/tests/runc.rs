@@ -369,3 +369,47 @@ fn injects_into_a_running_container() {
     assert!(so.contains("cuInit=42"), "{so}");
     assert_nothing_left(&e.dir);
 }
+
+/// runc on a pure cgroup v2 view of this machine (a private mount namespace with the v1
+/// hierarchies unmounted and cgroup2 at /sys/fs/cgroup): runc enforces device rules with an
+/// eBPF program, which the hook extends with the GPU rules.
+#[test]
+fn cgroup_v2_device_program_is_extended() {
+    use std::process::{Command, Stdio};
+    let Some(e) = setup(2) else { return };
+    write_config(
+        &e.bundle,
+        &[
+            "sh",
+            "-c",
+            "test -c /dev/nvidia1 && echo has-nvidia1; cat /dev/nvidia1 2>&1 | head -n1; \
+             cat /dev/nvidia0 2>&1 | head -n1; head -c1 /dev/zero | wc -c; /bin/cudaprobe 2>&1; true",
+        ],
+        &["NVIDIA_VISIBLE_DEVICES=1".into()],
+        Some(&hook_env(&e.specs)),
+    );
+    let id = cid("v2");
+    let script = format!(
+        "umount -R /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && \
+         grep -c ' - cgroup ' /proc/self/mountinfo; \
+         runc --root '{s}' run --bundle '{b}' '{id}' </dev/null; rc=$?; \
+         runc --root '{s}' delete -f '{id}' >/dev/null 2>&1; exit $rc",
+        s = e.state.display(),
+        b = e.bundle.display(),
+    );
+    let out = run(Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdin(Stdio::null()));
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{so}\n{se}");
+    assert!(so.starts_with("0\n"), "v1 hierarchies still mounted: {so}");
+    assert!(so.contains("has-nvidia1"), "{so}");
+    // The GPU node passes the extended program (ENXIO from the absent driver); /dev/zero is
+    // still allowed by runc's own rules (the original program runs after ours).
+    assert!(so.contains("No such device or address"), "{so}\n{se}");
+    assert!(so.contains("\n1\n"), "/dev/zero: {so}");
+    assert!(so.contains("cuInit=42"), "{so}");
+}
