@@ -3,9 +3,8 @@
 //! cgroup v1: one `TYPE MAJOR:MINOR ACCESS` line per rule, written to `devices.allow` in the
 //! container's `devices` cgroup (found through `/proc/PID/cgroup` and the hook's own
 //! mountinfo). cgroup v2 has no `devices.allow`: the runtime attaches an eBPF program to the
-//! container's cgroup, and changing it means replacing that program, which this hook does not
-//! do. On a v2-only host the rules are reported back so the caller can say what is missing
-//! (the engine must allow the devices itself, e.g. through the runtime spec).
+//! container's cgroup, which [`crate::devbpf`] extends; this module finds the cgroup2
+//! directory for it.
 
 use std::fs;
 use std::io::Write;
