@@ -22,10 +22,21 @@ struct Dockerd {
 }
 
 impl Dockerd {
-    fn start(dir: &Path, path_dir: &Path, spec_dir: &Path) -> Dockerd {
+    /// Starts dockerd; with `v2`, in a private mount namespace that shows a pure cgroup v2
+    /// host (v1 hierarchies unmounted, cgroup2 at /sys/fs/cgroup).
+    fn start(dir: &Path, path_dir: &Path, spec_dir: &Path, v2: bool) -> Dockerd {
         let sock = dir.join("docker.sock");
         let log = fs::File::create(dir.join("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
+        let mut cmd = if v2 {
+            let mut c = Command::new("unshare");
+            c.args(["-m", "--propagation", "private", "sh", "-c"]).arg(
+                "umount -R /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec dockerd \"$@\"",
+            ).arg("sh");
+            c
+        } else {
+            Command::new("dockerd")
+        };
+        let child = cmd
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .args(["--storage-driver=overlay2", "--data-root"])
             .arg(dir.join("data"))
@@ -97,8 +108,19 @@ fn text(o: &Output) -> (String, String) {
 
 #[test]
 fn docker_run_gpus_with_runc() {
+    docker_run_gpus(false);
+}
+
+/// The same on a pure cgroup v2 view: runc enforces device rules with eBPF, which the hook
+/// extends.
+#[test]
+fn docker_run_gpus_with_runc_on_cgroup_v2() {
+    docker_run_gpus(true);
+}
+
+fn docker_run_gpus(v2: bool) {
     require_root();
-    if !have("dockerd") || !have("docker") || !have("gcc") {
+    if !have("dockerd") || !have("docker") || !have("gcc") || !have("unshare") {
         return;
     }
     let tmp = tempdir();
@@ -119,7 +141,14 @@ fn docker_run_gpus_with_runc() {
     );
     assert!(bin.join("nvidia-container-runtime-hook").is_symlink());
 
-    let d = Dockerd::start(dir, &bin, &specs);
+    let d = Dockerd::start(dir, &bin, &specs, v2);
+    let info = d.docker(&["info", "--format", "{{.CgroupVersion}}"]);
+    let version = String::from_utf8_lossy(&info.stdout).trim().to_string();
+    assert_eq!(
+        version,
+        if v2 { "2" } else { "1" },
+        "dockerd's cgroup version"
+    );
     let tar = dir.join("image.tar");
     ok(Command::new("tar")
         .arg("-C")
