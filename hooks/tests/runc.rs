@@ -413,3 +413,48 @@ fn cgroup_v2_device_program_is_extended() {
     assert!(so.contains("\n1\n"), "/dev/zero: {so}");
     assert!(so.contains("cuInit=42"), "{so}");
 }
+
+/// More hostile shapes: the mount target itself is an absolute symlink in the image, and a
+/// spec whose container path climbs out with `..`.
+#[test]
+fn hostile_targets_are_refused() {
+    let Some(e) = setup(1) else { return };
+    let outside = e.dir.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let victim = outside.join("victim");
+    fs::write(&victim, "keep").unwrap();
+    let libdir = e.bundle.join("rootfs/usr/lib/nvidia-fake");
+    fs::create_dir_all(&libdir).unwrap();
+    std::os::unix::fs::symlink(&victim, libdir.join(format!("libcuda.so.{DRIVER}"))).unwrap();
+    let (ok, out, err) = run_probe(&e, &["NVIDIA_VISIBLE_DEVICES=0".into()]);
+    assert!(!ok, "start must fail: {out}");
+    assert!(
+        err.contains("resolves outside the container rootfs"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+    assert_nothing_left(&e.dir);
+    fs::remove_file(libdir.join(format!("libcuda.so.{DRIVER}"))).unwrap();
+
+    // A spec that mounts to /usr/../../../<outside>: refused (by spec validation or by the
+    // rootfs walk), nothing created outside.
+    let mut spec = e.host.spec(&hook_bin());
+    spec.container_edits.mounts[0].container_path =
+        format!("/usr/../../../../../..{}/pwned", outside.display());
+    let path = e.specs.join("nvidia.json");
+    fs::write(
+        &path,
+        spec.to_string(nvbind_cdi::spec::Format::Json, &path)
+            .unwrap(),
+    )
+    .unwrap();
+    let (ok, out, err) = run_probe(&e, &["NVIDIA_VISIBLE_DEVICES=0".into()]);
+    assert!(!ok, "start must fail: {out}");
+    assert!(
+        err.contains("resolves outside the container rootfs")
+            || err.contains("rejected spec files"),
+        "{err}"
+    );
+    assert!(!outside.join("pwned").exists());
+    assert_nothing_left(&e.dir);
+}
