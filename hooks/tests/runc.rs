@@ -458,3 +458,64 @@ fn hostile_targets_are_refused() {
     assert!(!outside.join("pwned").exists());
     assert_nothing_left(&e.dir);
 }
+
+/// The nvbind runtime injects the devices itself and marks the bundle; the same prestart hook
+/// in its config then does nothing (no second mount). Uses the `nvbind` built next to this
+/// hook (a workspace build), else $NVBIND; skipped without one.
+#[test]
+fn nvbind_runtime_and_hook_do_not_inject_twice() {
+    let Some(e) = setup(2) else { return };
+    let nvbind = hook_bin()
+        .parent()
+        .map(|d| d.join("nvbind"))
+        .filter(|p| p.is_file())
+        .or_else(|| std::env::var_os("NVBIND").map(PathBuf::from))
+        .filter(|p| p.is_file());
+    let Some(nvbind) = nvbind else {
+        eprintln!("SKIP: no nvbind binary next to nvbind-hook and no $NVBIND");
+        return;
+    };
+    write_config(
+        &e.bundle,
+        &[
+            "sh",
+            "-c",
+            "ls /dev | grep -c ^nvidia; grep -c nvidia-fake/libcuda /proc/self/mountinfo; \
+             /bin/cudaprobe 2>&1; true",
+        ],
+        &["NVIDIA_VISIBLE_DEVICES=all".into()],
+        // The hook is pointed at no spec and no driver: had it tried to inject, it would fail
+        // the start ("unresolvable CDI device"). Success means it saw the runtime's mark.
+        Some(&[
+            hook_env(&e.dir.join("no-specs"))[0].clone(),
+            "NVBIND_DRIVER_ROOT=/nonexistent".into(),
+        ]),
+    );
+    let id = cid("nvb");
+    let out = run(std::process::Command::new(&nvbind)
+        .arg("--root")
+        .arg(e.dir.join("nvbind-state"))
+        .args(["run", "--bundle"])
+        .arg(&e.bundle)
+        .arg(&id)
+        .env("NVBIND_CDI_SPEC_DIRS", &e.specs)
+        .stdin(std::process::Stdio::null()));
+    let _ = std::process::Command::new(&nvbind)
+        .arg("--root")
+        .arg(e.dir.join("nvbind-state"))
+        .args(["delete", "-f", &id])
+        .output();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{so}\n{se}");
+    // 2 GPUs + nvidiactl + nvidia-uvm, and one mount of libcuda (the runtime's).
+    assert!(so.starts_with("4\n1\n"), "{so}");
+    assert!(so.contains("cuInit=42"), "{so}");
+    let cfg = fs::read_to_string(e.bundle.join("config.json")).unwrap();
+    assert!(
+        cfg.contains("org.nvbind.cdi.injected"),
+        "runtime did not mark the bundle"
+    );
+}
