@@ -44,6 +44,11 @@ impl Dockerd {
             .arg(dir.join("exec"))
             .arg("--pidfile")
             .arg(dir.join("dockerd.pid"))
+            .args(
+                nvbind_runtime()
+                    .map(|p| vec![format!("--add-runtime=nvbind={}", p.display())])
+                    .unwrap_or_default(),
+            )
             .arg("--host")
             .arg(format!("unix://{}", sock.display()))
             .env_clear()
@@ -94,6 +99,16 @@ impl Drop for Dockerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The nvbind runtime built next to nvbind-hook (a workspace build), else $NVBIND.
+fn nvbind_runtime() -> Option<PathBuf> {
+    hook_bin()
+        .parent()
+        .map(|d| d.join("nvbind"))
+        .filter(|p| p.is_file())
+        .or_else(|| std::env::var_os("NVBIND").map(PathBuf::from))
+        .filter(|p| p.is_file())
 }
 
 const PROBE: &str = "for n in 0 1 2; do test -c /dev/nvidia$n && echo has-nvidia$n; done; \
@@ -207,6 +222,31 @@ fn docker_run_gpus(v2: bool) {
     let (so, _) = text(&o);
     assert!(o.status.success());
     assert!(!so.contains("has-nvidia"), "{so}");
+
+    // --runtime nvbind --gpus all: the runtime injects, the hook dockerd adds sees the mark
+    // and does nothing (one mount of libcuda).
+    if nvbind_runtime().is_some() {
+        let o = d.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            "nvbind",
+            "--gpus",
+            "all",
+            IMAGE,
+            "sh",
+            "-c",
+            "ls /dev | grep -c ^nvidia; grep -c libcuda /proc/self/mountinfo; /bin/cudaprobe 2>&1; true",
+        ]);
+        let (so, se) = text(&o);
+        assert!(o.status.success(), "{so}\n{se}");
+        assert!(so.starts_with("5\n1\n"), "{so}");
+        assert!(so.contains("cuInit=42"), "{so}");
+    } else {
+        eprintln!("SKIP: --runtime nvbind case (no nvbind binary)");
+    }
 
     // A GPU that does not exist fails `docker run` with the hook's message.
     let o = d.docker(&[
