@@ -229,11 +229,28 @@ cli_scenario() {
   wait_for 10 sh -c "$E logs c-detached 2>&1 | grep -q log-line-1" >/dev/null 2>&1 || true
   expect "logs of the container" 0 'log-line-1' $E logs c-detached
 
+  # exec -it: a pty for the exec'd process (the runtime's exec with a console socket)
+  OUT=$(TTY_INPUT=$'exec-typed\r' tty_run $E exec -it c-detached sh -c '[ -t 0 ] && echo exec-stdin-is-a-tty; read x; echo "got:$x"' 2>&1)
+  if grep -q 'exec-stdin-is-a-tty' <<<"$OUT" && grep -q 'got:exec-typed' <<<"$OUT"; then
+    pass "exec -it: tty inside, input echoed through the pty"
+  else
+    fail "exec -it: tty inside, input echoed through the pty" "$OUT"
+  fi
+
+  # update: new limits on a running container (the runtime's update verb)
+  expect "update --memory on a running container" 0 '' $E update --memory 128m --memory-swap 256m c-detached
+  expect "new memory limit visible inside" 0 '^134217728$' $E exec c-detached sh -c \
+    'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max'
+
   # pause / unpause
   expect "pause" 0 '' $E pause c-detached
   expect "paused state" 0 '^paused$' $E inspect -f '{{.State.Status}}' c-detached
   expect "unpause" 0 '' $E unpause c-detached
   expect "exec after unpause" 0 '^back$' $E exec c-detached echo back
+
+  # restart: stop (kill after 1s: sleep as pid 1 ignores TERM), then create + start again
+  expect "restart" 0 '' $E restart -t 1 c-detached
+  expect "exec after restart" 0 '^restarted$' $E exec c-detached echo restarted
 
   # kill
   expect "kill" 0 '' $E kill c-detached
