@@ -222,10 +222,20 @@ fn bind_node(root: &Root, path: &Path, host: &Path) -> Result<(), LiveError> {
     })
 }
 
-/// Creates one device node beneath `root`; an identical node already there is fine. Where
-/// `mknod` is refused (EPERM: a user namespace), the host node is bind-mounted instead.
-fn make_node(root: &Root, d: &LinuxDevice, host: Option<&Path>) -> Result<(), LiveError> {
+/// Creates one device node beneath `root`; an identical node already there is fine. For a
+/// container in a user namespace (`bind`: a node on its own /dev would not open) or where
+/// `mknod` is refused (EPERM: the hook itself runs in a user namespace), the host node is
+/// bind-mounted instead, as runtimes do.
+fn make_node(
+    root: &Root,
+    d: &LinuxDevice,
+    host: Option<&Path>,
+    bind: bool,
+) -> Result<(), LiveError> {
     let path = d.path().clone();
+    if let (true, Some(host)) = (bind, host) {
+        return bind_node(root, &path, host);
+    }
     let (parent, name) = root.parent_of(&path)?;
     let kind = node_kind(d.typ());
     let dev = nix::sys::stat::makedev(d.major() as u64, d.minor() as u64);
@@ -328,7 +338,12 @@ fn open_root(target: &Target) -> Result<Root, LiveError> {
 
 /// The work done inside the container's mount namespace (attaching mounts needs it; the
 /// rest works through `root`'s fd and is done here too, in order).
-fn inside(plan: &LivePlan, root: &Root, prepared: Vec<Prepared>) -> Result<Vec<String>, LiveError> {
+fn inside(
+    plan: &LivePlan,
+    root: &Root,
+    prepared: Vec<Prepared>,
+    bind_devices: bool,
+) -> Result<Vec<String>, LiveError> {
     for d in &plan.devices {
         let host = plan
             .device_sources
@@ -336,7 +351,7 @@ fn inside(plan: &LivePlan, root: &Root, prepared: Vec<Prepared>) -> Result<Vec<S
             .rev()
             .find(|(c, _)| c == d.path())
             .map(|(_, h)| h.as_path());
-        make_node(root, d, host)?;
+        make_node(root, d, host, bind_devices)?;
     }
     for p in &prepared {
         let t = root.mount_target(&p.destination, p.dir)?;
@@ -393,7 +408,22 @@ pub fn apply(plan: &LivePlan, target: &Target, ldconfig: &Path) -> Result<Report
 
     let ns = target.pid.map_or(Namespace::Current, Namespace::OfPid);
     let mut warnings = plan.notes.clone();
-    warnings.extend(nsenter::run_in(ns, || inside(plan, &root, prepared))??);
+    // A container with its own user namespace: files the hook creates there (mount targets on
+    // its /dev tmpfs, links, directories) must belong to its root, or the kernel refuses
+    // them (EOVERFLOW) on filesystems that namespace mounted; and device nodes are
+    // bind-mounted. The thread's filesystem ids switch to the mapped root.
+    let userns_root = target
+        .pid
+        .filter(|p| nsenter::has_own_user_ns(*p))
+        .and_then(nsenter::mapped_root);
+    let bind_devices = target.pid.is_some_and(nsenter::has_own_user_ns);
+    warnings.extend(nsenter::run_in(ns, || {
+        if let Some((uid, gid)) = userns_root {
+            nix::unistd::setfsgid(Gid::from_raw(gid));
+            nix::unistd::setfsuid(Uid::from_raw(uid));
+        }
+        inside(plan, &root, prepared, bind_devices)
+    })??);
     // ldconfig -r chroots into the rootfs by path; /proc/PID/root/... takes it into the
     // container's mount tree from here, so the host's ldconfig runs in the host's namespace
     // and never a binary of the container's.

@@ -49,22 +49,42 @@ pub enum Namespace {
     OfPid(i32),
 }
 
-fn mnt_ns(path: &str) -> Option<(u64, u64)> {
+fn ns_id(path: &str) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// True when `pid` is in a user namespace other than the hook's.
+pub fn has_own_user_ns(pid: i32) -> bool {
+    let theirs = ns_id(&format!("/proc/{pid}/ns/user"));
+    theirs.is_some() && theirs != ns_id("/proc/self/ns/user")
+}
+
+/// The host uid and gid that `pid`'s user namespace maps its root to, if it maps it.
+pub fn mapped_root(pid: i32) -> Option<(u32, u32)> {
+    let outside = |map: &str| -> Option<u32> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{map}")).ok()?;
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[0] == "0")
+                .then(|| f[1].parse().ok())
+                .flatten()
+        })
+    };
+    Some((outside("uid_map")?, outside("gid_map")?))
+}
+
 /// True when `pid` is in the same mount namespace as the hook.
 fn same_mount_ns(pid: i32) -> bool {
-    let theirs = mnt_ns(&format!("/proc/{pid}/ns/mnt"));
-    theirs.is_some() && theirs == mnt_ns("/proc/self/ns/mnt")
+    let theirs = ns_id(&format!("/proc/{pid}/ns/mnt"));
+    theirs.is_some() && theirs == ns_id("/proc/self/ns/mnt")
 }
 
 /// True when `pid` shares the mount namespace of pid 1 (the host's, as this /proc shows
 /// it). A createContainer hook that is handed its own pid-namespace pid 1 lands here too.
 fn in_init_mount_ns(pid: i32) -> bool {
-    let theirs = mnt_ns(&format!("/proc/{pid}/ns/mnt"));
-    theirs.is_some() && theirs == mnt_ns("/proc/1/ns/mnt")
+    let theirs = ns_id(&format!("/proc/{pid}/ns/mnt"));
+    theirs.is_some() && theirs == ns_id("/proc/1/ns/mnt")
 }
 
 /// Refuses a pid whose mount namespace is the hook's own or pid 1's: a prestart hook runs

@@ -519,3 +519,50 @@ fn nvbind_runtime_and_hook_do_not_inject_twice() {
         "runtime did not mark the bundle"
     );
 }
+
+/// A container in a user namespace (uid 0 -> 100000): a node made on its /dev would not
+/// open, so the hook bind-mounts the host's nodes, as runc itself does there.
+#[test]
+fn user_namespace_container_gets_bind_mounted_nodes() {
+    use std::process::Command;
+    let Some(e) = setup(2) else { return };
+    write_config(
+        &e.bundle,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map; test -c /dev/nvidia1 && echo has-nvidia1; \
+             cat /dev/nvidia1 2>&1 | head -n1; grep -c ' /dev/nvidia1 ' /proc/self/mountinfo; \
+             /bin/cudaprobe 2>&1; true",
+        ],
+        &["NVIDIA_VISIBLE_DEVICES=1".into()],
+        Some(&hook_env(&e.specs)),
+    );
+    edit_config(&e.bundle, |c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        // The default cgroup mount needs a cgroup namespace under a user namespace.
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["type"] != "cgroup");
+    });
+    ok(Command::new("chown")
+        .args(["-R", "-h", "100000:100000"])
+        .arg(e.bundle.join("rootfs")));
+    let out = runtime_run("runc", &e.state, &e.bundle, &cid("userns"));
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{so}\n{se}");
+    assert!(so.contains("100000"), "no user namespace: {so}");
+    assert!(so.contains("has-nvidia1"), "{so}");
+    assert!(so.contains("No such device or address"), "{so}");
+    assert!(
+        so.contains("\n1\n"),
+        "/dev/nvidia1 is not a bind mount: {so}"
+    );
+    assert!(so.contains("cuInit=42"), "{so}");
+    assert_nothing_left(&e.dir);
+}
