@@ -67,7 +67,12 @@ fn no_subcommand_is_a_usage_error() {
 
 #[test]
 fn bad_state_is_one_clear_line() {
-    for sub in ["prestart", "update-ldcache", "create-symlinks"] {
+    for sub in [
+        "prestart",
+        "create-runtime",
+        "update-ldcache",
+        "create-symlinks",
+    ] {
         let o = hook(&[sub], b"{not json");
         assert_eq!(o.status.code(), Some(1), "{sub}");
         let e = stderr(&o);
