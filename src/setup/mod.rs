@@ -83,14 +83,14 @@ pub enum SetupError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot back up {} to {}; the file was left untouched", path.display(), backup.display())]
+    #[error("cannot back up {} to {}; nothing was changed", path.display(), backup.display())]
     Backup {
         path: PathBuf,
         backup: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot write {}; the file was left untouched", path.display())]
+    #[error("cannot write {}; nothing was changed", path.display())]
     Write {
         path: PathBuf,
         #[source]
