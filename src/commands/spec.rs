@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxNamespaceType, Spec};
 
 use crate::atomic::write_atomic;
 use crate::cli::GlobalOpts;
@@ -35,6 +35,19 @@ pub fn default_spec(rootless: bool) -> Spec {
         if !unified {
             ns.retain(|n| n.typ() != LinuxNamespaceType::Cgroup);
         }
+    }
+    // Deny every device, then libcontainer allows the standard set (null, zero, tty, ...):
+    // runc's default spec does the same. oci-spec's default has no rule, which would leave the
+    // device cgroup wide open.
+    if let Some(linux) = spec.linux_mut() {
+        let deny_all = LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm".to_string())
+            .build()
+            .expect("a constant device rule is valid");
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        resources.set_devices(Some(vec![deny_all]));
+        linux.set_resources(Some(resources));
     }
     spec.set_hostname(Some("nvbind".into()));
     spec
