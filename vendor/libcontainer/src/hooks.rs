@@ -107,7 +107,10 @@ pub fn run_hooks(
                 // write to stdin.
                 let encoded_state =
                     serde_json::to_string(&oci_state).map_err(HookError::EncodeContainerState)?;
-                if let Err(e) = stdin.write_all(encoded_state.as_bytes()) {
+                // nvbind: write with SIGPIPE blocked; the runtime may run with SIGPIPE at
+                // SIG_DFL, and a hook that exits without reading a state larger than the pipe
+                // buffer would otherwise kill the runtime instead of yielding EPIPE here.
+                if let Err(e) = write_ignoring_sigpipe(stdin, encoded_state.as_bytes()) {
                     if e.kind() != ErrorKind::BrokenPipe {
                         // Not a broken pipe. The hook command may be waiting
                         // for us.
@@ -161,6 +164,58 @@ pub fn run_hooks(
     }
 
     Ok(())
+}
+
+/// nvbind: for poststart and poststop hooks, whose failure runtime-spec says must only be
+/// logged as a warning, with the remaining hooks and the lifecycle operation going on.
+/// run_hooks stops at the first failing hook and returns its error.
+pub fn run_hooks_warn_on_failure(
+    kind: &str,
+    hooks: Option<&Vec<Hook>>,
+    state: Option<&State>,
+    cwd: Option<&Path>,
+) {
+    for hook in hooks.into_iter().flatten() {
+        if let Err(err) = run_hooks(Some(&vec![hook.clone()]), state, cwd, None, None) {
+            tracing::warn!(path = ?hook.path(), "{kind} hook failed: {err}");
+        }
+    }
+}
+
+/// nvbind: `write_all` with SIGPIPE blocked in the calling thread, so a reader that went away
+/// gives EPIPE (BrokenPipe) whatever the process' SIGPIPE disposition. A SIGPIPE the write
+/// raised is taken off the thread's pending set before the old mask is restored.
+fn write_ignoring_sigpipe(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+
+    let mut sigpipe = SigSet::empty();
+    sigpipe.add(Signal::SIGPIPE);
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&sigpipe), Some(&mut old))?;
+    let res = out.write_all(data);
+    if !old.contains(Signal::SIGPIPE) {
+        if sigpipe_pending() {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: a valid signal set and timeout; the siginfo pointer may be null.
+            unsafe {
+                libc::sigtimedwait(sigpipe.as_ref(), std::ptr::null_mut(), &zero);
+            }
+        }
+        pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+    }
+    res
+}
+
+fn sigpipe_pending() -> bool {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given.
+    unsafe {
+        libc::sigpending(set.as_mut_ptr()) == 0
+            && libc::sigismember(set.as_ptr(), libc::SIGPIPE) == 1
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ pub enum NotifyListenerError {
     Read(#[source] std::io::Error),
     #[error("failed to send start container")]
     SendStartContainer(#[source] std::io::Error),
+    /// nvbind: the init process reported that it could not start the container (a
+    /// startContainer hook failed).
+    #[error("{0}")]
+    StartFailed(String),
 }
 
 type Result<T> = std::result::Result<T, NotifyListenerError>;
@@ -92,10 +96,30 @@ impl NotifyListener {
         Ok(())
     }
 
+    /// nvbind: like wait_for_container_start, but keeps the connection so the init process
+    /// can tell `start` why it failed (see report_start_failure). The stream is close-on-exec,
+    /// so a successful exec of the payload closes it and `start` reads EOF.
+    pub fn wait_for_container_start_with_reply(&self) -> Result<UnixStream> {
+        let (mut socket, _) = self.socket.accept().map_err(NotifyListenerError::Accept)?;
+        let mut response = String::new();
+        socket
+            .read_to_string(&mut response)
+            .map_err(NotifyListenerError::Read)?;
+        tracing::debug!("received: {}", response);
+        Ok(socket)
+    }
+
     pub fn close(&self) -> Result<()> {
         close(self.socket.as_raw_fd()).map_err(NotifyListenerError::Close)?;
         Ok(())
     }
+}
+
+/// nvbind: send `start` the reason the container did not start. MSG_NOSIGNAL: a `start` that
+/// does not wait for the reply (an older binary) must not kill us with SIGPIPE.
+pub fn report_start_failure(reply: &UnixStream, reason: &str) {
+    use nix::sys::socket::{MsgFlags, send};
+    let _ = send(reply.as_raw_fd(), reason.as_bytes(), MsgFlags::MSG_NOSIGNAL);
 }
 
 impl Clone for NotifyListener {
@@ -156,6 +180,52 @@ impl NotifySocket {
             path: cwd,
         })?;
         Ok(())
+    }
+
+    /// nvbind: notify the init process, then wait until it has run the startContainer hooks
+    /// and exec'd the payload (EOF) or reported a failure (a message), so that a failing
+    /// startContainer hook fails `start` as runtime-spec requires. An init process that does
+    /// not reply (older libcontainer) closes the connection right away: EOF, success.
+    pub fn notify_container_start_and_wait(&mut self) -> Result<()> {
+        tracing::debug!("notify container start and wait");
+        let cwd = env::current_dir().map_err(NotifyListenerError::GetCwd)?;
+        let workdir = self
+            .path
+            .parent()
+            .ok_or_else(|| NotifyListenerError::InvalidPath(self.path.to_owned()))?;
+        unistd::chdir(workdir).map_err(|e| NotifyListenerError::Chdir {
+            source: e,
+            path: workdir.to_owned(),
+        })?;
+        let socket_name = self
+            .path
+            .file_name()
+            .ok_or_else(|| NotifyListenerError::InvalidPath(self.path.to_owned()))?;
+        let connected = UnixStream::connect(socket_name).map_err(|e| NotifyListenerError::Connect {
+            source: e,
+            name: socket_name.to_string_lossy().into_owned(),
+        });
+        unistd::chdir(&cwd).map_err(|e| NotifyListenerError::Chdir {
+            source: e,
+            path: cwd,
+        })?;
+        let mut stream = connected?;
+        stream
+            .write_all(b"start container")
+            .map_err(NotifyListenerError::SendStartContainer)?;
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(NotifyListenerError::SendStartContainer)?;
+        let mut reply = String::new();
+        stream
+            .read_to_string(&mut reply)
+            .map_err(NotifyListenerError::Read)?;
+        tracing::debug!("notify finished, reply {:?}", reply);
+        if reply.is_empty() {
+            Ok(())
+        } else {
+            Err(NotifyListenerError::StartFailed(reply))
+        }
     }
 }
 

@@ -173,7 +173,36 @@ impl InitContainerBuilder {
             err
         })?;
 
+        Self::absolutize_bind_sources(&mut spec, &self.bundle)?;
+
         Ok(spec)
+    }
+
+    /// nvbind: a relative bind-mount source is relative to the bundle (runtime-spec config.md,
+    /// runc's createLibcontainerMount). libcontainer canonicalized it against the runtime's
+    /// working directory instead, so `create` failed (ENOENT) unless run from the bundle.
+    fn absolutize_bind_sources(spec: &mut Spec, bundle: &Path) -> Result<(), LibcontainerError> {
+        let Some(mounts) = spec.mounts() else {
+            return Ok(());
+        };
+        if !mounts.iter().any(|m| {
+            crate::rootfs::utils::is_bind(m) && m.source().as_ref().is_some_and(|s| s.is_relative())
+        }) {
+            return Ok(());
+        }
+        let bundle = fs::canonicalize(bundle).map_err(LibcontainerError::OtherIO)?;
+        let mut mounts = mounts.clone();
+        for m in mounts.iter_mut() {
+            if !crate::rootfs::utils::is_bind(m) {
+                continue;
+            }
+            if let Some(source) = m.source().as_ref().filter(|s| s.is_relative()) {
+                let absolute = bundle.join(source);
+                m.set_source(Some(absolute));
+            }
+        }
+        spec.set_mounts(Some(mounts));
+        Ok(())
     }
 
     fn validate_spec(spec: &Spec) -> Result<(), LibcontainerError> {

@@ -161,25 +161,47 @@ impl State {
 
     #[instrument(level = "trace")]
     pub fn save(&self, container_root: &Path) -> Result<()> {
+        // nvbind: write a temporary file in the same directory and rename it over state.json,
+        // so a concurrent `state`/`list` sees the old or the new state, never a truncated or
+        // half-written file (the old code truncated state.json in place).
         let state_file_path = Self::file_path(container_root);
+        let tmp_path = container_root.join(format!(
+            ".{}.{}.{}.tmp",
+            Self::STATE_FILE_PATH,
+            std::process::id(),
+            fastrand::u64(..)
+        ));
         let file = fs::OpenOptions::new()
-            .read(true)
             .write(true)
-            .append(false)
-            .create(true)
-            .truncate(true)
-            .open(&state_file_path)
+            .create_new(true)
+            .open(&tmp_path)
             .map_err(|err| {
                 tracing::error!(
-                    state_file_path = ?state_file_path,
+                    state_file_path = ?tmp_path,
                     err = %err,
                     "failed to open container state file",
                 );
                 StateError::OpenStateFile {
-                    state_file_path: state_file_path.to_owned(),
+                    state_file_path: tmp_path.to_owned(),
                     source: err,
                 }
             })?;
+        let written = self.write_to(file, &state_file_path).and_then(|()| {
+            fs::rename(&tmp_path, &state_file_path).map_err(|err| {
+                tracing::error!(?state_file_path, %err, "failed to rename container state file");
+                StateError::WriteStateFile {
+                    state_file_path: state_file_path.to_owned(),
+                    source: err,
+                }
+            })
+        });
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp_path);
+        }
+        written
+    }
+
+    fn write_to(&self, file: File, state_file_path: &Path) -> Result<()> {
         let mut writer = BufWriter::new(file);
         serde_json::to_writer(&mut writer, self).map_err(|err| {
             tracing::error!(

@@ -87,11 +87,12 @@ impl Device {
         devices
             .into_iter()
             .map(|dev| {
-                if !dev.path().starts_with("/dev") {
-                    tracing::error!(
-                        "{:?} is not a valid device path starting with /dev",
-                        dev.path()
-                    );
+                // nvbind: runtime-spec: "The path MAY be anywhere in the container
+                // filesystem, notably outside of /dev". Only an absolute path is required;
+                // create_container_dev_path scopes it to the rootfs and makes the parents
+                // (as runc does).
+                if !dev.path().is_absolute() {
+                    tracing::error!("{:?} is not an absolute device path", dev.path());
                     return Err(DeviceError::InvalidDevicePath(dev.path().to_path_buf()));
                 }
 

@@ -151,7 +151,9 @@ impl Mount {
                             "libcontainer can't run in a Legacy or Hybrid cgroup setup without the v1 feature"
                         );
                         #[cfg(feature = "v1")]
-                        self.mount_cgroup_v1(mount, options).map_err(|err| {
+                        // nvbind: pass the mount's flags so "ro" (and nosuid/nodev/noexec)
+                        // reach the subsystem mounts and the tmpfs, as runc does.
+                        self.mount_cgroup_v1(mount, options, mount_option_config.flags).map_err(|err| {
                             tracing::error!("failed to mount cgroup v1: {}", err);
                             err
                         })?
@@ -242,7 +244,12 @@ impl Mount {
     }
 
     #[cfg(feature = "v1")]
-    fn mount_cgroup_v1(&self, cgroup_mount: &SpecMount, options: &MountOptions) -> Result<()> {
+    fn mount_cgroup_v1(
+        &self,
+        cgroup_mount: &SpecMount,
+        options: &MountOptions,
+        cgroup_flags: MsFlags,
+    ) -> Result<()> {
         tracing::debug!("mounting cgroup v1 filesystem");
         // create tmpfs into which the cgroup subsystems will be mounted
         let tmpfs = SpecMountBuilder::default()
@@ -331,6 +338,7 @@ impl Mount {
                         options,
                         subsystem_name,
                         subsystem_name == "systemd",
+                        cgroup_flags,
                     )?;
                 } else {
                     self.setup_emulated_subsystem(
@@ -340,6 +348,7 @@ impl Mount {
                         subsystem_name == "systemd",
                         host_mount,
                         &process_cgroups,
+                        cgroup_flags,
                     )?;
                 }
 
@@ -347,6 +356,26 @@ impl Mount {
             } else {
                 tracing::warn!("could not get subsystem name from {:?}", host_mount);
             }
+        }
+
+        // nvbind: like runc, make the tmpfs holding the subsystems read-only once the
+        // subsystem mounts and comount symlinks are in place, when the mount asks for "ro".
+        if cgroup_flags.contains(MsFlags::MS_RDONLY) {
+            let root = Root::open(options.root)?;
+            let tmpfs_root: OwnedFd = root.resolve(cgroup_mount.destination())?.into();
+            let attr = linux::MountAttr {
+                attr_set: linux::MOUNT_ATTR_RDONLY,
+                attr_clr: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
+            self.syscall.mount_setattr(
+                tmpfs_root.as_fd(),
+                Path::new(""),
+                linux::AT_EMPTY_PATH,
+                &attr,
+                mem::size_of::<linux::MountAttr>(),
+            )?;
         }
 
         Ok(())
@@ -361,6 +390,7 @@ impl Mount {
         options: &MountOptions,
         subsystem_name: &str,
         named: bool,
+        cgroup_flags: MsFlags,
     ) -> Result<()> {
         tracing::debug!(
             "Mounting (namespaced) {:?} cgroup subsystem",
@@ -389,7 +419,11 @@ impl Mount {
         };
 
         let mount_options_config = MountOptionConfig {
-            flags: MsFlags::MS_NOEXEC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            // nvbind: keep the cgroup mount's "ro" (runc mounts each subsystem with its flags)
+            flags: MsFlags::MS_NOEXEC
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | (cgroup_flags & MsFlags::MS_RDONLY),
             data: vec![data.into_owned()],
             rec_attr: None,
         };
@@ -415,6 +449,7 @@ impl Mount {
         named: bool,
         host_mount: &Path,
         process_cgroups: &HashMap<String, String>,
+        cgroup_flags: MsFlags,
     ) -> Result<()> {
         tracing::debug!("Mounting (emulated) {:?} cgroup subsystem", subsystem_name);
         let named_hierarchy: Cow<str> = if named {
@@ -449,9 +484,22 @@ impl Mount {
                         })?,
                 )
                 .typ("bind")
+                // nvbind: was a hard-coded ["rw", "rbind"], which left every subsystem
+                // writable by the container even when the cgroup mount says "ro". runc binds
+                // each subsystem with the cgroup mount's flags.
                 .options(
-                    ["rw", "rbind"]
-                        .iter()
+                    std::iter::once("rbind")
+                        .chain(
+                            [
+                                (MsFlags::MS_RDONLY, "ro"),
+                                (MsFlags::MS_NOSUID, "nosuid"),
+                                (MsFlags::MS_NODEV, "nodev"),
+                                (MsFlags::MS_NOEXEC, "noexec"),
+                            ]
+                            .into_iter()
+                            .filter(|(flag, _)| cgroup_flags.contains(*flag))
+                            .map(|(_, name)| name),
+                        )
                         .map(|o| o.to_string())
                         .collect::<Vec<String>>(),
                 )
@@ -586,7 +634,11 @@ impl Mount {
         }
 
         let root = Root::open(rootfs)?;
-        let container_dest = m.destination();
+        // nvbind: resolve symlinks in the destination inside the rootfs first (runc:
+        // securejoin), so a destination under a dangling symlink is created at the symlink's
+        // target inside the rootfs; pathrs' mkdir_all refuses dangling symlinks outright.
+        let resolved_dest = resolve_in_root(rootfs, m.destination());
+        let container_dest = resolved_dest.as_path();
 
         let source = m.source().as_ref().ok_or(MountError::NoSource)?;
         let dir_perm = Permissions::from_mode(0o755);
@@ -695,8 +747,9 @@ impl Mount {
                 None,
                 linux::MOVE_MOUNT_T_EMPTY_PATH | linux::MOVE_MOUNT_F_EMPTY_PATH,
             )?;
+            self.apply_propagation(m, mount_fd)?;
         } else {
-            let mount_fn = || -> std::result::Result<(), SyscallError> {
+            let mount_fn = || -> std::result::Result<OwnedFd, SyscallError> {
                 // fsopen
                 let fsfd_owned = self.syscall.fsopen(typ, 0)?;
                 let fsfd = fsfd_owned.as_fd();
@@ -784,24 +837,71 @@ impl Mount {
                     None,
                     linux::MOVE_MOUNT_T_EMPTY_PATH | linux::MOVE_MOUNT_F_EMPTY_PATH,
                 )?;
-                Ok(())
+                // nvbind: hand the attached mount back for apply_propagation
+                Ok(mount_fd_owned)
             };
 
-            match mount_fn() {
-                Ok(()) => {}
-                Err(SyscallError::Nix(nix::Error::EINVAL)) => {
-                    mount_fn()?;
-                }
+            let mounted = match mount_fn() {
+                Ok(fd) => fd,
+                Err(SyscallError::Nix(nix::Error::EINVAL)) => mount_fn()?,
                 Err(SyscallError::Nix(nix::Error::EBUSY)) => {
                     let delay = Duration::from_millis(MOUNT_RETRY_DELAY_MS);
                     let retry_policy =
                         |err: &SyscallError| matches!(err, SyscallError::Nix(Errno::EBUSY));
-                    retry(mount_fn, MAX_EBUSY_MOUNT_ATTEMPTS - 1, delay, retry_policy)?;
+                    retry(mount_fn, MAX_EBUSY_MOUNT_ATTEMPTS - 1, delay, retry_policy)?
                 }
                 Err(e) => return Err(e.into()),
-            }
+            };
+            self.apply_propagation(m, mounted.as_fd())?;
         }
 
+        Ok(())
+    }
+
+    /// nvbind: apply the mount's propagation options ("shared", "rshared", "slave", "rslave",
+    /// "private", "rprivate", "unbindable", "runbindable") in the order given, once the mount
+    /// is attached. parse_mount drops them from the flags and the fd-based flow never applied
+    /// them, so e.g. a bind with "rshared" stayed private. runc does a mount(MS_SHARED|...)
+    /// per propagation option after the mount.
+    fn apply_propagation(&self, m: &SpecMount, mount_fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+        let Some(opts) = m.options() else {
+            return Ok(());
+        };
+        for opt in opts {
+            let (propagation, recursive) = match opt.as_str() {
+                "shared" => (MsFlags::MS_SHARED, false),
+                "rshared" => (MsFlags::MS_SHARED, true),
+                "slave" => (MsFlags::MS_SLAVE, false),
+                "rslave" => (MsFlags::MS_SLAVE, true),
+                "private" => (MsFlags::MS_PRIVATE, false),
+                "rprivate" => (MsFlags::MS_PRIVATE, true),
+                "unbindable" => (MsFlags::MS_UNBINDABLE, false),
+                "runbindable" => (MsFlags::MS_UNBINDABLE, true),
+                _ => continue,
+            };
+            let attr = linux::MountAttr {
+                attr_set: 0,
+                attr_clr: 0,
+                propagation: propagation.bits() as u64,
+                userns_fd: 0,
+            };
+            let mut flags = linux::AT_EMPTY_PATH;
+            if recursive {
+                flags |= linux::AT_RECURSIVE;
+            }
+            self.syscall
+                .mount_setattr(
+                    mount_fd,
+                    Path::new(""),
+                    flags,
+                    &attr,
+                    mem::size_of::<linux::MountAttr>(),
+                )
+                .map_err(|err| {
+                    tracing::error!(?err, option = opt, "failed to set mount propagation");
+                    err
+                })?;
+        }
         Ok(())
     }
 
@@ -996,6 +1096,61 @@ impl Mount {
             }
         }
     }
+}
+
+/// nvbind: resolve `path` against `rootfs` the way runc's securejoin does: every symlink met on
+/// the way is followed with `rootfs` as "/" (absolute targets restart at the rootfs, ".." never
+/// climbs above it), and components that do not exist are kept as they are. The result is an
+/// absolute path meant to be interpreted inside `rootfs`; it is only a hint for the
+/// pathrs-scoped operations that follow (which still refuse anything escaping the root), so a
+/// race here can make a mount fail but not escape. On an unexpected error the path is returned
+/// unchanged and pathrs decides.
+fn resolve_in_root(rootfs: &Path, path: &Path) -> PathBuf {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::path::Component;
+
+    const MAX_SYMLINKS: usize = 255;
+    let mut remaining: VecDeque<OsString> = VecDeque::new();
+    let push_front = |remaining: &mut VecDeque<OsString>, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => remaining.push_front(n.to_os_string()),
+                Component::ParentDir => remaining.push_front(OsString::from("..")),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+    };
+    push_front(&mut remaining, path);
+    let mut current = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = remaining.pop_front() {
+        if part == ".." {
+            current.pop();
+            continue;
+        }
+        let candidate = current.join(&part);
+        let on_host = rootfs.join(&candidate);
+        match fs::symlink_metadata(&on_host) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                let Ok(target) = fs::read_link(&on_host) else {
+                    return path.to_path_buf();
+                };
+                if links > MAX_SYMLINKS {
+                    return path.to_path_buf();
+                }
+                if target.is_absolute() {
+                    current = PathBuf::new();
+                }
+                push_front(&mut remaining, &target);
+            }
+            Ok(_) => current = candidate,
+            Err(err) if err.kind() == ErrorKind::NotFound => current = candidate,
+            Err(_) => return path.to_path_buf(),
+        }
+    }
+    Path::new("/").join(current)
 }
 
 /// Find parent mount of rootfs in given mount infos

@@ -154,7 +154,14 @@ pub fn container_init_process(
     // See: https://github.com/opencontainers/runc/blob/v1.4.0/libcontainer/setns_init_linux.go
     if let Some(csocketfd) = args.console_socket {
         let mount_console = matches!(args.container_type, ContainerType::InitContainer);
-        tty::setup_console(ctx.syscall.as_ref(), csocketfd, mount_console).map_err(|err| {
+        // nvbind: pass process.consoleSize (clamped to the u16 of struct winsize)
+        let console_size = ctx.process.console_size().map(|b| {
+            (
+                u16::try_from(b.height()).unwrap_or(u16::MAX),
+                u16::try_from(b.width()).unwrap_or(u16::MAX),
+            )
+        });
+        tty::setup_console(ctx.syscall.as_ref(), csocketfd, mount_console, console_size).map_err(|err| {
             tracing::error!(?err, "failed to set up tty");
             InitProcessError::Tty(err)
         })?;
@@ -351,9 +358,12 @@ pub fn container_init_process(
     // Without no new privileges, seccomp is a privileged operation. We have to
     // do this before dropping capabilities. Otherwise, we should do it later,
     // as close to exec as possible.
+    // nvbind: "noNewPrivileges": false must be treated like an absent field; with is_none()
+    // here and is_some() below, an explicit false loaded the filter late, after setuid to a
+    // non-root user, where it fails with EACCES ("failed to load seccomp context").
     #[cfg(feature = "libseccomp")]
     if let Some(seccomp) = ctx.linux.seccomp() {
-        if ctx.process.no_new_privileges().is_none() {
+        if ctx.process.no_new_privileges() != Some(true) {
             let notify_fd = seccomp::initialize_seccomp(seccomp).map_err(|err| {
                 tracing::error!(?err, "failed to initialize seccomp");
                 err
@@ -365,7 +375,7 @@ pub fn container_init_process(
         }
     }
     #[cfg(not(feature = "libseccomp"))]
-    if ctx.process.no_new_privileges().is_none() {
+    if ctx.process.no_new_privileges() != Some(true) {
         tracing::warn!("seccomp not available, unable to enforce no_new_privileges!")
     }
 
@@ -400,7 +410,8 @@ pub fn container_init_process(
     // notify socket will still need network related syscalls.
     #[cfg(feature = "libseccomp")]
     if let Some(seccomp) = ctx.linux.seccomp() {
-        if ctx.process.no_new_privileges().is_some() {
+        // nvbind: only when no_new_privileges is set (see above)
+        if ctx.process.no_new_privileges() == Some(true) {
             let notify_fd = seccomp::initialize_seccomp(seccomp).map_err(|err| {
                 tracing::error!(?err, "failed to initialize seccomp");
                 err
@@ -412,7 +423,7 @@ pub fn container_init_process(
         }
     }
     #[cfg(not(feature = "libseccomp"))]
-    if ctx.process.no_new_privileges().is_some() {
+    if ctx.process.no_new_privileges() == Some(true) {
         tracing::warn!("seccomp not available, unable to set seccomp privileges!")
     }
 
@@ -445,8 +456,10 @@ pub fn container_init_process(
     })?;
 
     // listing on the notify socket for container start command
-    ctx.notify_listener
-        .wait_for_container_start()
+    // nvbind: keep the connection to tell `start` about a failing startContainer hook
+    let start_reply = ctx
+        .notify_listener
+        .wait_for_container_start_with_reply()
         .map_err(|err| {
             tracing::error!(?err, "failed to wait for container start");
             err
@@ -460,15 +473,28 @@ pub fn container_init_process(
     // before pivot_root is called. This runs in the container namespaces.
     if matches!(args.container_type, ContainerType::InitContainer) {
         if let Some(hooks) = ctx.hooks {
+            // nvbind: the state captured at build time says "creating" with no pid; by now
+            // create has finished, so the hook gets "created" and the pid (runc passes
+            // getpid(), as seen from the container's namespaces where the hook runs).
+            let start_state = ctx.container.map(|c| {
+                let mut state = c.state.clone();
+                state.status = crate::container::ContainerStatus::Created;
+                state.pid = Some(unistd::getpid().as_raw());
+                state
+            });
             hooks::run_hooks(
                 hooks.start_container().as_ref(),
-                ctx.container.map(|c| &c.state),
+                start_state.as_ref(),
                 None,
                 None,
                 Some(&start_container_env),
             )
             .map_err(|err| {
                 tracing::error!(?err, "failed to run start container hooks");
+                crate::notify_socket::report_start_failure(
+                    &start_reply,
+                    &format!("startContainer hook failed: {err}"),
+                );
                 err
             })?;
         }
