@@ -116,6 +116,51 @@ fn check_spec(spec: &Spec, bundle: &Path) -> Result<()> {
             bail!("process.cwd {:?} must be an absolute path", p.cwd());
         }
     }
+    check_namespaces(spec)?;
+    check_seccomp_errno(spec)?;
+    Ok(())
+}
+
+/// runtime-spec config-linux.md: errnoRet / defaultErrnoRet apply to actions that return an
+/// errno (SCMP_ACT_ERRNO, SCMP_ACT_TRACE); "when the action doesn't support an errno, the
+/// runtime MUST print an error and fail". libcontainer would silently ignore them.
+fn check_seccomp_errno(spec: &Spec) -> Result<()> {
+    use oci_spec::runtime::LinuxSeccompAction as Action;
+    let takes_errno = |a: Action| matches!(a, Action::ScmpActErrno | Action::ScmpActTrace);
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(());
+    };
+    if seccomp.default_errno_ret().is_some() && !takes_errno(seccomp.default_action()) {
+        bail!(
+            "linux.seccomp.defaultErrnoRet is set but defaultAction {} returns no errno; \
+             remove it or use SCMP_ACT_ERRNO / SCMP_ACT_TRACE",
+            seccomp.default_action()
+        );
+    }
+    for (i, rule) in seccomp.syscalls().iter().flatten().enumerate() {
+        if rule.errno_ret().is_some() && !takes_errno(rule.action()) {
+            bail!(
+                "linux.seccomp.syscalls[{i}].errnoRet is set but its action {} returns no \
+                 errno; remove it or use SCMP_ACT_ERRNO / SCMP_ACT_TRACE",
+                rule.action()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// runtime-spec config-linux.md: "If a namespace type is specified more than once, the runtime
+/// MUST generate an error".
+fn check_namespaces(spec: &Spec) -> Result<()> {
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    let mut seen = std::collections::HashSet::new();
+    for ns in namespaces.into_iter().flatten() {
+        if !seen.insert(ns.typ()) {
+            // the name as config.json spells it ("mount", not Display's "mnt")
+            let name = serde_json::to_string(&ns.typ()).unwrap_or_else(|_| ns.typ().to_string());
+            bail!("linux.namespaces lists type {name} more than once; keep one entry per type");
+        }
+    }
     Ok(())
 }
 
@@ -264,5 +309,50 @@ mod tests {
                 .contains("process.cwd")
         );
         assert!(load_err(&MINIMAL.replace(r#"["sh"]"#, "[]"), true).contains("process.args"));
+    }
+
+    #[test]
+    fn errno_ret_only_with_errno_actions() {
+        let with_seccomp = |seccomp: &str| {
+            MINIMAL.replace(
+                r#""root":"#,
+                &format!(r#""linux":{{"seccomp":{seccomp}}},"root":"#),
+            )
+        };
+        let ok = with_seccomp(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"syscalls":[
+                {"names":["mkdir"],"action":"SCMP_ACT_ERRNO","errnoRet":95}]}"#,
+        );
+        Bundle::load(bundle_with(&ok, true).path()).unwrap();
+        let e = load_err(
+            &with_seccomp(r#"{"defaultAction":"SCMP_ACT_ALLOW","defaultErrnoRet":1}"#),
+            true,
+        );
+        assert!(e.contains("linux.seccomp.defaultErrnoRet"), "{e}");
+        let e = load_err(
+            &with_seccomp(
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["mkdir"],"action":"SCMP_ACT_KILL","errnoRet":1}]}"#,
+            ),
+            true,
+        );
+        assert!(e.contains("linux.seccomp.syscalls[0].errnoRet"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_namespace_type_is_refused() {
+        let with_ns = |list: &str| {
+            MINIMAL.replace(
+                r#""root":"#,
+                &format!(r#""linux":{{"namespaces":[{list}]}},"root":"#),
+            )
+        };
+        let b = bundle_with(&with_ns(r#"{"type":"pid"},{"type":"ipc"}"#), true);
+        Bundle::load(b.path()).unwrap();
+        let e = load_err(
+            &with_ns(r#"{"type":"pid"},{"type":"ipc"},{"type":"ipc","path":"/proc/1/ns/ipc"}"#),
+            true,
+        );
+        assert!(e.contains("linux.namespaces") && e.contains("ipc"), "{e}");
     }
 }
