@@ -187,8 +187,8 @@ fn dump_into(
         },
         req,
         |_, _| Ok(()),
-        |notify, _| match (notify.script(), frozen.take()) {
-            ("post-dump", Some(f)) => f(),
+        |notify, _| match notify.script() {
+            "post-dump" => frozen.take().map_or(Ok(()), |f| f()),
             _ => Ok(()),
         },
     )?;

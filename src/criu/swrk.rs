@@ -83,15 +83,13 @@ pub fn call(
         loop {
             let (resp, fd) = receive(&ours)?;
             if !resp.success() {
-                let msg = match resp.cr_errmsg() {
-                    "" => String::new(),
-                    m => format!(" ({m})"),
+                // CRIU's errmsg is the first error it logged, which on these VMs is the
+                // harmless RLIMIT_NOFILE line; the log filter skips that one.
+                let first = match call.log {
+                    Some(log) => super::first_error(log),
+                    None => format!("{} (errno {})", resp.cr_errmsg(), resp.cr_errno()),
                 };
-                let first = call
-                    .log
-                    .map(super::first_error)
-                    .unwrap_or_else(|| format!("errno {}", resp.cr_errno()));
-                return Err(failed(&call, &msg, first));
+                return Err(failed(&call, "", first));
             }
             match resp.type_() {
                 rpc::Criu_req_type::NOTIFY => {

@@ -1,30 +1,103 @@
-//! btrfs: the rootfs is a subvolume. A snapshot is a read-only subvolume snapshot; a rollback
+//! btrfs: the rootfs is a subvolume (ioctls, no btrfs-progs needed). A snapshot is a read-only subvolume snapshot; a rollback
 //! of a stopped container makes a writable snapshot of the snapshot and swaps it in with two
 //! renames, so both are O(1) in the size of the tree. A paused container's rollback
 //! (`--force`) has to keep the rootfs inode its processes hold, so it rewrites the tree in
 //! place with reflinked copies instead.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::copy::{self, swap_in};
-use super::{fs_magic, Backend, Kind, Result, Runner, SnapshotError, BTRFS_MAGIC};
+use super::{fs_magic, io_err, Backend, Kind, Result, SnapshotError, BTRFS_MAGIC};
 
 /// The inode number of every subvolume's root directory (BTRFS_FIRST_FREE_OBJECTID).
 const SUBVOLUME_ROOT_INO: u64 = 256;
 
-pub struct Btrfs<R: Runner> {
-    runner: R,
+pub struct Btrfs;
+
+const BTRFS_IOCTL_MAGIC: u64 = 0x94;
+/// `_IOW(BTRFS_IOCTL_MAGIC, nr, 4096-byte args)`.
+const fn iow(nr: u64) -> libc::c_ulong {
+    ((1u64 << 30) | (4096 << 16) | (BTRFS_IOCTL_MAGIC << 8) | nr) as libc::c_ulong
+}
+const BTRFS_IOC_SNAP_DESTROY: libc::c_ulong = iow(15);
+const BTRFS_IOC_SNAP_CREATE_V2: libc::c_ulong = iow(23);
+const BTRFS_SUBVOL_RDONLY: u64 = 1 << 1;
+
+/// `struct btrfs_ioctl_vol_args_v2` (4096 bytes).
+#[repr(C)]
+struct VolArgsV2 {
+    fd: i64,
+    transid: u64,
+    flags: u64,
+    unused: [u64; 4],
+    name: [u8; 4040],
 }
 
-impl<R: Runner> Btrfs<R> {
-    pub fn new(runner: R) -> Self {
-        Self { runner }
-    }
+/// `struct btrfs_ioctl_vol_args` (4096 bytes).
+#[repr(C)]
+struct VolArgs {
+    fd: i64,
+    name: [u8; 4088],
+}
 
-    fn run(&self, argv: &[&str]) -> Result<()> {
-        self.runner.run(argv).map(drop)
+fn split(path: &Path) -> Result<(File, Vec<u8>)> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_err("no name in", path)(std::io::ErrorKind::InvalidInput.into()))?
+        .as_bytes()
+        .to_vec();
+    let dir = File::open(parent).map_err(io_err("cannot open", parent))?;
+    Ok((dir, name))
+}
+
+/// A snapshot of subvolume `src` at `dest` (which must not exist), in one ioctl.
+pub fn snapshot_subvolume(src: &Path, dest: &Path, readonly: bool) -> Result<()> {
+    let source = File::open(src).map_err(io_err("cannot open", src))?;
+    let (dir, name) = split(dest)?;
+    let mut args = VolArgsV2 {
+        fd: source.as_raw_fd() as i64,
+        transid: 0,
+        flags: if readonly { BTRFS_SUBVOL_RDONLY } else { 0 },
+        unused: [0; 4],
+        name: [0; 4040],
+    };
+    if name.len() >= args.name.len() {
+        return Err(io_err("name too long:", dest)(
+            std::io::ErrorKind::InvalidInput.into(),
+        ));
     }
+    args.name[..name.len()].copy_from_slice(&name);
+    // SAFETY: a valid directory descriptor and a fully initialised 4096-byte argument.
+    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SNAP_CREATE_V2, &args) };
+    if rc != 0 {
+        return Err(io_err("cannot snapshot into", dest)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Deletes subvolume `path` (the kernel reclaims its space in the background).
+pub fn delete_subvolume(path: &Path) -> Result<()> {
+    let (dir, name) = split(path)?;
+    let mut args = VolArgs {
+        fd: 0,
+        name: [0; 4088],
+    };
+    args.name[..name.len().min(4087)].copy_from_slice(&name[..name.len().min(4087)]);
+    // SAFETY: as above.
+    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SNAP_DESTROY, &args) };
+    if rc != 0 {
+        return Err(io_err("cannot delete subvolume", path)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 pub fn is_subvolume(path: &Path) -> bool {
@@ -33,11 +106,7 @@ pub fn is_subvolume(path: &Path) -> bool {
             .is_ok_and(|m| m.is_dir() && m.ino() == SUBVOLUME_ROOT_INO)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
-impl<R: Runner> Backend for Btrfs<R> {
+impl Backend for Btrfs {
     fn kind(&self) -> Kind {
         Kind::Btrfs
     }
@@ -48,15 +117,7 @@ impl<R: Runner> Backend for Btrfs<R> {
                 rootfs: rootfs.to_path_buf(),
             });
         }
-        self.run(&[
-            "btrfs",
-            "-q",
-            "subvolume",
-            "snapshot",
-            "-r",
-            s(rootfs),
-            s(snap),
-        ])?;
+        snapshot_subvolume(rootfs, snap, true)?;
         Ok(None)
     }
 
@@ -72,10 +133,10 @@ impl<R: Runner> Backend for Btrfs<R> {
         }
         swap_in(
             rootfs,
-            |staged| self.run(&["btrfs", "-q", "subvolume", "snapshot", s(snap), s(staged)]),
+            |staged| snapshot_subvolume(snap, staged, false),
             |old| {
                 if is_subvolume(old) {
-                    self.run(&["btrfs", "-q", "subvolume", "delete", s(old)])
+                    delete_subvolume(old)
                 } else {
                     copy::remove_tree(old)
                 }
@@ -88,7 +149,7 @@ impl<R: Runner> Backend for Btrfs<R> {
             return Ok(());
         }
         if is_subvolume(snap) {
-            self.run(&["btrfs", "-q", "subvolume", "delete", s(snap)])
+            delete_subvolume(snap)
         } else {
             copy::remove_tree(snap)
         }
@@ -101,14 +162,14 @@ impl<R: Runner> Backend for Btrfs<R> {
             });
         }
         let rootfs = dir.join("rootfs");
-        self.run(&["btrfs", "-q", "subvolume", "snapshot", s(base), s(&rootfs)])?;
+        snapshot_subvolume(base, &rootfs, false)?;
         Ok(rootfs)
     }
 
     fn remove_clone(&self, dir: &Path) -> Result<()> {
         let rootfs = dir.join("rootfs");
         if is_subvolume(&rootfs) {
-            self.run(&["btrfs", "-q", "subvolume", "delete", s(&rootfs)])?;
+            delete_subvolume(&rootfs)?;
         }
         copy::remove_tree(dir)
     }

@@ -166,7 +166,7 @@ fn make_clone(id: &str, base: &Path, keep: bool) -> anyhow::Result<CloneRecord> 
         })
     };
     let result = if magic == BTRFS_MAGIC && is_subvolume(base) {
-        attempt(&Btrfs::new(HostRunner))
+        attempt(&Btrfs)
     } else if magic == ZFS_MAGIC {
         attempt(&super::zfs::Zfs::new(HostRunner))
     } else {
@@ -241,5 +241,9 @@ pub fn release(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
         let _ = fs::remove_dir_all(rec.dir.join("bundle"));
     }
     let path = record_path(ctx, id);
-    fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))
+    fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    if let Some(records) = path.parent() {
+        let _ = fs::remove_dir(records);
+    }
+    Ok(())
 }

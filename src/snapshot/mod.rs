@@ -108,7 +108,7 @@ pub enum Kind {
 
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Kind::Btrfs => "btrfs",
             Kind::Zfs => "zfs",
             Kind::Overlay => "overlay",
@@ -199,7 +199,7 @@ pub fn fs_name(magic: i64) -> String {
 /// The backend for a live rootfs: its filesystem decides, copy is the fallback.
 pub fn backend_for(rootfs: &Path) -> Result<Box<dyn Backend>> {
     Ok(match fs_magic(rootfs)? {
-        BTRFS_MAGIC => Box::new(btrfs::Btrfs::new(HostRunner)),
+        BTRFS_MAGIC => Box::new(btrfs::Btrfs),
         ZFS_MAGIC => Box::new(zfs::Zfs::new(HostRunner)),
         OVERLAY_MAGIC if overlay::is_nvbind_overlay(rootfs) => Box::new(overlay::Overlay),
         _ => Box::new(copy::Copy),
@@ -215,7 +215,7 @@ pub fn backend_named(kind: Kind, rootfs: &Path) -> Result<Box<dyn Backend>> {
         backend: kind,
     };
     Ok(match kind {
-        Kind::Btrfs if magic == BTRFS_MAGIC => Box::new(btrfs::Btrfs::new(HostRunner)),
+        Kind::Btrfs if magic == BTRFS_MAGIC => Box::new(btrfs::Btrfs),
         Kind::Zfs if magic == ZFS_MAGIC => Box::new(zfs::Zfs::new(HostRunner)),
         Kind::Overlay if overlay::is_nvbind_overlay(rootfs) => Box::new(overlay::Overlay),
         Kind::Copy => Box::new(copy::Copy),
@@ -226,7 +226,7 @@ pub fn backend_named(kind: Kind, rootfs: &Path) -> Result<Box<dyn Backend>> {
 /// The backend that made an existing snapshot.
 pub fn backend_of(kind: Kind) -> Box<dyn Backend> {
     match kind {
-        Kind::Btrfs => Box::new(btrfs::Btrfs::new(HostRunner)),
+        Kind::Btrfs => Box::new(btrfs::Btrfs),
         Kind::Zfs => Box::new(zfs::Zfs::new(HostRunner)),
         Kind::Overlay => Box::new(overlay::Overlay),
         Kind::Copy => Box::new(copy::Copy),

@@ -1,0 +1,458 @@
+//! Checkpoint/restore with CRIU and real busybox containers. Needs root and a CRIU that works
+//! on this kernel (`scripts/setup-criu` installs one); without it each test prints why it
+//! skips and passes.
+
+mod common;
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{process_alive, wait_for, Env, NVBIND};
+use serde_json::json;
+
+/// The CRIU nvbind would use, if `criu check` passes with it.
+fn working_criu() -> Option<PathBuf> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: checkpoint tests need root");
+        return None;
+    }
+    let mut candidates: Vec<PathBuf> = std::env::var_os("NVBIND_CRIU")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    candidates.push("/usr/local/sbin/criu".into());
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join("criu")));
+    }
+    for c in candidates.into_iter().filter(|c| c.exists()) {
+        let ok = Command::new(&c)
+            .arg("check")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if ok.is_ok_and(|s| s.success()) {
+            return Some(c);
+        }
+    }
+    eprintln!("skipping: no criu passes `criu check` on this kernel; run scripts/setup-criu");
+    None
+}
+
+const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done";
+
+/// A counter bundle with a writable rootfs.
+fn counter_bundle(env: &Env, name: &str, script: &str) -> PathBuf {
+    let b = env.bundle(name, &["sh", "-c", script]);
+    env.edit(&b, |c| c["root"]["readonly"] = json!(false));
+    b
+}
+
+fn count(b: &Path) -> u64 {
+    fs::read_to_string(b.join("rootfs/tmp/count"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs nvbind with pipes as stdio (what engines give a container), keeping the read ends
+/// open in `keep` so a detached container's stdio stays valid; asserts success.
+fn detached(env: &Env, criu: &Path, args: &[&str], keep: &mut Vec<OwnedFd>) {
+    let (r1, w1) = nix::unistd::pipe().unwrap();
+    let (r2, w2) = nix::unistd::pipe().unwrap();
+    let err_file = env.dir.path().join(".detached-err");
+    let status = Command::new(NVBIND)
+        .arg("--root")
+        .arg(&env.root)
+        .arg("--criu")
+        .arg(criu)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(w1))
+        .stderr(Stdio::from(w2))
+        .env("RUST_BACKTRACE", "0")
+        .status()
+        .unwrap();
+    keep.push(r1);
+    keep.push(r2);
+    let _ = err_file;
+    assert!(status.success(), "nvbind {args:?} failed: {status:?}");
+}
+
+fn with_criu<'a>(criu: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--criu", criu.to_str().unwrap()];
+    v.extend_from_slice(args);
+    v
+}
+
+#[test]
+fn counter_keeps_increasing_across_two_checkpoint_restore_cycles() {
+    let Some(criu) = working_criu() else { return };
+    let env = Env::new();
+    let b = counter_bundle(&env, "b", COUNTER);
+    let bs = b.to_str().unwrap();
+    let mut keep = Vec::new();
+    detached(&env, &criu, &["run", "-d", "-b", bs, "c1"], &mut keep);
+    assert!(wait_for(|| count(&b) > 3));
+    for round in 1..=2 {
+        let img = env.dir.path().join(format!("img{round}"));
+        let imgs = img.to_str().unwrap();
+        env.ok(&with_criu(
+            &criu,
+            &["checkpoint", "--image-path", imgs, "c1"],
+        ));
+        // runc semantics: the checkpointed container is gone.
+        assert!(env.fails(&["state", "c1"]).contains("does not exist"));
+        let frozen = count(&b);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(
+            count(&b),
+            frozen,
+            "round {round}: processes still ran after checkpoint"
+        );
+        let pid_file = env.dir.path().join(format!("pid{round}"));
+        detached(
+            &env,
+            &criu,
+            &[
+                "restore",
+                "-d",
+                "-b",
+                bs,
+                "--image-path",
+                imgs,
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "c1",
+            ],
+            &mut keep,
+        );
+        let st = env.state("c1");
+        assert_eq!(st["status"], "running", "{st}");
+        let pid: i64 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(st["pid"], pid);
+        assert!(
+            wait_for(|| count(&b) > frozen + 3),
+            "round {round}: counter did not continue from {frozen}"
+        );
+        // It continued from where it was, it did not start over.
+        assert!(count(&b) > frozen);
+        // exec and ps work on the restored container.
+        assert!(
+            env.ok(&["exec", "c1", "cat", "/tmp/count"])
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+                > frozen
+        );
+    }
+    env.ok(&["kill", "c1", "KILL"]);
+    assert!(wait_for(|| env.state("c1")["status"] == "stopped"));
+    env.ok(&["delete", "c1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn leave_running_and_restore_into_an_existing_id() {
+    let Some(criu) = working_criu() else { return };
+    let env = Env::new();
+    let b = counter_bundle(&env, "b", COUNTER);
+    let bs = b.to_str().unwrap();
+    let mut keep = Vec::new();
+    detached(&env, &criu, &["run", "-d", "-b", bs, "c1"], &mut keep);
+    assert!(wait_for(|| count(&b) > 2));
+    let img = env.dir.path().join("img");
+    let imgs = img.to_str().unwrap();
+    env.ok(&with_criu(
+        &criu,
+        &["checkpoint", "--leave-running", "--image-path", imgs, "c1"],
+    ));
+    let before = env.state("c1");
+    assert_eq!(before["status"], "running");
+    let c = count(&b);
+    assert!(
+        wait_for(|| count(&b) > c + 2),
+        "the container stopped despite --leave-running"
+    );
+
+    let err = env.fails(&with_criu(
+        &criu,
+        &["restore", "-d", "-b", bs, "--image-path", imgs, "c1"],
+    ));
+    assert!(err.contains("already exists (running)"), "{err}");
+    assert_eq!(
+        env.state("c1")["pid"],
+        before["pid"],
+        "a refused restore changed the container"
+    );
+
+    // Stop it and restore from the image taken while it ran on.
+    env.ok(&["delete", "--force", "c1"]);
+    detached(
+        &env,
+        &criu,
+        &["restore", "-d", "-b", bs, "--image-path", imgs, "c1"],
+        &mut keep,
+    );
+    let c = count(&b);
+    assert!(wait_for(|| count(&b) > c + 2));
+    env.ok(&["delete", "--force", "c1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn foreground_restore_waits_and_returns_the_exit_code() {
+    let Some(criu) = working_criu() else { return };
+    let env = Env::new();
+    let script =
+        "i=0; while [ $i -lt 40 ]; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done; exit 7";
+    let b = counter_bundle(&env, "b", script);
+    let bs = b.to_str().unwrap();
+    let mut keep = Vec::new();
+    detached(&env, &criu, &["run", "-d", "-b", bs, "c1"], &mut keep);
+    assert!(wait_for(|| count(&b) > 2));
+    let img = env.dir.path().join("img");
+    env.ok(&with_criu(
+        &criu,
+        &["checkpoint", "--image-path", img.to_str().unwrap(), "c1"],
+    ));
+    let out = env.nvbind(&with_criu(
+        &criu,
+        &[
+            "restore",
+            "-b",
+            bs,
+            "--image-path",
+            img.to_str().unwrap(),
+            "c1",
+        ],
+    ));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(&b), 40);
+    env.assert_clean();
+}
+
+#[test]
+fn disk_full_during_checkpoint_changes_nothing() {
+    let Some(criu) = working_criu() else { return };
+    let env = Env::new();
+    let b = counter_bundle(&env, "b", COUNTER);
+    let bs = b.to_str().unwrap();
+    let mut keep = Vec::new();
+    detached(&env, &criu, &["run", "-d", "-b", bs, "c1"], &mut keep);
+    assert!(wait_for(|| count(&b) > 2));
+    let img = env.dir.path().join("tiny");
+    fs::create_dir(&img).unwrap();
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48k", "tmpfs"])
+        .arg(&img)
+        .status()
+        .unwrap()
+        .success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(img.clone());
+    fs::write(img.join("earlier-checkpoint.img"), "previous").unwrap();
+    let pid = env.state("c1")["pid"].clone();
+    let err = env.fails(&with_criu(
+        &criu,
+        &["checkpoint", "--image-path", img.to_str().unwrap(), "c1"],
+    ));
+    assert!(
+        err.contains("criu dump failed") && err.contains("dump.log"),
+        "{err}"
+    );
+    // The container runs on, unchanged, and the directory holds what it held (plus the log).
+    let st = env.state("c1");
+    assert_eq!(st["status"], "running");
+    assert_eq!(st["pid"], pid);
+    assert!(process_alive(pid.as_i64().unwrap()));
+    let c = count(&b);
+    assert!(
+        wait_for(|| count(&b) > c + 2),
+        "the container is frozen after a failed checkpoint"
+    );
+    let mut left: Vec<String> = fs::read_dir(&img)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["dump.log", "earlier-checkpoint.img"]);
+    assert_eq!(
+        fs::read_to_string(img.join("earlier-checkpoint.img")).unwrap(),
+        "previous"
+    );
+    env.ok(&["delete", "--force", "c1"]);
+    drop(_guard);
+    env.assert_clean();
+}
+
+#[test]
+fn no_criu_and_bad_inputs_are_one_line_errors() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let env = Env::new();
+    let b = counter_bundle(&env, "b", COUNTER);
+    let bs = b.to_str().unwrap();
+    env.ok(&["run", "-d", "-b", bs, "c1"]);
+    let pid = env.state("c1")["pid"].clone();
+    let img = env.dir.path().join("img");
+    let imgs = img.to_str().unwrap();
+
+    let err = env.fails(&[
+        "--criu",
+        "/nonexistent/criu",
+        "checkpoint",
+        "--image-path",
+        imgs,
+        "c1",
+    ]);
+    assert!(
+        err.contains("criu not found") && err.contains("scripts/setup-criu"),
+        "{err}"
+    );
+    let err = env.fails(&[
+        "--criu",
+        "/nonexistent/criu",
+        "restore",
+        "-b",
+        bs,
+        "--image-path",
+        imgs,
+        "c2",
+    ]);
+    assert!(err.contains("criu not found"), "{err}");
+    assert!(
+        !img.exists(),
+        "a refused checkpoint created the image directory"
+    );
+    assert_eq!(env.state("c1")["pid"], pid);
+
+    // Debian 12's criu 3.17 on a kernel with a vvar_vclock vDSO mapping.
+    let old = Path::new("/usr/sbin/criu");
+    let maps = fs::read_to_string("/proc/self/maps").unwrap();
+    let old_version = Command::new(old)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if maps.contains("[vvar_vclock]")
+        && old_version
+            .as_deref()
+            .is_some_and(|v| v.contains("Version: 3."))
+    {
+        let err = env.fails(&[
+            "--criu",
+            "/usr/sbin/criu",
+            "checkpoint",
+            "--image-path",
+            imgs,
+            "c1",
+        ]);
+        assert!(
+            err.contains("is too old") && err.contains("need >= 4.1"),
+            "{err}"
+        );
+        assert_eq!(env.state("c1")["status"], "running");
+    } else {
+        eprintln!(
+            "skipping the too-old case: no criu 3.x at /usr/sbin/criu or no vvar_vclock here"
+        );
+    }
+
+    if let Some(criu) = working_criu() {
+        let err = env.fails(&with_criu(
+            &criu,
+            &["restore", "-b", bs, "--image-path", "/nonexistent", "c2"],
+        ));
+        assert!(err.contains("holds no checkpoint"), "{err}");
+        let err = env.fails(&with_criu(
+            &criu,
+            &[
+                "checkpoint",
+                "--snapshot",
+                "../x",
+                "--image-path",
+                imgs,
+                "c1",
+            ],
+        ));
+        assert!(err.contains("invalid snapshot name"), "{err}");
+        env.ok(&["kill", "c1", "KILL"]);
+        assert!(wait_for(|| env.state("c1")["status"] == "stopped"));
+        let err = env.fails(&with_criu(
+            &criu,
+            &["checkpoint", "--image-path", imgs, "c1"],
+        ));
+        assert!(err.contains("it is stopped"), "{err}");
+    }
+    env.ok(&["delete", "--force", "c1"]);
+    assert!(env.ids().is_empty());
+    env.assert_clean();
+}
+
+#[test]
+fn checkpoint_with_a_snapshot_and_restore_rolls_the_rootfs_back() {
+    let Some(criu) = working_criu() else { return };
+    let env = Env::new();
+    let b = counter_bundle(&env, "b", COUNTER);
+    let bs = b.to_str().unwrap();
+    let mut keep = Vec::new();
+    detached(&env, &criu, &["run", "-d", "-b", bs, "c1"], &mut keep);
+    assert!(wait_for(|| count(&b) > 2));
+    let img = env.dir.path().join("img");
+    let imgs = img.to_str().unwrap();
+    env.ok(&with_criu(
+        &criu,
+        &["checkpoint", "--snapshot", "ck", "--image-path", imgs, "c1"],
+    ));
+    let at_dump = count(&b);
+    // Damage the rootfs: the restore must bring back the files of the checkpoint instant.
+    fs::write(b.join("rootfs/tmp/count"), "999999\n").unwrap();
+    fs::remove_file(b.join("rootfs/bin/cat")).unwrap();
+    detached(
+        &env,
+        &criu,
+        &[
+            "restore",
+            "-d",
+            "-b",
+            bs,
+            "--image-path",
+            imgs,
+            "--snapshot",
+            "ck",
+            "c1",
+        ],
+        &mut keep,
+    );
+    assert!(fs::symlink_metadata(b.join("rootfs/bin/cat")).is_ok());
+    assert!(
+        wait_for(|| (at_dump + 2..999_999).contains(&count(&b))),
+        "count {}",
+        count(&b)
+    );
+    let list = env.ok(&["snapshot", "list", "c1", "--format", "json"]);
+    assert!(list.contains(imgs), "{list}");
+    env.ok(&["delete", "--force", "c1"]);
+    env.assert_clean();
+}
