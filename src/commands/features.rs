@@ -104,6 +104,8 @@ pub fn features() -> Value {
         },
         "annotations": {
             "org.nvbind.cdi.enabled": "true",
+            // Checkpoint/restore works only with a CRIU that is new enough for this kernel.
+            "org.nvbind.checkpoint.enabled": crate::criu::Criu::find(None).is_ok().to_string(),
             "org.opencontainers.runc.version": env!("CARGO_PKG_VERSION"),
         },
     })
