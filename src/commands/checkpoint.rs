@@ -33,6 +33,8 @@ impl CgroupsMode {
 }
 
 #[derive(clap::Args, Debug)]
+// Engines repeat flags (podman 4.3 passes --leave-running twice); runc accepts that.
+#[command(args_override_self = true)]
 pub struct CheckpointArgs {
     /// Directory for the CRIU image files
     #[arg(long, value_name = "DIR", default_value = "checkpoint")]

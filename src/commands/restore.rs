@@ -18,6 +18,8 @@ use crate::runtime::{validate_id, Ctx, DirLock};
 use crate::snapshot;
 
 #[derive(clap::Args, Debug)]
+// Engines repeat flags (podman 4.3 passes --leave-running twice); runc accepts that.
+#[command(args_override_self = true)]
 pub struct RestoreArgs {
     /// Path to the bundle directory the container was created from
     #[arg(short, long, default_value = ".")]
