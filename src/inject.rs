@@ -12,7 +12,7 @@ use nvbind_cdi::apply::RealHost;
 use nvbind_cdi::registry::{Registry, Trust, DEFAULT_SPEC_DIRS};
 use oci_spec::runtime::Spec;
 
-use crate::atomic::write_atomic;
+use crate::atomic::{write_atomic, write_atomic_nosync};
 
 /// Colon-separated list of CDI spec directories, lowest priority first; replaces the
 /// defaults (/etc/cdi, /var/run/cdi). Engines cannot pass flags to a runtime's create, so an
@@ -70,7 +70,7 @@ pub fn inject(
         return Ok(None);
     };
     let json = serde_json::to_vec_pretty(&injected).context("cannot serialize the spec")?;
-    write_atomic(config_path, &json, 0o644)
+    write_atomic_nosync(config_path, &json, 0o644)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     Ok(Some(Rollback {
         path: config_path.to_path_buf(),
