@@ -204,7 +204,12 @@ pub fn leaked_cgroups(prefix: &str) -> Vec<PathBuf> {
         .filter_map(|r| fs::read_dir(r).ok())
         .flatten()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        // "PREFIX-" so that test 1's prefix does not match test 16's cgroups.
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+        })
         .map(|e| e.path())
         .filter(|p| p.is_dir())
         .collect()
