@@ -248,6 +248,16 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_clone_destroys_it_and_the_base_snapshot_nvbind_took() {
+        let t = Transcript::section("remove-clone");
+        let z = Zfs::new(&t);
+        // The clone directory does not exist here; remove_tree tolerates that.
+        z.remove_clone(Path::new("/rpool/data/.nvbind-clones/c2"))
+            .unwrap();
+        t.done();
+    }
+
+    #[test]
     fn a_rootfs_that_is_no_dataset_is_explained() {
         let t = Transcript::section("not-a-dataset");
         let z = Zfs::new(&t);
