@@ -72,7 +72,7 @@ pub fn run(args: &CheckpointArgs, ctx: &Ctx, criu: Option<&std::path::Path>) -> 
     if let Some(name) = &args.snapshot {
         snapshot::validate_name(name)?;
     }
-    let criu = Criu::find(criu)?;
+    let criu = Criu::find_cached(criu, Some(&ctx.root))?;
     tracing::debug!(
         "checkpoint with criu {}",
         crate::criu::version_string(criu.version)

@@ -72,7 +72,7 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
     if let Some(name) = &args.snapshot {
         snapshot::validate_name(name)?;
     }
-    let criu = Criu::find(criu)?;
+    let criu = Criu::find_cached(criu, Some(&ctx.root))?;
     let bundle = Bundle::load(&args.bundle)?;
     if !args.image_path.join(DESCRIPTORS_JSON).exists() {
         bail!(

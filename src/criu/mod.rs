@@ -81,12 +81,41 @@ impl Criu {
     /// Finds criu (`--criu`, then `$NVBIND_CRIU`, then PATH) and checks that it is new enough
     /// for this kernel. Nothing is changed on the host.
     pub fn find(explicit: Option<&Path>) -> Result<Self, CriuError> {
+        Self::find_cached(explicit, None)
+    }
+
+    /// As `find`, remembering the version in `cache_dir` (the state root) for a binary of the
+    /// same path, size and modification time: asking CRIU costs a process start (tens of ms
+    /// through the setup-criu wrapper) on every checkpoint and restore otherwise.
+    pub fn find_cached(
+        explicit: Option<&Path>,
+        cache_dir: Option<&Path>,
+    ) -> Result<Self, CriuError> {
         let path = locate(
             explicit,
             std::env::var_os("NVBIND_CRIU"),
             std::env::var_os("PATH"),
         )?;
-        let version = swrk::version(&path)?;
+        let key = binary_key(&path);
+        let cache = cache_dir.map(|d| d.join(".criu-version"));
+        let cached = cache
+            .as_ref()
+            .and_then(|c| fs::read_to_string(c).ok())
+            .and_then(|text| {
+                let (k, v) = text.trim().rsplit_once(' ')?;
+                (k == key).then(|| v.parse::<u32>().ok()).flatten()
+            });
+        let version = match cached {
+            Some(v) => v,
+            None => {
+                let v = swrk::version(&path)?;
+                if let Some(c) = &cache {
+                    let _ =
+                        crate::atomic::write_atomic(c, format!("{key} {v}\n").as_bytes(), 0o600);
+                }
+                v
+            }
+        };
         let (need, why) =
             required_version(&fs::read_to_string("/proc/self/maps").unwrap_or_default());
         if version < need {
@@ -100,6 +129,31 @@ impl Criu {
         tracing::debug!(criu = %path.display(), version = %version_string(version), "using criu");
         Ok(Self { path, version })
     }
+}
+
+/// Identifies a CRIU binary and, for the setup-criu wrapper, the binary it runs.
+fn binary_key(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| format!("{}:{}.{}", m.size(), m.mtime(), m.mtime_nsec()))
+            .unwrap_or_default()
+    };
+    let real = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut key = format!("{}|{}", real.display(), stamp(&real));
+    // The wrapper names the real binary on its exec line; a reinstall changes that binary.
+    let mut head = Vec::new();
+    if let Ok(f) = fs::File::open(&real) {
+        use std::io::Read;
+        let _ = f.take(4096).read_to_end(&mut head);
+    }
+    if head.starts_with(b"#!") {
+        let text = String::from_utf8_lossy(&head);
+        if let Some(target) = text.split_whitespace().find(|w| w.ends_with("/sbin/criu")) {
+            key.push_str(&format!("|{target}|{}", stamp(Path::new(target))));
+        }
+    }
+    key.replace(' ', "_")
 }
 
 fn locate(
