@@ -287,7 +287,11 @@ impl Mount {
         // get process cgroups
         let ppid = std::os::unix::process::parent_id();
         // The non-zero ppid means that the PID Namespace is not separated.
-        let ppid = if ppid == 0 { std::process::id() } else { ppid };
+        // nvbind: in a separate PID namespace /proc still shows the runtime's namespace, whose
+        // pid 1 is the process meant here; our own pid is namespace-relative (1 in a fresh
+        // namespace, by luck right; e.g. 11 in a joined one, such as a CRI pod's, which the
+        // host's /proc lacks or gives to an unrelated process).
+        let ppid = if ppid == 0 { 1 } else { ppid };
         let root_cgroups = Process::new(ppid as i32)?.cgroups()?.0;
         let process_cgroups: HashMap<String, String> =
             ProcessCGroups::from_read(ProcfsHandle::new()?.open(
