@@ -469,4 +469,25 @@ mod test {
 
         Ok(())
     }
+
+    // nvbind: a reader that went away gives BrokenPipe, not death by SIGPIPE, even with
+    // SIGPIPE at SIG_DFL; the mask is restored and no SIGPIPE is left pending.
+    #[test]
+    fn test_write_ignoring_sigpipe() -> Result<()> {
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        let (reader, writer) = nix::unistd::pipe()?;
+        drop(reader);
+        let mut writer = std::fs::File::from(writer);
+        // SAFETY: restoring the default disposition; the test harness set SIG_IGN.
+        let old = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl)? };
+        let res = write_ignoring_sigpipe(&mut writer, &[0u8; 1 << 18]);
+        let pending = sigpipe_pending();
+        let mask = nix::sys::signal::SigSet::thread_get_mask()?;
+        // SAFETY: putting back what was there.
+        unsafe { signal(Signal::SIGPIPE, old)? };
+        assert_eq!(res.unwrap_err().kind(), ErrorKind::BrokenPipe);
+        assert!(!pending);
+        assert!(!mask.contains(Signal::SIGPIPE));
+        Ok(())
+    }
 }

@@ -1780,4 +1780,22 @@ mod tests {
 
         Ok(())
     }
+
+    // nvbind
+    #[test]
+    fn test_resolve_in_root() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let root = tmp.path();
+        fs::create_dir_all(root.join("real/dir"))?;
+        std::os::unix::fs::symlink("/abs/missing", root.join("dangling"))?;
+        std::os::unix::fs::symlink("../real", root.join("real/up"))?;
+        std::os::unix::fs::symlink("/../../real/dir", root.join("climb"))?;
+        let r = |p: &str| resolve_in_root(root, Path::new(p));
+        assert_eq!(r("/real/dir"), PathBuf::from("/real/dir"));
+        assert_eq!(r("/dangling/m"), PathBuf::from("/abs/missing/m"));
+        assert_eq!(r("/real/up/dir/x"), PathBuf::from("/real/dir/x"));
+        assert_eq!(r("/climb"), PathBuf::from("/real/dir"));
+        assert_eq!(r("/../../new"), PathBuf::from("/new"));
+        Ok(())
+    }
 }
