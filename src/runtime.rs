@@ -151,9 +151,10 @@ pub fn validate_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// libcontainer rewrites state.json in place (truncate + write), so a reader racing a writer can
-/// see a short file. The window is a few microseconds; retrying turns that race into a delay
-/// instead of a spurious "invalid state" error for `state` and `list`.
+/// The vendored libcontainer replaces state.json atomically, but a container being created
+/// or deleted can still be seen half-way (directory made, state not yet written; or removed
+/// between our existence check and the read). A few short retries turn that race into a delay
+/// instead of a spurious error in `state` and `list`.
 pub fn load_state_retrying(dir: &Path) -> Result<Container> {
     let mut last = None;
     for _ in 0..50 {
