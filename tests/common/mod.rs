@@ -194,8 +194,6 @@ impl Drop for Env {
 
 /// Cgroup directories (any v1 controller or the v2 tree) of one test: named `PREFIX-NAME`.
 pub fn leaked_cgroups(prefix: &str) -> Vec<PathBuf> {
-    // The dash keeps test 1's prefix from matching test 10's cgroups.
-    let prefix = format!("{prefix}-");
     let mut roots: Vec<PathBuf> = match fs::read_dir("/sys/fs/cgroup") {
         Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
         Err(_) => return vec![],
