@@ -174,3 +174,29 @@ impl Backend for Btrfs {
         copy::remove_tree(dir)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_and_argument_sizes_match_the_kernel_abi() {
+        // linux/btrfs.h: _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2) and
+        // _IOW(0x94, 15, struct btrfs_ioctl_vol_args), both 4096 bytes.
+        assert_eq!(BTRFS_IOC_SNAP_CREATE_V2, 0x5000_9417);
+        assert_eq!(BTRFS_IOC_SNAP_DESTROY, 0x5000_940f);
+        assert_eq!(std::mem::size_of::<VolArgsV2>(), 4096);
+        assert_eq!(std::mem::size_of::<VolArgs>(), 4096);
+    }
+
+    #[test]
+    fn a_plain_directory_is_no_subvolume() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_subvolume(dir.path()));
+        let e = Btrfs
+            .snapshot(dir.path(), &dir.path().join("s"), "s")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a subvolume"), "{e}");
+    }
+}
