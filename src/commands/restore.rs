@@ -107,6 +107,7 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
     let config = fs::read(bundle.dir.join("config.json"))?;
     let mut spec = parse_spec(&config)?;
     // A bundle that starts from a snapshot gets the clone it had (kept by checkpoint).
+    let had_clone = snapshot::has_clone(ctx, &args.id);
     let bundle_dir =
         match snapshot::prepare_rootfs_for_bundle(ctx, &args.id, &bundle.dir, &mut spec, None)? {
             Some(derived) => derived,
@@ -141,6 +142,10 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
         Ok(r) => r,
         Err(e) => {
             let _ = fs::remove_dir_all(&dir);
+            if !had_clone {
+                // A clone made for this attempt goes with it; a kept one stays.
+                let _ = snapshot::release(ctx, &args.id);
+            }
             return Err(e.context(format!("cannot restore container {:?}", args.id)));
         }
     };

@@ -57,6 +57,11 @@ fn load_record(ctx: &Ctx, id: &str) -> anyhow::Result<Option<CloneRecord>> {
     }
 }
 
+/// Whether container `id` has a rootfs clone on record (kept by a checkpoint, say).
+pub fn has_clone(ctx: &Ctx, id: &str) -> bool {
+    record_path(ctx, id).exists()
+}
+
 /// If the bundle asks to start from a snapshot, clones it for container `id`, points the
 /// spec's root.path at the clone and writes a derived bundle; returns the derived bundle's
 /// directory, which the caller passes to libcontainer instead of `bundle`. `Ok(None)`: the

@@ -26,7 +26,7 @@ use anyhow::Context;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-pub use clone::{prepare_rootfs_for_bundle, release};
+pub use clone::{has_clone, prepare_rootfs_for_bundle, release};
 pub use store::Store;
 
 #[derive(Debug, thiserror::Error)]
