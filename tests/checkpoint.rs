@@ -619,3 +619,74 @@ fn podman_checkpoint_and_restore_through_nvbind() {
     let c = count();
     assert!(wait_for(|| count() > c + 2));
 }
+
+/// A container started from a snapshot keeps its rootfs clone across checkpoint (which
+/// removes the container) and gets it back on restore; delete then removes the clone.
+#[test]
+fn a_container_from_a_snapshot_keeps_its_clone_across_checkpoint_and_restore() {
+    let Some(criu) = working_criu() else { return };
+    let help = Command::new(NVBIND)
+        .args(["create", "--help"])
+        .output()
+        .unwrap();
+    if !String::from_utf8_lossy(&help.stdout).contains("--snapshot") {
+        eprintln!("skipping: create has no --snapshot yet (snapshot::prepare_rootfs_for_bundle is not wired into create.rs)");
+        return;
+    }
+    let env = Env::new();
+    let b = counter_bundle(&env, "b", "sleep 1000");
+    let bs = b.to_str().unwrap();
+    let mut keep = Vec::new();
+    detached(&env, &criu, &["run", "-d", "-b", bs, "base"], &mut keep);
+    env.ok(&["snapshot", "create", "base", "gold"]);
+    env.edit(&b, |c| {
+        c["annotations"] = json!({"org.nvbind.snapshot.from": "gold"});
+        c["process"]["args"] = json!(["sh", "-c", COUNTER]);
+    });
+    detached(&env, &criu, &["run", "-d", "-b", bs, "c1"], &mut keep);
+    let rootfs = PathBuf::from(env.state("c1")["rootfs"].as_str().unwrap());
+    let count = || -> u64 {
+        fs::read_to_string(rootfs.join("tmp/count"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(wait_for(|| count() > 2));
+    let img = env.dir.path().join("img");
+    env.ok(&with_criu(
+        &criu,
+        &["checkpoint", "--image-path", img.to_str().unwrap(), "c1"],
+    ));
+    assert!(
+        rootfs.join("tmp/count").exists(),
+        "checkpoint removed the clone"
+    );
+    let at_dump = count();
+    detached(
+        &env,
+        &criu,
+        &[
+            "restore",
+            "-d",
+            "-b",
+            bs,
+            "--image-path",
+            img.to_str().unwrap(),
+            "c1",
+        ],
+        &mut keep,
+    );
+    assert_eq!(
+        PathBuf::from(env.state("c1")["rootfs"].as_str().unwrap()),
+        rootfs
+    );
+    assert!(wait_for(|| count() > at_dump + 2));
+    assert!(
+        !b.join("rootfs/tmp/count").exists(),
+        "the bundle's own rootfs was written"
+    );
+    env.ok(&["delete", "--force", "c1"]);
+    assert!(!rootfs.exists(), "delete did not remove the clone");
+    env.ok(&["delete", "--force", "base"]);
+    env.assert_clean();
+}
