@@ -269,6 +269,59 @@ mod tests {
         );
     }
 
+    /// A stand-in `criu swrk` (python3) that answers VERSION with 3.17.1, as Debian 12's does.
+    #[test]
+    fn version_comes_over_rpc_and_3_17_is_refused_where_4_1_is_needed() {
+        use protobuf::Message;
+        use std::os::unix::fs::PermissionsExt;
+        if std::process::Command::new("python3")
+            .arg("-c")
+            .arg("1")
+            .status()
+            .is_err()
+        {
+            eprintln!("skipping: python3 is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut resp = rpc::Criu_resp::new();
+        resp.set_type(rpc::Criu_req_type::VERSION);
+        resp.set_success(true);
+        let v = resp.version.mut_or_insert_default();
+        v.set_major_number(3);
+        v.set_minor_number(17);
+        v.set_sublevel(1);
+        let answer = dir.path().join("answer");
+        fs::write(&answer, resp.write_to_bytes().unwrap()).unwrap();
+        let fake = dir.path().join("criu");
+        fs::write(
+            &fake,
+            format!(
+                "#!/usr/bin/env python3\nimport socket, sys\n\
+                 s = socket.socket(fileno=int(sys.argv[2]))\ns.recv(65536)\n\
+                 s.send(open('{}', 'rb').read())\n",
+                answer.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(swrk::version(&fake).unwrap(), 31701);
+        let maps = fs::read_to_string("/proc/self/maps").unwrap();
+        match Criu::find(Some(&fake)) {
+            Err(e @ CriuError::TooOld { .. }) => {
+                assert!(maps.contains("[vvar_vclock]"));
+                assert!(
+                    e.to_string().contains("3.17.1") && e.to_string().contains("need >= 4.1.0")
+                );
+            }
+            Ok(c) => {
+                assert!(!maps.contains("[vvar_vclock]"));
+                assert_eq!(c.version, 31701);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     #[test]
     fn first_error_line_is_extracted() {
         let dir = tempfile::tempdir().unwrap();
