@@ -37,6 +37,10 @@ pub struct CreateOpts {
     /// Pass N extra file descriptors (3 .. 3+N-1) into the container
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub preserve_fds: i32,
+    /// Start from this rootfs snapshot (a name of a snapshot of the bundle's rootfs, or a
+    /// path): the container gets a copy-on-write clone, the base is never modified
+    #[arg(long, value_name = "NAME|PATH")]
+    pub snapshot: Option<String>,
     /// Container ID (letters, digits, '_', '+', '-', '.')
     pub id: String,
 }
@@ -194,6 +198,31 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
         &ctx.cdi_spec_dirs,
     )?;
 
+    // A bundle that starts from a snapshot (org.nvbind.snapshot.from or --snapshot) is built
+    // from a derived bundle whose root.path is the container's clone.
+    // (after CDI injection, so the derived bundle carries its edits)
+    let from_snapshot = fs::read(bundle.dir.join("config.json"))
+        .map_err(anyhow::Error::from)
+        .and_then(|b| parse_spec(&b))
+        .and_then(|mut spec| {
+            crate::snapshot::prepare_rootfs_for_bundle(
+                ctx,
+                &opts.id,
+                &bundle.dir,
+                &mut spec,
+                opts.snapshot.as_deref(),
+            )
+        });
+    let bundle_dir = match from_snapshot {
+        Ok(derived) => derived.unwrap_or_else(|| bundle.dir.clone()),
+        Err(e) => {
+            if let Some(r) = rollback {
+                r.restore();
+            }
+            return Err(e);
+        }
+    };
+
     let built = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
         .with_executor(NvbindExecutor::new(!opts.no_new_keyring, &opts.id))
         .with_root_path(ctx.root.clone())
@@ -201,7 +230,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
         .map(|b| {
             b.with_console_socket(opts.console_socket.as_ref())
                 .with_preserved_fds(opts.preserve_fds)
-                .as_init(&bundle.dir)
+                .as_init(&bundle_dir)
                 .with_systemd(ctx.systemd_cgroup)
                 .with_detach(detach)
                 .with_no_pivot(opts.no_pivot)
@@ -212,6 +241,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
         Ok(container) => Ok(container),
         Err(e) => {
             cleanup_failed_create(&dir);
+            if let Err(err) = crate::snapshot::release(ctx, &opts.id) {
+                tracing::warn!("cannot remove the rootfs clone of the failed create: {err:#}");
+            }
             if let Some(r) = rollback {
                 r.restore();
             }

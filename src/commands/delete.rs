@@ -16,7 +16,7 @@ pub fn run(args: &DeleteArgs, ctx: &Ctx) -> Result<()> {
     validate_id(&args.id)?;
     if args.force && !ctx.container_dir(&args.id).exists() {
         // runc: deleting a container that is already gone is not an error with --force.
-        return Ok(());
+        return crate::snapshot::release(ctx, &args.id);
     }
     let _lock = lock_container(ctx, &args.id)?;
     let mut container = ctx.load(&args.id)?;
@@ -34,5 +34,7 @@ pub fn run(args: &DeleteArgs, ctx: &Ctx) -> Result<()> {
     }
     container
         .delete(args.force)
-        .with_context(|| format!("cannot delete container {:?}", args.id))
+        .with_context(|| format!("cannot delete container {:?}", args.id))?;
+    // The rootfs clone of a container started from a snapshot.
+    crate::snapshot::release(ctx, &args.id)
 }

@@ -30,6 +30,7 @@ pub fn run(args: &RunArgs, ctx: &Ctx) -> Result<u8> {
     let mut container = create_container(ctx, &args.opts, args.detach)?;
     if let Err(e) = container.start() {
         let _ = container.delete(true);
+        let _ = crate::snapshot::release(ctx, &args.opts.id);
         return Err(e).with_context(|| format!("cannot start container {:?}", args.opts.id));
     }
     if args.detach {
@@ -43,6 +44,7 @@ pub fn run(args: &RunArgs, ctx: &Ctx) -> Result<u8> {
         container
             .delete(true)
             .with_context(|| format!("cannot delete container {:?}", args.opts.id))?;
+        crate::snapshot::release(ctx, &args.opts.id)?;
     }
     result
 }
