@@ -125,20 +125,6 @@ fn bundle_in(env: &Env, parent: &Path, name: &str, args: &[&str], subvolume: boo
     b
 }
 
-/// Bundles from a snapshot need `snapshot::prepare_rootfs_for_bundle` wired into create
-/// (it brings `create --snapshot`); until then those tests say so and skip.
-fn create_supports_snapshots() -> bool {
-    let out = Command::new(common::NVBIND)
-        .args(["create", "--help"])
-        .output()
-        .unwrap();
-    let wired = String::from_utf8_lossy(&out.stdout).contains("--snapshot");
-    if !wired {
-        eprintln!("skipping: create has no --snapshot yet (snapshot::prepare_rootfs_for_bundle is not wired into create.rs)");
-    }
-    wired
-}
-
 fn run_detached(env: &Env, bundle: &Path, id: &str) {
     env.ok(&["run", "-d", "-b", bundle.to_str().unwrap(), id]);
 }
@@ -407,7 +393,7 @@ fn tree_listing(p: &Path) -> String {
 
 #[test]
 fn bundle_from_snapshot_on_tmpfs_uses_an_overlay() {
-    if !is_root() || !create_supports_snapshots() {
+    if !is_root() {
         return;
     }
     let t = Tmpfs::new("256m");
@@ -418,7 +404,7 @@ fn bundle_from_snapshot_on_tmpfs_uses_an_overlay() {
 
 #[test]
 fn bundle_from_snapshot_on_btrfs_uses_a_subvolume_snapshot() {
-    if !is_root() || !create_supports_snapshots() {
+    if !is_root() {
         return;
     }
     let Some(fs_) = LoopBtrfs::new() else { return };
@@ -429,7 +415,7 @@ fn bundle_from_snapshot_on_btrfs_uses_a_subvolume_snapshot() {
 
 #[test]
 fn bundle_from_a_path_and_from_an_unknown_name() {
-    if !is_root() || !create_supports_snapshots() {
+    if !is_root() {
         return;
     }
     let env = Env::new();
