@@ -191,28 +191,26 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
         );
     }
 
-    let rollback = crate::inject::inject(
+    let (mut spec, rollback) = match crate::inject::inject(
         &bundle.spec,
         &bundle.config_path,
         &bundle.original,
         &ctx.cdi_spec_dirs,
-    )?;
+    )? {
+        Some((injected, rollback)) => (injected, Some(rollback)),
+        None => (bundle.spec, None),
+    };
 
     // A bundle that starts from a snapshot (org.nvbind.snapshot.from or --snapshot) is built
-    // from a derived bundle whose root.path is the container's clone.
-    // (after CDI injection, so the derived bundle carries its edits)
-    let from_snapshot = fs::read(bundle.dir.join("config.json"))
-        .map_err(anyhow::Error::from)
-        .and_then(|b| parse_spec(&b))
-        .and_then(|mut spec| {
-            crate::snapshot::prepare_rootfs_for_bundle(
-                ctx,
-                &opts.id,
-                &bundle.dir,
-                &mut spec,
-                opts.snapshot.as_deref(),
-            )
-        });
+    // from a derived bundle whose root.path is the container's clone; it is derived from the
+    // spec after injection, so it carries the CDI edits.
+    let from_snapshot = crate::snapshot::prepare_rootfs_for_bundle(
+        ctx,
+        &opts.id,
+        &bundle.dir,
+        &mut spec,
+        opts.snapshot.as_deref(),
+    );
     let bundle_dir = match from_snapshot {
         Ok(derived) => derived.unwrap_or_else(|| bundle.dir.clone()),
         Err(e) => {

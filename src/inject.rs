@@ -49,14 +49,15 @@ impl Rollback {
     }
 }
 
-/// Applies the requested devices to `config_path`. Returns None when nothing was requested
-/// (the registry is not even read: containers without GPUs pay nothing).
+/// Applies the requested devices to `config_path` and returns the spec as written, with the
+/// way back. None when nothing was requested (the registry is not even read: containers
+/// without GPUs pay nothing).
 pub fn inject(
     spec: &Spec,
     config_path: &Path,
     original: &[u8],
     dirs: &[PathBuf],
-) -> Result<Option<Rollback>> {
+) -> Result<Option<(Spec, Rollback)>> {
     if nvbind_cdi::requests::device_requests(spec)
         .context("invalid device request")?
         .is_empty()
@@ -72,8 +73,9 @@ pub fn inject(
     let json = serde_json::to_vec_pretty(&injected).context("cannot serialize the spec")?;
     write_atomic_nosync(config_path, &json, 0o644)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
-    Ok(Some(Rollback {
+    let rollback = Rollback {
         path: config_path.to_path_buf(),
         original: original.to_vec(),
-    }))
+    };
+    Ok(Some((injected, rollback)))
 }
