@@ -14,7 +14,7 @@ use crate::commands::checkpoint::CgroupsMode;
 use crate::create::{parse_spec, Bundle};
 use crate::criu::restore::{restore, RestoreOpts};
 use crate::criu::{Criu, DESCRIPTORS_JSON};
-use crate::runtime::{validate_id, Ctx, DirLock};
+use crate::runtime::{lock_root, validate_id, Ctx};
 use crate::snapshot;
 
 #[derive(clap::Args, Debug)]
@@ -91,7 +91,8 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
         all.thread_block().context("cannot block signals")?;
     }
 
-    let root_lock = DirLock::exclusive(&ctx.root)?;
+    // The same lock as create's, so a create and a restore of one ID cannot both win.
+    let root_lock = lock_root(ctx)?;
     let dir = ctx.container_dir(&args.id);
     if dir.exists() {
         let what = match ctx.load(&args.id) {
