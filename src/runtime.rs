@@ -63,6 +63,14 @@ impl Ctx {
         Ok(container)
     }
 
+    /// Takes the container's lock, then loads it: what every state-changing verb does first.
+    pub fn load_locked(&self, id: &str) -> Result<(FileLock, Container)> {
+        let lock = lock_container(self, id)?;
+        let container = load_state_retrying(&self.container_dir(id))
+            .with_context(|| format!("cannot load the state of container {id:?}"))?;
+        Ok((lock, container))
+    }
+
     pub fn cgroup_manager(&self, container: &Container) -> Result<AnyCgroupManager> {
         let config = container
             .spec()
@@ -212,7 +220,7 @@ pub fn lock_root(ctx: &Ctx) -> Result<FileLock> {
 
 /// Takes the per-container lock for a state-changing verb. The directory can vanish while we
 /// wait (a concurrent delete), so existence is checked again once the lock is held.
-pub fn lock_container(ctx: &Ctx, id: &str) -> Result<FileLock> {
+fn lock_container(ctx: &Ctx, id: &str) -> Result<FileLock> {
     validate_id(id)?;
     let dir = ctx.container_dir(id);
     let missing = || {

@@ -10,7 +10,7 @@ use rust_criu::rust_criu_protobuf::rpc::Criu_cg_mode;
 
 use crate::criu::dump::{dump, DumpOpts};
 use crate::criu::Criu;
-use crate::runtime::{lock_container, Ctx};
+use crate::runtime::Ctx;
 use crate::snapshot;
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +77,7 @@ pub fn run(args: &CheckpointArgs, ctx: &Ctx, criu: Option<&std::path::Path>) -> 
         "checkpoint with criu {}",
         crate::criu::version_string(criu.version)
     );
-    let _lock = lock_container(ctx, &args.id)?;
-    let mut container = ctx.load(&args.id)?;
+    let (_lock, mut container) = ctx.load_locked(&args.id)?;
     if container.status() != ContainerStatus::Running {
         bail!(
             "cannot checkpoint container {:?}: it is {}; only a running container can be \

@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 
-use crate::runtime::{lock_container, validate_id, Ctx};
+use crate::runtime::{validate_id, Ctx};
 
 #[derive(clap::Args, Debug)]
 pub struct DeleteArgs {
@@ -18,8 +18,7 @@ pub fn run(args: &DeleteArgs, ctx: &Ctx) -> Result<()> {
         // runc: deleting a container that is already gone is not an error with --force.
         return crate::snapshot::release(ctx, &args.id);
     }
-    let _lock = lock_container(ctx, &args.id)?;
-    let mut container = ctx.load(&args.id)?;
+    let (_lock, mut container) = ctx.load_locked(&args.id)?;
     if !args.force
         && matches!(
             container.status(),

@@ -2,7 +2,7 @@ use anyhow::{bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 use libcontainer::signal::Signal;
 
-use crate::runtime::{lock_container, Ctx};
+use crate::runtime::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct KillArgs {
@@ -24,8 +24,7 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 
 pub fn run(args: &KillArgs, ctx: &Ctx) -> Result<()> {
     let signal = parse_signal(&args.signal)?;
-    let _lock = lock_container(ctx, &args.id)?;
-    let mut container = ctx.load(&args.id)?;
+    let (_lock, mut container) = ctx.load_locked(&args.id)?;
     if container.status() == ContainerStatus::Stopped && !args.all {
         bail!("cannot kill container {:?}: it is not running", args.id);
     }

@@ -1,6 +1,6 @@
 use anyhow::{Context, Result};
 
-use crate::runtime::{lock_container, Ctx};
+use crate::runtime::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct PauseArgs {
@@ -15,8 +15,7 @@ pub struct ResumeArgs {
 }
 
 pub fn run_pause(args: &PauseArgs, ctx: &Ctx) -> Result<()> {
-    let _lock = lock_container(ctx, &args.id)?;
-    let mut c = ctx.load(&args.id)?;
+    let (_lock, mut c) = ctx.load_locked(&args.id)?;
     if !c.can_pause() {
         anyhow::bail!(
             "cannot pause container {:?}: it is {}, not running",
@@ -29,8 +28,7 @@ pub fn run_pause(args: &PauseArgs, ctx: &Ctx) -> Result<()> {
 }
 
 pub fn run_resume(args: &ResumeArgs, ctx: &Ctx) -> Result<()> {
-    let _lock = lock_container(ctx, &args.id)?;
-    let mut c = ctx.load(&args.id)?;
+    let (_lock, mut c) = ctx.load_locked(&args.id)?;
     if !c.can_resume() {
         anyhow::bail!(
             "cannot resume container {:?}: it is {}, not paused",

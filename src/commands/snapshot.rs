@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 
 use crate::commands::state::status_name;
-use crate::runtime::{lock_container, Ctx};
+use crate::runtime::Ctx;
 use crate::snapshot::store::{default_name, Meta};
 use crate::snapshot::{self, backend_named, container_rootfs, Kind, Store};
 
@@ -73,8 +73,8 @@ pub fn run(args: &SnapshotArgs, ctx: &Ctx) -> Result<()> {
         SnapshotCmd::Restore { id, name, force } => restore(ctx, id, name, *force),
         SnapshotCmd::Delete { id, name } => {
             snapshot::validate_name(name)?;
-            let _lock = lock_container(ctx, id)?;
-            let (_, rootfs) = container_rootfs(&ctx.load(id)?)?;
+            let (_lock, container) = ctx.load_locked(id)?;
+            let (_, rootfs) = container_rootfs(&container)?;
             Store::for_rootfs(&rootfs)?
                 .delete(name)
                 .with_context(|| format!("cannot delete snapshot {name:?}"))
@@ -92,8 +92,7 @@ fn create(
     if let Some(n) = name {
         snapshot::validate_name(n)?;
     }
-    let _lock = lock_container(ctx, id)?;
-    let mut container = ctx.load(id)?;
+    let (_lock, mut container) = ctx.load_locked(id)?;
     let (_, rootfs) = container_rootfs(&container)?;
     let store = Store::for_rootfs(&rootfs)?;
     let name = name
@@ -159,8 +158,7 @@ fn table(all: &[Meta]) -> String {
 
 fn restore(ctx: &Ctx, id: &str, name: &str, force: bool) -> Result<()> {
     snapshot::validate_name(name)?;
-    let _lock = lock_container(ctx, id)?;
-    let container = ctx.load(id)?;
+    let (_lock, container) = ctx.load_locked(id)?;
     let in_place = match container.status() {
         ContainerStatus::Stopped => false,
         ContainerStatus::Paused | ContainerStatus::Created if force => true,

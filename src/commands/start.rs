@@ -1,6 +1,6 @@
 use anyhow::{bail, Context, Result};
 
-use crate::runtime::{lock_container, Ctx};
+use crate::runtime::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct StartArgs {
@@ -9,8 +9,7 @@ pub struct StartArgs {
 }
 
 pub fn run(args: &StartArgs, ctx: &Ctx) -> Result<()> {
-    let _lock = lock_container(ctx, &args.id)?;
-    let mut container = ctx.load(&args.id)?;
+    let (_lock, mut container) = ctx.load_locked(&args.id)?;
     if !container.can_start() {
         bail!(
             "cannot start container {:?}: it is {}, not created",

@@ -9,7 +9,7 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder,
 };
 
-use crate::runtime::{lock_container, Ctx};
+use crate::runtime::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct UpdateArgs {
@@ -140,8 +140,7 @@ pub fn run(args: &UpdateArgs, ctx: &Ctx) -> Result<()> {
         Some(p) => resources_from_file(p)?,
         None => resources_from_flags(args)?,
     };
-    let _lock = lock_container(ctx, &args.id)?;
-    let c = ctx.load(&args.id)?;
+    let (_lock, c) = ctx.load_locked(&args.id)?;
     if !matches!(
         c.status(),
         libcontainer::container::ContainerStatus::Running
