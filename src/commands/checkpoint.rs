@@ -6,31 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use libcontainer::container::ContainerStatus;
-use rust_criu::rust_criu_protobuf::rpc::Criu_cg_mode;
 
 use crate::criu::dump::{dump, DumpOpts};
-use crate::criu::Criu;
+use crate::criu::{Criu, CriuFlags};
 use crate::runtime::Ctx;
 use crate::snapshot;
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CgroupsMode {
-    Soft,
-    Full,
-    Strict,
-    Ignore,
-}
-
-impl CgroupsMode {
-    pub fn to_criu(self) -> Criu_cg_mode {
-        match self {
-            Self::Soft => Criu_cg_mode::SOFT,
-            Self::Full => Criu_cg_mode::FULL,
-            Self::Strict => Criu_cg_mode::STRICT,
-            Self::Ignore => Criu_cg_mode::IGNORE,
-        }
-    }
-}
 
 #[derive(clap::Args, Debug)]
 // Engines repeat flags (podman 4.3 passes --leave-running twice); runc accepts that.
@@ -45,21 +25,8 @@ pub struct CheckpointArgs {
     /// Keep the container running after the checkpoint
     #[arg(long)]
     pub leave_running: bool,
-    /// Checkpoint established TCP connections
-    #[arg(long)]
-    pub tcp_established: bool,
-    /// Allow external unix sockets
-    #[arg(long)]
-    pub ext_unix_sk: bool,
-    /// Allow shell jobs (a controlling terminal from outside)
-    #[arg(long)]
-    pub shell_job: bool,
-    /// Checkpoint file locks
-    #[arg(long)]
-    pub file_locks: bool,
-    /// How CRIU handles cgroups
-    #[arg(long, value_enum, value_name = "MODE")]
-    pub manage_cgroups_mode: Option<CgroupsMode>,
+    #[command(flatten)]
+    pub criu: CriuFlags,
     /// Also snapshot the rootfs under NAME, while the processes are frozen (nvbind extension;
     /// `restore --snapshot NAME` rolls back to it)
     #[arg(long, value_name = "NAME")]
@@ -99,11 +66,7 @@ pub fn run(args: &CheckpointArgs, ctx: &Ctx, criu: Option<&std::path::Path>) -> 
         image_path: args.image_path.clone(),
         work_path: args.work_path.clone(),
         leave_running: args.leave_running,
-        tcp_established: args.tcp_established,
-        ext_unix_sk: args.ext_unix_sk,
-        shell_job: args.shell_job,
-        file_locks: args.file_locks,
-        manage_cgroups_mode: args.manage_cgroups_mode.map(CgroupsMode::to_criu),
+        flags: args.criu,
     };
     let id = args.id.clone();
     let image = args.image_path.clone();

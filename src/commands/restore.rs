@@ -10,10 +10,9 @@ use anyhow::{bail, Context, Result};
 use libcontainer::container::{Container, ContainerStatus};
 use nix::sys::signalfd::SigSet;
 
-use crate::commands::checkpoint::CgroupsMode;
 use crate::create::{parse_spec, Bundle};
 use crate::criu::restore::{restore, RestoreOpts};
-use crate::criu::{Criu, DESCRIPTORS_JSON};
+use crate::criu::{Criu, CriuFlags, DESCRIPTORS_JSON};
 use crate::runtime::{lock_root, validate_id, Ctx};
 use crate::snapshot;
 
@@ -45,21 +44,8 @@ pub struct RestoreArgs {
     /// Accepted for runc compatibility
     #[arg(long)]
     pub no_subreaper: bool,
-    /// Restore established TCP connections
-    #[arg(long)]
-    pub tcp_established: bool,
-    /// Allow external unix sockets
-    #[arg(long)]
-    pub ext_unix_sk: bool,
-    /// Allow shell jobs
-    #[arg(long)]
-    pub shell_job: bool,
-    /// Restore file locks
-    #[arg(long)]
-    pub file_locks: bool,
-    /// How CRIU handles cgroups
-    #[arg(long, value_enum, value_name = "MODE")]
-    pub manage_cgroups_mode: Option<CgroupsMode>,
+    #[command(flatten)]
+    pub criu: CriuFlags,
     /// Roll the rootfs back to this snapshot before restoring the processes (nvbind extension)
     #[arg(long, value_name = "NAME")]
     pub snapshot: Option<String>,
@@ -128,11 +114,7 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
     let opts = RestoreOpts {
         image_path: args.image_path.clone(),
         work_path: args.work_path.clone(),
-        tcp_established: args.tcp_established,
-        ext_unix_sk: args.ext_unix_sk,
-        shell_job: args.shell_job,
-        file_locks: args.file_locks,
-        manage_cgroups_mode: args.manage_cgroups_mode.map(CgroupsMode::to_criu),
+        flags: args.criu,
         console_socket: args.console_socket.clone(),
         systemd_cgroup: ctx.systemd_cgroup,
     };

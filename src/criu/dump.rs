@@ -24,11 +24,7 @@ pub struct DumpOpts {
     pub image_path: PathBuf,
     pub work_path: Option<PathBuf>,
     pub leave_running: bool,
-    pub tcp_established: bool,
-    pub ext_unix_sk: bool,
-    pub shell_job: bool,
-    pub file_locks: bool,
-    pub manage_cgroups_mode: Option<rpc::Criu_cg_mode>,
+    pub flags: super::CriuFlags,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,14 +145,8 @@ fn dump_into(
     o.set_log_file(DUMP_LOG.into());
     o.set_root(rootfs.display().to_string());
     o.set_manage_cgroups(true);
-    if let Some(mode) = opts.manage_cgroups_mode {
-        o.set_manage_cgroups_mode(mode);
-    }
+    opts.flags.apply(&mut o);
     o.set_leave_running(opts.leave_running);
-    o.set_tcp_established(opts.tcp_established);
-    o.set_ext_unix_sk(opts.ext_unix_sk);
-    o.set_shell_job(opts.shell_job);
-    o.set_file_locks(opts.file_locks);
     o.set_orphan_pts_master(true);
     o.set_notify_scripts(true);
     for (key, val) in external_mounts(pid, spec) {

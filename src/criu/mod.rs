@@ -15,6 +15,59 @@ use std::path::{Path, PathBuf};
 
 use rust_criu::rust_criu_protobuf::rpc;
 
+/// How CRIU treats the container's cgroups (`--manage-cgroups-mode`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupsMode {
+    Soft,
+    Full,
+    Strict,
+    Ignore,
+}
+
+impl CgroupsMode {
+    pub fn to_criu(self) -> rpc::Criu_cg_mode {
+        match self {
+            Self::Soft => rpc::Criu_cg_mode::SOFT,
+            Self::Full => rpc::Criu_cg_mode::FULL,
+            Self::Strict => rpc::Criu_cg_mode::STRICT,
+            Self::Ignore => rpc::Criu_cg_mode::IGNORE,
+        }
+    }
+}
+
+/// The CRIU flags `checkpoint` and `restore` share, with runc's names; what is allowed at
+/// dump time must be allowed again at restore time.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct CriuFlags {
+    /// Checkpoint / restore established TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Allow external unix sockets
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    /// Allow shell jobs (a controlling terminal from outside)
+    #[arg(long)]
+    pub shell_job: bool,
+    /// Checkpoint / restore file locks
+    #[arg(long)]
+    pub file_locks: bool,
+    /// How CRIU handles cgroups
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub manage_cgroups_mode: Option<CgroupsMode>,
+}
+
+impl CriuFlags {
+    pub fn apply(&self, o: &mut rpc::Criu_opts) {
+        if let Some(mode) = self.manage_cgroups_mode {
+            o.set_manage_cgroups_mode(mode.to_criu());
+        }
+        o.set_tcp_established(self.tcp_established);
+        o.set_ext_unix_sk(self.ext_unix_sk);
+        o.set_shell_job(self.shell_job);
+        o.set_file_locks(self.file_locks);
+    }
+}
+
 /// Name of the file, in the image directory, that records the init's stdio at dump time
 /// (the same name and format runc and youki use, so images are interchangeable).
 pub const DESCRIPTORS_JSON: &str = "descriptors.json";

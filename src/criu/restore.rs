@@ -38,11 +38,7 @@ pub const RESTORE_LOG: &str = "restore.log";
 pub struct RestoreOpts {
     pub image_path: PathBuf,
     pub work_path: Option<PathBuf>,
-    pub tcp_established: bool,
-    pub ext_unix_sk: bool,
-    pub shell_job: bool,
-    pub file_locks: bool,
-    pub manage_cgroups_mode: Option<rpc::Criu_cg_mode>,
+    pub flags: super::CriuFlags,
     pub console_socket: Option<PathBuf>,
     pub systemd_cgroup: bool,
 }
@@ -155,14 +151,8 @@ pub fn restore(
     o.set_rst_sibling(true);
     o.set_root(root.path.display().to_string());
     o.set_manage_cgroups(true);
-    if let Some(mode) = opts.manage_cgroups_mode {
-        o.set_manage_cgroups_mode(mode);
-    }
+    opts.flags.apply(&mut o);
     o.set_notify_scripts(true);
-    o.set_shell_job(opts.shell_job);
-    o.set_ext_unix_sk(opts.ext_unix_sk);
-    o.set_tcp_established(opts.tcp_established);
-    o.set_file_locks(opts.file_locks);
     o.set_orphan_pts_master(true);
 
     for m in spec.mounts().iter().flatten() {
