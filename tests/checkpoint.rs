@@ -5,99 +5,12 @@
 mod common;
 
 use std::fs;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{process_alive, wait_for, Env, NVBIND};
+use common::criu::*;
+use common::{process_alive, wait_for, Env};
 use serde_json::json;
-
-/// CRIU runs iptables (network locking) during dump and restore, and iptables gives up when
-/// another one holds the xtables lock. A restore failed twice in ~25 parallel runs of this
-/// file (never when run alone); that lock is the suspected cause, so the tests take turns.
-static CRIU_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn take_turn() -> std::sync::MutexGuard<'static, ()> {
-    CRIU_TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The CRIU nvbind would use, if `criu check` passes with it.
-fn working_criu() -> Option<PathBuf> {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: checkpoint tests need root");
-        return None;
-    }
-    let mut candidates: Vec<PathBuf> = std::env::var_os("NVBIND_CRIU")
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    candidates.push("/usr/local/sbin/criu".into());
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|d| d.join("criu")));
-    }
-    for c in candidates.into_iter().filter(|c| c.exists()) {
-        let ok = Command::new(&c)
-            .arg("check")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if ok.is_ok_and(|s| s.success()) {
-            return Some(c);
-        }
-    }
-    eprintln!("skipping: no criu passes `criu check` on this kernel; run scripts/setup-criu");
-    None
-}
-
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done";
-
-/// A counter bundle with a writable rootfs.
-fn counter_bundle(env: &Env, name: &str, script: &str) -> PathBuf {
-    let b = env.bundle(name, &["sh", "-c", script]);
-    env.edit(&b, |c| c["root"]["readonly"] = json!(false));
-    b
-}
-
-fn count(b: &Path) -> u64 {
-    fs::read_to_string(b.join("rootfs/tmp/count"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Runs nvbind with pipes as stdio (what engines give a container), keeping the read ends
-/// open in `keep` so a detached container's stdio stays valid; asserts success.
-fn detached(env: &Env, criu: &Path, args: &[&str], keep: &mut Vec<OwnedFd>) {
-    let (r1, w1) = nix::unistd::pipe().unwrap();
-    let (r2, w2) = nix::unistd::pipe().unwrap();
-    let status = Command::new(NVBIND)
-        .arg("--root")
-        .arg(&env.root)
-        .arg("--criu")
-        .arg(criu)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(w1))
-        .stderr(Stdio::from(w2))
-        .env("RUST_BACKTRACE", "0")
-        .status()
-        .unwrap();
-    if !status.success() {
-        // Nothing holds the write ends any more: read what nvbind said.
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(&mut fs::File::from(r2), &mut err);
-        panic!("nvbind {args:?} failed ({status:?}): {err}");
-    }
-    keep.push(r1);
-    keep.push(r2);
-}
-
-fn with_criu<'a>(criu: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["--criu", criu.to_str().unwrap()];
-    v.extend_from_slice(args);
-    v
-}
 
 #[test]
 fn counter_keeps_increasing_across_two_checkpoint_restore_cycles() {
@@ -176,11 +89,9 @@ fn leave_running_and_restore_into_an_existing_id() {
     let _turn = take_turn();
     let Some(criu) = working_criu() else { return };
     let env = Env::new();
-    let b = counter_bundle(&env, "b", COUNTER);
-    let bs = b.to_str().unwrap();
     let mut keep = Vec::new();
-    detached(&env, &criu, &["run", "-d", "-b", bs, "c1"], &mut keep);
-    assert!(wait_for(|| count(&b) > 2));
+    let b = start_counter(&env, &criu, &mut keep);
+    let bs = b.to_str().unwrap();
     let img = env.dir.path().join("img");
     let imgs = img.to_str().unwrap();
     env.ok(&with_criu(
@@ -263,11 +174,8 @@ fn disk_full_during_checkpoint_changes_nothing() {
     let _turn = take_turn();
     let Some(criu) = working_criu() else { return };
     let env = Env::new();
-    let b = counter_bundle(&env, "b", COUNTER);
-    let bs = b.to_str().unwrap();
     let mut keep = Vec::new();
-    detached(&env, &criu, &["run", "-d", "-b", bs, "c1"], &mut keep);
-    assert!(wait_for(|| count(&b) > 2));
+    let b = start_counter(&env, &criu, &mut keep);
     let img = env.dir.path().join("tiny");
     fs::create_dir(&img).unwrap();
     assert!(Command::new("mount")
@@ -432,11 +340,9 @@ fn checkpoint_with_a_snapshot_and_restore_rolls_the_rootfs_back() {
     let _turn = take_turn();
     let Some(criu) = working_criu() else { return };
     let env = Env::new();
-    let b = counter_bundle(&env, "b", COUNTER);
-    let bs = b.to_str().unwrap();
     let mut keep = Vec::new();
-    detached(&env, &criu, &["run", "-d", "-b", bs, "c1"], &mut keep);
-    assert!(wait_for(|| count(&b) > 2));
+    let b = start_counter(&env, &criu, &mut keep);
+    let bs = b.to_str().unwrap();
     let img = env.dir.path().join("img");
     let imgs = img.to_str().unwrap();
     env.ok(&with_criu(
@@ -477,165 +383,6 @@ fn checkpoint_with_a_snapshot_and_restore_rolls_the_rootfs_back() {
 
 /// `podman container checkpoint/restore --runtime nvbind` (podman 4.3 with conmon), private
 /// storage under a temp dir: checkpoint, restore, export/import, --leave-running.
-#[test]
-fn podman_checkpoint_and_restore_through_nvbind() {
-    let _turn = take_turn();
-    let Some(criu) = working_criu() else { return };
-    if !Command::new("sh")
-        .args(["-c", "command -v podman && command -v conmon"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-    {
-        eprintln!("skipping: podman or conmon is not installed");
-        return;
-    }
-    let env = Env::new();
-    let t = tempfile::Builder::new()
-        .prefix("nvbind-podman-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let p = t.path();
-    fs::write(
-        p.join("storage.conf"),
-        format!("[storage]\ndriver = \"overlay\"\ngraphroot = \"{0}/storage\"\nrunroot = \"{0}/runroot\"\n", p.display()),
-    )
-    .unwrap();
-    fs::write(
-        p.join("containers.conf"),
-        "[containers]\nnetns = \"none\"\nlog_driver = \"k8s-file\"\n\
-         default_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
-         [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-    )
-    .unwrap();
-    // podman finds criu on PATH (go-criu): put the working one first.
-    let bin = p.join("bin");
-    fs::create_dir(&bin).unwrap();
-    std::os::unix::fs::symlink(&criu, bin.join("criu")).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let podman = |args: &[&str]| -> (bool, String) {
-        let out = Command::new("podman")
-            .arg("--root")
-            .arg(p.join("storage"))
-            .arg("--runroot")
-            .arg(p.join("runroot"))
-            .arg("--tmpdir")
-            .arg(p.join("libpod"))
-            .args(args)
-            .env("CONTAINERS_CONF", p.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", p.join("storage.conf"))
-            .env("PATH", &path)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
-    struct Cleanup<F: Fn()>(F);
-    impl<F: Fn()> Drop for Cleanup<F> {
-        fn drop(&mut self) {
-            (self.0)()
-        }
-    }
-    let _cleanup = Cleanup(|| {
-        let _ = podman(&["rm", "-af", "-t", "0"]);
-        let _ = podman(&["rmi", "-af"]);
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!("grep -o '{} [^ ]*' /proc/self/mountinfo >/dev/null; awk '{{print $5}}' /proc/self/mountinfo | grep '^{}' | sort -r | xargs -r umount -l", p.display(), p.display()))
-            .status();
-    });
-    let b = env.bundle("img", &["true"]);
-    let import = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar -C {}/rootfs -c . | podman --root {1}/storage --runroot {1}/runroot --tmpdir {1}/libpod import - localhost/busybox",
-            b.display(),
-            p.display()
-        ))
-        .env("CONTAINERS_CONF", p.join("containers.conf"))
-        .env("CONTAINERS_STORAGE_CONF", p.join("storage.conf"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(import.success());
-    let rt = NVBIND;
-    let (ok, out) = podman(&[
-        "run",
-        "-d",
-        "--name",
-        "ck",
-        "--runtime",
-        rt,
-        "localhost/busybox",
-        "sh",
-        "-c",
-        COUNTER,
-    ]);
-    assert!(ok, "{out}");
-    let count = || -> u64 {
-        podman(&["exec", "ck", "cat", "/tmp/count"])
-            .1
-            .trim()
-            .parse()
-            .unwrap_or(0)
-    };
-    assert!(wait_for(|| count() > 2));
-    let (ok, out) = podman(&["container", "checkpoint", "--runtime", rt, "ck"]);
-    assert!(ok, "podman checkpoint: {out}");
-    let (ok, out) = podman(&["container", "restore", "--runtime", rt, "ck"]);
-    assert!(ok, "podman restore: {out}");
-    let c = count();
-    assert!(
-        c > 2 && wait_for(|| count() > c + 2),
-        "counter did not continue after podman restore"
-    );
-    let tar = p.join("ck.tar.gz");
-    let (ok, out) = podman(&[
-        "container",
-        "checkpoint",
-        "--runtime",
-        rt,
-        "--export",
-        tar.to_str().unwrap(),
-        "ck",
-    ]);
-    assert!(ok, "podman checkpoint --export: {out}");
-    let (ok, out) = podman(&["rm", "-f", "ck"]);
-    assert!(ok, "{out}");
-    let (ok, out) = podman(&[
-        "container",
-        "restore",
-        "--runtime",
-        rt,
-        "--import",
-        tar.to_str().unwrap(),
-    ]);
-    assert!(ok, "podman restore --import: {out}");
-    let c = count();
-    assert!(wait_for(|| count() > c + 2));
-    let (ok, out) = podman(&[
-        "container",
-        "checkpoint",
-        "--runtime",
-        rt,
-        "--leave-running",
-        "ck",
-    ]);
-    assert!(ok, "podman checkpoint --leave-running: {out}");
-    let c = count();
-    assert!(wait_for(|| count() > c + 2));
-}
-
 /// A container started from a snapshot keeps its rootfs clone across checkpoint (which
 /// removes the container) and gets it back on restore; delete then removes the clone.
 #[test]

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod criu;
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
