@@ -18,6 +18,8 @@ mod snapshot;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+// The library half (src/lib.rs); imported at the root so `crate::bundle` works everywhere.
+use nvbind::bundle;
 
 use crate::cli::{Cli, Command};
 use crate::commands as cmd;

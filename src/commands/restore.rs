@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use libcontainer::container::{Container, ContainerStatus};
 use nix::sys::signalfd::SigSet;
 
-use crate::create::{parse_spec, Bundle};
+use crate::bundle::{parse_spec, Bundle};
 use crate::criu::restore::{restore, RestoreOpts};
 use crate::criu::{Criu, CriuFlags, DESCRIPTORS_JSON};
 use crate::runtime::{lock_root, validate_id, Ctx};

@@ -277,7 +277,7 @@ pub fn spec_rootfs(spec: &Spec, bundle: &Path) -> anyhow::Result<PathBuf> {
 pub fn container_rootfs(c: &libcontainer::container::Container) -> anyhow::Result<(Spec, PathBuf)> {
     let config = c.bundle().join("config.json");
     let bytes = fs::read(&config).with_context(|| format!("cannot read {}", config.display()))?;
-    let spec = crate::create::parse_spec(&bytes)
+    let spec = crate::bundle::parse_spec(&bytes)
         .with_context(|| format!("{} is not a valid OCI spec", config.display()))?;
     let rootfs = spec_rootfs(&spec, c.bundle())?;
     Ok((spec, rootfs))

@@ -1,0 +1,309 @@
+//! A bundle's config.json, loaded and checked before anything touches the host.
+//!
+//! Everything here is pure (reads the bundle, mutates nothing), so `create`, `run`, `restore`
+//! and the fuzz targets share it; the error says which field is wrong and what to do.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxSeccompAction, Spec};
+
+/// Why a bundle or its config.json was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle directory {} cannot be opened; pass --bundle DIR", .path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read {}; a bundle needs a config.json", .path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is not a valid OCI spec", .path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: SpecError,
+    },
+    #[error(transparent)]
+    Check(#[from] CheckError),
+}
+
+/// config.json is not an OCI spec at all. serde's messages name the field and the line
+/// ("missing field `ociVersion` at line 1 column 2"); they are kept whole.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("not JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error("the top level is not a JSON object")]
+    NotObject,
+    #[error(transparent)]
+    Fields(serde_json::Error),
+}
+
+/// config.json parses but asks for something the runtime-spec forbids or the bundle lacks.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("ociVersion {0:?} is not supported; nvbind runs runtime-spec 1.x bundles")]
+    Version(String),
+    #[error("config.json has no \"root\"; set root.path to the rootfs directory")]
+    NoRoot,
+    #[error("root.path {} is not a directory", .0.display())]
+    RootNotDir(PathBuf),
+    #[error("root.path {} does not exist; create the rootfs or fix root.path", .path.display())]
+    RootMissing {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("process.args is empty; give the command to run in the container")]
+    NoArgs,
+    #[error("process.cwd {0:?} must be an absolute path")]
+    RelativeCwd(PathBuf),
+    #[error("linux.namespaces lists type {0} more than once; keep one entry per type")]
+    DuplicateNamespace(String),
+    #[error(
+        "linux.seccomp.defaultErrnoRet is set but defaultAction {0} returns no errno; \
+         remove it or use SCMP_ACT_ERRNO / SCMP_ACT_TRACE"
+    )]
+    DefaultErrnoRet(LinuxSeccompAction),
+    #[error(
+        "linux.seccomp.syscalls[{index}].errnoRet is set but its action {action} returns no \
+         errno; remove it or use SCMP_ACT_ERRNO / SCMP_ACT_TRACE"
+    )]
+    RuleErrnoRet {
+        index: usize,
+        action: LinuxSeccompAction,
+    },
+}
+
+/// A bundle that passed every check we can make without touching the host.
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    /// config.json as read, byte for byte (what a failed create puts back).
+    pub original: Vec<u8>,
+    pub spec: Spec,
+}
+
+impl Bundle {
+    pub fn load(dir: &Path) -> Result<Self, BundleError> {
+        let dir = fs::canonicalize(dir).map_err(|source| BundleError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let config_path = dir.join("config.json");
+        let bytes = fs::read(&config_path).map_err(|source| BundleError::ReadConfig {
+            path: config_path.clone(),
+            source,
+        })?;
+        let spec = parse_spec(&bytes).map_err(|source| BundleError::Invalid {
+            path: config_path.clone(),
+            source,
+        })?;
+        check_spec(&spec, &dir)?;
+        Ok(Self {
+            dir,
+            config_path,
+            original: bytes,
+            spec,
+        })
+    }
+}
+
+pub fn parse_spec(bytes: &[u8]) -> Result<Spec, SpecError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(SpecError::NotJson)?;
+    if !value.is_object() {
+        return Err(SpecError::NotObject);
+    }
+    serde_json::from_value(value).map_err(SpecError::Fields)
+}
+
+/// The checks that need the bundle directory (root.path) as well as the spec.
+pub fn check_spec(spec: &Spec, bundle: &Path) -> Result<(), CheckError> {
+    if !spec.version().starts_with("1.") {
+        return Err(CheckError::Version(spec.version().clone()));
+    }
+    let root = spec.root().as_ref().ok_or(CheckError::NoRoot)?;
+    let rootfs = bundle.join(root.path());
+    match fs::metadata(&rootfs) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(CheckError::RootNotDir(rootfs)),
+        Err(source) => {
+            return Err(CheckError::RootMissing {
+                path: rootfs,
+                source,
+            })
+        }
+    }
+    if let Some(p) = spec.process() {
+        if p.args().as_ref().is_none_or(|a| a.is_empty()) && p.command_line().is_none() {
+            return Err(CheckError::NoArgs);
+        }
+        if !p.cwd().is_absolute() {
+            return Err(CheckError::RelativeCwd(p.cwd().clone()));
+        }
+    }
+    check_namespaces(spec)?;
+    check_seccomp_errno(spec)
+}
+
+/// runtime-spec config-linux.md: errnoRet / defaultErrnoRet apply to actions that return an
+/// errno (SCMP_ACT_ERRNO, SCMP_ACT_TRACE); "when the action doesn't support an errno, the
+/// runtime MUST print an error and fail". libcontainer would silently ignore them.
+fn check_seccomp_errno(spec: &Spec) -> Result<(), CheckError> {
+    use LinuxSeccompAction as Action;
+    let takes_errno = |a: Action| matches!(a, Action::ScmpActErrno | Action::ScmpActTrace);
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(());
+    };
+    if seccomp.default_errno_ret().is_some() && !takes_errno(seccomp.default_action()) {
+        return Err(CheckError::DefaultErrnoRet(seccomp.default_action()));
+    }
+    for (index, rule) in seccomp.syscalls().iter().flatten().enumerate() {
+        if rule.errno_ret().is_some() && !takes_errno(rule.action()) {
+            return Err(CheckError::RuleErrnoRet {
+                index,
+                action: rule.action(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// runtime-spec config-linux.md: "If a namespace type is specified more than once, the runtime
+/// MUST generate an error".
+fn check_namespaces(spec: &Spec) -> Result<(), CheckError> {
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    let mut seen = std::collections::HashSet::new();
+    for ns in namespaces.into_iter().flatten() {
+        if !seen.insert(ns.typ()) {
+            // the name as config.json spells it ("mount", not Display's "mnt")
+            let name = serde_json::to_string(&ns.typ()).unwrap_or_else(|_| ns.typ().to_string());
+            return Err(CheckError::DuplicateNamespace(name));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_with(config: &str, make_rootfs: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("config.json"), config).unwrap();
+        if make_rootfs {
+            fs::create_dir(dir.path().join("rootfs")).unwrap();
+        }
+        dir
+    }
+
+    const MINIMAL: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
+        "process":{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}}}"#;
+
+    #[test]
+    fn minimal_bundle_loads() {
+        let b = bundle_with(MINIMAL, true);
+        Bundle::load(b.path()).unwrap();
+    }
+
+    /// The message as main prints it: the error and its sources, joined by ": ".
+    fn chain(e: BundleError) -> String {
+        format!("{:#}", anyhow::Error::from(e))
+    }
+
+    fn load_err(config: &str, rootfs: bool) -> String {
+        let b = bundle_with(config, rootfs);
+        chain(Bundle::load(b.path()).err().expect("bundle accepted"))
+    }
+
+    #[test]
+    fn missing_bundle_is_named() {
+        let e = chain(Bundle::load(Path::new("/nonexistent/b")).err().unwrap());
+        assert!(e.contains("/nonexistent/b"), "{e}");
+    }
+
+    #[test]
+    fn missing_config_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = chain(Bundle::load(dir.path()).err().unwrap());
+        assert!(e.contains("config.json"), "{e}");
+    }
+
+    #[test]
+    fn bad_json_and_bad_fields_are_reported() {
+        assert!(load_err("{not json", true).contains("not JSON"));
+        let e = load_err(r#"{"root":{"path":"rootfs"}}"#, true);
+        assert!(e.contains("ociVersion"), "{e}");
+        let e = load_err(&MINIMAL.replace(r#""uid":0"#, r#""uid":"x""#), true);
+        assert!(e.contains("invalid type"), "{e}");
+        assert!(load_err("[1]", true).contains("not a JSON object"));
+    }
+
+    #[test]
+    fn missing_rootfs_is_named() {
+        let e = load_err(MINIMAL, false);
+        assert!(e.contains("root.path") && e.contains("rootfs"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_version_and_relative_cwd_are_refused() {
+        assert!(load_err(&MINIMAL.replace("1.0.2", "2.0.0"), true).contains("ociVersion"));
+        assert!(
+            load_err(&MINIMAL.replace(r#""cwd":"/""#, r#""cwd":"tmp""#), true)
+                .contains("process.cwd")
+        );
+        assert!(load_err(&MINIMAL.replace(r#"["sh"]"#, "[]"), true).contains("process.args"));
+    }
+
+    #[test]
+    fn errno_ret_only_with_errno_actions() {
+        let with_seccomp = |seccomp: &str| {
+            MINIMAL.replace(
+                r#""root":"#,
+                &format!(r#""linux":{{"seccomp":{seccomp}}},"root":"#),
+            )
+        };
+        let ok = with_seccomp(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"syscalls":[
+                {"names":["mkdir"],"action":"SCMP_ACT_ERRNO","errnoRet":95}]}"#,
+        );
+        Bundle::load(bundle_with(&ok, true).path()).unwrap();
+        let e = load_err(
+            &with_seccomp(r#"{"defaultAction":"SCMP_ACT_ALLOW","defaultErrnoRet":1}"#),
+            true,
+        );
+        assert!(e.contains("linux.seccomp.defaultErrnoRet"), "{e}");
+        let e = load_err(
+            &with_seccomp(
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["mkdir"],"action":"SCMP_ACT_KILL","errnoRet":1}]}"#,
+            ),
+            true,
+        );
+        assert!(e.contains("linux.seccomp.syscalls[0].errnoRet"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_namespace_type_is_refused() {
+        let with_ns = |list: &str| {
+            MINIMAL.replace(
+                r#""root":"#,
+                &format!(r#""linux":{{"namespaces":[{list}]}},"root":"#),
+            )
+        };
+        let b = bundle_with(&with_ns(r#"{"type":"pid"},{"type":"ipc"}"#), true);
+        Bundle::load(b.path()).unwrap();
+        let e = load_err(
+            &with_ns(r#"{"type":"pid"},{"type":"ipc"},{"type":"ipc","path":"/proc/1/ns/ipc"}"#),
+            true,
+        );
+        assert!(e.contains("linux.namespaces") && e.contains("ipc"), "{e}");
+    }
+}
