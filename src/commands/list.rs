@@ -3,8 +3,8 @@ use std::fs;
 use anyhow::{Context, Result};
 use libcontainer::container::state::State;
 
-use crate::commands::state::StateDoc;
 use crate::runtime::{load_state_retrying, Ctx};
+use nvbind::state::{table, StateDoc};
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
@@ -45,38 +45,4 @@ pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<()> {
         print!("{}", table(&docs));
     }
     Ok(())
-}
-
-fn table(docs: &[StateDoc]) -> String {
-    let rows: Vec<[String; 6]> = docs
-        .iter()
-        .map(|d| {
-            [
-                d.id.clone(),
-                d.pid.to_string(),
-                crate::commands::state::status_name(d.status).to_string(),
-                d.bundle.display().to_string(),
-                d.created.clone(),
-                d.owner.clone(),
-            ]
-        })
-        .collect();
-    let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let mut out = String::new();
-    for r in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(cells.join("   ").trim_end());
-        out.push('\n');
-    }
-    out
 }
