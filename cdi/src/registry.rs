@@ -13,49 +13,25 @@
 //! - [`Registry::refresh`] rebuilds everything from scratch.
 //!
 //! One addition: with [`Trust::RootOwned`] (the default when running as root), a spec file or
-//! spec directory that is not owned by root or is writable by group or others is refused,
-//! because its contents become mounts, device nodes and hooks run as root.
+//! spec directory that is not owned by root or is writable by group or others, or sits below
+//! such a directory, is refused, and so is a spec naming a hook that is missing or not
+//! root's alone (see `registry_trust.rs`), because its contents become mounts, device nodes
+//! and hooks run as root.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::name::{self, QualifiedName};
 use crate::spec::{ContainerEdits, Device, Spec, SpecError};
 use crate::validate::{self, ValidationError};
 
+#[path = "registry_trust.rs"]
+mod trust;
+pub use trust::{HookProblem, Trust, Untrusted};
+
 /// The reference's default spec directories, lowest priority first.
 pub const DEFAULT_SPEC_DIRS: [&str; 2] = ["/etc/cdi", "/var/run/cdi"];
-
-/// Which spec files the registry is willing to load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trust {
-    /// Only files and directories owned by root and not writable by group or others.
-    RootOwned,
-    /// Any readable file (unprivileged use, tests).
-    Any,
-}
-
-impl Trust {
-    /// [`Trust::RootOwned`] when this process runs as root, else [`Trust::Any`].
-    pub fn for_current_user() -> Trust {
-        if nix::unistd::geteuid().is_root() {
-            Trust::RootOwned
-        } else {
-            Trust::Any
-        }
-    }
-}
-
-/// Why a file or directory was refused under [`Trust::RootOwned`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Untrusted {
-    #[error("owned by uid {0}, not root")]
-    Owner(u32),
-    #[error("writable by group or others (mode {0:04o})")]
-    Writable(u32),
-}
 
 /// A per-file (or per-directory) problem found while scanning.
 #[derive(Debug, thiserror::Error)]
@@ -70,11 +46,18 @@ pub enum RegistryError {
         device: String,
         other: PathBuf,
     },
-    #[error("CDI spec {path}: refused")]
-    Untrusted {
+    /// The reason is part of the message (`cdi list` and the unresolvable-device error show
+    /// this line alone).
+    #[error(
+        "CDI spec {path}: refused: {reason}; spec files and their directories must be owned by \
+         root and not writable by group or others"
+    )]
+    Untrusted { path: PathBuf, reason: Untrusted },
+    #[error("CDI spec {path}: hook {hook} {problem}; CDI hooks run as root on the host: {}", .problem.remedy())]
+    Hook {
         path: PathBuf,
-        #[source]
-        reason: Untrusted,
+        hook: String,
+        problem: HookProblem,
     },
     #[error("CDI spec directory {dir}: cannot read")]
     ReadDir {
@@ -90,13 +73,14 @@ pub enum RegistryError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
     /// Displayed on one line: the devices, the known kinds, the directories searched and
-    /// any spec files that were rejected.
+    /// any spec files that were rejected, each with why.
     #[error("{}", unresolvable_line(.names, .kinds, .dirs, .rejected))]
     Unresolvable {
         names: Vec<String>,
         kinds: Vec<String>,
         dirs: Vec<PathBuf>,
-        rejected: Vec<PathBuf>,
+        /// A rejected file (or directory) and the first error recorded against it.
+        rejected: Vec<(PathBuf, String)>,
     },
 }
 
@@ -112,7 +96,7 @@ fn unresolvable_line(
     names: &[String],
     kinds: &[String],
     dirs: &[PathBuf],
-    rejected: &[PathBuf],
+    rejected: &[(PathBuf, String)],
 ) -> String {
     let plural = if names.len() == 1 { "" } else { "s" };
     let kinds = if kinds.is_empty() {
@@ -127,7 +111,19 @@ fn unresolvable_line(
         join(&dirs)
     );
     if !rejected.is_empty() {
-        let files: Vec<_> = rejected.iter().map(|d| d.display()).collect();
+        let files: Vec<_> = rejected
+            .iter()
+            .map(|(path, why)| {
+                // Errors about a file start with "CDI spec PATH: "; say the path once.
+                let prefix = format!("CDI spec {}: ", path.display());
+                let prefix_dir = format!("CDI spec directory {}: ", path.display());
+                let why = why
+                    .strip_prefix(&prefix)
+                    .or_else(|| why.strip_prefix(&prefix_dir))
+                    .unwrap_or(why);
+                format!("{} ({why})", path.display())
+            })
+            .collect();
         line.push_str(&format!("; rejected spec files: {}", join(&files)));
     }
     line.push(')');
@@ -302,10 +298,10 @@ impl Registry {
             }
         }
         if !missing.is_empty() {
-            let mut rejected: Vec<PathBuf> = Vec::new();
-            for (path, _) in &self.errors {
-                if !rejected.contains(path) {
-                    rejected.push(path.clone());
+            let mut rejected: Vec<(PathBuf, String)> = Vec::new();
+            for (path, err) in &self.errors {
+                if !rejected.iter().any(|(p, _)| p == path) {
+                    rejected.push((path.clone(), err.to_string()));
                 }
             }
             return Err(ResolveError::Unresolvable {
@@ -329,24 +325,49 @@ impl Registry {
     }
 }
 
-fn check_trust(path: &Path, meta: &std::fs::Metadata, trust: Trust) -> Result<(), RegistryError> {
+/// Under [`Trust::RootOwned`], refuses `path` unless it and the directories above it are
+/// root's alone; `on_io` turns an error reading it into the caller's error.
+fn check_trust(
+    path: &Path,
+    trust: Trust,
+    on_io: impl FnOnce(std::io::Error) -> RegistryError,
+) -> Result<(), RegistryError> {
     if trust == Trust::Any {
         return Ok(());
     }
-    let reason = if meta.uid() != 0 {
-        Some(Untrusted::Owner(meta.uid()))
-    } else if meta.mode() & 0o022 != 0 {
-        Some(Untrusted::Writable(meta.mode() & 0o7777))
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(RegistryError::Untrusted {
+    match trust::untrusted(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(reason)) => Err(RegistryError::Untrusted {
             path: path.to_path_buf(),
             reason,
         }),
-        None => Ok(()),
+        Err(e) => Err(on_io(e)),
     }
+}
+
+/// Under [`Trust::RootOwned`], refuses a spec naming a hook that root should not run: one
+/// that is missing or that anyone but root could replace. (Validation already refused
+/// relative hook paths.)
+fn check_hooks(path: &Path, spec: &Spec, trust: Trust) -> Result<(), RegistryError> {
+    if trust == Trust::Any {
+        return Ok(());
+    }
+    let all_edits = std::iter::once(&spec.container_edits)
+        .chain(spec.devices.iter().map(|d| &d.container_edits));
+    let mut seen = HashSet::new();
+    for hook in all_edits.flat_map(|e| e.hooks.iter()) {
+        if !seen.insert(hook.path.as_str()) {
+            continue;
+        }
+        if let Some(problem) = trust::hook_problem(Path::new(&hook.path)) {
+            return Err(RegistryError::Hook {
+                path: path.to_path_buf(),
+                hook: hook.path.clone(),
+                problem,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn is_spec_file(path: &Path) -> bool {
@@ -380,7 +401,11 @@ fn scan_dir(
     if !meta.is_dir() {
         return record(dir, RegistryError::NotADirectory { dir: dir.into() });
     }
-    if let Err(e) = check_trust(dir, &meta, trust) {
+    let read_dir_error = |source| RegistryError::ReadDir {
+        dir: dir.into(),
+        source,
+    };
+    if let Err(e) = check_trust(dir, trust, read_dir_error) {
         return record(dir, e);
     }
     let entries = match std::fs::read_dir(dir) {
@@ -419,26 +444,17 @@ fn scan_dir(
     paths.sort();
 
     for path in paths {
-        // Trust is judged on what would be read: a symlink's target.
-        if trust == Trust::RootOwned {
-            match std::fs::metadata(&path) {
-                Ok(meta) => {
-                    if let Err(e) = check_trust(&path, &meta, trust) {
-                        record(&path, e);
-                        continue;
-                    }
-                }
-                Err(source) => {
-                    record(
-                        &path,
-                        RegistryError::Load(SpecError::Read {
-                            path: path.clone(),
-                            source,
-                        }),
-                    );
-                    continue;
-                }
-            }
+        // Trust is judged on what would be read: a symlink's target, and the directories
+        // holding the link and the target.
+        let read_error = |source| {
+            RegistryError::Load(SpecError::Read {
+                path: path.clone(),
+                source,
+            })
+        };
+        if let Err(e) = check_trust(&path, trust, read_error) {
+            record(&path, e);
+            continue;
         }
         let spec = match Spec::from_path(&path) {
             Ok(s) => s,
@@ -449,6 +465,10 @@ fn scan_dir(
         };
         if let Err(e) = validate::validate_spec(&spec, &path) {
             record(&path, e.into());
+            continue;
+        }
+        if let Err(e) = check_hooks(&path, &spec, trust) {
+            record(&path, e);
             continue;
         }
         specs.push(LoadedSpec {

@@ -1,0 +1,143 @@
+//! Who may have written what the registry loads. A CDI spec becomes mounts, device nodes and
+//! hooks that run as root on the host, so under [`Trust::RootOwned`] a spec file, its spec
+//! directory and every hook it names must be owned by root and not writable by group or
+//! others, and so must every directory above them (as written and as resolved through
+//! symlinks): whoever can write a directory can replace what is in it. A world-writable
+//! directory with the sticky bit (/tmp) is accepted above the object, since others cannot
+//! rename or remove root's entries in it.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Which spec files the registry is willing to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Only files and directories owned by root and not writable by group or others, whose
+    /// hooks are root's too.
+    RootOwned,
+    /// Any readable file (unprivileged use, tests).
+    Any,
+}
+
+impl Trust {
+    /// [`Trust::RootOwned`] when this process runs as root, else [`Trust::Any`].
+    pub fn for_current_user() -> Trust {
+        if nix::unistd::geteuid().is_root() {
+            Trust::RootOwned
+        } else {
+            Trust::Any
+        }
+    }
+}
+
+/// Why a file or directory was refused under [`Trust::RootOwned`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Untrusted {
+    #[error("owned by uid {0}, not root")]
+    Owner(u32),
+    #[error("writable by group or others (mode {0:04o})")]
+    Writable(u32),
+    /// A directory above the object (which could replace it) is untrusted.
+    #[error("in directory {dir}, which is {reason}")]
+    Parent {
+        dir: PathBuf,
+        reason: Box<Untrusted>,
+    },
+}
+
+/// Why a hook named by a spec was refused under [`Trust::RootOwned`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookProblem {
+    #[error("does not exist")]
+    Missing,
+    #[error("cannot be inspected ({0})")]
+    Inspect(std::io::ErrorKind),
+    #[error("is not a regular file")]
+    NotAFile,
+    #[error("is {0}")]
+    Untrusted(Untrusted),
+}
+
+impl HookProblem {
+    /// What the host's administrator can do about it, for the one-line error.
+    pub fn remedy(&self) -> &'static str {
+        match self {
+            HookProblem::Missing => "install it at that path or remove it from the spec",
+            HookProblem::Inspect(_) | HookProblem::NotAFile => {
+                "point the spec at the hook's executable or remove the hook from the spec"
+            }
+            HookProblem::Untrusted(_) => {
+                "make it and the directories above it owned by root and not writable by group \
+                 or others (chown root, chmod go-w), or remove it from the spec"
+            }
+        }
+    }
+}
+
+const STICKY: u32 = 0o1000;
+
+fn judge(meta: &std::fs::Metadata, sticky_ok: bool) -> Option<Untrusted> {
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() != 0 {
+        Some(Untrusted::Owner(meta.uid()))
+    } else if mode & 0o022 != 0 && !(sticky_ok && meta.is_dir() && mode & STICKY != 0) {
+        Some(Untrusted::Writable(mode))
+    } else {
+        None
+    }
+}
+
+fn parent_problem(dir: &Path, sticky_ok: bool) -> std::io::Result<Option<Untrusted>> {
+    let meta = std::fs::symlink_metadata(dir)?;
+    // A symlinked directory is judged by the directory holding the link (checked as the
+    // next ancestor) and, through the resolved path, by its target.
+    if meta.file_type().is_symlink() {
+        return Ok(None);
+    }
+    Ok(judge(&meta, sticky_ok).map(|reason| Untrusted::Parent {
+        dir: dir.to_path_buf(),
+        reason: Box::new(reason),
+    }))
+}
+
+/// The first reason not to trust `path` (followed through symlinks), or None. I/O errors
+/// (a missing file, an unreadable directory) are returned as such.
+pub(crate) fn untrusted(path: &Path) -> std::io::Result<Option<Untrusted>> {
+    let meta = std::fs::metadata(path)?;
+    if let Some(reason) = judge(&meta, false) {
+        return Ok(Some(reason));
+    }
+    let resolved = std::fs::canonicalize(path)?;
+    for chain in [path, resolved.as_path()] {
+        for dir in chain.ancestors().skip(1) {
+            if dir.as_os_str().is_empty() {
+                continue;
+            }
+            if let Some(reason) = parent_problem(dir, true)? {
+                return Ok(Some(reason));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Why the hook at `path` must not be run as root, or None.
+pub(crate) fn hook_problem(path: &Path) -> Option<HookProblem> {
+    let problem = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => HookProblem::Missing,
+        kind => HookProblem::Inspect(kind),
+    };
+    match std::fs::metadata(path) {
+        Err(e) => return Some(problem(e)),
+        Ok(m) if !m.is_file() => return Some(HookProblem::NotAFile),
+        Ok(_) => {}
+    }
+    match untrusted(path) {
+        Err(e) => Some(problem(e)),
+        Ok(reason) => reason.map(HookProblem::Untrusted),
+    }
+}
+
+#[cfg(test)]
+#[path = "registry_trust_tests.rs"]
+mod tests;
