@@ -1,0 +1,824 @@
+//! Concurrency and load (issue #9): many containers at once on one --root, many racing
+//! operations on one ID, and `list`/`state` racing `delete`. Every nvbind call runs under a
+//! timeout (a hang is a failure), every failure must be a clean one-line error, and each test
+//! ends with no state dir, cgroup, mount or container process left.
+//!
+//! Counts default to the issue's numbers; NVBIND_LOAD_SCALE (a factor, e.g. 0.2) or the
+//! per-test variables named below change them, NVBIND_LOAD_TIMEOUT_S the per-call timeout
+//! and NVBIND_LOAD_SEED the random order of the one-ID test. Run:
+//! `cargo test --test load -- --nocapture` (the figures are printed, not asserted).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// The heavy tests take turns, so that each one's figures are its own and the machine's
+/// process and file limits are shared by one test at a time.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn env_num(var: &str) -> Option<f64> {
+    let v = std::env::var(var).ok()?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("{var}={v:?} is not a number")),
+    )
+}
+
+/// A setting that does not scale: `var` if set, else `default`.
+fn knob(var: &str, default: usize) -> usize {
+    env_num(var).map_or(default, |n| n as usize)
+}
+
+/// `var` if set, else the issue's `full` count times NVBIND_LOAD_SCALE (default 1).
+fn count(var: &str, full: usize) -> usize {
+    match env_num(var) {
+        Some(n) => n as usize,
+        None => {
+            ((full as f64 * env_num("NVBIND_LOAD_SCALE").unwrap_or(1.0)).round() as usize).max(1)
+        }
+    }
+}
+
+fn timeout() -> Duration {
+    Duration::from_secs_f64(env_num("NVBIND_LOAD_TIMEOUT_S").unwrap_or(120.0))
+}
+
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// One nvbind call's result; `hung` when it outlived the timeout and was killed.
+struct Out {
+    args: String,
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    hung: bool,
+}
+
+impl Out {
+    fn ok(&self) -> bool {
+        !self.hung && self.code == Some(0)
+    }
+
+    /// Why this failure is not a clean one, if it is not: a hang, a panic, a multi-line or
+    /// unprefixed message, or a JSON decoding error leaking out of a half-written file.
+    fn unclean(&self) -> Option<String> {
+        if self.hung {
+            return Some(format!("{} hung (killed after {:?})", self.args, timeout()));
+        }
+        let err = self.stderr.trim_end();
+        let garbage = [
+            "panicked",
+            "RUST_BACKTRACE",
+            "EOF while parsing",
+            "expected value at",
+            "trailing characters",
+            "invalid type",
+        ];
+        if self.code != Some(1)
+            || err.lines().count() != 1
+            || !err.starts_with("nvbind: ")
+            || garbage.iter().any(|g| err.contains(g))
+        {
+            return Some(format!(
+                "{} failed uncleanly ({:?}): {err:?}",
+                self.args, self.code
+            ));
+        }
+        None
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} -> {:?}{}: {}",
+            self.args,
+            self.code,
+            if self.hung { " (hung)" } else { "" },
+            self.stderr.trim_end()
+        )
+    }
+}
+
+/// `nvbind --root ROOT ARGS` with a timeout. Output goes through files (a created container
+/// inherits them and would hold a pipe open).
+fn nv(env: &Env, args: &[&str]) -> Out {
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    let out_path = env.dir.path().join(format!(".load-out-{n}"));
+    let err_path = env.dir.path().join(format!(".load-err-{n}"));
+    let mut child: Child = Command::new(NVBIND)
+        .arg("--root")
+        .arg(&env.root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("cannot run nvbind");
+    let deadline = Instant::now() + timeout();
+    let mut nap = Duration::from_millis(1);
+    let (code, hung) = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break (status.code(), false);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break (child.wait().unwrap().code(), true);
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(20));
+    };
+    let read = |p: &Path| {
+        let s = String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
+        let _ = fs::remove_file(p);
+        s
+    };
+    Out {
+        args: args.join(" "),
+        code,
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+        hung,
+    }
+}
+
+/// Collects failures from worker threads and the distinct clean error messages seen.
+#[derive(Default)]
+struct Tally {
+    failures: Mutex<Vec<String>>,
+    errors: Mutex<BTreeMap<String, usize>>,
+    ops: AtomicUsize,
+}
+
+impl Tally {
+    fn fail(&self, what: String) {
+        self.failures.lock().unwrap().push(what);
+    }
+
+    /// Counts the call; a clean failure is recorded by message (IDs and numbers blanked).
+    fn record(&self, env: &Env, out: &Out) {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        if out.ok() {
+            return;
+        }
+        if let Some(why) = out.unclean() {
+            return self.fail(why);
+        }
+        let msg = out
+            .stderr
+            .trim_end()
+            .replace(&*env.root.to_string_lossy(), "ROOT")
+            .replace(|c: char| c.is_ascii_digit(), "N");
+        *self.errors.lock().unwrap().entry(msg).or_default() += 1;
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap().clone()
+    }
+
+    fn ops(&self) -> usize {
+        self.ops.load(Ordering::Relaxed)
+    }
+}
+
+/// Running-container counter with its high-water mark.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    fn up(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+    }
+    fn down(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs `f(0..n)` on `workers` threads that start together.
+fn parallel(n: usize, workers: usize, f: impl Fn(usize) + Sync) {
+    let next = AtomicUsize::new(0);
+    let workers = workers.clamp(1, n.max(1));
+    let barrier = Barrier::new(workers);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                barrier.wait();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    f(i);
+                }
+            });
+        }
+    });
+}
+
+/// Bundles for many containers: each has its own rootfs (busybox hard-linked, not copied)
+/// and its own cgroupsPath under the test's prefix, from one `nvbind spec` template.
+struct Bundles {
+    template: Value,
+    busybox: PathBuf,
+    /// A number no other process on the host sleeps for: `sleep MARKER` is ours.
+    marker: String,
+}
+
+impl Bundles {
+    fn new(env: &Env, salt: u64) -> Self {
+        let base = env.bundle("base", &["true"]);
+        let template = serde_json::from_slice(&fs::read(base.join("config.json")).unwrap());
+        Self {
+            template: template.unwrap(),
+            busybox: base.join("rootfs/bin/busybox"),
+            marker: (7_000_000 + u64::from(std::process::id()) * 8 + salt).to_string(),
+        }
+    }
+
+    /// A bundle for container `id` running `sleep MARKER`.
+    fn make(&self, env: &Env, id: &str) -> PathBuf {
+        let b = env.dir.path().join(format!("bundle-{id}"));
+        let rootfs = b.join("rootfs");
+        for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "root"] {
+            fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        fs::hard_link(&self.busybox, rootfs.join("bin/busybox")).unwrap();
+        symlink("busybox", rootfs.join("bin/sleep")).unwrap();
+        let mut c = self.template.clone();
+        c["process"]["args"] = json!(["sleep", self.marker]);
+        c["linux"]["cgroupsPath"] = json!(format!("/{}-{id}", env.cgroup_prefix));
+        fs::write(b.join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+        b
+    }
+}
+
+fn cmdline(pid: i64) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Live processes of this test: container inits that exec'd `sleep MARKER`, and anything
+/// still running with this test's --root on its command line (nvbind calls, and inits
+/// cloned by `create` that were never started).
+fn our_processes(env: &Env, marker: &str) -> Vec<(i64, String)> {
+    let root = env.root.to_string_lossy().into_owned();
+    let sleeper = format!("sleep {marker} ");
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i64>().ok())
+        .filter_map(|pid| {
+            let cmd = cmdline(pid);
+            ((cmd == sleeper || cmd.contains(&root)) && process_alive(pid)).then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// Polls (up to 10 s: a killed process takes a moment to die) until only `allowed` of our
+/// processes are alive; panics naming the others.
+fn assert_no_strays(env: &Env, marker: &str, allowed: &[i64]) {
+    let strays = || {
+        our_processes(env, marker)
+            .into_iter()
+            .filter(|(p, _)| !allowed.contains(p))
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..1000 {
+        if strays().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("container processes left behind: {:?}", strays());
+}
+
+/// Whether the process is the init of container `id`: it sits in that container's cgroup.
+fn in_cgroup_of(env: &Env, pid: i64, id: &str) -> bool {
+    let leaf = format!("/{}-{id}\n", env.cgroup_prefix);
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|s| s.lines().any(|l| format!("{l}\n").ends_with(&leaf)))
+        .unwrap_or(false)
+}
+
+fn report(name: &str, figures: &[(&str, String)]) {
+    let line: Vec<String> = figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("LOAD {name}: {}", line.join(" "));
+}
+
+fn print_errors(t: &Tally) {
+    for (msg, n) in t.errors.lock().unwrap().iter() {
+        println!("    {n:>5} x {msg}");
+    }
+}
+
+const STATUSES: [&str; 5] = ["creating", "created", "running", "stopped", "paused"];
+
+#[test]
+fn containers_created_started_and_deleted_in_parallel() {
+    let _turn = serial();
+    let n = count("NVBIND_LOAD_PARALLEL", 200);
+    // All at once by default: the point is contention on one root (creates serialise on its
+    // lock), and 200 nvbind processes fit the machine's pid and file limits.
+    let workers = knob("NVBIND_LOAD_WORKERS", n);
+    let env = Env::new();
+    let bundles = Bundles::new(&env, 1);
+    let dirs: Vec<PathBuf> = (0..n)
+        .map(|i| bundles.make(&env, &format!("p{i}")))
+        .collect();
+    let tally = Tally::default();
+    let running = Gauge::default();
+    let t0 = Instant::now();
+    parallel(n, workers, |i| {
+        let id = format!("p{i}");
+        let step = |args: &[&str]| {
+            let out = nv(&env, args);
+            tally.ops.fetch_add(1, Ordering::Relaxed);
+            if out.ok() {
+                Ok(out)
+            } else {
+                Err(out.unclean().unwrap_or_else(|| out.describe()))
+            }
+        };
+        let result = (|| {
+            step(&["create", "-b", dirs[i].to_str().unwrap(), &id])?;
+            step(&["start", &id])?;
+            running.up();
+            let st: Value = serde_json::from_str(&step(&["state", &id])?.stdout)
+                .map_err(|e| format!("state {id}: {e}"))?;
+            let pid = st["pid"].as_i64().unwrap_or(0);
+            if st["status"] != "running" || !in_cgroup_of(&env, pid, &id) {
+                return Err(format!("{id} after start: {st}"));
+            }
+            step(&["kill", &id, "KILL"])?;
+            if !wait_for(|| !process_alive(pid)) {
+                return Err(format!("{id}: pid {pid} survived SIGKILL"));
+            }
+            running.down();
+            let st = step(&["state", &id])?.stdout;
+            if !st.contains("\"stopped\"") {
+                return Err(format!("{id} after kill: {st}"));
+            }
+            step(&["delete", &id])
+        })();
+        if let Err(e) = result {
+            tally.fail(e);
+        }
+    });
+    let wall = t0.elapsed();
+    let failures = tally.failures();
+    report(
+        "parallel-lifecycle",
+        &[
+            ("containers", n.to_string()),
+            ("workers", workers.min(n).to_string()),
+            ("ops", tally.ops().to_string()),
+            ("failures", failures.len().to_string()),
+            ("peak_running", running.peak().to_string()),
+            ("wall_s", format!("{:.1}", wall.as_secs_f64())),
+        ],
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:#?}",
+        failures.len()
+    );
+    env.assert_clean();
+    assert_no_strays(&env, &bundles.marker, &[]);
+}
+
+/// xorshift64*: a seeded, printable random order without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    }
+}
+
+/// `state ID` either parses into a document about ID with a known status or says cleanly
+/// that ID does not exist; returns the document, or None when ID does not exist.
+fn checked_state(env: &Env, id: &str) -> Result<Option<Value>, String> {
+    let out = nv(env, &["state", id]);
+    if !out.ok() {
+        return match out.unclean() {
+            Some(why) => Err(why),
+            None if out.stderr.contains("does not exist") => Ok(None),
+            None => Err(format!("state {id}: {}", out.describe())),
+        };
+    }
+    let st: Value = serde_json::from_str(&out.stdout)
+        .map_err(|e| format!("state {id} printed garbage ({e}): {:?}", out.stdout))?;
+    let status = st["status"].as_str().unwrap_or("");
+    if st["id"] != id || !STATUSES.contains(&status) || !st["pid"].is_i64() {
+        return Err(format!("state {id} printed a bad document: {st}"));
+    }
+    Ok(Some(st))
+}
+
+/// `list --format json` succeeds with nothing on stderr and parses; returns its documents.
+fn checked_list_json(env: &Env) -> Result<Vec<Value>, String> {
+    let out = nv(env, &["list", "--format", "json"]);
+    if !out.ok() || !out.stderr.is_empty() {
+        return Err(out.describe());
+    }
+    let docs: Vec<Value> = serde_json::from_str(&out.stdout)
+        .map_err(|e| format!("list --format json printed garbage ({e}): {:?}", out.stdout))?;
+    for d in &docs {
+        let status = d["status"].as_str().unwrap_or("");
+        if !d["id"].is_string() || !STATUSES.contains(&status) || !d["pid"].is_i64() {
+            return Err(format!("list printed a bad document: {d}"));
+        }
+    }
+    Ok(docs)
+}
+
+/// `list` (table) succeeds with nothing on stderr; returns (id, pid, status) per row.
+fn checked_list_table(env: &Env) -> Result<Vec<(String, i64, String)>, String> {
+    let out = nv(env, &["list"]);
+    if !out.ok() || !out.stderr.is_empty() {
+        return Err(out.describe());
+    }
+    let mut lines = out.stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    if header[..] != ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"] {
+        return Err(format!("list printed a bad header: {:?}", out.stdout));
+    }
+    lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            match cells[..] {
+                // CREATED is empty while a container is being created.
+                [id, pid, status, _bundle, ..]
+                    if pid.parse::<i64>().is_ok() && STATUSES.contains(&status) =>
+                {
+                    Ok((id.to_string(), pid.parse().unwrap(), status.to_string()))
+                }
+                _ => Err(format!("list printed a bad row {l:?} in {:?}", out.stdout)),
+            }
+        })
+        .collect()
+}
+
+/// The errors a racing operation on one ID may end with: each names what was in the way.
+const EXPECTED_REFUSALS: [&str; 5] = [
+    "already exists",
+    "does not exist",
+    "not running",
+    "not created",
+    "stop it first",
+];
+
+#[test]
+fn concurrent_operations_on_one_id_keep_its_state_whole() {
+    let _turn = serial();
+    let ops = count("NVBIND_LOAD_ONE_ID_OPS", 50);
+    let rounds = count("NVBIND_LOAD_ONE_ID_ROUNDS", 6);
+    let seed = env_num("NVBIND_LOAD_SEED").map_or_else(
+        || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        },
+        |s| s as u64,
+    );
+    let env = Env::new();
+    let bundles = Bundles::new(&env, 2);
+    let id = "one";
+    let bundle = bundles.make(&env, id);
+    let b = bundle.to_str().unwrap();
+    let menu: [&[&str]; 8] = [
+        &["create", "-b", b, id],
+        &["create", "-b", b, id],
+        &["start", id],
+        &["start", id],
+        &["kill", id, "KILL"],
+        &["kill", id, "TERM"],
+        &["delete", id],
+        &["delete", "--force", id],
+    ];
+    let mut rng = Rng(seed);
+    let tally = Tally::default();
+    let mut seen = BTreeMap::<String, usize>::new();
+    let t0 = Instant::now();
+    for round in 0..rounds {
+        let picks: Vec<usize> = (0..ops).map(|_| rng.below(menu.len())).collect();
+        parallel(ops, ops, |i| tally.record(&env, &nv(&env, menu[picks[i]])));
+        // Between rounds: the state is whole, list agrees with it, and the only process of
+        // ours alive is the container's own init (if it has one).
+        let st = checked_state(&env, id).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let listed = checked_list_json(&env).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let status = st
+            .as_ref()
+            .map_or("gone", |s| s["status"].as_str().unwrap());
+        *seen.entry(status.to_string()).or_default() += 1;
+        assert_eq!(
+            listed.iter().map(|d| &d["id"]).collect::<Vec<_>>(),
+            st.iter().map(|s| &s["id"]).collect::<Vec<_>>(),
+            "round {round}: list and state disagree"
+        );
+        let dir = env.root.join(id);
+        if dir.join("state.json").exists() {
+            let raw = fs::read(dir.join("state.json")).unwrap();
+            serde_json::from_slice::<Value>(&raw)
+                .unwrap_or_else(|e| panic!("round {round}: state.json is corrupt ({e})"));
+        }
+        let pid = st.as_ref().and_then(|s| s["pid"].as_i64()).unwrap_or(0);
+        if matches!(status, "created" | "running") {
+            assert!(
+                process_alive(pid),
+                "round {round}: {status} but {pid} is dead"
+            );
+            assert!(
+                in_cgroup_of(&env, pid, id),
+                "round {round}: {pid} not in its cgroup"
+            );
+        }
+        assert_no_strays(&env, &bundles.marker, &[pid]);
+    }
+    let wall = t0.elapsed();
+    let out = nv(&env, &["delete", "--force", id]);
+    assert!(out.ok(), "{}", out.describe());
+    let failures = tally.failures();
+    report(
+        "one-id",
+        &[
+            ("rounds", rounds.to_string()),
+            ("ops_per_round", ops.to_string()),
+            ("ops", tally.ops().to_string()),
+            ("seed", seed.to_string()),
+            ("failures", failures.len().to_string()),
+            ("end_states", format!("{seen:?}")),
+            ("wall_s", format!("{:.1}", wall.as_secs_f64())),
+        ],
+    );
+    print_errors(&tally);
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:#?}",
+        failures.len()
+    );
+    let errors = tally.errors.lock().unwrap().clone();
+    for msg in errors.keys() {
+        assert!(
+            EXPECTED_REFUSALS.iter().any(|r| msg.contains(r)),
+            "an operation failed for an unexpected reason: {msg}"
+        );
+    }
+    env.assert_clean();
+    assert_no_strays(&env, &bundles.marker, &[]);
+}
+
+#[test]
+fn many_running_containers_are_listed_with_their_pids_then_deleted() {
+    let _turn = serial();
+    let n = count("NVBIND_LOAD_RUNNING", 150);
+    let workers = knob("NVBIND_LOAD_WORKERS", n);
+    let env = Env::new();
+    let bundles = Bundles::new(&env, 3);
+    let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    let dirs: Vec<PathBuf> = ids.iter().map(|id| bundles.make(&env, id)).collect();
+    let tally = Tally::default();
+    let t0 = Instant::now();
+    parallel(n, workers, |i| {
+        let create = nv(&env, &["create", "-b", dirs[i].to_str().unwrap(), &ids[i]]);
+        tally.record(&env, &create);
+        let start = create.ok().then(|| nv(&env, &["start", &ids[i]]));
+        if let Some(start) = &start {
+            tally.record(&env, start);
+        }
+        if !start.is_some_and(|s| s.ok()) {
+            tally.fail(format!("{} did not start: {}", ids[i], create.describe()));
+        }
+    });
+    let up = t0.elapsed();
+    let failures = tally.failures();
+    assert!(
+        failures.is_empty(),
+        "{} did not start: {failures:#?}",
+        failures.len()
+    );
+
+    let t1 = Instant::now();
+    let table = checked_list_table(&env).unwrap();
+    let list_ms = t1.elapsed().as_millis();
+    let json = checked_list_json(&env).unwrap();
+    let quiet = nv(&env, &["list", "-q"]);
+    assert!(quiet.ok(), "{}", quiet.describe());
+    let want: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    let listed: BTreeSet<&str> = table.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(
+        listed, want,
+        "list (table) does not show exactly the containers"
+    );
+    assert_eq!(
+        quiet.stdout.lines().collect::<BTreeSet<_>>(),
+        want,
+        "list -q"
+    );
+    let mut pids = BTreeSet::new();
+    for ((id, pid, status), doc) in table.iter().zip(&json) {
+        assert_eq!(
+            (&doc["id"], &doc["pid"]),
+            (&json!(id), &json!(pid)),
+            "table vs json"
+        );
+        assert_eq!(status, "running", "{id}");
+        assert!(process_alive(*pid), "{id}: listed pid {pid} is not alive");
+        assert_eq!(
+            cmdline(*pid),
+            format!("sleep {} ", bundles.marker),
+            "{id}: {pid}"
+        );
+        assert!(
+            in_cgroup_of(&env, *pid, id),
+            "{id}: pid {pid} is another container's"
+        );
+        pids.insert(*pid);
+    }
+    assert_eq!(pids.len(), n, "two containers listed with one pid");
+    // Nothing of ours runs besides the listed inits.
+    let extra: Vec<_> = our_processes(&env, &bundles.marker)
+        .into_iter()
+        .filter(|(p, _)| !pids.contains(p))
+        .collect();
+    assert!(extra.is_empty(), "unlisted processes: {extra:?}");
+
+    let t2 = Instant::now();
+    parallel(n, workers, |i| {
+        tally.record(&env, &nv(&env, &["delete", "--force", &ids[i]]))
+    });
+    let down = t2.elapsed();
+    let failures = tally.failures();
+    report(
+        "running-at-once",
+        &[
+            ("containers", n.to_string()),
+            ("workers", workers.min(n).to_string()),
+            ("ops", tally.ops().to_string()),
+            ("failures", failures.len().to_string()),
+            ("peak_running", table.len().to_string()),
+            ("up_s", format!("{:.1}", up.as_secs_f64())),
+            ("list_ms", list_ms.to_string()),
+            ("delete_s", format!("{:.1}", down.as_secs_f64())),
+        ],
+    );
+    print_errors(&tally);
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:#?}",
+        failures.len()
+    );
+    assert!(tally.errors.lock().unwrap().is_empty(), "some calls failed");
+    assert!(
+        pids.iter().all(|p| wait_for(|| !process_alive(*p))),
+        "a deleted container's init is alive"
+    );
+    env.assert_clean();
+    assert_no_strays(&env, &bundles.marker, &[]);
+}
+
+#[test]
+fn list_and_state_stay_whole_while_containers_come_and_go() {
+    let _turn = serial();
+    let n = count("NVBIND_LOAD_RACE", 60);
+    let workers = knob("NVBIND_LOAD_RACE_WORKERS", 16);
+    let listers = knob("NVBIND_LOAD_LISTERS", 4);
+    let env = Env::new();
+    let bundles = Bundles::new(&env, 4);
+    // n containers running before the race, deleted during it; n more created, started and
+    // deleted during it.
+    let ids: Vec<String> = (0..2 * n)
+        .map(|i| format!("{}{i}", if i < n { "old" } else { "new" }))
+        .collect();
+    let dirs: Vec<PathBuf> = ids.iter().map(|id| bundles.make(&env, id)).collect();
+    let tally = Tally::default();
+    parallel(n, workers, |i| {
+        for args in [
+            &["create", "-b", dirs[i].to_str().unwrap(), &ids[i]][..],
+            &["start", &ids[i]],
+        ] {
+            let out = nv(&env, args);
+            assert!(out.ok(), "setup: {}", out.describe());
+        }
+    });
+
+    let done = AtomicBool::new(false);
+    let reads = AtomicUsize::new(0);
+    let max_listed = AtomicUsize::new(0);
+    let known: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for l in 0..listers {
+            let (done, reads, max_listed, known, tally, ids) =
+                (&done, &reads, &max_listed, &known, &tally, &ids);
+            let env = &env;
+            s.spawn(move || {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ l as u64 | 1);
+                while !done.load(Ordering::SeqCst) {
+                    let listed: Result<Vec<String>, String> = match rng.below(4) {
+                        0 => checked_list_table(env)
+                            .map(|rows| rows.into_iter().map(|r| r.0).collect()),
+                        1 => checked_list_json(env).map(|docs| {
+                            docs.iter()
+                                .map(|d| d["id"].as_str().unwrap().to_string())
+                                .collect()
+                        }),
+                        2 => {
+                            let out = nv(env, &["list", "-q"]);
+                            if out.ok() && out.stderr.is_empty() {
+                                Ok(out.stdout.lines().map(String::from).collect())
+                            } else {
+                                Err(out.describe())
+                            }
+                        }
+                        _ => checked_state(env, &ids[rng.below(ids.len())]).map(|_| vec![]),
+                    };
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    match listed {
+                        Ok(listed) => {
+                            max_listed.fetch_max(listed.len(), Ordering::Relaxed);
+                            if let Some(bad) = listed.iter().find(|id| !known.contains(id.as_str()))
+                            {
+                                tally.fail(format!("list showed an unknown container {bad:?}"));
+                            }
+                        }
+                        Err(e) => tally.fail(e),
+                    }
+                }
+            });
+        }
+        parallel(2 * n, workers, |i| {
+            let id = ids[i].as_str();
+            let steps: Vec<Vec<&str>> = match (i < n, i % 2) {
+                (true, 0) => vec![vec!["delete", "--force", id]],
+                (true, _) => vec![vec!["kill", id, "KILL"], vec!["delete", "--force", id]],
+                (false, _) => vec![
+                    vec!["create", "-b", dirs[i].to_str().unwrap(), id],
+                    vec!["start", id],
+                    vec!["delete", "--force", id],
+                ],
+            };
+            for args in steps {
+                let out = nv(&env, &args);
+                tally.record(&env, &out);
+                if !out.ok() {
+                    tally.fail(out.describe());
+                    break;
+                }
+            }
+        });
+        done.store(true, Ordering::SeqCst);
+    });
+    let wall = t0.elapsed();
+    let failures = tally.failures();
+    report(
+        "list-vs-delete",
+        &[
+            ("containers", (2 * n).to_string()),
+            ("workers", workers.to_string()),
+            ("listers", listers.to_string()),
+            ("changes", tally.ops().to_string()),
+            ("reads", reads.load(Ordering::Relaxed).to_string()),
+            ("max_listed", max_listed.load(Ordering::Relaxed).to_string()),
+            ("failures", failures.len().to_string()),
+            ("wall_s", format!("{:.1}", wall.as_secs_f64())),
+        ],
+    );
+    print_errors(&tally);
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:#?}",
+        failures.len()
+    );
+    assert_eq!(
+        checked_list_json(&env).unwrap().len(),
+        0,
+        "containers left listed"
+    );
+    env.assert_clean();
+    assert_no_strays(&env, &bundles.marker, &[]);
+}
