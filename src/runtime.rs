@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use libcgroups::common::{create_cgroup_manager, AnyCgroupManager, CgroupConfig};
 use libcontainer::container::state::State;
-use libcontainer::container::Container;
+use libcontainer::container::{Container, ContainerStatus};
 use nix::unistd::{access, AccessFlags};
 
 use crate::cli::{GlobalOpts, Rootless};
@@ -220,6 +220,13 @@ pub fn lock_root(ctx: &Ctx) -> Result<FileLock> {
 
 /// Takes the per-container lock for a state-changing verb. The directory can vanish while we
 /// wait (a concurrent delete), so existence is checked again once the lock is held.
+///
+/// `create` builds a container under the root lock, not the container's, and its state.json
+/// says "creating" (which libcontainer reports as stopped) before its init exists: a verb
+/// that went ahead would act on a half-built container, and delete would remove the directory
+/// from under the create. So while the state says creating we hold the root lock as well,
+/// which waits for the create to finish or fail; one that was killed left it free. No one
+/// takes the root lock while holding a container's, so the two cannot deadlock.
 fn lock_container(ctx: &Ctx, id: &str) -> Result<FileLock> {
     validate_id(id)?;
     let dir = ctx.container_dir(id);
@@ -229,20 +236,33 @@ fn lock_container(ctx: &Ctx, id: &str) -> Result<FileLock> {
             ctx.root.display()
         )
     };
-    if !State::file_path(&dir).exists() {
-        return Err(missing());
-    }
-    let lock = FileLock::exclusive(&dir.join(".nvbind.lock")).map_err(|e| {
-        if dir.exists() {
-            e
-        } else {
-            missing()
+    let mut root_lock = None;
+    loop {
+        if !State::file_path(&dir).exists() {
+            return Err(missing());
         }
-    })?;
-    if !State::file_path(&dir).exists() {
-        return Err(missing());
+        if root_lock.is_none() && being_created(&dir) {
+            root_lock = Some(lock_root(ctx)?);
+        }
+        let lock = FileLock::exclusive(&dir.join(".nvbind.lock")).map_err(|e| {
+            if dir.exists() {
+                e
+            } else {
+                missing()
+            }
+        })?;
+        if !State::file_path(&dir).exists() {
+            return Err(missing());
+        }
+        // Deleted and created again while we waited: go round once more under the root lock.
+        if root_lock.is_some() || !being_created(&dir) {
+            return Ok(lock);
+        }
     }
-    Ok(lock)
+}
+
+fn being_created(dir: &Path) -> bool {
+    matches!(State::load(dir), Ok(s) if s.status == ContainerStatus::Creating)
 }
 
 /// An advisory flock on a directory, released on drop. Only for code paths that do not fork
