@@ -33,10 +33,13 @@ impl Ctx {
         };
         let root = match &opts.root {
             Some(root) => root.clone(),
-            None if rootless => default_rootless_root(),
+            None if rootless => crate::rootless::default_root(),
             None => PathBuf::from("/run/nvbind"),
         };
         let root = prepare_root(&root)?;
+        if crate::rootless::unprivileged() {
+            crate::rootless::check_root_owner(&root)?;
+        }
         Ok(Self {
             root,
             systemd_cgroup: opts.systemd_cgroup,
@@ -64,7 +67,7 @@ impl Ctx {
     }
 
     /// Takes the container's lock, then loads it: what every state-changing verb does first.
-    pub fn load_locked(&self, id: &str) -> Result<(FileLock, Container)> {
+    pub fn load_locked(&self, id: &str) -> Result<(DirLock, Container)> {
         let lock = lock_container(self, id)?;
         let container = load_state_retrying(&self.container_dir(id))
             .with_context(|| format!("cannot load the state of container {id:?}"))?;
@@ -81,13 +84,6 @@ impl Ctx {
             container_name: container.id().to_string(),
         })
         .with_context(|| format!("cannot open the cgroup of {:?}", container.id()))
-    }
-}
-
-fn default_rootless_root() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) => PathBuf::from(dir).join("nvbind"),
-        None => PathBuf::from(format!("/tmp/nvbind-{}", nix::unistd::geteuid())),
     }
 }
 
@@ -218,8 +214,15 @@ pub fn lock_root(ctx: &Ctx) -> Result<FileLock> {
     FileLock::exclusive(&ctx.root.join(".nvbind.lock"))
 }
 
-/// Takes the per-container lock for a state-changing verb. The directory can vanish while we
-/// wait (a concurrent delete), so existence is checked again once the lock is held.
+/// Takes the per-container lock for a state-changing verb: a flock on the state directory
+/// itself. A lock file inside it would not do: a verb opening (and so creating) it while
+/// delete empties the directory makes delete's rmdir fail and leaves a directory without
+/// state that no verb can remove or reuse. The directory can vanish while we wait (a
+/// concurrent delete) or be made anew by a create, so once the lock is held we check that the
+/// state is still there and that we locked the directory now at that path.
+///
+/// A flock is inherited by forked children, but no verb forks a container init while holding
+/// this lock (create and restore hold only the root lock), and std opens it close-on-exec.
 ///
 /// `create` builds a container under the root lock, not the container's, and its state.json
 /// says "creating" (which libcontainer reports as stopped) before its init exists: a verb
@@ -227,7 +230,7 @@ pub fn lock_root(ctx: &Ctx) -> Result<FileLock> {
 /// from under the create. So while the state says creating we hold the root lock as well,
 /// which waits for the create to finish or fail; one that was killed left it free. No one
 /// takes the root lock while holding a container's, so the two cannot deadlock.
-fn lock_container(ctx: &Ctx, id: &str) -> Result<FileLock> {
+fn lock_container(ctx: &Ctx, id: &str) -> Result<DirLock> {
     validate_id(id)?;
     let dir = ctx.container_dir(id);
     let missing = || {
@@ -244,7 +247,7 @@ fn lock_container(ctx: &Ctx, id: &str) -> Result<FileLock> {
         if root_lock.is_none() && being_created(&dir) {
             root_lock = Some(lock_root(ctx)?);
         }
-        let lock = FileLock::exclusive(&dir.join(".nvbind.lock")).map_err(|e| {
+        let lock = DirLock::exclusive(&dir).map_err(|e| {
             if dir.exists() {
                 e
             } else {
@@ -253,6 +256,9 @@ fn lock_container(ctx: &Ctx, id: &str) -> Result<FileLock> {
         })?;
         if !State::file_path(&dir).exists() {
             return Err(missing());
+        }
+        if !lock.is_of(&dir) {
+            continue;
         }
         // Deleted and created again while we waited: go round once more under the root lock.
         if root_lock.is_some() || !being_created(&dir) {
@@ -283,6 +289,14 @@ impl DirLock {
             if err.kind() != ErrorKind::Interrupted {
                 return Err(err).with_context(|| format!("cannot lock {}", dir.display()));
             }
+        }
+    }
+
+    /// Whether the locked directory is still the one at `dir` (not removed, not replaced).
+    pub fn is_of(&self, dir: &Path) -> bool {
+        match (self._file.metadata(), fs::metadata(dir)) {
+            (Ok(locked), Ok(now)) => (locked.dev(), locked.ino()) == (now.dev(), now.ino()),
+            _ => false,
         }
     }
 }
