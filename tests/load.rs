@@ -546,6 +546,14 @@ fn concurrent_operations_on_one_id_keep_its_state_whole() {
             serde_json::from_slice::<Value>(&raw)
                 .unwrap_or_else(|e| panic!("round {round}: state.json is corrupt ({e})"));
         }
+        if st.is_none() && dir.exists() {
+            let left: Vec<_> = fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            print_errors(&tally);
+            panic!("round {round}: no container, but its state dir is left with {left:?}");
+        }
         let pid = st.as_ref().and_then(|s| s["pid"].as_i64()).unwrap_or(0);
         if matches!(status, "created" | "running") {
             assert!(
