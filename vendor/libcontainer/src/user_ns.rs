@@ -123,6 +123,9 @@ pub enum MappingError {
     NoIDMapping,
     #[error("failed to write id mapping")]
     WriteIDMapping(#[source] std::io::Error),
+    // nvbind
+    #[error("newuidmap/newgidmap refused the mapping: {0}")]
+    HelperFailed(String),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -435,7 +438,7 @@ fn write_id_mapping(
             // we can be certain here that map_binary will not be None,
             // as in the lookup_map_binaries function, we return error
             // if there are mappings.len() > 1 and binaries are not present
-            Command::new(map_binary.unwrap())
+            let output = Command::new(map_binary.unwrap())
                 .arg(pid.to_string())
                 .args(args)
                 .output()
@@ -443,6 +446,14 @@ fn write_id_mapping(
                     tracing::error!(?err, ?map_binary, "failed to execute newuidmap/newgidmap");
                     MappingError::Execute(err)
                 })?;
+            // nvbind: a refused mapping failed silently, and the container went on in a user
+            // namespace without one.
+            if !output.status.success() {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                return Err(MappingError::HelperFailed(
+                    stderr.trim().replace('\n', "; "),
+                ));
+            }
         }
     }
 

@@ -93,6 +93,10 @@ impl Container {
                             container_name: self.id().to_string(),
                         },
                     )?;
+                    // nvbind: remove() kills what is left and retries rmdir for about 100 ms;
+                    // under load a SIGKILLed init takes longer than that to leave its cgroup,
+                    // and delete failed with "could not delete" (tests/load.rs).
+                    wait_for_cgroup_to_empty(&cmanager);
                     cmanager.remove().map_err(|err| {
                         tracing::error!(cgroup_path = ?config.cgroup_path, "failed to remove cgroup due to: {err:?}");
                         err
@@ -129,5 +133,22 @@ impl Container {
         }
 
         Ok(())
+    }
+}
+
+/// nvbind: SIGKILLs whatever is still in the cgroup and waits (up to 10 s) for it to leave, so
+/// that removing the cgroup does not race the exit of processes just killed.
+fn wait_for_cgroup_to_empty(cmanager: &impl CgroupManager) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match cmanager.get_all_pids() {
+            Ok(pids) if !pids.is_empty() => {
+                for pid in pids {
+                    let _ = signal::kill(pid, signal::Signal::SIGKILL);
+                }
+            }
+            _ => return,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

@@ -114,7 +114,18 @@ impl Container {
             );
         }
 
-        let pids = cmanager.get_all_pids()?;
+        // nvbind: a container without a cgroup (rootless, nothing delegated) is found by its
+        // PID namespace instead, when it owns one.
+        let pids = match cmanager.get_all_pids() {
+            Ok(pids) => pids,
+            Err(err) => match self.pid().map(pids_in_own_pid_namespace) {
+                Some(Ok(Some(pids))) => {
+                    tracing::debug!(%err, "no cgroup; signalling the processes of the container's PID namespace");
+                    pids
+                }
+                _ => return Err(err.into()),
+            },
+        };
         pids.iter()
             .try_for_each(|&pid| {
                 tracing::debug!("kill signal {} to {}", signal, pid);
@@ -138,4 +149,38 @@ impl Container {
 
         Ok(())
     }
+}
+
+/// nvbind: the processes of the PID namespace of which `init` is PID 1, or None when it is
+/// not PID 1 of a namespace of its own (a shared or the host's PID namespace, whose other
+/// members are not the container's). The rest are found by their namespace link; one we may
+/// not read (a non-dumpable process of another user, or the init before `start`) is left out,
+/// and SIGKILL to the init takes the whole namespace down anyway (pid_namespaces(7)).
+fn pids_in_own_pid_namespace(
+    init: nix::unistd::Pid,
+) -> Result<Option<Vec<nix::unistd::Pid>>, std::io::Error> {
+    let status = std::fs::read_to_string(format!("/proc/{init}/status"))?;
+    let ns_pids: Vec<&str> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    if ns_pids.len() < 2 || ns_pids.last() != Some(&"1") {
+        return Ok(None);
+    }
+    let mut pids = vec![init];
+    let Ok(ns) = std::fs::read_link(format!("/proc/{init}/ns/pid")) else {
+        return Ok(Some(pids));
+    };
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(pid) = entry?.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid != init.as_raw()
+            && std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == ns)
+        {
+            pids.push(nix::unistd::Pid::from_raw(pid));
+        }
+    }
+    Ok(Some(pids))
 }

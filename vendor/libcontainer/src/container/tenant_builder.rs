@@ -32,7 +32,12 @@ use crate::user_ns::UserNamespaceConfig;
 use crate::validator::Validator;
 use crate::{tty, utils};
 
-const NAMESPACE_TYPES: &[&str] = &["ipc", "uts", "net", "pid", "mnt", "cgroup", "time"];
+// nvbind: "user" added. Without it an exec'd process never joined the container's user
+// namespace: it ran with the caller's credentials in the initial one (host root for a
+// root caller), and a rootless caller could not join the other namespaces at all (EPERM).
+const NAMESPACE_TYPES: &[&str] = &[
+    "user", "ipc", "uts", "net", "pid", "mnt", "cgroup", "time",
+];
 const TENANT_NOTIFY: &str = "tenant-notify-";
 const TENANT_TTY: &str = "tenant-tty-";
 
@@ -896,6 +901,23 @@ mod tests {
             vec![
                 want_ns(Ipc, "/proc/1/ns/ipc"),
                 want_ns(Network, "/proc/1/ns/net"),
+            ]
+        );
+        Ok(())
+    }
+
+    // nvbind: an exec into a container with a user namespace joins it (first).
+    #[test]
+    fn ns_user_namespace_is_joined() -> Result<(), LibcontainerError> {
+        use LinuxNamespaceType::*;
+        let mut init = init_ns();
+        init.extend([ns_entry("user", "/proc/1/ns/user")]);
+        let got = tenant_builder().get_namespaces(init, Some(&[spec_ns(Pid), spec_ns(User)]))?;
+        assert_eq!(
+            got,
+            vec![
+                want_ns(User, "/proc/1/ns/user"),
+                want_ns(Pid, "/proc/1/ns/pid"),
             ]
         );
         Ok(())

@@ -86,6 +86,7 @@ pub fn container_intermediate_process(
         &cgroup_manager,
         linux.resources().as_ref(),
         matches!(args.container_type, ContainerType::InitContainer),
+        rootless,
     )?;
 
     // setting CPU affinity for tenant container after cgroup move
@@ -326,12 +327,27 @@ fn apply_cgroups<
     cmanager: &C,
     resources: Option<&LinuxResources>,
     init: bool,
+    rootless: bool,
 ) -> Result<()> {
     let pid = getpid();
-    cmanager.add_task(pid).map_err(|err| {
+    if let Err(err) = cmanager.add_task(pid) {
+        // nvbind: a rootless container on a host where the user may not create cgroups
+        // (cgroup v1, or v2 without delegation) runs without one, as runc's does, unless the
+        // spec asks for limits that only a cgroup could enforce.
+        if rootless && cgroup_permission_denied(&err) {
+            if let Some(field) = resources.and_then(resources_needing_cgroup) {
+                return Err(IntermediateProcessError::Cgroup(format!(
+                    "rootless container cannot apply linux.resources.{field}: {err}; \
+                     delegate a cgroup to this user (chown it) and set linux.cgroupsPath \
+                     to it, or remove the limit"
+                )));
+            }
+            tracing::warn!(?pid, %err, "rootless container runs without a cgroup");
+            return Ok(());
+        }
         tracing::error!(?pid, ?err, ?init, "failed to add task to cgroup");
-        IntermediateProcessError::Cgroup(err.to_string())
-    })?;
+        return Err(IntermediateProcessError::Cgroup(err.to_string()));
+    }
 
     if init && let Some(resources) = resources {
         let controller_opt = libcgroups::common::ControllerOpt {
@@ -348,6 +364,61 @@ fn apply_cgroups<
     }
 
     Ok(())
+}
+
+/// nvbind: whether a cgroup operation failed because the caller may not write the cgroup
+/// tree (EACCES, EPERM, or a read-only cgroupfs), looking through the error's sources.
+fn cgroup_permission_denied(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let io = e
+            .downcast_ref::<libcgroups::common::WrappedIoError>()
+            .map(|w| w.inner())
+            .or_else(|| e.downcast_ref::<std::io::Error>());
+        if let Some(io) = io
+            && matches!(
+                io.raw_os_error(),
+                Some(libc::EACCES | libc::EPERM | libc::EROFS)
+            )
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// nvbind: the first part of linux.resources that only a cgroup can enforce (runtime-spec
+/// names). Device rules do not count: a container in a user namespace cannot create device
+/// nodes anyway, and runc ignores the devices controller for rootless containers too.
+pub fn resources_needing_cgroup(r: &LinuxResources) -> Option<&'static str> {
+    let set = |present: bool, name: &'static str| present.then_some(name);
+    set(
+        r.memory().as_ref().is_some_and(|m| *m != Default::default()),
+        "memory",
+    )
+        .or_else(|| set(r.cpu().as_ref().is_some_and(|c| *c != Default::default()), "cpu"))
+        .or_else(|| set(r.pids().as_ref().is_some_and(|p| p.limit() > 0), "pids"))
+        .or_else(|| {
+            set(
+                r.block_io().as_ref().is_some_and(|b| *b != Default::default()),
+                "blockIO",
+            )
+        })
+        .or_else(|| {
+            set(
+                r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
+                "hugepageLimits",
+            )
+        })
+        .or_else(|| {
+            set(
+                r.network().as_ref().is_some_and(|n| *n != Default::default()),
+                "network",
+            )
+        })
+        .or_else(|| set(r.rdma().as_ref().is_some_and(|m| !m.is_empty()), "rdma"))
+        .or_else(|| set(r.unified().as_ref().is_some_and(|m| !m.is_empty()), "unified"))
 }
 
 #[cfg(test)]
@@ -367,7 +438,7 @@ mod tests {
         let resources = LinuxResources::default();
 
         // act
-        apply_cgroups(&cmanager, Some(&resources), true)?;
+        apply_cgroups(&cmanager, Some(&resources), true, false)?;
 
         // assert
         assert!(cmanager.get_add_task_args().len() == 1);
@@ -386,7 +457,7 @@ mod tests {
         let resources = LinuxResources::default();
 
         // act
-        apply_cgroups(&cmanager, Some(&resources), false)?;
+        apply_cgroups(&cmanager, Some(&resources), false, false)?;
 
         // assert
         assert_eq!(
@@ -397,13 +468,58 @@ mod tests {
         Ok(())
     }
 
+    // nvbind: what a rootless create may run without a cgroup
+    #[test]
+    fn resources_that_need_a_cgroup() -> Result<()> {
+        use oci_spec::runtime::{
+            LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+        };
+        assert_eq!(resources_needing_cgroup(&LinuxResources::default()), None);
+        let devices_only = LinuxResourcesBuilder::default()
+            .devices(vec![LinuxDeviceCgroupBuilder::default().allow(false).build()?])
+            .build()?;
+        assert_eq!(resources_needing_cgroup(&devices_only), None);
+        let empty_memory = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().build()?)
+            .build()?;
+        assert_eq!(resources_needing_cgroup(&empty_memory), None);
+        let memory = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(1 << 20).build()?)
+            .build()?;
+        assert_eq!(resources_needing_cgroup(&memory), Some("memory"));
+        let pids = LinuxResourcesBuilder::default()
+            .pids(LinuxPidsBuilder::default().limit(10).build()?)
+            .build()?;
+        assert_eq!(resources_needing_cgroup(&pids), Some("pids"));
+        Ok(())
+    }
+
+    // nvbind: only permission errors let a rootless container go on without a cgroup
+    #[test]
+    fn permission_errors_are_recognised_through_wrappers() {
+        use libcgroups::common::{AnyManagerError, WrappedIoError};
+        use libcgroups::v1::manager::V1ManagerError;
+        let wrapped = |errno| {
+            AnyManagerError::V1(V1ManagerError::WrappedIo(WrappedIoError::CreateDir {
+                err: std::io::Error::from_raw_os_error(errno),
+                path: "/sys/fs/cgroup/cpu/x".into(),
+            }))
+        };
+        assert!(cgroup_permission_denied(&wrapped(libc::EACCES)));
+        assert!(cgroup_permission_denied(&wrapped(libc::EROFS)));
+        assert!(!cgroup_permission_denied(&wrapped(libc::ENOENT)));
+        assert!(cgroup_permission_denied(&std::io::Error::from_raw_os_error(
+            libc::EPERM
+        )));
+    }
+
     #[test]
     fn apply_cgroup_no_resources() -> Result<()> {
         // arrange
         let cmanager = TestManager::default();
 
         // act
-        apply_cgroups(&cmanager, None, true)?;
+        apply_cgroups(&cmanager, None, true, false)?;
         // assert
         assert_eq!(
             cmanager.get_add_task_args()[0],

@@ -103,6 +103,8 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
         tracing::error!("failed to fork intermediate process: {}", err);
         ProcessError::IntermediateProcessFailed(err)
     })?;
+    // nvbind: from here on a failure kills what was forked
+    let mut forked = KillOnError::new(intermediate_pid);
 
     // Close down unused fds. The corresponding fds are duplicated to the
     // child process during clone.
@@ -163,6 +165,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     // The intermediate process will send the init pid once it forks the init
     // process.  The intermediate process should exit after this point.
     let init_pid = intermediate_main_receiver.wait_for_intermediate_ready()?;
+    forked.pids.push(init_pid);
 
     // if file to write the pid to is specified, write pid of the child
     if let Some(pid_file) = &container_args.pid_file {
@@ -309,7 +312,40 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
         Err(err) => return Err(ProcessError::WaitIntermediateProcess(err)),
     };
 
+    forked.armed = false;
     Ok(init_pid)
+}
+
+/// nvbind: SIGKILLs the processes a failed create or exec forked (the intermediate, and the
+/// init once known) and reaps the intermediate. A rootful container's cgroup removal did
+/// this as a side effect; a rootless one has no cgroup, and its intermediate process waited
+/// forever for an ID mapping that failed, or its init for a `start` that never comes.
+struct KillOnError {
+    intermediate: Pid,
+    pids: Vec<Pid>,
+    armed: bool,
+}
+
+impl KillOnError {
+    fn new(intermediate: Pid) -> Self {
+        Self {
+            intermediate,
+            pids: vec![intermediate],
+            armed: true,
+        }
+    }
+}
+
+impl Drop for KillOnError {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for pid in self.pids.iter().rev() {
+            let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = waitpid(self.intermediate, None);
+    }
 }
 
 fn setup_mapping(config: &UserNamespaceConfig, pid: Pid) -> Result<()> {
