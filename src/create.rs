@@ -50,6 +50,7 @@ pub struct CreateOpts {
 pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Container> {
     validate_id(&opts.id)?;
     let bundle = Bundle::load(&opts.bundle)?;
+    crate::rootless::check_spec(&bundle.spec, &opts.id)?;
     if let Some(sock) = &opts.console_socket {
         if !sock.exists() {
             bail!("--console-socket {} does not exist", sock.display());

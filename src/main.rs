@@ -11,6 +11,7 @@ mod criu;
 mod executor;
 mod inject;
 mod logging;
+mod rootless;
 mod runtime;
 mod setup;
 mod snapshot;

@@ -1,0 +1,254 @@
+//! Rootless containers: what an unprivileged caller can ask of the kernel, checked before
+//! libcontainer forks anything, so that a spec it cannot run fails with one line naming the
+//! field and leaves nothing behind.
+//!
+//! An unprivileged user can create a user namespace and, without help, map exactly one ID in
+//! it: its own effective uid and gid (user_namespaces(7), "Defining user and group ID
+//! mappings"). More IDs need the setuid helpers newuidmap/newgidmap (package uidmap) and ranges
+//! granted in /etc/subuid and /etc/subgid. Cgroups are another matter: on a cgroup v1 host, or
+//! v2 without delegation, the user cannot create one; the vendored libcontainer then runs the
+//! container without a cgroup, unless the spec asks for limits (NVBIND-PATCHES.md #15).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libcontainer::process::container_intermediate_process::resources_needing_cgroup;
+use nix::unistd::{access, getegid, geteuid, AccessFlags};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+
+/// Whether the kernel will treat this nvbind as an unprivileged user. Root inside a user
+/// namespace (how Podman runs a runtime rootless) is privileged there and needs none of this.
+pub fn unprivileged() -> bool {
+    !geteuid().is_root()
+}
+
+/// $XDG_RUNTIME_DIR/nvbind, or /tmp/nvbind-UID where there is no (usable) XDG_RUNTIME_DIR.
+pub fn default_root() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        // An empty or relative value would put the state under the current directory.
+        Some(dir) if dir.is_absolute() => dir.join("nvbind"),
+        _ => PathBuf::from(format!("/tmp/nvbind-{}", geteuid())),
+    }
+}
+
+/// The state root of an unprivileged caller must be its own: state.json names the PIDs that
+/// kill and delete signal, so a root another user can write (a /tmp/nvbind-UID made by
+/// someone else first) would let that user aim our signals.
+pub fn check_root_owner(root: &Path) -> Result<()> {
+    let meta = std::fs::metadata(root)
+        .with_context(|| format!("cannot read the state directory --root {}", root.display()))?;
+    let me = geteuid().as_raw();
+    if meta.uid() != me {
+        bail!(
+            "the state directory --root {} belongs to uid {}, not to you (uid {me}); a rootless \
+             state root must be your own directory",
+            root.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "the state directory --root {} is writable by others (mode {:o}); chmod 700 it",
+            root.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// Refuses, for an unprivileged caller, a spec the kernel would refuse half-way through the
+/// create: no user namespace, ID mappings the user may not write, supplementary groups, or
+/// resource limits without a cgroup the user can write.
+pub fn check_spec(spec: &Spec, id: &str) -> Result<()> {
+    if !unprivileged() {
+        return Ok(());
+    }
+    let uid = geteuid().as_raw();
+    let gid = getegid().as_raw();
+    let linux = spec.linux().as_ref();
+    let user_ns = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::User));
+    let Some(user_ns) = user_ns else {
+        bail!(
+            "a rootless container needs a user namespace: add {{\"type\": \"user\"}} to \
+             linux.namespaces and map your uid {uid} and gid {gid} in linux.uidMappings and \
+             linux.gidMappings (`nvbind spec --rootless` writes such a config.json)"
+        );
+    };
+    if user_ns.path().is_none() {
+        let linux = linux.expect("a namespace was found in linux");
+        check_mappings("uidMappings", "uid", uid, linux.uid_mappings().as_deref())?;
+        check_mappings("gidMappings", "gid", gid, linux.gid_mappings().as_deref())?;
+    }
+    let extra_gids = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.user().additional_gids().as_ref())
+        .is_some_and(|g| !g.is_empty());
+    if extra_gids {
+        bail!(
+            "process.user.additionalGids cannot be set in a rootless container (the kernel \
+             denies setgroups to an unprivileged user namespace, CVE-2014-8989); remove it"
+        );
+    }
+    if let Some(resources) = linux.and_then(|l| l.resources().as_ref()) {
+        if let Some(field) = resources_needing_cgroup(resources) {
+            let cgroups_path = linux
+                .and_then(|l| l.cgroups_path().clone())
+                .unwrap_or_else(|| PathBuf::from(format!(":youki:{id}")));
+            if let Some(dir) = unwritable_cgroup(&cgroups_path) {
+                bail!(
+                    "linux.resources.{field} needs a cgroup, and you (uid {uid}) cannot create \
+                     {}; delegate a cgroup to this user (chown it) and set linux.cgroupsPath \
+                     under it, or remove the limit",
+                    dir.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A single mapping is written straight to /proc/PID/*_map, which the kernel allows an
+/// unprivileged writer only for its own ID, one wide. Several go through newuidmap/newgidmap,
+/// which check /etc/subuid and /etc/subgid themselves (their refusal is reported then).
+fn check_mappings(
+    field: &str,
+    kind: &str,
+    own: u32,
+    mappings: Option<&[LinuxIdMapping]>,
+) -> Result<()> {
+    let mappings = mappings.unwrap_or_default();
+    match mappings {
+        [] => bail!(
+            "linux.{field} is empty; a rootless container must map your {kind} {own}, e.g. \
+             [{{\"containerID\": 0, \"hostID\": {own}, \"size\": 1}}]"
+        ),
+        [one] if one.host_id() != own || one.size() != 1 => bail!(
+            "linux.{field} maps host {kind}s {}..{} but you may map only your own {kind} {own} \
+             (\"hostID\": {own}, \"size\": 1); for more IDs, list several mappings and grant \
+             the range in /etc/sub{kind} (newuidmap/newgidmap)",
+            one.host_id(),
+            u64::from(one.host_id()) + u64::from(one.size()),
+        ),
+        [_] => Ok(()),
+        _ => {
+            let helper = if kind == "uid" {
+                "newuidmap"
+            } else {
+                "newgidmap"
+            };
+            if find_in_path(helper).is_none() {
+                bail!(
+                    "linux.{field} has {} mappings, which need {helper} (package uidmap); \
+                     install it or map only your own {kind} {own}",
+                    mappings.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The v1 controllers libcgroups puts a container into (its CONTROLLERS list).
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "pids",
+    "perf_event",
+    "memory",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// The first cgroup directory (one per mounted v1 controller, or the v2 tree) that this user
+/// could neither find writable nor create. libcontainer's cgroupsPath is relative to each
+/// controller's root on v1; a "slice:prefix:name" path (systemd) is taken as a name.
+fn unwritable_cgroup(cgroups_path: &Path) -> Option<PathBuf> {
+    let relative = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
+    let base = Path::new("/sys/fs/cgroup");
+    let roots: Vec<PathBuf> = if base.join("cgroup.controllers").exists() {
+        vec![base.to_path_buf()]
+    } else {
+        V1_CONTROLLERS
+            .iter()
+            .map(|c| base.join(c))
+            .filter(|p| p.join("cgroup.procs").exists())
+            .collect()
+    };
+    roots.into_iter().map(|r| r.join(relative)).find(|dir| {
+        let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(base);
+        let target = if existing == dir.as_path() {
+            dir.join("cgroup.procs")
+        } else {
+            existing.to_path_buf()
+        };
+        access(&target, AccessFlags::W_OK).is_err()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::LinuxIdMappingBuilder;
+
+    fn mapping(host: u32, size: u32) -> LinuxIdMapping {
+        LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(host)
+            .size(size)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn only_the_own_id_may_be_mapped_alone() {
+        check_mappings("uidMappings", "uid", 1000, Some(&[mapping(1000, 1)])).unwrap();
+        let e = check_mappings("uidMappings", "uid", 1000, Some(&[mapping(0, 1)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linux.uidMappings") && e.contains("1000"), "{e}");
+        let e = check_mappings("gidMappings", "gid", 1000, Some(&[mapping(1000, 2)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/subgid"), "{e}");
+        let e = check_mappings("uidMappings", "uid", 1000, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_xdg_runtime_dir_is_not_the_current_directory() {
+        // default_root reads the environment; only the shape of the fallback is checked here.
+        let fallback = PathBuf::from(format!("/tmp/nvbind-{}", geteuid()));
+        let root = default_root();
+        assert!(root.is_absolute(), "{}", root.display());
+        assert!(root.ends_with("nvbind") || root == fallback);
+    }
+
+    #[test]
+    fn a_root_that_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        check_root_owner(dir.path()).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_root_owner(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("writable by others"), "{e}");
+    }
+}
