@@ -341,48 +341,85 @@ fn containers_created_started_and_deleted_in_parallel() {
     let workers = knob("NVBIND_LOAD_WORKERS", n);
     let env = Env::new();
     let bundles = Bundles::new(&env, 1);
-    let dirs: Vec<PathBuf> = (0..n)
-        .map(|i| bundles.make(&env, &format!("p{i}")))
-        .collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+    let dirs: Vec<PathBuf> = ids.iter().map(|id| bundles.make(&env, id)).collect();
     let tally = Tally::default();
     let running = Gauge::default();
-    let t0 = Instant::now();
-    parallel(n, workers, |i| {
-        let id = format!("p{i}");
-        let step = |args: &[&str]| {
-            let out = nv(&env, args);
-            tally.ops.fetch_add(1, Ordering::Relaxed);
-            if out.ok() {
-                Ok(out)
-            } else {
-                Err(out.unclean().unwrap_or_else(|| out.describe()))
-            }
-        };
-        let result = (|| {
-            step(&["create", "-b", dirs[i].to_str().unwrap(), &id])?;
-            step(&["start", &id])?;
-            running.up();
-            let st: Value = serde_json::from_str(&step(&["state", &id])?.stdout)
-                .map_err(|e| format!("state {id}: {e}"))?;
-            let pid = st["pid"].as_i64().unwrap_or(0);
-            if st["status"] != "running" || !in_cgroup_of(&env, pid, &id) {
-                return Err(format!("{id} after start: {st}"));
-            }
-            step(&["kill", &id, "KILL"])?;
-            if !wait_for(|| !process_alive(pid)) {
-                return Err(format!("{id}: pid {pid} survived SIGKILL"));
-            }
-            running.down();
-            let st = step(&["state", &id])?.stdout;
-            if !st.contains("\"stopped\"") {
-                return Err(format!("{id} after kill: {st}"));
-            }
-            step(&["delete", &id])
-        })();
-        if let Err(e) = result {
-            tally.fail(e);
+    let pids: Vec<Mutex<i64>> = (0..n).map(|_| Mutex::new(0)).collect();
+    // A container that failed a phase sits out the later ones (its failure is recorded).
+    let failed: Vec<AtomicBool> = (0..n).map(|_| AtomicBool::new(false)).collect();
+    // Each phase runs for all containers at once, so every verb meets n - 1 others of its
+    // kind and n containers are running together before they are killed.
+    type Phase<'a> = (
+        &'a str,
+        Box<dyn Fn(usize) -> Result<(), String> + Sync + 'a>,
+    );
+    let step = |args: &[&str]| {
+        let out = nv(&env, args);
+        tally.ops.fetch_add(1, Ordering::Relaxed);
+        if out.ok() {
+            Ok(out)
+        } else {
+            Err(out.unclean().unwrap_or_else(|| out.describe()))
         }
-    });
+    };
+    let phases: [Phase; 4] = [
+        (
+            "create",
+            Box::new(|i| step(&["create", "-b", dirs[i].to_str().unwrap(), &ids[i]]).map(|_| ())),
+        ),
+        (
+            "start",
+            Box::new(|i| {
+                let id = &ids[i];
+                step(&["start", id])?;
+                running.up();
+                let st: Value = serde_json::from_str(&step(&["state", id])?.stdout)
+                    .map_err(|e| format!("state {id}: {e}"))?;
+                let pid = st["pid"].as_i64().unwrap_or(0);
+                if st["status"] != "running" || !in_cgroup_of(&env, pid, id) {
+                    return Err(format!("{id} after start: {st}"));
+                }
+                *pids[i].lock().unwrap() = pid;
+                Ok(())
+            }),
+        ),
+        (
+            "kill",
+            Box::new(|i| {
+                let (id, pid) = (&ids[i], *pids[i].lock().unwrap());
+                step(&["kill", id, "KILL"])?;
+                if !wait_for(|| !process_alive(pid)) {
+                    return Err(format!("{id}: pid {pid} survived SIGKILL"));
+                }
+                running.down();
+                let st = step(&["state", id])?.stdout;
+                if !st.contains("\"stopped\"") {
+                    return Err(format!("{id} after kill: {st}"));
+                }
+                Ok(())
+            }),
+        ),
+        (
+            "delete",
+            Box::new(|i| step(&["delete", &ids[i]]).map(|_| ())),
+        ),
+    ];
+    let mut times = Vec::new();
+    let t0 = Instant::now();
+    for (name, phase) in &phases {
+        let t = Instant::now();
+        parallel(n, workers, |i| {
+            if failed[i].load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(e) = phase(i) {
+                failed[i].store(true, Ordering::SeqCst);
+                tally.fail(format!("{name}: {e}"));
+            }
+        });
+        times.push(format!("{name}={:.1}", t.elapsed().as_secs_f64()));
+    }
     let wall = t0.elapsed();
     let failures = tally.failures();
     report(
@@ -393,6 +430,7 @@ fn containers_created_started_and_deleted_in_parallel() {
             ("ops", tally.ops().to_string()),
             ("failures", failures.len().to_string()),
             ("peak_running", running.peak().to_string()),
+            ("phases_s", times.join(",")),
             ("wall_s", format!("{:.1}", wall.as_secs_f64())),
         ],
     );
