@@ -38,8 +38,9 @@ pub fn default_spec(rootless: bool) -> Spec {
     }
     // Deny every device, then libcontainer allows the standard set (null, zero, tty, ...):
     // runc's default spec does the same. oci-spec's default has no rule, which would leave the
-    // device cgroup wide open.
-    if let Some(linux) = spec.linux_mut() {
+    // device cgroup wide open. A rootless spec gets no resources, as runc's: the user has no
+    // device cgroup to apply it to, nor can it create device nodes in its user namespace.
+    if let Some(linux) = spec.linux_mut().as_mut().filter(|_| !rootless) {
         let deny_all = LinuxDeviceCgroupBuilder::default()
             .allow(false)
             .access("rwm".to_string())
