@@ -350,6 +350,28 @@ fn apply_cgroups<
     }
 
     if init && let Some(resources) = resources {
+        // nvbind: a rootless container in a cgroup it could join (a delegated one): device
+        // rules need host privileges (runc ignores them for rootless containers too), and
+        // the v1 manager writes its default device rules with every apply, so on v1 a limit
+        // cannot be applied at all.
+        if rootless {
+            match resources_needing_cgroup(resources) {
+                None => return Ok(()),
+                Some(field)
+                    if !matches!(
+                        libcgroups::common::get_cgroup_setup(),
+                        Ok(libcgroups::common::CgroupSetup::Unified)
+                    ) =>
+                {
+                    return Err(IntermediateProcessError::Cgroup(format!(
+                        "rootless container cannot apply linux.resources.{field} on cgroup v1: \
+                         applying limits there writes device rules, which need host root; \
+                         remove the limit, or use a cgroup v2 host with a delegated cgroup"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
         let controller_opt = libcgroups::common::ControllerOpt {
             resources,
             freezer_state: None,
