@@ -7,7 +7,8 @@
 //! mappings"). More IDs need the setuid helpers newuidmap/newgidmap (package uidmap) and ranges
 //! granted in /etc/subuid and /etc/subgid. Cgroups are another matter: on a cgroup v1 host, or
 //! v2 without delegation, the user cannot create one; the vendored libcontainer then runs the
-//! container without a cgroup, unless the spec asks for limits (NVBIND-PATCHES.md #15).
+//! container without a cgroup, unless the spec asks for limits (NVBIND-PATCHES.md #15). It
+//! joins a cgroup delegated to the user (chowned), but applies limits there only on v2.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -25,10 +26,14 @@ pub fn unprivileged() -> bool {
 
 /// $XDG_RUNTIME_DIR/nvbind, or /tmp/nvbind-UID where there is no (usable) XDG_RUNTIME_DIR.
 pub fn default_root() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+    root_for(std::env::var_os("XDG_RUNTIME_DIR"), geteuid().as_raw())
+}
+
+fn root_for(xdg_runtime_dir: Option<std::ffi::OsString>, uid: u32) -> PathBuf {
+    match xdg_runtime_dir.map(PathBuf::from) {
         // An empty or relative value would put the state under the current directory.
         Some(dir) if dir.is_absolute() => dir.join("nvbind"),
-        _ => PathBuf::from(format!("/tmp/nvbind-{}", geteuid())),
+        _ => PathBuf::from(format!("/tmp/nvbind-{uid}")),
     }
 }
 
@@ -98,13 +103,8 @@ pub fn check_spec(spec: &Spec, id: &str) -> Result<()> {
             let cgroups_path = linux
                 .and_then(|l| l.cgroups_path().clone())
                 .unwrap_or_else(|| PathBuf::from(format!(":youki:{id}")));
-            if let Some(dir) = unwritable_cgroup(&cgroups_path) {
-                bail!(
-                    "linux.resources.{field} needs a cgroup, and you (uid {uid}) cannot create \
-                     {}; delegate a cgroup to this user (chown it) and set linux.cgroupsPath \
-                     under it, or remove the limit",
-                    dir.display()
-                );
+            if let Some(why) = limits_unavailable(&cgroups_path, field) {
+                bail!(why);
             }
         }
     }
@@ -159,45 +159,34 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The v1 controllers libcgroups puts a container into (its CONTROLLERS list).
-const V1_CONTROLLERS: &[&str] = &[
-    "cpu",
-    "cpuacct",
-    "cpuset",
-    "devices",
-    "hugetlb",
-    "pids",
-    "perf_event",
-    "memory",
-    "blkio",
-    "net_prio",
-    "net_cls",
-    "freezer",
-];
-
-/// The first cgroup directory (one per mounted v1 controller, or the v2 tree) that this user
-/// could neither find writable nor create. libcontainer's cgroupsPath is relative to each
-/// controller's root on v1; a "slice:prefix:name" path (systemd) is taken as a name.
-fn unwritable_cgroup(cgroups_path: &Path) -> Option<PathBuf> {
-    let relative = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
+/// Why this user cannot have `field` applied, if it cannot. On cgroup v1 (legacy or hybrid)
+/// never: libcgroups writes device rules with every apply, which need host root. On v2 the
+/// cgroup (or the nearest existing parent, where it would be made) must be writable: a
+/// delegated one.
+fn limits_unavailable(cgroups_path: &Path, field: &str) -> Option<String> {
     let base = Path::new("/sys/fs/cgroup");
-    let roots: Vec<PathBuf> = if base.join("cgroup.controllers").exists() {
-        vec![base.to_path_buf()]
+    if !base.join("cgroup.controllers").exists() {
+        return Some(format!(
+            "linux.resources.{field} cannot be applied to a rootless container on this cgroup \
+             v1 host (applying limits writes device rules, which need host root); remove the \
+             limit, or use a cgroup v2 host with a cgroup delegated to this user"
+        ));
+    }
+    let dir = base.join(cgroups_path.strip_prefix("/").unwrap_or(cgroups_path));
+    let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(base);
+    let target = if existing == dir.as_path() {
+        dir.join("cgroup.procs")
     } else {
-        V1_CONTROLLERS
-            .iter()
-            .map(|c| base.join(c))
-            .filter(|p| p.join("cgroup.procs").exists())
-            .collect()
+        existing.to_path_buf()
     };
-    roots.into_iter().map(|r| r.join(relative)).find(|dir| {
-        let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(base);
-        let target = if existing == dir.as_path() {
-            dir.join("cgroup.procs")
-        } else {
-            existing.to_path_buf()
-        };
-        access(&target, AccessFlags::W_OK).is_err()
+    access(&target, AccessFlags::W_OK).err().map(|_| {
+        format!(
+            "linux.resources.{field} needs a cgroup, and you (uid {}) cannot create {}; \
+             delegate a cgroup to this user (chown it) and set linux.cgroupsPath under it, or \
+             remove the limit",
+            geteuid(),
+            dir.display()
+        )
     })
 }
 
@@ -233,12 +222,15 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_xdg_runtime_dir_is_not_the_current_directory() {
-        // default_root reads the environment; only the shape of the fallback is checked here.
-        let fallback = PathBuf::from(format!("/tmp/nvbind-{}", geteuid()));
-        let root = default_root();
-        assert!(root.is_absolute(), "{}", root.display());
-        assert!(root.ends_with("nvbind") || root == fallback);
+    fn an_empty_or_relative_xdg_runtime_dir_is_not_used() {
+        let root = |v: Option<&str>| root_for(v.map(Into::into), 1000);
+        assert_eq!(
+            root(Some("/run/user/1000")),
+            Path::new("/run/user/1000/nvbind")
+        );
+        assert_eq!(root(Some("")), Path::new("/tmp/nvbind-1000"));
+        assert_eq!(root(Some("run")), Path::new("/tmp/nvbind-1000"));
+        assert_eq!(root(None), Path::new("/tmp/nvbind-1000"));
     }
 
     #[test]
