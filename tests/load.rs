@@ -532,7 +532,7 @@ const EXPECTED_REFUSALS: [&str; 5] = [
 fn concurrent_operations_on_one_id_keep_its_state_whole() {
     let _turn = serial();
     let ops = count("NVBIND_LOAD_ONE_ID_OPS", 50);
-    let rounds = count("NVBIND_LOAD_ONE_ID_ROUNDS", 6);
+    let rounds = count("NVBIND_LOAD_ONE_ID_ROUNDS", 20);
     let seed = env_num("NVBIND_LOAD_SEED").map_or_else(
         || {
             std::time::SystemTime::now()
@@ -548,7 +548,8 @@ fn concurrent_operations_on_one_id_keep_its_state_whole() {
     let id = "one";
     let bundle = bundles.make(&env, id);
     let b = bundle.to_str().unwrap();
-    let menu: [&[&str]; 8] = [
+    // Readers race the writers too; their answers are checked as they come.
+    let menu: [&[&str]; 10] = [
         &["create", "-b", b, id],
         &["create", "-b", b, id],
         &["start", id],
@@ -557,6 +558,8 @@ fn concurrent_operations_on_one_id_keep_its_state_whole() {
         &["kill", id, "TERM"],
         &["delete", id],
         &["delete", "--force", id],
+        &["state", id],
+        &["list", "--format", "json"],
     ];
     let mut rng = Rng(seed);
     let tally = Tally::default();
@@ -564,7 +567,17 @@ fn concurrent_operations_on_one_id_keep_its_state_whole() {
     let t0 = Instant::now();
     for round in 0..rounds {
         let picks: Vec<usize> = (0..ops).map(|_| rng.below(menu.len())).collect();
-        parallel(ops, ops, |i| tally.record(&env, &nv(&env, menu[picks[i]])));
+        parallel(ops, ops, |i| {
+            let read = match menu[picks[i]][0] {
+                "state" => checked_state(&env, id).map(|_| ()),
+                "list" => checked_list_json(&env).map(|_| ()),
+                _ => return tally.record(&env, &nv(&env, menu[picks[i]])),
+            };
+            tally.ops.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = read {
+                tally.fail(e);
+            }
+        });
         // Between rounds: the state is whole, list agrees with it, and the only process of
         // ours alive is the container's own init (if it has one).
         let st = checked_state(&env, id).unwrap_or_else(|e| panic!("round {round}: {e}"));
