@@ -14,6 +14,7 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use crate::bundle::Bundle;
 use crate::executor::NvbindExecutor;
+use crate::halfmade::Intent;
 use crate::runtime::{lock_root, validate_id, Ctx};
 
 /// The flags `create` and `run` share, with runc's names.
@@ -68,15 +69,22 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
             ctx.root.display()
         );
     }
+    // Recorded before anything is made, so that what a create killed half-way leaves (a
+    // cgroup only it knew of, an init waiting for `start`) is found by `delete --force`.
+    Intent::new(ctx, &opts.id, &bundle.dir, &bundle.spec).record(ctx)?;
 
     let (mut spec, rollback) = match crate::inject::inject(
         &bundle.spec,
         &bundle.config_path,
         &bundle.original,
         &ctx.cdi_spec_dirs,
-    )? {
-        Some((injected, rollback)) => (injected, Some(rollback)),
-        None => (bundle.spec, None),
+    ) {
+        Ok(Some((injected, rollback))) => (injected, Some(rollback)),
+        Ok(None) => (bundle.spec, None),
+        Err(e) => {
+            Intent::forget(ctx, &opts.id);
+            return Err(e);
+        }
     };
 
     // A bundle that starts from a snapshot (org.nvbind.snapshot.from or --snapshot) is built
@@ -95,6 +103,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
             if let Some(r) = rollback {
                 r.restore();
             }
+            Intent::forget(ctx, &opts.id);
             return Err(e);
         }
     };
@@ -114,7 +123,10 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
         .and_then(|b| b.build());
 
     match built {
-        Ok(container) => Ok(container),
+        Ok(container) => {
+            Intent::forget(ctx, &opts.id);
+            Ok(container)
+        }
         Err(e) => {
             cleanup_failed_create(&dir);
             if let Err(err) = crate::snapshot::release(ctx, &opts.id) {
@@ -123,6 +135,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
             if let Some(r) = rollback {
                 r.restore();
             }
+            Intent::forget(ctx, &opts.id);
             Err(e).with_context(|| format!("cannot create container {:?}", opts.id))
         }
     }

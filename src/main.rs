@@ -9,6 +9,7 @@ mod commands;
 mod create;
 mod criu;
 mod executor;
+mod halfmade;
 mod inject;
 mod logging;
 mod rootless;

@@ -1,7 +1,8 @@
 use anyhow::{bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 
-use crate::runtime::{validate_id, Ctx};
+use crate::halfmade::{inspect, Entry, Intent};
+use crate::runtime::{lock_root, Ctx};
 
 #[derive(clap::Args, Debug)]
 pub struct DeleteArgs {
@@ -13,12 +14,45 @@ pub struct DeleteArgs {
 }
 
 pub fn run(args: &DeleteArgs, ctx: &Ctx) -> Result<()> {
-    validate_id(&args.id)?;
-    if args.force && !ctx.container_dir(&args.id).exists() {
+    let id = &args.id;
+    match inspect(ctx, id)? {
         // runc: deleting a container that is already gone is not an error with --force.
-        return crate::snapshot::release(ctx, &args.id);
+        Entry::Missing if args.force => {
+            if Intent::any(ctx) {
+                // A create killed while writing its record leaves a temporary file.
+                let _root_lock = lock_root(ctx)?;
+                Intent::forget(ctx, id);
+            }
+            crate::snapshot::release(ctx, id)
+        }
+        Entry::Missing => bail!(
+            "container {id:?} does not exist under {}",
+            ctx.root.display()
+        ),
+        Entry::HalfMade(half) if !args.force => bail!("{}", half.warning()),
+        Entry::HalfMade(_) => {
+            // A create that is still running holds the root lock until it is done; once we
+            // hold it, whatever is there was left by a process that is gone.
+            let root_lock = lock_root(ctx)?;
+            match inspect(ctx, id)? {
+                Entry::Missing => {}
+                Entry::HalfMade(half) => half
+                    .remove(ctx)
+                    .with_context(|| format!("cannot delete container {id:?}"))?,
+                Entry::Complete(_) => {
+                    drop(root_lock);
+                    return delete_complete(args, ctx);
+                }
+            }
+            drop(root_lock);
+            crate::snapshot::release(ctx, id)
+        }
+        Entry::Complete(_) => delete_complete(args, ctx),
     }
-    let (_lock, mut container) = ctx.load_locked(&args.id)?;
+}
+
+fn delete_complete(args: &DeleteArgs, ctx: &Ctx) -> Result<()> {
+    let (lock, mut container) = ctx.load_locked(&args.id)?;
     if !args.force
         && matches!(
             container.status(),
@@ -31,9 +65,19 @@ pub fn run(args: &DeleteArgs, ctx: &Ctx) -> Result<()> {
             crate::commands::state::status_name(container.status())
         );
     }
+    let staging = crate::criu::dump::recorded_staging(&container.root);
     container
         .delete(args.force)
         .with_context(|| format!("cannot delete container {:?}", args.id))?;
+    drop(lock);
+    // What a killed checkpoint or a create killed after its container was complete left.
+    if let Some(staging) = staging {
+        crate::criu::dump::remove_staging(&staging);
+    }
+    if Intent::exists(ctx, &args.id) {
+        let _root_lock = lock_root(ctx)?;
+        Intent::forget(ctx, &args.id);
+    }
     // The rootfs clone of a container started from a snapshot.
     crate::snapshot::release(ctx, &args.id)
 }

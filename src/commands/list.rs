@@ -1,9 +1,10 @@
+use std::collections::BTreeSet;
 use std::fs;
 
 use anyhow::{Context, Result};
-use libcontainer::container::state::State;
 
-use crate::runtime::{load_state_retrying, Ctx};
+use crate::halfmade::{inspect, Entry, Intent, INTERNAL_DIRS};
+use crate::runtime::{validate_id, Ctx};
 use nvbind::state::{table, StateDoc};
 
 #[derive(clap::Args, Debug)]
@@ -17,24 +18,35 @@ pub struct ListArgs {
 }
 
 pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<()> {
-    let mut docs = Vec::new();
     let entries =
         fs::read_dir(&ctx.root).with_context(|| format!("cannot read {}", ctx.root.display()))?;
-    for entry in entries {
-        let dir = entry?.path();
-        if !State::file_path(&dir).exists() {
-            continue;
-        }
-        // A container deleted while we list is simply not listed.
-        match load_state_retrying(&dir) {
-            Ok(c) => docs.push(StateDoc::of(&c)),
-            Err(e) if dir.exists() => {
-                tracing::warn!("skipping {}: {e:#}", dir.display());
+    let mut ids: BTreeSet<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| !INTERNAL_DIRS.contains(&name.as_str()))
+        .collect();
+    // Creates that have not made their directory yet (or were killed before).
+    ids.extend(Intent::ids(ctx));
+    let mut docs = Vec::new();
+    for id in &ids {
+        // One container that cannot be read must not hide all the others.
+        match validate_id(id).and_then(|_| inspect(ctx, id)) {
+            // Deleted while we list.
+            Ok(Entry::Missing) => {}
+            Ok(Entry::Complete(c)) => docs.push(StateDoc::of(&c)),
+            Ok(Entry::HalfMade(half)) => {
+                if !half.in_progress(ctx) {
+                    eprintln!("nvbind: warning: {}", half.warning());
+                }
+                docs.push(half.doc(ctx));
             }
-            Err(_) => {}
+            Err(e) => eprintln!(
+                "nvbind: warning: skipping {}: {e:#}",
+                ctx.root.join(id).display()
+            ),
         }
     }
-    docs.sort_by(|a, b| a.id.cmp(&b.id));
     if args.quiet {
         for d in &docs {
             println!("{}", d.id);

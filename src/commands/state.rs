@@ -1,6 +1,7 @@
-use anyhow::Result;
+use anyhow::{bail, Result};
 pub use nvbind::state::{status_name, StateDoc};
 
+use crate::halfmade::{inspect, Entry};
 use crate::runtime::Ctx;
 
 #[derive(clap::Args, Debug)]
@@ -10,10 +11,22 @@ pub struct StateArgs {
 }
 
 pub fn run(args: &StateArgs, ctx: &Ctx) -> Result<()> {
-    let container = ctx.load(&args.id)?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&StateDoc::of(&container))?
-    );
+    let doc = match inspect(ctx, &args.id)? {
+        Entry::Missing => bail!(
+            "container {:?} does not exist under {}",
+            args.id,
+            ctx.root.display()
+        ),
+        Entry::Complete(container) => StateDoc::of(&container),
+        // What a killed create or delete left: reported as far as it is known (an engine
+        // that asks goes on to delete it), not an error.
+        Entry::HalfMade(half) => {
+            if !half.in_progress(ctx) {
+                eprintln!("nvbind: warning: {}", half.warning());
+            }
+            half.doc(ctx)
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -76,14 +77,18 @@ pub fn dump(
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && image_dir.is_dir() => {}
         Err(e) => return Err(dir_err(e)),
     }
-    let staging = image_dir.join(format!(".nvbind-dump-{}", std::process::id()));
+    remove_stale_staging(image_dir);
+    let staging = image_dir.join(format!("{STAGING_PREFIX}{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
+    // Recorded first: a checkpoint killed from here on leaves the staging directory, which
+    // `delete` of the container then removes.
+    record_staging(&container.root, &staging).map_err(dir_err)?;
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&staging)
         .map_err(dir_err)?;
     let result = dump_into(criu, pid, spec, rootfs, opts, &staging, frozen);
-    match result {
+    let result = match result {
         Ok(()) => commit(&staging, image_dir).map_err(|source| DumpError::Commit {
             path: image_dir.clone(),
             source,
@@ -93,6 +98,66 @@ pub fn dump(
             let _ = fs::rename(staging.join(DUMP_LOG), image_dir.join(DUMP_LOG));
             let _ = fs::remove_dir_all(&staging);
             Err(rewrite_log_path(e, &staging, image_dir))
+        }
+    };
+    let _ = fs::remove_file(container.root.join(STAGING_RECORD));
+    result
+}
+
+const STAGING_PREFIX: &str = ".nvbind-dump-";
+/// In the container's directory: the path of the staging directory of a dump in progress.
+const STAGING_RECORD: &str = "checkpoint-staging";
+
+fn record_staging(container_dir: &Path, staging: &Path) -> std::io::Result<()> {
+    crate::atomic::write_atomic_nosync(
+        &container_dir.join(STAGING_RECORD),
+        staging.as_os_str().as_bytes(),
+        0o600,
+    )
+}
+
+/// The staging directory of a dump that was killed, if the container's directory records
+/// one; `remove_staging` it once the container is deleted.
+pub fn recorded_staging(container_dir: &Path) -> Option<PathBuf> {
+    let bytes = fs::read(container_dir.join(STAGING_RECORD)).ok()?;
+    let staging = PathBuf::from(std::ffi::OsString::from_vec(bytes));
+    // Only ever a staging directory, whatever the file says.
+    staging
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(STAGING_PREFIX))
+        .then_some(staging)
+}
+
+/// The CRIU of a killed checkpoint outlives it and may still be writing images; once the
+/// container's processes are killed it gives up, so the removal is retried until then.
+pub fn remove_staging(staging: &Path) {
+    let removed = crate::halfmade::patiently(|| match fs::remove_dir_all(staging) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    });
+    if let Err(e) = removed {
+        tracing::warn!("cannot remove {}: {e}", staging.display());
+    }
+}
+
+/// Staging directories in `image_dir` whose dump process is gone (killed checkpoints).
+fn remove_stale_staging(image_dir: &Path) {
+    let Ok(entries) = fs::read_dir(image_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(STAGING_PREFIX))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }

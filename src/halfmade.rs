@@ -1,0 +1,387 @@
+//! Containers that a killed nvbind left half-made, and the record that makes them removable.
+//!
+//! libcontainer builds a container in steps: the state directory, state.json ("creating"),
+//! youki_config.json (which holds the cgroup path), the cgroup and the processes, then
+//! state.json again ("created", with the init's pid). A `create` killed between two steps
+//! leaves a directory with no state.json; a `delete` killed while removing the directory
+//! leaves some of its files. Neither loads as a container, so `state`, `list` and `delete`
+//! used to fail on it, and runc's answer (delete.go removes the directory of a container whose
+//! state.json was never written) would leave behind whatever only the dead process knew of.
+//!
+//! So `create` first records what it is about to make (ID, bundle, cgroup path) in
+//! `<root>/.nvbind-creating/<ID>.json`, replaced atomically, and removes the record once the
+//! container is complete or cleaned up after a failure. `delete --force` of a half-made
+//! container waits for the root lock (a create still running holds it until it is done),
+//! thaws and kills what is in the recorded cgroup (or the one youki_config.json names),
+//! removes the cgroup, the directory and the record. `state` and `list` report such a
+//! container as stopped (creating, while its create still runs) with a warning.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
+use libcontainer::config::YoukiConfig;
+use libcontainer::container::state::State;
+use libcontainer::container::{Container, ContainerStatus};
+use nvbind::state::StateDoc;
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::write_atomic_nosync;
+use crate::runtime::{load_state_retrying, validate_id, Ctx};
+
+const INTENTS: &str = ".nvbind-creating";
+
+/// Directories under the root that are nvbind's own, not containers.
+pub const INTERNAL_DIRS: [&str; 2] = [INTENTS, ".nvbind-clones"];
+
+/// What a `create` is about to make, written before anything of the container exists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Intent {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// The cgroup libcontainer will make: linux.cgroupsPath, or its default for the ID.
+    pub cgroup_path: PathBuf,
+    pub systemd: bool,
+    /// The creating nvbind; while it holds the root lock, the create is still running.
+    pub pid: u32,
+}
+
+impl Intent {
+    pub fn new(ctx: &Ctx, id: &str, bundle: &Path, spec: &Spec) -> Self {
+        let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+        Self {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            cgroup_path: libcontainer::utils::get_cgroup_path(&cgroups_path, id),
+            systemd: ctx.systemd_cgroup,
+            pid: std::process::id(),
+        }
+    }
+
+    fn path(ctx: &Ctx, id: &str) -> PathBuf {
+        ctx.root.join(INTENTS).join(format!("{id}.json"))
+    }
+
+    /// The caller holds the root lock (as for `forget`, which may remove the directory).
+    pub fn record(&self, ctx: &Ctx) -> Result<()> {
+        let path = Self::path(ctx, &self.id);
+        let dir = path.parent().expect("has a parent");
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // It has to outlive the process, not a power loss (which takes the cgroup and the
+        // processes with it), so no fsync: a create pays one small write and a rename.
+        let bytes = serde_json::to_vec(self).context("cannot serialize the create record")?;
+        write_atomic_nosync(&path, &bytes, 0o600)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn load(ctx: &Ctx, id: &str) -> Option<Self> {
+        let path = Self::path(ctx, id);
+        let bytes = fs::read(&path).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(intent) => Some(intent),
+            Err(e) => {
+                // Written atomically, so only damage from outside gets here; without it the
+                // container's own youki_config.json still names the cgroup.
+                tracing::warn!("ignoring {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    /// The IDs with a record.
+    pub fn ids(ctx: &Ctx) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(ctx.root.join(INTENTS)) else {
+            return vec![];
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".json").map(str::to_string)
+            })
+            .collect()
+    }
+
+    pub fn exists(ctx: &Ctx, id: &str) -> bool {
+        Self::path(ctx, id).exists()
+    }
+
+    /// Removes the record, a temporary file a killed create left half-way through writing
+    /// it, and the records' directory once empty. The caller holds the root lock, so no
+    /// create is writing one.
+    pub fn forget(ctx: &Ctx, id: &str) {
+        let path = Self::path(ctx, id);
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != ErrorKind::NotFound {
+                tracing::warn!("cannot remove {}: {e}", path.display());
+            }
+        }
+        let dir = path.parent().expect("has a parent");
+        let temp = format!(".{id}.json.tmp-");
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&temp) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        let _ = fs::remove_dir(dir);
+    }
+
+    /// Whether any create left records (or their directory) behind.
+    pub fn any(ctx: &Ctx) -> bool {
+        ctx.root.join(INTENTS).exists()
+    }
+}
+
+/// What is under the root for one ID.
+pub enum Entry {
+    Missing,
+    Complete(Box<Container>),
+    HalfMade(HalfMade),
+}
+
+pub struct HalfMade {
+    pub id: String,
+    pub dir: PathBuf,
+    pub intent: Option<Intent>,
+    /// Why it is not a complete container, for messages.
+    pub why: String,
+}
+
+pub fn inspect(ctx: &Ctx, id: &str) -> Result<Entry> {
+    validate_id(id)?;
+    let dir = ctx.container_dir(id);
+    let intent = Intent::load(ctx, id);
+    let half = |why: String, intent: Option<Intent>| {
+        Entry::HalfMade(HalfMade {
+            id: id.to_string(),
+            dir: dir.clone(),
+            intent,
+            why,
+        })
+    };
+    if !dir.is_dir() {
+        return Ok(match intent {
+            Some(i) => half(
+                "its create recorded it but made nothing yet".into(),
+                Some(i),
+            ),
+            None => Entry::Missing,
+        });
+    }
+    if !State::file_path(&dir).exists() {
+        return Ok(half(
+            "its directory has no state.json (an interrupted create or delete)".into(),
+            intent,
+        ));
+    }
+    match load_state_retrying(&dir) {
+        Ok(c) => Ok(Entry::Complete(Box::new(c))),
+        Err(_) if !dir.exists() => Ok(Entry::Missing),
+        Err(e) => Ok(half(
+            format!("its state.json is unreadable ({e:#})"),
+            intent,
+        )),
+    }
+}
+
+impl HalfMade {
+    /// Whether its create is still running: that nvbind holds the root lock.
+    pub fn in_progress(&self, ctx: &Ctx) -> bool {
+        self.intent
+            .as_ref()
+            .is_some_and(|i| root_lock_holder(ctx) == Some(i.pid as i32))
+    }
+
+    /// The state document as far as it is known.
+    pub fn doc(&self, ctx: &Ctx) -> StateDoc {
+        let bundle = self
+            .intent
+            .as_ref()
+            .map(|i| i.bundle.clone())
+            .unwrap_or_default();
+        StateDoc {
+            oci_version: oci_spec::runtime::Spec::default().version().clone(),
+            id: self.id.clone(),
+            pid: 0,
+            status: if self.in_progress(ctx) {
+                ContainerStatus::Creating
+            } else {
+                ContainerStatus::Stopped
+            },
+            rootfs: if bundle.as_os_str().is_empty() {
+                PathBuf::new()
+            } else {
+                bundle.join("rootfs")
+            },
+            bundle,
+            created: String::new(),
+            owner: String::new(),
+            annotations: None,
+        }
+    }
+
+    pub fn warning(&self) -> String {
+        format!(
+            "container {:?} is half-made: {}; `nvbind delete --force {}` removes it",
+            self.id, self.why, self.id
+        )
+    }
+
+    /// Removes what there is of it: the processes in its cgroup, the cgroup, its directory
+    /// and the create record. The caller holds the root lock, so no create of it is running.
+    pub fn remove(&self, ctx: &Ctx) -> Result<()> {
+        let (cgroup, systemd) = match &self.intent {
+            Some(i) => (Some(i.cgroup_path.clone()), i.systemd),
+            None => (
+                YoukiConfig::load(&self.dir).ok().map(|c| c.cgroup_path),
+                ctx.systemd_cgroup,
+            ),
+        };
+        if let Some(path) = cgroup {
+            destroy_cgroup(&path, systemd, &self.id)?;
+        }
+        let staging = crate::criu::dump::recorded_staging(&self.dir);
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot remove {}", self.dir.display()))
+            }
+        }
+        if let Some(staging) = staging {
+            crate::criu::dump::remove_staging(&staging);
+        }
+        Intent::forget(ctx, &self.id);
+        Ok(())
+    }
+}
+
+/// Kills everything in the cgroup and removes it (every controller). A frozen cgroup is
+/// thawed first: a checkpoint or `kill --all` interrupted while it was frozen leaves
+/// processes that cannot die, and a cgroup that cannot be removed.
+pub fn destroy_cgroup(path: &Path, systemd: bool, id: &str) -> Result<()> {
+    thaw(path);
+    let manager = create_cgroup_manager(CgroupConfig {
+        cgroup_path: path.to_path_buf(),
+        systemd_cgroup: systemd,
+        container_name: id.to_string(),
+    })
+    .with_context(|| format!("cannot open the cgroup {} of {id:?}", path.display()))?;
+    // No cgroup (never made, or removed already) lists no processes.
+    for pid in manager.get_all_pids().unwrap_or_default() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    patiently(|| manager.remove())
+        .with_context(|| format!("cannot remove the cgroup {} of {id:?}", path.display()))
+}
+
+/// Retries `f` for up to about 2 s. A cgroup can be removed only once its killed processes
+/// have exited, which takes longer than libcgroups' ~150 ms of rmdir retries on a loaded
+/// host (libcontainer's own delete waits for the cgroup to empty, NVBIND-PATCHES.md #20).
+pub fn patiently<T, E>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match f() {
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Thaws the cgroup where it exists. Not through libcgroups: its v1 freezer creates the
+/// cgroup directory when it is missing.
+fn thaw(path: &Path) {
+    let Ok(rel) = path.strip_prefix("/") else {
+        return; // a systemd slice:prefix:name path
+    };
+    for (file, value) in [
+        (
+            Path::new("/sys/fs/cgroup/freezer")
+                .join(rel)
+                .join("freezer.state"),
+            "THAWED",
+        ),
+        (
+            Path::new("/sys/fs/cgroup").join(rel).join("cgroup.freeze"),
+            "0",
+        ),
+        (
+            Path::new("/sys/fs/cgroup/unified")
+                .join(rel)
+                .join("cgroup.freeze"),
+            "0",
+        ),
+    ] {
+        if file.exists() {
+            if let Err(e) = fs::write(&file, value) {
+                tracing::warn!("cannot thaw {}: {e}", file.display());
+            }
+        }
+    }
+}
+
+/// The pid of the process holding the root lock (a create), if any.
+fn root_lock_holder(ctx: &Ctx) -> Option<i32> {
+    let file = fs::File::open(ctx.root.join(".nvbind.lock")).ok()?;
+    // SAFETY: a zeroed flock is a valid "whole file" range; F_GETLK fills it in.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: fcntl on a valid, owned descriptor with a valid flock struct.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    (rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short).then_some(fl.l_pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(root: &Path) -> Ctx {
+        Ctx {
+            root: root.to_path_buf(),
+            systemd_cgroup: false,
+            cdi_spec_dirs: vec![],
+        }
+    }
+
+    #[test]
+    fn a_directory_without_state_is_half_made_and_garbage_state_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        assert!(matches!(inspect(&ctx, "c").unwrap(), Entry::Missing));
+        fs::create_dir(dir.path().join("c")).unwrap();
+        let Entry::HalfMade(h) = inspect(&ctx, "c").unwrap() else {
+            panic!("not half-made")
+        };
+        assert!(h.why.contains("no state.json"), "{}", h.why);
+        assert_eq!(h.doc(&ctx).status, ContainerStatus::Stopped);
+        fs::write(dir.path().join("c/state.json"), "{\"id\":").unwrap();
+        let Entry::HalfMade(h) = inspect(&ctx, "c").unwrap() else {
+            panic!("not half-made")
+        };
+        assert!(h.why.contains("unreadable"), "{}", h.why);
+    }
+
+    #[test]
+    fn a_record_alone_is_half_made_and_forget_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let spec = Spec::default();
+        let intent = Intent::new(&ctx, "c", Path::new("/b"), &spec);
+        intent.record(&ctx).unwrap();
+        let Entry::HalfMade(h) = inspect(&ctx, "c").unwrap() else {
+            panic!("not half-made")
+        };
+        assert_eq!(h.intent.as_ref().unwrap().bundle, Path::new("/b"));
+        assert_eq!(h.doc(&ctx).bundle, Path::new("/b"));
+        Intent::forget(&ctx, "c");
+        assert!(matches!(inspect(&ctx, "c").unwrap(), Entry::Missing));
+        assert!(!dir.path().join(INTENTS).exists());
+    }
+}

@@ -1,0 +1,680 @@
+//! Crash consistency: `nvbind create`, `start`, `exec`, `delete` and `checkpoint` are killed
+//! with SIGKILL at random moments; after every kill `list` and `state` must still answer and
+//! `nvbind delete --force ID` must leave no state entry, cgroup directory (any controller),
+//! mount under the test's directory, container process or CRIU staging directory behind.
+//!
+//! The kill delays come from a seeded generator (printed; NVBIND_CRASH_SEED replays a run) and
+//! are spread over the first 50 ms, three in four of them inside the window where the verb
+//! actually works (measured first). NVBIND_CRASH_TRIALS sets the total number of trials,
+//! shared among the verbs. Each verb prints one summary line; a leak fails the test with the
+//! trial, the delay and what was left.
+//!
+//! The test process makes itself a child subreaper, so whatever a killed nvbind forked (the
+//! container's init, CRIU) is re-parented to it and found by the process scan. All tests in
+//! this file take turns, because that scan reaps zombie children with waitpid(-1).
+
+mod common;
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+use common::{criu, leaked_cgroups, Env, NVBIND};
+use serde_json::json;
+
+const DEFAULT_SEED: u64 = 0x6e76_6269_6e64_0009;
+const DEFAULT_TRIALS: usize = 200;
+const WINDOW: Duration = Duration::from_millis(50);
+
+static TURN: Mutex<()> = Mutex::new(());
+static SUBREAPER: Once = Once::new();
+
+fn take_turn() -> MutexGuard<'static, ()> {
+    SUBREAPER.call_once(|| {
+        // SAFETY: prctl with integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        assert_eq!(rc, 0, "cannot become a child subreaper");
+    });
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// splitmix64: small, seedable, good enough to spread delays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, max).
+    fn below(&mut self, max: Duration) -> Duration {
+        let us = max.as_micros().max(1) as u64;
+        Duration::from_micros(self.next() % us)
+    }
+}
+
+fn seed() -> u64 {
+    match std::env::var("NVBIND_CRASH_SEED") {
+        Ok(s) => {
+            let s = s.trim();
+            let parsed = match s.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => s.parse(),
+            };
+            parsed.unwrap_or_else(|_| panic!("NVBIND_CRASH_SEED={s:?} is not a number"))
+        }
+        Err(_) => DEFAULT_SEED,
+    }
+}
+
+/// This verb's share of NVBIND_CRASH_TRIALS (default 200 in all).
+fn trials(share_percent: usize) -> usize {
+    let total = std::env::var("NVBIND_CRASH_TRIALS")
+        .ok()
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .unwrap_or_else(|_| panic!("NVBIND_CRASH_TRIALS={s:?} is not a number"))
+        })
+        .unwrap_or(DEFAULT_TRIALS);
+    (total * share_percent).div_ceil(100).max(1)
+}
+
+/// One verb under test: what to set up before the verb, and the verb's arguments.
+struct Verb<'a> {
+    name: &'static str,
+    share_percent: usize,
+    env: &'a Env,
+    bundle: PathBuf,
+    criu: Option<PathBuf>,
+    /// Brings container `id` to the state the verb expects.
+    prepare: &'a dyn Fn(&Env, &Path, &str, usize),
+    /// The verb's arguments for trial `n`.
+    args: &'a dyn Fn(&Path, &str, usize) -> Vec<String>,
+    /// Directories where CRIU stages a dump (checked for leftovers).
+    image_dir: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct Tally {
+    trials: usize,
+    killed: usize,
+    exited_ok: usize,
+    exited_err: Vec<String>,
+    leaks: Vec<String>,
+}
+
+impl Verb<'_> {
+    /// nvbind with this test's root (and CRIU), output to a file; returns the child.
+    fn spawn(&self, args: &[String], log: &Path) -> std::process::Child {
+        let mut cmd = Command::new(NVBIND);
+        cmd.arg("--root").arg(&self.env.root);
+        if let Some(c) = &self.criu {
+            cmd.arg("--criu").arg(c);
+        }
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(log.with_extension("out")).unwrap())
+            .stderr(fs::File::create(log).unwrap())
+            .spawn()
+            .expect("cannot run nvbind")
+    }
+
+    /// The verb's duration when left alone: the median of three runs after a warm-up run
+    /// (the first one pays for cold caches).
+    fn measure(&self) -> Duration {
+        let mut times = Vec::new();
+        for n in 0..4 {
+            let id = format!("{}-measure-{n}", self.name);
+            (self.prepare)(self.env, &self.bundle, &id, n);
+            let log = self.env.dir.path().join("measure.err");
+            let started = Instant::now();
+            let status = self.spawn(&(self.args)(&self.bundle, &id, n), &log).wait();
+            times.push(started.elapsed());
+            assert!(
+                status.as_ref().is_ok_and(|s| s.success()),
+                "{} {id} failed when not killed: {}",
+                self.name,
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            self.env.ok(&["delete", "--force", &id]);
+            self.clean_images();
+        }
+        times.remove(0);
+        times.sort();
+        times[1]
+    }
+
+    fn clean_images(&self) {
+        if let Some(d) = &self.image_dir {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+
+    fn run(&self) -> Tally {
+        let n = trials(self.share_percent);
+        let seed = seed();
+        let verb_seed = seed
+            ^ self
+                .name
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31) + b as u64);
+        let mut rng = Rng(verb_seed);
+        let duration = self.measure();
+        // Where the verb works: its measured duration (a little more, for a slower moment).
+        let busy = duration.mul_f64(1.2);
+        println!(
+            "{}: takes {} ms when left alone; seed {seed:#x}; {n} trials, 3 in 4 killed within \
+             {} ms, the rest within {} ms",
+            self.name,
+            duration.as_millis(),
+            busy.as_millis(),
+            WINDOW.max(busy).as_millis()
+        );
+        let mut tally = Tally::default();
+        for trial in 0..n {
+            let delay = if rng.next() % 4 == 0 {
+                rng.below(WINDOW.max(busy))
+            } else {
+                rng.below(busy)
+            };
+            self.trial(trial, delay, &mut tally);
+        }
+        println!(
+            "{}: {} trials, {} killed mid-command, {} finished first ({} of them failing), {} leaks",
+            self.name,
+            tally.trials,
+            tally.killed,
+            tally.exited_ok + tally.exited_err.len(),
+            tally.exited_err.len(),
+            tally.leaks.len()
+        );
+        for e in tally.exited_err.iter().take(5) {
+            println!("  finished with an error: {e}");
+        }
+        tally
+    }
+
+    fn trial(&self, trial: usize, delay: Duration, tally: &mut Tally) {
+        let id = format!("{}-{trial}", self.name);
+        (self.prepare)(self.env, &self.bundle, &id, trial);
+        let log = self.env.dir.path().join("trial.err");
+        let mut child = self.spawn(&(self.args)(&self.bundle, &id, trial), &log);
+        std::thread::sleep(delay);
+        // SAFETY: kill(2) on our own child, which is not reaped yet (its pid is still ours).
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let status = child.wait().expect("cannot wait for nvbind");
+        tally.trials += 1;
+        if status.signal() == Some(libc::SIGKILL) {
+            tally.killed += 1;
+        } else if status.success() {
+            tally.exited_ok += 1;
+        } else {
+            tally.exited_err.push(format!(
+                "trial {trial} ({status:?}): {}",
+                fs::read_to_string(&log).unwrap_or_default().trim()
+            ));
+        }
+        let what = format!(
+            "{} trial {trial} (killed after {:.1} ms, {})",
+            self.name,
+            delay.as_secs_f64() * 1000.0,
+            if status.signal() == Some(libc::SIGKILL) {
+                "mid-command"
+            } else {
+                "after it finished"
+            }
+        );
+        for problem in self.after_kill(&id) {
+            tally.leaks.push(format!("{what}: {problem}"));
+        }
+        self.clean_images();
+    }
+
+    /// What a supervisor does after the crash: list, state, delete --force; then the leak
+    /// check. Returns the problems found (and removes what leaked, so the next trial starts
+    /// clean).
+    fn after_kill(&self, id: &str) -> Vec<String> {
+        let env = self.env;
+        let mut problems = Vec::new();
+        let list = env.nvbind(&["list", "--format", "json"]);
+        if !list.status.success()
+            || serde_json::from_slice::<serde_json::Value>(&list.stdout).is_err()
+        {
+            problems.push(format!(
+                "`list` failed: {}",
+                String::from_utf8_lossy(&list.stderr).trim()
+            ));
+        }
+        let state = env.nvbind(&["state", id]);
+        let state_err = String::from_utf8_lossy(&state.stderr).into_owned();
+        let state_ok = if state.status.success() {
+            serde_json::from_slice::<serde_json::Value>(&state.stdout).is_ok()
+        } else {
+            state.status.code() == Some(1) && state_err.trim_end().lines().count() == 1
+        };
+        if !state_ok {
+            problems.push(format!("`state` broke ({:?}): {state_err:?}", state.status));
+        }
+        let del = env.nvbind(&["delete", "--force", id]);
+        if !del.status.success() {
+            problems.push(format!(
+                "`delete --force` failed: {}",
+                String::from_utf8_lossy(&del.stderr).trim()
+            ));
+        }
+        let mut leaks = Leaks::find(env, self.image_dir.as_deref());
+        // A process killed by delete may need a moment to be gone from /proc.
+        for _ in 0..20 {
+            if leaks.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            leaks = Leaks::find(env, self.image_dir.as_deref());
+        }
+        if !leaks.is_empty() {
+            problems.push(leaks.describe());
+            leaks.remove(env);
+        }
+        if let Ok(cfg) = fs::read(self.bundle.join("config.json")) {
+            if serde_json::from_slice::<serde_json::Value>(&cfg).is_err() {
+                problems.push("the bundle's config.json is no longer valid JSON".into());
+            }
+        }
+        problems
+    }
+}
+
+/// Everything of one test that should be gone once its containers are deleted.
+#[derive(Debug, Default)]
+struct Leaks {
+    /// Entries under --root other than the root's lock file and CRIU version cache.
+    state: Vec<PathBuf>,
+    cgroups: Vec<PathBuf>,
+    mounts: Vec<String>,
+    /// (pid, why it belongs to us, command line)
+    processes: Vec<(i32, &'static str, String)>,
+    staging: Vec<PathBuf>,
+}
+
+/// Files the root keeps between containers.
+const ROOT_FILES: [&str; 2] = [".nvbind.lock", ".criu-version"];
+
+impl Leaks {
+    fn find(env: &Env, image_dir: Option<&Path>) -> Self {
+        let state = fs::read_dir(&env.root)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| !ROOT_FILES.contains(&e.file_name().to_string_lossy().as_ref()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let here = env.dir.path().to_string_lossy().into_owned();
+        let mounts = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&here))
+            .map(str::to_string)
+            .collect();
+        let staging = image_dir
+            .and_then(|d| fs::read_dir(d).ok())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".nvbind-dump"))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            state,
+            cgroups: leaked_cgroups(&env.cgroup_prefix),
+            mounts,
+            processes: stray_processes(env),
+            staging,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.state.is_empty()
+            && self.cgroups.is_empty()
+            && self.mounts.is_empty()
+            && self.processes.is_empty()
+            && self.staging.is_empty()
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for p in &self.state {
+            let inside: Vec<String> = fs::read_dir(p)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            parts.push(format!("state entry {} {inside:?}", p.display()));
+        }
+        for c in &self.cgroups {
+            let frozen = fs::read_to_string(c.join("freezer.state"))
+                .map(|s| format!(" (freezer.state {})", s.trim()))
+                .unwrap_or_default();
+            let procs = fs::read_to_string(c.join("cgroup.procs")).unwrap_or_default();
+            parts.push(format!(
+                "cgroup {}{frozen} with processes {:?}",
+                c.display(),
+                procs.split_whitespace().collect::<Vec<_>>()
+            ));
+        }
+        for m in &self.mounts {
+            parts.push(format!("mount {m}"));
+        }
+        for (pid, why, cmd) in &self.processes {
+            parts.push(format!("process {pid} ({why}): {cmd}"));
+        }
+        for s in &self.staging {
+            parts.push(format!("CRIU staging directory {}", s.display()));
+        }
+        parts.join("; ")
+    }
+
+    /// Removes what leaked, by hand, so the next trial is independent of this one.
+    fn remove(&self, env: &Env) {
+        for c in &self.cgroups {
+            let _ = fs::write(c.join("freezer.state"), "THAWED");
+        }
+        for (pid, _, _) in &self.processes {
+            // SAFETY: kill(2) with a pid read from /proc.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        reap_children();
+        for c in &self.cgroups {
+            let _ = fs::remove_dir(c);
+        }
+        let mut points: Vec<String> = self
+            .mounts
+            .iter()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        for p in self.state.iter().chain(&self.staging) {
+            let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
+        }
+        let _ = env;
+    }
+}
+
+/// Reaps every zombie child (re-parented orphans included); returns how many.
+fn reap_children() -> usize {
+    let mut n = 0;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on any child; no Command of ours is waiting (the turn).
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return n;
+        }
+        n += 1;
+    }
+}
+
+/// Live processes that belong to this test: in one of its cgroups, rooted under its
+/// directory, or children of the test process (the subreaper) while no nvbind runs.
+fn stray_processes(env: &Env) -> Vec<(i32, &'static str, String)> {
+    reap_children();
+    let me = std::process::id() as i32;
+    let here = env.dir.path();
+    let mut found = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in rd.filter_map(|e| e.ok()) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if state == "Z" || state == "X" {
+            continue;
+        }
+        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let why = if cgroup.contains(&env.cgroup_prefix) {
+            "in the container's cgroup"
+        } else if fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r.starts_with(here)) {
+            "rooted in the bundle"
+        } else if ppid == me {
+            "orphan of a killed nvbind"
+        } else {
+            continue;
+        };
+        let cmd = fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        found.push((pid, why, cmd.trim().to_string()));
+    }
+    found
+}
+
+fn assert_no_leaks(tally: &Tally) {
+    assert!(
+        tally.leaks.is_empty(),
+        "{} of {} trials leaked:\n{}",
+        tally.leaks.len(),
+        tally.trials,
+        tally.leaks.join("\n")
+    );
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn no_prep(_: &Env, _: &Path, _: &str, _: usize) {}
+
+fn created(env: &Env, b: &Path, id: &str, _: usize) {
+    env.ok(&["create", "-b", &s(b), id]);
+}
+
+fn running(env: &Env, b: &Path, id: &str, n: usize) {
+    created(env, b, id, n);
+    env.ok(&["start", id]);
+}
+
+#[test]
+fn create_killed_at_random_moments_leaves_nothing() {
+    let _turn = take_turn();
+    let env = Env::new();
+    let bundle = env.bundle("create", &["sleep", "1000"]);
+    let verb = Verb {
+        name: "create",
+        share_percent: 30,
+        env: &env,
+        bundle,
+        criu: None,
+        prepare: &no_prep,
+        args: &|b, id, _| strings(&["create", "-b", &s(b), id]),
+        image_dir: None,
+    };
+    assert_no_leaks(&verb.run());
+}
+
+#[test]
+fn start_killed_at_random_moments_leaves_nothing() {
+    let _turn = take_turn();
+    let env = Env::new();
+    let bundle = env.bundle("start", &["sleep", "1000"]);
+    let verb = Verb {
+        name: "start",
+        share_percent: 20,
+        env: &env,
+        bundle,
+        criu: None,
+        prepare: &created,
+        args: &|_, id, _| strings(&["start", id]),
+        image_dir: None,
+    };
+    assert_no_leaks(&verb.run());
+}
+
+#[test]
+fn exec_killed_at_random_moments_leaves_nothing() {
+    let _turn = take_turn();
+    let env = Env::new();
+    let bundle = env.bundle("exec", &["sleep", "1000"]);
+    let verb = Verb {
+        name: "exec",
+        share_percent: 20,
+        env: &env,
+        bundle,
+        criu: None,
+        prepare: &running,
+        // Half detached (nvbind returns once the process runs), half waiting for `true`.
+        args: &|_, id, n| {
+            if n % 2 == 0 {
+                strings(&["exec", "-d", id, "sleep", "1000"])
+            } else {
+                strings(&["exec", id, "true"])
+            }
+        },
+        image_dir: None,
+    };
+    assert_no_leaks(&verb.run());
+}
+
+#[test]
+fn delete_killed_at_random_moments_leaves_nothing() {
+    let _turn = take_turn();
+    let env = Env::new();
+    let bundle = env.bundle("delete", &["sleep", "1000"]);
+    let verb = Verb {
+        name: "delete",
+        share_percent: 15,
+        env: &env,
+        bundle,
+        criu: None,
+        // Half running, half created (its init waiting for start).
+        prepare: &|env, b, id, n| {
+            if n % 2 == 0 {
+                running(env, b, id, n)
+            } else {
+                created(env, b, id, n)
+            }
+        },
+        args: &|_, id, _| strings(&["delete", "--force", id]),
+        image_dir: None,
+    };
+    assert_no_leaks(&verb.run());
+}
+
+#[test]
+fn checkpoint_killed_at_random_moments_leaves_nothing() {
+    let Some(criu_path) = criu::working_criu() else {
+        println!("checkpoint: skipped, no working CRIU (scripts/setup-criu installs one)");
+        return;
+    };
+    let _turn = take_turn();
+    let env = Env::new();
+    let bundle = env.bundle("checkpoint", &["sleep", "1000"]);
+    env.edit(&bundle, |c| c["root"]["readonly"] = json!(false));
+    let images = env.dir.path().join("images");
+    let keep = Mutex::new(Vec::new());
+    let criu_for_prep = criu_path.clone();
+    let prep = move |env: &Env, b: &Path, id: &str, _: usize| {
+        let mut keep = keep.lock().unwrap();
+        criu::detached(
+            env,
+            &criu_for_prep,
+            &["run", "-d", "-b", &s(b), id],
+            &mut keep,
+        );
+        // The pipes of earlier trials' containers are no longer needed.
+        let len = keep.len();
+        if len > 2 {
+            keep.drain(..len - 2);
+        }
+    };
+    let images_arg = images.clone();
+    let verb = Verb {
+        name: "checkpoint",
+        share_percent: 15,
+        env: &env,
+        bundle,
+        criu: Some(criu_path),
+        prepare: &prep,
+        // Half leave the container running after the dump, half let CRIU kill it.
+        args: &|_, id, n| {
+            let mut a = strings(&["checkpoint", "--image-path", &s(&images_arg)]);
+            if n % 2 == 1 {
+                a.push("--leave-running".into());
+            }
+            a.push(id.into());
+            a
+        },
+        image_dir: Some(images),
+    };
+    assert_no_leaks(&verb.run());
+}
+
+/// The leak check must be able to fail: a cgroup directory, a state entry, a mount and a
+/// process made by hand are each reported.
+#[test]
+fn leak_check_reports_what_is_left() {
+    let _turn = take_turn();
+    let env = Env::new();
+    assert!(Leaks::find(&env, None).is_empty());
+
+    let cg = PathBuf::from("/sys/fs/cgroup/pids").join(format!("{}-control", env.cgroup_prefix));
+    let cg = if cg.parent().unwrap().is_dir() {
+        cg
+    } else {
+        PathBuf::from("/sys/fs/cgroup").join(format!("{}-control", env.cgroup_prefix))
+    };
+    fs::create_dir(&cg).unwrap();
+    fs::create_dir_all(env.root.join("half-made")).unwrap();
+    let mnt = env.dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let mut orphan = Command::new("sleep").arg("1000").spawn().unwrap();
+    let images = env.dir.path().join("images");
+    fs::create_dir_all(images.join(".nvbind-dump-1")).unwrap();
+
+    let leaks = Leaks::find(&env, Some(&images));
+    let text = leaks.describe();
+    leaks.remove(&env);
+    let _ = orphan.wait();
+    assert!(Leaks::find(&env, Some(&images)).is_empty(), "not removed");
+    assert!(text.contains(&cg.display().to_string()), "{text}");
+    assert!(text.contains("half-made"), "{text}");
+    assert!(text.contains(&mnt.display().to_string()), "{text}");
+    assert!(text.contains(&format!("process {}", orphan.id())), "{text}");
+    assert!(text.contains(".nvbind-dump-1"), "{text}");
+}
