@@ -435,3 +435,40 @@ fn bad_inputs_fail_cleanly() {
     }
     user.assert_clean();
 }
+
+#[test]
+fn exec_joins_the_user_namespace() {
+    // NVBIND-PATCHES.md #14, as root: a container with a user namespace mapping 0 to 100000;
+    // an exec'd process ran outside it, as real host root (uid_map "0 0 4294967295").
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    env.edit(&b, |c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = map.clone();
+        c["linux"]["gidMappings"] = map.clone();
+    });
+    rootless_user::sh("chown", &["-R", "100000:100000", b.to_str().unwrap()]);
+    env.ok(&["run", "-d", "--bundle", b.to_str().unwrap(), "u1"]);
+    let out = env.ok(&["exec", "u1", "sh", "-c", "cat /proc/self/uid_map"]);
+    assert_eq!(lines(&out), ["0 100000 65536"]);
+    env.ok(&["exec", "-d", "u1", "sleep", "999"]);
+    // seen from the host, the exec'd process is the mapped uid, not root
+    let host_uid = |pid: &str| {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"));
+        uid.and_then(|u| u.split_whitespace().next().map(String::from))
+    };
+    let sleeper = fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        (cmd == b"sleep\0999\0").then_some(pid)
+    });
+    let pid = sleeper.expect("the exec'd sleep is not running");
+    assert_eq!(host_uid(&pid).as_deref(), Some("100000"));
+    env.ok(&["delete", "--force", "u1"]);
+    env.assert_clean();
+}
