@@ -40,7 +40,8 @@ pub struct GlobalOpts {
     /// Manage cgroups through systemd (cgroupsPath is then "slice:prefix:name")
     #[arg(long)]
     pub systemd_cgroup: bool,
-    /// Rootless mode: "auto" decides from the effective uid and the environment
+    /// Rootless mode: the state root defaults to $XDG_RUNTIME_DIR/nvbind (else
+    /// /tmp/nvbind-UID); "auto" turns it on when not run as root
     #[arg(long, value_enum, default_value_t = Rootless::Auto)]
     pub rootless: Rootless,
     /// CDI spec directory (repeatable, later ones win) [default: $NVBIND_CDI_SPEC_DIRS or
