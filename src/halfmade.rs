@@ -31,7 +31,7 @@ use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic_nosync;
-use crate::runtime::{load_state_retrying, validate_id, Ctx};
+use crate::runtime::{load_state_retrying, validate_id, Ctx, DirLock};
 
 const INTENTS: &str = ".nvbind-creating";
 
@@ -149,9 +149,38 @@ pub struct HalfMade {
     pub intent: Option<Intent>,
     /// Why it is not a complete container, for messages.
     pub why: String,
+    /// Whether its create was still running when it was inspected. Judged once, after the
+    /// directory was looked at, so that the warning, the status and delete's choice agree
+    /// (a create that ends in between would otherwise be warned about as half-made).
+    creating: bool,
 }
 
 pub fn inspect(ctx: &Ctx, id: &str) -> Result<Entry> {
+    // A directory without state.json may be one a delete is emptying (under the container's
+    // lock, state.json first), or one whose create ended between our look at the directory
+    // and our look at the root lock. So a half-made one is judged again after waiting for the
+    // container's lock, until two looks agree (tests/load.rs: list and state racing create
+    // and delete must not warn about containers that are merely coming or going).
+    let mut entry = inspect_now(ctx, id)?;
+    for _ in 0..3 {
+        let Entry::HalfMade(half) = &entry else {
+            break;
+        };
+        if half.in_progress() || !half.dir.is_dir() {
+            break;
+        }
+        drop(DirLock::exclusive(&half.dir));
+        let again = inspect_now(ctx, id)?;
+        let settled = matches!(&again, Entry::HalfMade(h) if h.why == half.why && !h.in_progress());
+        entry = again;
+        if settled {
+            break;
+        }
+    }
+    Ok(entry)
+}
+
+fn inspect_now(ctx: &Ctx, id: &str) -> Result<Entry> {
     validate_id(id)?;
     let dir = ctx.container_dir(id);
     let intent = Intent::load(ctx, id);
@@ -159,6 +188,9 @@ pub fn inspect(ctx: &Ctx, id: &str) -> Result<Entry> {
         Entry::HalfMade(HalfMade {
             id: id.to_string(),
             dir: dir.clone(),
+            creating: intent
+                .as_ref()
+                .is_some_and(|i| root_lock_holder(ctx) == Some(i.pid as i32)),
             intent,
             why,
         })
@@ -189,15 +221,13 @@ pub fn inspect(ctx: &Ctx, id: &str) -> Result<Entry> {
 }
 
 impl HalfMade {
-    /// Whether its create is still running: that nvbind holds the root lock.
-    pub fn in_progress(&self, ctx: &Ctx) -> bool {
-        self.intent
-            .as_ref()
-            .is_some_and(|i| root_lock_holder(ctx) == Some(i.pid as i32))
+    /// Whether its create was still running (that nvbind held the root lock) when inspected.
+    pub fn in_progress(&self) -> bool {
+        self.creating
     }
 
     /// The state document as far as it is known.
-    pub fn doc(&self, ctx: &Ctx) -> StateDoc {
+    pub fn doc(&self) -> StateDoc {
         let bundle = self
             .intent
             .as_ref()
@@ -207,7 +237,7 @@ impl HalfMade {
             oci_version: oci_spec::runtime::Spec::default().version().clone(),
             id: self.id.clone(),
             pid: 0,
-            status: if self.in_progress(ctx) {
+            status: if self.in_progress() {
                 ContainerStatus::Creating
             } else {
                 ContainerStatus::Stopped
@@ -360,7 +390,7 @@ mod tests {
             panic!("not half-made")
         };
         assert!(h.why.contains("no state.json"), "{}", h.why);
-        assert_eq!(h.doc(&ctx).status, ContainerStatus::Stopped);
+        assert_eq!(h.doc().status, ContainerStatus::Stopped);
         fs::write(dir.path().join("c/state.json"), "{\"id\":").unwrap();
         let Entry::HalfMade(h) = inspect(&ctx, "c").unwrap() else {
             panic!("not half-made")
@@ -379,7 +409,7 @@ mod tests {
             panic!("not half-made")
         };
         assert_eq!(h.intent.as_ref().unwrap().bundle, Path::new("/b"));
-        assert_eq!(h.doc(&ctx).bundle, Path::new("/b"));
+        assert_eq!(h.doc().bundle, Path::new("/b"));
         Intent::forget(&ctx, "c");
         assert!(matches!(inspect(&ctx, "c").unwrap(), Entry::Missing));
         assert!(!dir.path().join(INTENTS).exists());

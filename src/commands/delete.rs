@@ -29,12 +29,20 @@ pub fn run(args: &DeleteArgs, ctx: &Ctx) -> Result<()> {
             "container {id:?} does not exist under {}",
             ctx.root.display()
         ),
-        Entry::HalfMade(half) if !args.force => bail!("{}", half.warning()),
+        Entry::HalfMade(half) if !args.force && !half.in_progress() => {
+            bail!("{}", half.warning())
+        }
         Entry::HalfMade(_) => {
             // A create that is still running holds the root lock until it is done; once we
             // hold it, whatever is there was left by a process that is gone.
             let root_lock = lock_root(ctx)?;
             match inspect(ctx, id)? {
+                // Without --force, what the create we waited for left is judged as usual.
+                Entry::Missing if !args.force => bail!(
+                    "container {id:?} does not exist under {}",
+                    ctx.root.display()
+                ),
+                Entry::HalfMade(half) if !args.force => bail!("{}", half.warning()),
                 Entry::Missing => {}
                 Entry::HalfMade(half) => half
                     .remove(ctx)

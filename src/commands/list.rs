@@ -36,10 +36,10 @@ pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<()> {
             Ok(Entry::Missing) => {}
             Ok(Entry::Complete(c)) => docs.push(StateDoc::of(&c)),
             Ok(Entry::HalfMade(half)) => {
-                if !half.in_progress(ctx) {
+                if !half.in_progress() {
                     eprintln!("nvbind: warning: {}", half.warning());
                 }
-                docs.push(half.doc(ctx));
+                docs.push(half.doc());
             }
             Err(e) => eprintln!(
                 "nvbind: warning: skipping {}: {e:#}",

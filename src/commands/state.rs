@@ -21,10 +21,10 @@ pub fn run(args: &StateArgs, ctx: &Ctx) -> Result<()> {
         // What a killed create or delete left: reported as far as it is known (an engine
         // that asks goes on to delete it), not an error.
         Entry::HalfMade(half) => {
-            if !half.in_progress(ctx) {
+            if !half.in_progress() {
                 eprintln!("nvbind: warning: {}", half.warning());
             }
-            half.doc(ctx)
+            half.doc()
         }
     };
     println!("{}", serde_json::to_string_pretty(&doc)?);
