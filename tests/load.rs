@@ -905,3 +905,38 @@ fn list_and_state_stay_whole_while_containers_come_and_go() {
     env.assert_clean();
     assert_no_strays(&env, &bundles.marker, &[]);
 }
+
+/// A create held in the middle by a createRuntime hook (state.json written, no init yet):
+/// `state` and `list` say "creating" (libcontainer alone says "stopped"), and a `delete
+/// --force` meanwhile waits for the create instead of removing the directory from under it.
+#[test]
+fn a_container_being_created_is_creating_and_delete_waits_for_it() {
+    let _turn = serial();
+    let env = Env::new();
+    let bundles = Bundles::new(&env, 5);
+    let b = bundles.make(&env, "slow");
+    env.edit(&b, |c| {
+        c["hooks"] = json!({"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "2"]}]});
+    });
+    std::thread::scope(|s| {
+        let create = s.spawn(|| nv(&env, &["create", "-b", b.to_str().unwrap(), "slow"]));
+        assert!(
+            wait_long(|| env.root.join("slow/state.json").exists()),
+            "create never wrote its state"
+        );
+        let st = checked_state(&env, "slow")
+            .unwrap()
+            .expect("state: no container");
+        assert_eq!(st["status"], "creating", "state during create: {st}");
+        let listed = checked_list_json(&env).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0]["status"], "creating", "list during create");
+        let delete = s.spawn(|| nv(&env, &["delete", "--force", "slow"]));
+        let create = create.join().unwrap();
+        assert!(create.ok(), "create raced by delete: {}", create.describe());
+        let delete = delete.join().unwrap();
+        assert!(delete.ok(), "{}", delete.describe());
+    });
+    env.assert_clean();
+    assert_no_strays(&env, &bundles.marker, &[]);
+}
