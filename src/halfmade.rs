@@ -211,7 +211,18 @@ fn inspect_now(ctx: &Ctx, id: &str) -> Result<Entry> {
         ));
     }
     match load_state_retrying(&dir) {
-        Ok(c) => Ok(Entry::Complete(Box::new(c))),
+        Ok(mut c) => {
+            // libcontainer writes state.json ("creating", no pid) before the init exists and
+            // then reads it back as stopped; while its create runs, it is creating.
+            if c.pid().is_none()
+                && intent
+                    .as_ref()
+                    .is_some_and(|i| root_lock_holder(ctx) == Some(i.pid as i32))
+            {
+                c.set_status(ContainerStatus::Creating);
+            }
+            Ok(Entry::Complete(Box::new(c)))
+        }
         Err(_) if !dir.exists() => Ok(Entry::Missing),
         Err(e) => Ok(half(
             format!("its state.json is unreadable ({e:#})"),
