@@ -283,6 +283,14 @@ impl Verb<'_> {
             problems.push(leaks.describe());
             leaks.remove(env);
         }
+        // Written atomically (NVBIND-PATCHES.md #22): absent, or a whole pid.
+        let pid_file = self.bundle.with_file_name(format!("{id}.pid"));
+        if let Ok(text) = fs::read_to_string(&pid_file) {
+            if text.trim().parse::<u32>().is_err() {
+                problems.push(format!("the pid file holds {text:?}"));
+            }
+            let _ = fs::remove_file(&pid_file);
+        }
         if let Ok(cfg) = fs::read(self.bundle.join("config.json")) {
             if serde_json::from_slice::<serde_json::Value>(&cfg).is_err() {
                 problems.push("the bundle's config.json is no longer valid JSON".into());
@@ -514,7 +522,10 @@ fn create_killed_at_random_moments_leaves_nothing() {
         bundle,
         criu: None,
         prepare: &no_prep,
-        args: &|b, id, _| strings(&["create", "-b", &s(b), id]),
+        args: &|b, id, _| {
+            let pid_file = b.with_file_name(format!("{id}.pid"));
+            strings(&["create", "--pid-file", &s(&pid_file), "-b", &s(b), id])
+        },
         image_dir: None,
     };
     assert_no_leaks(&verb.run());

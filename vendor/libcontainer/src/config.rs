@@ -1,5 +1,5 @@
 use std::fs;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Hooks, Spec};
@@ -66,23 +66,18 @@ impl YoukiConfig {
     }
 
     pub fn save<P: AsRef<Path>>(&self, path: P) -> Result<()> {
-        let file = fs::File::create(path.as_ref().join(YOUKI_CONFIG_NAME)).map_err(|err| {
+        // nvbind: replaced atomically; the file was truncated and written in place, so a
+        // runtime killed half-way (or a concurrent delete) found a torn youki_config.json
+        let bytes = serde_json::to_vec(self).map_err(|err| ConfigError::SaveEncode {
+            source: err,
+            path: path.as_ref().to_owned(),
+        })?;
+        utils::write_file_atomic(path.as_ref().join(YOUKI_CONFIG_NAME), bytes).map_err(|err| {
             ConfigError::SaveIO {
                 source: err,
                 path: path.as_ref().to_owned(),
             }
-        })?;
-        let mut writer = BufWriter::new(file);
-        serde_json::to_writer(&mut writer, self).map_err(|err| ConfigError::SaveEncode {
-            source: err,
-            path: path.as_ref().to_owned(),
-        })?;
-        writer.flush().map_err(|err| ConfigError::SaveIO {
-            source: err,
-            path: path.as_ref().to_owned(),
-        })?;
-
-        Ok(())
+        })
     }
 
     pub fn load<P: AsRef<Path>>(path: P) -> Result<Self> {

@@ -167,6 +167,37 @@ pub fn write_file<P: AsRef<Path>, C: AsRef<[u8]>>(
     Ok(())
 }
 
+/// nvbind: replaces `path` with `contents` through a temporary file in the same directory
+/// (`.<name>.<pid>.<random>.tmp`, created exclusively) and a rename, so a reader, or a runtime
+/// killed half-way, sees the old file or the new one, never a torn one. The temporary file is
+/// removed when the write fails.
+pub fn write_file_atomic<P: AsRef<Path>, C: AsRef<[u8]>>(
+    path: P,
+    contents: C,
+) -> Result<(), std::io::Error> {
+    use std::io::Write;
+    let path = path.as_ref();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(contents.as_ref()))
+        .and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
 pub fn create_dir_all<P: AsRef<Path>>(path: P) -> Result<(), std::io::Error> {
     fs::create_dir_all(path.as_ref()).map_err(|err| {
         tracing::error!(path = ?path.as_ref(), ?err, "failed to create directory");
@@ -426,6 +457,18 @@ mod tests {
     use anyhow::{Result, bail};
     use nix::unistd::Gid;
     use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNetDevice, SpecBuilder};
+
+    #[test]
+    fn test_write_file_atomic_replaces_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        fs::write(&path, "old").unwrap();
+        write_file_atomic(&path, "12345").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "12345");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(write_file_atomic(dir.path().join("missing/pid"), "1").is_err());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
     use serial_test::serial;
 
     use super::*;

@@ -46,6 +46,7 @@ pub fn container_intermediate_process(
     intermediate_main_sender: &mut channel::MainSender,
     init_main_sender: &mut channel::MainSender,
 ) -> Result<()> {
+    let runtime_pid = nix::unistd::getppid();
     let (inter_sender, inter_receiver) = intermediate_chan;
     let (init_sender, init_receiver) = init_chan;
     let command = args.syscall.create_syscall();
@@ -121,6 +122,20 @@ pub fn container_intermediate_process(
         // root in the user namespace likely is mapped to an non-privileged user
         // on the parent user namespace.
         command.set_id(Uid::from_raw(0), Gid::from_raw(0))?;
+        // nvbind: changing credentials cleared the parent death signal that
+        // container_main_process armed; arm it again (the runtime may have died meanwhile)
+        if !args.as_sibling {
+            prctl::set_death_signal(libc::SIGKILL as isize).map_err(|errno| {
+                IntermediateProcessError::Other(format!(
+                    "failed to set the parent death signal: errno {errno}"
+                ))
+            })?;
+            if nix::unistd::getppid() != runtime_pid {
+                return Err(IntermediateProcessError::Other(
+                    "the runtime exited while the container was being set up".into(),
+                ));
+            }
+        }
     }
 
     // set limits and namespaces to the process

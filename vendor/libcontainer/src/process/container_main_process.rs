@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::fs;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -60,8 +59,25 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     let mut inter_chan = channel::intermediate_channel()?;
     let mut init_chan = channel::init_channel()?;
 
+    let main_pid = Pid::this();
     let cb: CloneCb = {
         Box::new(|| {
+            // nvbind: the intermediate dies with the runtime. Killed half-way, the runtime
+            // left it building the container on its own (joining and creating the cgroup,
+            // forking an init that waits for a `start` nobody can send) while `delete
+            // --force` was already removing it: the cgroup came back with the init in it
+            // (tests/crash.rs). The init it forks is in the cgroup, where delete finds it.
+            // A sibling's parent is the runtime's parent, whose death is not ours to follow.
+            if !container_args.as_sibling {
+                if let Err(ret) = prctl::set_death_signal(libc::SIGKILL as isize) {
+                    tracing::error!(?ret, "failed to set the parent death signal");
+                    return ret;
+                }
+                if nix::unistd::getppid() != main_pid {
+                    // the runtime died before the death signal was armed
+                    return -1;
+                }
+            }
             if let Err(ret) = prctl::set_name("youki:[1:INTER]") {
                 tracing::error!(?ret, "failed to set name for child process");
                 return ret;
@@ -169,7 +185,9 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
 
     // if file to write the pid to is specified, write pid of the child
     if let Some(pid_file) = &container_args.pid_file {
-        if let Err(err) = fs::write(pid_file, format!("{init_pid}")) {
+        // nvbind: replaced atomically, as runc does: an engine reading it never sees an empty
+        // or partial pid, also when the runtime is killed half-way
+        if let Err(err) = crate::utils::write_file_atomic(pid_file, format!("{init_pid}")) {
             tracing::warn!("failed to write pid to file: {err}");
         }
     }
