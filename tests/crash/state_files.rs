@@ -1,0 +1,132 @@
+//! What a crash can leave in the state root, made by hand: state.json empty, truncated or
+//! garbage, a container directory without state.json or with only a lock file, and the
+//! record of a create killed after it made a cgroup. `state` and `list` report each one
+//! (with a warning) and keep reporting the healthy container next to them; `delete --force`
+//! removes each one with everything it holds.
+
+use std::fs;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::common::{leaked_cgroups, process_alive, Env};
+use super::leaks::Leaks;
+use super::take_turn;
+
+fn json_of(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn broken_state_files_are_reported_and_deleted_and_hide_no_other_container() {
+    let _turn = take_turn();
+    let env = Env::new();
+    let b = env.bundle("good", &["sleep", "1000"]);
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "good"]);
+    let good_state = fs::read(env.root.join("good/state.json")).unwrap();
+
+    let cases: [(&str, &dyn Fn(&Path)); 5] = [
+        ("empty", &|d| fs::write(d.join("state.json"), "").unwrap()),
+        ("truncated", &|d| {
+            fs::write(d.join("state.json"), &good_state[..good_state.len() / 2]).unwrap()
+        }),
+        ("garbage", &|d| {
+            fs::write(d.join("state.json"), b"\x00\xffnot json at all").unwrap()
+        }),
+        ("no-state", &|d| {
+            fs::write(
+                d.join("youki_config.json"),
+                r#"{"hooks":null,"cgroup_path":"/x"}"#,
+            )
+            .unwrap()
+        }),
+        ("lock-only", &|d| {
+            fs::write(d.join(".nvbind.lock"), "").unwrap()
+        }),
+    ];
+    for (id, make) in &cases {
+        let d = env.root.join(id);
+        fs::create_dir(&d).unwrap();
+        make(&d);
+    }
+
+    let list = env.nvbind(&["list", "--format", "json"]);
+    assert!(list.status.success(), "list failed: {list:?}");
+    let docs = json_of(&list);
+    let status_of = |id: &str| {
+        docs.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .map(|d| d["status"].clone())
+    };
+    assert_eq!(status_of("good"), Some(json!("running")), "{docs}");
+    let warnings = String::from_utf8_lossy(&list.stderr);
+    for (id, _) in &cases {
+        assert_eq!(status_of(id), Some(json!("stopped")), "{id}: {docs}");
+        assert!(
+            warnings.contains(&format!("\"{id}\" is half-made")),
+            "no warning about {id}: {warnings}"
+        );
+        let state = env.nvbind(&["state", id]);
+        assert!(state.status.success(), "state {id}: {state:?}");
+        assert_eq!(json_of(&state)["status"], "stopped");
+        assert!(String::from_utf8_lossy(&state.stderr).contains("delete --force"));
+        let err = env.fails(&["delete", id]);
+        assert!(err.contains("delete --force"), "{err}");
+    }
+    assert_eq!(env.state("good")["status"], "running");
+
+    for (id, _) in &cases {
+        env.ok(&["delete", "--force", id]);
+        assert!(!env.root.join(id).exists(), "{id} left");
+    }
+    assert_eq!(env.ids(), vec!["good".to_string()]);
+    env.ok(&["delete", "--force", "good"]);
+    env.assert_clean();
+}
+
+/// A create killed after its init joined the cgroup and before state.json was written: only
+/// the create record knows the cgroup. With the record, `delete --force` kills the init and
+/// removes the cgroup; without it (the control, which is what runc's delete does: remove the
+/// directory) both would stay behind, and the leak check says so.
+#[test]
+fn the_create_record_is_what_lets_delete_find_the_cgroup() {
+    let _turn = take_turn();
+    let env = Env::new();
+    for with_record in [true, false] {
+        let id = if with_record { "recorded" } else { "control" };
+        let b = env.bundle(id, &["sleep", "1000"]);
+        env.ok(&["create", "-b", b.to_str().unwrap(), id]);
+        let init = env.state(id)["pid"].as_i64().unwrap();
+        let dir = env.root.join(id);
+        let config: Value =
+            serde_json::from_slice(&fs::read(dir.join("youki_config.json")).unwrap()).unwrap();
+        fs::remove_file(dir.join("state.json")).unwrap();
+        fs::remove_file(dir.join("youki_config.json")).unwrap();
+        if with_record {
+            let records = env.root.join(".nvbind-creating");
+            fs::create_dir_all(&records).unwrap();
+            let record = json!({"id": id, "bundle": b, "cgroup_path": config["cgroup_path"],
+                "systemd": false, "pid": 999_999_999u32});
+            fs::write(records.join(format!("{id}.json")), record.to_string()).unwrap();
+        }
+        assert_eq!(env.state(id)["status"], "stopped");
+        env.ok(&["delete", "--force", id]);
+        let cgroup_left = !leaked_cgroups(&env.cgroup_prefix).is_empty();
+        if with_record {
+            assert!(!cgroup_left, "the recorded cgroup was not removed");
+            assert!(
+                super::common::wait_for(|| !process_alive(init)),
+                "init {init} survived"
+            );
+            assert!(Leaks::find(&env, None).is_empty());
+        } else {
+            let leaks = Leaks::find(&env, None);
+            assert!(cgroup_left && process_alive(init), "{}", leaks.describe());
+            leaks.remove(&env);
+        }
+    }
+    env.assert_clean();
+}
