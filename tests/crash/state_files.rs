@@ -18,6 +18,9 @@ fn json_of(out: &std::process::Output) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// Breaks a container directory in one way.
+type Breakage<'a> = &'a dyn Fn(&Path);
+
 #[test]
 fn broken_state_files_are_reported_and_deleted_and_hide_no_other_container() {
     let _turn = take_turn();
@@ -26,7 +29,7 @@ fn broken_state_files_are_reported_and_deleted_and_hide_no_other_container() {
     env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "good"]);
     let good_state = fs::read(env.root.join("good/state.json")).unwrap();
 
-    let cases: [(&str, &dyn Fn(&Path)); 5] = [
+    let cases: [(&str, Breakage); 5] = [
         ("empty", &|d| fs::write(d.join("state.json"), "").unwrap()),
         ("truncated", &|d| {
             fs::write(d.join("state.json"), &good_state[..good_state.len() / 2]).unwrap()
