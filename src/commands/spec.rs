@@ -51,6 +51,14 @@ pub fn default_spec(rootless: bool) -> Spec {
         linux.set_resources(Some(resources));
     }
     spec.set_hostname(Some("nvbind".into()));
+    // No inheritable capabilities, as runc's spec since CVE-2022-29162: with them a program
+    // carrying inheritable file capabilities gains those in its permitted set on execve.
+    if let Some(process) = spec.process_mut() {
+        if let Some(mut caps) = process.capabilities().clone() {
+            caps.set_inheritable(None);
+            process.set_capabilities(Some(caps));
+        }
+    }
     spec
 }
 
