@@ -43,6 +43,10 @@ impl Executor for NvbindExecutor {
                 );
             }
         }
+        // A foreground `run` or `exec` blocks every signal before it forks (to forward them),
+        // and a signal mask survives execve: without this the container's process would start
+        // with SIGTERM, SIGCHLD and the rest blocked (a shell's `wait` then never returns).
+        let _ = nix::sys::signal::SigSet::all().thread_unblock();
         libcontainer::workload::default::get_executor().exec(spec)
     }
 
