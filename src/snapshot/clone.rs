@@ -88,14 +88,32 @@ pub fn prepare_rootfs_for_bundle(
         Some(rec) => rec,
         None => {
             let base = resolve_base(&from, bundle, spec)?;
-            let rec = make_clone(id, &base, keep)?;
             let path = record_path(ctx, id);
-            let written = fs::create_dir_all(path.parent().expect("has a parent")).and_then(|_| {
-                crate::atomic::write_atomic(&path, &serde_json::to_vec_pretty(&rec)?, 0o600)
-            });
-            if let Err(e) = written {
+            // Recorded before the clone is made, and again once it is: a create killed in
+            // between leaves a record that `delete` releases; the clone's mount and directory
+            // were otherwise known to no one (tests/crash.rs). Every backend's remove_clone
+            // copes with a clone made half-way or not at all.
+            let dir = clone_dir(id, &base);
+            let planned = CloneRecord {
+                id: id.into(),
+                backend: backend_for(&base)?,
+                base: base.clone(),
+                rootfs: dir.clone(),
+                dir,
+                keep,
+            };
+            write_record(&path, &planned)?;
+            let rec = match make_clone(id, &base, keep) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+            };
+            if let Err(e) = write_record(&path, &rec) {
                 let _ = backend_of(rec.backend).remove_clone(&rec.dir);
-                return Err(e).with_context(|| format!("cannot write {}", path.display()));
+                let _ = fs::remove_file(&path);
+                return Err(e);
             }
             rec
         }
@@ -147,9 +165,34 @@ fn resolve_base(from: &str, bundle: &Path, spec: &Spec) -> anyhow::Result<PathBu
     Ok(store.data_of(&meta))
 }
 
+fn write_record(path: &Path, rec: &CloneRecord) -> anyhow::Result<()> {
+    let written = fs::create_dir_all(path.parent().expect("has a parent"))
+        .and_then(|_| crate::atomic::write_atomic(path, &serde_json::to_vec_pretty(rec)?, 0o600));
+    written.with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn clone_dir(id: &str, base: &Path) -> PathBuf {
+    base.parent()
+        .unwrap_or(Path::new("/"))
+        .join(CLONES)
+        .join(id)
+}
+
+/// The backend `make_clone` tries first (overlay falls back to a copy, which overlay's
+/// removal also removes).
+fn backend_for(base: &Path) -> anyhow::Result<Kind> {
+    let magic = fs_magic(base)?;
+    Ok(if magic == BTRFS_MAGIC && is_subvolume(base) {
+        Kind::Btrfs
+    } else if magic == ZFS_MAGIC {
+        Kind::Zfs
+    } else {
+        Kind::Overlay
+    })
+}
+
 fn make_clone(id: &str, base: &Path, keep: bool) -> anyhow::Result<CloneRecord> {
-    let parent = base.parent().unwrap_or(Path::new("/"));
-    let dir = parent.join(CLONES).join(id);
+    let dir = clone_dir(id, base);
     if dir.exists() {
         bail!(
             "a clone for container {id:?} already exists at {} (kept from an earlier \
@@ -158,7 +201,6 @@ fn make_clone(id: &str, base: &Path, keep: bool) -> anyhow::Result<CloneRecord> 
         );
     }
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let magic = fs_magic(base)?;
     let attempt = |backend: &dyn Backend| -> anyhow::Result<CloneRecord> {
         let rootfs = backend.clone_into(base, &dir)?;
         Ok(CloneRecord {
@@ -170,17 +212,15 @@ fn make_clone(id: &str, base: &Path, keep: bool) -> anyhow::Result<CloneRecord> 
             keep,
         })
     };
-    let result = if magic == BTRFS_MAGIC && is_subvolume(base) {
-        attempt(&Btrfs)
-    } else if magic == ZFS_MAGIC {
-        attempt(&super::zfs::Zfs::new(HostRunner))
-    } else {
-        attempt(&super::overlay::Overlay).or_else(|e| {
+    let result = match backend_for(base)? {
+        Kind::Btrfs => attempt(&Btrfs),
+        Kind::Zfs => attempt(&super::zfs::Zfs::new(HostRunner)),
+        _ => attempt(&super::overlay::Overlay).or_else(|e| {
             tracing::debug!("overlay clone failed ({e:#}); copying instead");
             let _ = super::overlay::Overlay.remove_clone(&dir);
             fs::create_dir_all(&dir)?;
             attempt(&super::copy::Copy)
-        })
+        }),
     };
     match result {
         Ok(rec) => Ok(rec),
@@ -232,6 +272,16 @@ fn write_derived_bundle(
 /// to do for a container that did not start from a snapshot. Call after the container is
 /// deleted.
 pub fn release(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    // A create killed while writing the record leaves its temporary file.
+    let path = record_path(ctx, id);
+    let records = path.parent().expect("has a parent");
+    let temp = format!(".{id}.json.tmp-");
+    for entry in fs::read_dir(records).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&temp) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let _ = fs::remove_dir(records);
     let Some(rec) = load_record(ctx, id)? else {
         return Ok(());
     };
@@ -245,10 +295,7 @@ pub fn release(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     } else {
         let _ = fs::remove_dir_all(rec.dir.join("bundle"));
     }
-    let path = record_path(ctx, id);
     fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-    if let Some(records) = path.parent() {
-        let _ = fs::remove_dir(records);
-    }
+    let _ = fs::remove_dir(records);
     Ok(())
 }
