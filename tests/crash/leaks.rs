@@ -19,14 +19,16 @@ pub struct Leaks {
     mounts: Vec<String>,
     /// (pid, why it belongs to us, command line)
     processes: Vec<(i32, &'static str, String)>,
-    staging: Vec<PathBuf>,
+    /// nvbind's work files (`.nvbind-*`) in watched directories: CRIU's staging
+    /// directory in an image directory, rootfs clones in a bundle.
+    work_files: Vec<PathBuf>,
 }
 
 /// Files the root keeps between containers.
 const ROOT_FILES: [&str; 2] = [".nvbind.lock", ".criu-version"];
 
 impl Leaks {
-    pub fn find(env: &Env, image_dir: Option<&Path>) -> Self {
+    pub fn find(env: &Env, watch: &[&Path]) -> Self {
         let state = fs::read_dir(&env.root)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
@@ -42,21 +44,20 @@ impl Leaks {
             .filter(|l| l.contains(&here))
             .map(str::to_string)
             .collect();
-        let staging = image_dir
-            .and_then(|d| fs::read_dir(d).ok())
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(".nvbind-dump"))
-                    .map(|e| e.path())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let work_files = watch
+            .iter()
+            .filter_map(|d| fs::read_dir(d).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".nvbind-"))
+            .map(|e| e.path())
+            .collect();
         Self {
             state,
             cgroups: leaked_cgroups(&env.cgroup_prefix),
             mounts,
             processes: stray_processes(env),
-            staging,
+            work_files,
         }
     }
 
@@ -65,7 +66,7 @@ impl Leaks {
             && self.cgroups.is_empty()
             && self.mounts.is_empty()
             && self.processes.is_empty()
-            && self.staging.is_empty()
+            && self.work_files.is_empty()
     }
 
     pub fn describe(&self) -> String {
@@ -97,8 +98,8 @@ impl Leaks {
         for (pid, why, cmd) in &self.processes {
             parts.push(format!("process {pid} ({why}): {cmd}"));
         }
-        for s in &self.staging {
-            parts.push(format!("CRIU staging directory {}", s.display()));
+        for w in &self.work_files {
+            parts.push(format!("work file {}", w.display()));
         }
         parts.join("; ")
     }
@@ -126,7 +127,7 @@ impl Leaks {
         for p in points {
             let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
-        for p in self.state.iter().chain(&self.staging) {
+        for p in self.state.iter().chain(&self.work_files) {
             let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
         }
         let _ = env;
@@ -197,7 +198,7 @@ fn stray_processes(env: &Env) -> Vec<(i32, &'static str, String)> {
 fn leak_check_reports_what_is_left() {
     let _turn = take_turn();
     let env = Env::new();
-    assert!(Leaks::find(&env, None).is_empty());
+    assert!(Leaks::find(&env, &[]).is_empty());
 
     let cg = PathBuf::from("/sys/fs/cgroup/pids").join(format!("{}-control", env.cgroup_prefix));
     let cg = if cg.parent().unwrap().is_dir() {
@@ -221,11 +222,11 @@ fn leak_check_reports_what_is_left() {
     let images = env.dir.path().join("images");
     fs::create_dir_all(images.join(".nvbind-dump-1")).unwrap();
 
-    let leaks = Leaks::find(&env, Some(&images));
+    let leaks = Leaks::find(&env, &[&images]);
     let text = leaks.describe();
     leaks.remove(&env);
     let _ = orphan.wait();
-    assert!(Leaks::find(&env, Some(&images)).is_empty(), "not removed");
+    assert!(Leaks::find(&env, &[&images]).is_empty(), "not removed");
     assert!(text.contains(&cg.display().to_string()), "{text}");
     assert!(text.contains("half-made"), "{text}");
     assert!(text.contains(&mnt.display().to_string()), "{text}");
