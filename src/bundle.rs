@@ -61,6 +61,8 @@ pub enum CheckError {
         #[source]
         source: io::Error,
     },
+    #[error("config.json has no \"process\"; give process.args and process.cwd")]
+    NoProcess,
     #[error("process.args is empty; give the command to run in the container")]
     NoArgs,
     #[error("process.cwd {0:?} must be an absolute path")]
@@ -141,13 +143,15 @@ pub fn check_spec(spec: &Spec, bundle: &Path) -> Result<(), CheckError> {
             })
         }
     }
-    if let Some(p) = spec.process() {
-        if p.args().as_ref().is_none_or(|a| a.is_empty()) && p.command_line().is_none() {
-            return Err(CheckError::NoArgs);
-        }
-        if !p.cwd().is_absolute() {
-            return Err(CheckError::RelativeCwd(p.cwd().clone()));
-        }
+    // runtime-spec makes process optional at create but REQUIRED at start, and runc refuses
+    // a config without one at create; so do we, before CDI injection adds a process that has
+    // env but no args and the container "starts" nothing (found by fuzz/bundle_config).
+    let p = spec.process().as_ref().ok_or(CheckError::NoProcess)?;
+    if p.args().as_ref().is_none_or(|a| a.is_empty()) && p.command_line().is_none() {
+        return Err(CheckError::NoArgs);
+    }
+    if !p.cwd().is_absolute() {
+        return Err(CheckError::RelativeCwd(p.cwd().clone()));
     }
     check_namespaces(spec)?;
     check_seccomp_errno(spec)
@@ -260,6 +264,18 @@ mod tests {
                 .contains("process.cwd")
         );
         assert!(load_err(&MINIMAL.replace(r#"["sh"]"#, "[]"), true).contains("process.args"));
+    }
+
+    /// fuzz/bundle_config: with no "process" (here a misspelled key, which serde ignores),
+    /// the checks passed, and a CDI annotation then gave the container a process with env
+    /// but no args: create succeeded and start ran nothing.
+    #[test]
+    fn missing_process_is_refused() {
+        let config = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},
+            "proces#":{"cwd":"/","args":["sh"]},
+            "annotations":{"cdi.k8s.io/x":"nvidia.com/gpu=0"}}"#;
+        let e = load_err(config, true);
+        assert!(e.contains("no \"process\""), "{e}");
     }
 
     #[test]
