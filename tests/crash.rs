@@ -106,6 +106,8 @@ struct Verb<'a> {
     /// Where CRIU writes images and stages a dump (removed between trials; nvbind's work
     /// files there are leftovers, as they are in the bundle).
     image_dir: Option<PathBuf>,
+    /// Other bundles the verb's trials use.
+    more_bundles: Vec<PathBuf>,
 }
 
 #[derive(Default)]
@@ -299,9 +301,14 @@ impl Verb<'_> {
             }
             let _ = fs::remove_file(&pid_file);
         }
-        if let Ok(cfg) = fs::read(self.bundle.join("config.json")) {
+        // Rewritten atomically by CDI injection (and its rollback): never torn.
+        for b in std::iter::once(&self.bundle).chain(&self.more_bundles) {
+            let cfg = fs::read(b.join("config.json")).unwrap_or_default();
             if serde_json::from_slice::<serde_json::Value>(&cfg).is_err() {
-                problems.push("the bundle's config.json is no longer valid JSON".into());
+                problems.push(format!(
+                    "{}/config.json is no longer valid JSON",
+                    b.display()
+                ));
             }
         }
         problems
@@ -326,6 +333,29 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// A CDI spec dir describing one fake GPU (a device node made with mknod).
+fn fake_gpu(env: &Env) -> PathBuf {
+    let dev = env.dir.path().join("host");
+    fs::create_dir_all(&dev).unwrap();
+    let node = dev.join("nvidia0");
+    let made = Command::new("mknod")
+        .args(["-m", "666"])
+        .arg(&node)
+        .args(["c", "195", "0"])
+        .status()
+        .unwrap();
+    assert!(made.success(), "mknod needs root");
+    let spec_dir = env.dir.path().join("cdi");
+    fs::create_dir_all(&spec_dir).unwrap();
+    let yaml = format!(
+        "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: \"0\"\n  containerEdits:\n    \
+         deviceNodes:\n    - path: /dev/nvidia0\n      hostPath: {}\n",
+        node.display()
+    );
+    fs::write(spec_dir.join("nvidia.yaml"), yaml).unwrap();
+    spec_dir
+}
+
 fn no_prep(_: &Env, _: &Path, _: &str, _: usize) {}
 
 fn created(env: &Env, b: &Path, id: &str, _: usize) {
@@ -342,6 +372,13 @@ fn create_killed_at_random_moments_leaves_nothing() {
     let _turn = take_turn();
     let env = Env::new();
     let bundle = env.bundle("create", &["sleep", "1000"]);
+    // Every other trial asks for a (fake) GPU: create rewrites config.json with the CDI edits
+    // first, and puts it back if the create fails.
+    let gpu = env.bundle("create-gpu", &["sleep", "1000"]);
+    env.edit(&gpu, |c| {
+        c["annotations"] = json!({"cdi.k8s.io/crash": "nvidia.com/gpu=0"})
+    });
+    let cdi = fake_gpu(&env);
     let verb = Verb {
         name: "create",
         share_percent: 25,
@@ -349,13 +386,32 @@ fn create_killed_at_random_moments_leaves_nothing() {
         bundle,
         criu: None,
         prepare: &no_prep,
-        args: &|b, id, _| {
+        args: &|b, id, n| {
             let pid_file = b.with_file_name(format!("{id}.pid"));
-            strings(&["create", "--pid-file", &s(&pid_file), "-b", &s(b), id])
+            let mut args = vec![];
+            let mut b = b.to_path_buf();
+            if n % 2 == 1 {
+                args.push(format!("--cdi-spec-dir={}", cdi.display()));
+                b = b.with_file_name("create-gpu");
+            }
+            args.extend(strings(&[
+                "create",
+                "--pid-file",
+                &s(&pid_file),
+                "-b",
+                &s(&b),
+                id,
+            ]));
+            args
         },
         image_dir: None,
+        more_bundles: vec![gpu.clone()],
     };
-    assert_no_leaks(&verb.run());
+    let tally = verb.run();
+    // The GPU trials did go through injection (it stays after a successful create).
+    let cfg = fs::read_to_string(gpu.join("config.json")).unwrap();
+    assert!(cfg.contains("/dev/nvidia0"), "no CDI edits in {cfg}");
+    assert_no_leaks(&tally);
 }
 
 /// A create from a snapshot: the rootfs is an overlay clone of a base, mounted in the
@@ -377,6 +433,7 @@ fn create_from_a_snapshot_killed_at_random_moments_leaves_nothing() {
         prepare: &no_prep,
         args: &|b, id, _| strings(&["create", "-b", &s(b), id]),
         image_dir: None,
+        more_bundles: vec![],
     };
     assert_no_leaks(&verb.run());
 }
@@ -395,6 +452,7 @@ fn start_killed_at_random_moments_leaves_nothing() {
         prepare: &created,
         args: &|_, id, _| strings(&["start", id]),
         image_dir: None,
+        more_bundles: vec![],
     };
     assert_no_leaks(&verb.run());
 }
@@ -420,6 +478,7 @@ fn exec_killed_at_random_moments_leaves_nothing() {
             }
         },
         image_dir: None,
+        more_bundles: vec![],
     };
     assert_no_leaks(&verb.run());
 }
@@ -445,6 +504,7 @@ fn delete_killed_at_random_moments_leaves_nothing() {
         },
         args: &|_, id, _| strings(&["delete", "--force", id]),
         image_dir: None,
+        more_bundles: vec![],
     };
     assert_no_leaks(&verb.run());
 }
@@ -494,6 +554,7 @@ fn checkpoint_killed_at_random_moments_leaves_nothing() {
             a
         },
         image_dir: Some(images),
+        more_bundles: vec![],
     };
     assert_no_leaks(&verb.run());
 }
