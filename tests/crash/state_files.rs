@@ -124,9 +124,9 @@ fn the_create_record_is_what_lets_delete_find_the_cgroup() {
                 super::common::wait_for(|| !process_alive(init)),
                 "init {init} survived"
             );
-            assert!(Leaks::find(&env, None).is_empty());
+            assert!(Leaks::find(&env, &[]).is_empty());
         } else {
-            let leaks = Leaks::find(&env, None);
+            let leaks = Leaks::find(&env, &[]);
             assert!(cgroup_left && process_alive(init), "{}", leaks.describe());
             leaks.remove(&env);
         }
