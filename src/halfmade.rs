@@ -166,9 +166,10 @@ pub fn inspect(ctx: &Ctx, id: &str) -> Result<Entry> {
         let Entry::HalfMade(half) = &entry else {
             break;
         };
-        if half.in_progress() || !half.dir.is_dir() {
+        if half.in_progress() {
             break;
         }
+        // Fails at once when the directory is gone (deleted meanwhile): look again anyway.
         drop(DirLock::exclusive(&half.dir));
         let again = inspect_now(ctx, id)?;
         let settled = matches!(&again, Entry::HalfMade(h) if h.why == half.why && !h.in_progress());
