@@ -14,6 +14,7 @@ mod inject;
 mod logging;
 mod rootless;
 mod runtime;
+mod seal;
 mod setup;
 mod snapshot;
 
@@ -85,6 +86,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         _ => {}
     }
     let ctx = Ctx::new(&cli.global)?;
+    // Verbs that put nvbind's clones into a container: they run from a sealed copy of the
+    // binary (CVE-2019-5736) and keep no inherited descriptor the container is not meant to
+    // get. restore leaves the descriptors to CRIU, which rebuilds the processes from images.
+    let preserve_fds = match &cli.command {
+        Command::Create(a) => Some(a.opts.preserve_fds),
+        Command::Run(a) => Some(a.opts.preserve_fds),
+        Command::Exec(a) => Some(a.preserve_fds),
+        _ => None,
+    };
+    if (preserve_fds.is_some() || matches!(cli.command, Command::Restore(_)))
+        && seal::ensure_sealed(&ctx.root)? == seal::Sealed::Disabled
+    {
+        tracing::warn!(
+            "{}=1: the container can reach this nvbind binary",
+            seal::DISABLE_VAR
+        );
+    }
+    if let Some(n) = preserve_fds {
+        seal::close_inherited_fds(n)?;
+    }
     let ok = |r: anyhow::Result<()>| r.map(|_| 0u8);
     match cli.command {
         Command::Create(a) => ok(cmd::create::run(&a, &ctx)),

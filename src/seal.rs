@@ -1,0 +1,390 @@
+//! Keeps the nvbind binary out of a container's reach (the runc CVE-2019-5736 class).
+//!
+//! libcontainer starts the container's init and every exec'd process as clones of this
+//! process, so until they execve the user's program (and for the whole `created` state) their
+//! /proc/PID/exe is the file nvbind runs from. A process in the container could open that link,
+//! wait for nvbind to exit, reopen it for writing and replace the host binary that root runs
+//! next. So the verbs that put processes into a container first re-exec nvbind from a copy that
+//! cannot be written through any path:
+//!
+//! 1. an overlayfs made with fsopen/fsmount over the binary's directory, lower layers only (no
+//!    upper layer: the superblock itself is read-only), mounted read-only and never attached
+//!    anywhere. Zero copy, a few syscalls; needs CAP_SYS_ADMIN (what runc 1.2 does first);
+//! 2. else a memfd holding a copy of the binary, sealed against writes, growing and shrinking
+//!    (runc's and youki's fallback; costs a copy of the binary per invocation).
+//!
+//! The re-exec'd process recognises that it runs from such a copy and goes on; an environment
+//! marker stops a second re-exec if the kernel did not give us what we expected.
+
+use std::ffi::{CStr, CString, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+/// Set by nvbind on its own re-exec; its presence with an unsealed binary means the re-exec
+/// did not take effect, and going round again would loop.
+const REEXEC_MARKER: &str = "_NVBIND_SEALED";
+
+/// Debugging switch: `NVBIND_UNSAFE_NO_SEAL=1` runs straight from the installed binary. It
+/// only turns a protection off for the invocation whose environment carries it; whoever sets
+/// nvbind's environment already runs nvbind as root with arguments of their choosing, and
+/// nothing in a container can reach that environment. tests/escape.rs uses it for its control.
+pub const DISABLE_VAR: &str = "NVBIND_UNSAFE_NO_SEAL";
+
+const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+const BASE_SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("cannot open /proc/self/exe to protect the nvbind binary from the container")]
+    OpenExe(#[source] io::Error),
+    #[error(
+        "cannot make a sealed copy of the nvbind binary (overlayfs: {overlay}; memfd: {memfd}); \
+         the container could otherwise overwrite it through /proc/PID/exe"
+    )]
+    NoCopy {
+        overlay: io::Error,
+        memfd: io::Error,
+    },
+    #[error(
+        "nvbind re-executed itself from a sealed copy but /proc/self/exe is still not sealed; \
+         unset {REEXEC_MARKER} if it was set by hand"
+    )]
+    StillUnsealed,
+    #[error("cannot re-execute nvbind from its sealed copy")]
+    Exec(#[source] io::Error),
+    #[error("cannot list the descriptors nvbind inherited (/proc/self/fd)")]
+    ListFds(#[source] io::Error),
+}
+
+/// What protects the running binary, when nvbind goes on without re-executing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealed {
+    Overlay,
+    Memfd,
+    /// NVBIND_UNSAFE_NO_SEAL=1: not protected.
+    Disabled,
+}
+
+/// Returns once nvbind runs from a sealed copy; otherwise makes one and re-executes into it
+/// (same arguments, same environment), so on success the first call never returns.
+/// `scratch_dir` is an existing directory that does not contain the binary (the state root):
+/// overlayfs needs a second, empty-enough lower layer to be read-only.
+pub fn ensure_sealed(scratch_dir: &Path) -> Result<Sealed, SealError> {
+    let exe = File::open("/proc/self/exe").map_err(SealError::OpenExe)?;
+    if let Some(how) = sealed_kind(&exe) {
+        // Not for the container's hooks or CRIU: the marker has done its job.
+        std::env::remove_var(REEXEC_MARKER);
+        return Ok(how);
+    }
+    if std::env::var_os(REEXEC_MARKER).is_some() {
+        return Err(SealError::StillUnsealed);
+    }
+    if std::env::var_os(DISABLE_VAR).is_some_and(|v| v == "1") {
+        return Ok(Sealed::Disabled);
+    }
+    let copy = match overlay_copy(&exe, scratch_dir) {
+        Ok(fd) => fd,
+        Err(overlay) => memfd_copy(&exe).map_err(|memfd| SealError::NoCopy { overlay, memfd })?,
+    };
+    drop(exe);
+    Err(SealError::Exec(reexec(&copy)))
+}
+
+/// How the file behind `exe` is protected from writes, if it is.
+fn sealed_kind(exe: &File) -> Option<Sealed> {
+    let fd = exe.as_raw_fd();
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    let mut vfs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: both calls fill their buffer on success; each is read only then.
+    if unsafe { libc::fstatfs(fd, st.as_mut_ptr()) } == 0
+        && unsafe { libc::fstatvfs(fd, vfs.as_mut_ptr()) } == 0
+    {
+        // SAFETY: initialised by the successful calls above.
+        let (st, vfs) = unsafe { (st.assume_init(), vfs.assume_init()) };
+        if st.f_type == libc::OVERLAYFS_SUPER_MAGIC && vfs.f_flag & libc::ST_RDONLY != 0 {
+            return Some(Sealed::Overlay);
+        }
+    }
+    // SAFETY: F_GET_SEALS takes no argument; on a file that is not a memfd it fails (EINVAL).
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    (seals >= 0 && seals & BASE_SEALS == BASE_SEALS).then_some(Sealed::Memfd)
+}
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `fd` as an OwnedFd, from a syscall that returned a new descriptor.
+fn owned(ret: libc::c_long) -> io::Result<OwnedFd> {
+    let fd = check(ret)?;
+    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// overlayfs' lowerdir syntax: ':' separates layers, '\' escapes.
+fn escape_lowerdir(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for &b in path {
+        if b == b':' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// An O_PATH descriptor of the binary as seen through a detached, read-only overlayfs whose
+/// layers are the binary's directory and `scratch_dir`. Nothing can write through it: the
+/// mount has no upper layer, it is read-only, and it is attached nowhere to be remounted.
+fn overlay_copy(exe: &File, scratch_dir: &Path) -> io::Result<OwnedFd> {
+    // SAFETY: fsopen with a NUL-terminated name; returns a new descriptor or -1.
+    let ctx =
+        owned(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })?;
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", exe.as_raw_fd()))?;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::other(format!(
+            "odd binary path {}",
+            path.display()
+        )));
+    };
+    let mut lower = escape_lowerdir(dir.as_os_str().as_bytes());
+    lower.push(b':');
+    lower.extend(escape_lowerdir(scratch_dir.as_os_str().as_bytes()));
+    let lower = CString::new(lower).map_err(io::Error::other)?;
+    let set = |key: &CStr, value: &CStr| {
+        // SAFETY: fsconfig on our context with NUL-terminated key and value.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                ctx.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        })
+    };
+    set(c"lowerdir", &lower)?;
+    // Layers on different filesystems would turn xino on, which only logs to dmesg here.
+    let _ = set(c"xino", c"off");
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            ctx.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount of a created context; returns a new descriptor or -1.
+    let mnt = owned(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            ctx.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        )
+    })?;
+    let name = CString::new(name.as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: openat relative to the mount's root with a NUL-terminated name.
+    owned(unsafe {
+        libc::openat(
+            mnt.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    } as libc::c_long)
+}
+
+/// A memfd holding a copy of the binary, sealed so that it can never change again.
+fn memfd_copy(exe: &File) -> io::Result<OwnedFd> {
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // MFD_EXEC (Linux 6.3) keeps vm.memfd_noexec=1 from refusing the exec; older kernels
+    // reject the flag, and there memfds are always executable.
+    // SAFETY: memfd_create with a NUL-terminated name.
+    let mut fd = unsafe { libc::memfd_create(c"nvbind".as_ptr(), flags | libc::MFD_EXEC) };
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(c"nvbind".as_ptr(), flags) };
+    }
+    let memfd = owned(fd as libc::c_long)?;
+    let mut dst = File::from(memfd);
+    let mut src = exe;
+    // std copies file to file with copy_file_range/sendfile, inside the kernel.
+    let copied = io::copy(&mut src, &mut dst)?;
+    let size = exe.metadata()?.len();
+    if copied != size {
+        return Err(io::Error::other(format!("copied {copied} of {size} bytes")));
+    }
+    let fd = dst.as_raw_fd();
+    // Newer seals first (they are best effort); the base seals include F_SEAL_SEAL.
+    for seal in [libc::F_SEAL_FUTURE_WRITE, libc::F_SEAL_EXEC] {
+        // SAFETY: fcntl on our own descriptor.
+        let _ = unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seal) };
+    }
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, BASE_SEALS) } as libc::c_long)?;
+    Ok(OwnedFd::from(dst))
+}
+
+/// execveat(copy, "", argv, envp + marker, AT_EMPTY_PATH); returns only on failure.
+fn reexec(copy: &OwnedFd) -> io::Error {
+    let cstrings = |v: Vec<OsString>| -> Vec<CString> {
+        v.into_iter()
+            // An argument or variable cannot hold a NUL: the kernel handed them to us.
+            .filter_map(|s| CString::new(s.into_vec()).ok())
+            .collect()
+    };
+    let args = cstrings(std::env::args_os().collect());
+    let mut env: Vec<OsString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k;
+            kv.push("=");
+            kv.push(v);
+            kv
+        })
+        .collect();
+    env.push(format!("{REEXEC_MARKER}=1").into());
+    let env = cstrings(env);
+    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let (argv, envp) = (ptrs(&args), ptrs(&env));
+    // SAFETY: NULL-terminated arrays of pointers into `args` and `env`, alive for the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            copy.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
+/// Closes the descriptors nvbind inherited beyond stdio, the `--preserve-fds` ones and
+/// `LISTEN_FDS` (the ones libcontainer hands to the container). libcontainer marks the rest
+/// close-on-exec in the container's process, but until that process execs (the whole
+/// `created` state) it holds them, and a process allowed to ptrace it (CAP_SYS_PTRACE in a
+/// shared PID namespace) could walk /proc/PID/fd/N into a host directory. Everything nvbind
+/// opens itself is close-on-exec, so a descriptor without the flag was inherited. Returns how
+/// many were closed.
+pub fn close_inherited_fds(preserve_fds: i32) -> Result<usize, SealError> {
+    let listen = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(0);
+    let first = 3 + preserve_fds.max(0) + listen.max(0);
+    let mut inherited = Vec::new();
+    // The directory's own descriptor is close-on-exec and so never in the list.
+    for entry in std::fs::read_dir("/proc/self/fd").map_err(SealError::ListFds)? {
+        let Ok(fd) = entry
+            .map_err(SealError::ListFds)?
+            .file_name()
+            .to_string_lossy()
+            .parse::<libc::c_int>()
+        else {
+            continue;
+        };
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if fd >= first && flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            inherited.push(fd);
+        }
+    }
+    for &fd in &inherited {
+        // SAFETY: nothing in this process owns an inherited descriptor.
+        unsafe { libc::close(fd) };
+    }
+    Ok(inherited.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    fn proc_path(fd: &OwnedFd) -> String {
+        format!("/proc/self/fd/{}", fd.as_raw_fd())
+    }
+
+    /// A stand-in binary in a temp dir, and an empty sibling dir for the second layer.
+    fn victim() -> (tempfile::TempDir, File) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        std::fs::create_dir(dir.path().join("scratch")).unwrap();
+        let bin = dir.path().join("bin/victim");
+        std::fs::write(&bin, b"\x7fELF not really").unwrap();
+        let f = File::open(&bin).unwrap();
+        (dir, f)
+    }
+
+    #[test]
+    fn overlay_copy_cannot_be_opened_for_writing() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: overlayfs through fsopen needs root");
+            return;
+        }
+        let (dir, f) = victim();
+        let copy = overlay_copy(&f, &dir.path().join("scratch")).unwrap();
+        let err = std::fs::OpenOptions::new()
+            .write(true)
+            .open(proc_path(&copy))
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        let ro = File::open(proc_path(&copy)).unwrap();
+        assert_eq!(sealed_kind(&ro), Some(Sealed::Overlay));
+        assert_eq!(sealed_kind(&f), None, "a plain file is not sealed");
+        assert_eq!(
+            std::fs::read(proc_path(&copy)).unwrap(),
+            b"\x7fELF not really"
+        );
+    }
+
+    #[test]
+    fn memfd_copy_refuses_writes() {
+        let (_dir, f) = victim();
+        let copy = memfd_copy(&f).unwrap();
+        let ro = File::open(proc_path(&copy)).unwrap();
+        assert_eq!(sealed_kind(&ro), Some(Sealed::Memfd));
+        // Reopening for writing is possible on a memfd; writing is not.
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(proc_path(&copy))
+            .unwrap();
+        let err = w.write_all(b"evil").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        assert_eq!(
+            std::fs::read(proc_path(&copy)).unwrap(),
+            b"\x7fELF not really"
+        );
+    }
+
+    #[test]
+    fn lowerdir_escapes_separators() {
+        assert_eq!(escape_lowerdir(b"/a:b\\c"), b"/a\\:b\\\\c");
+    }
+}

@@ -1,0 +1,643 @@
+//! Isolation attacks from inside a container, each asserted to fail (issue #9):
+//! - CVE-2019-5736: a container process grabs /proc/PID/exe of a process running the nvbind
+//!   binary and rewrites it once nvbind is gone. The attacks aim at a private COPY of the binary
+//!   (a successful one harms nothing), and each has a control run with sealing switched off
+//!   (NVBIND_UNSAFE_NO_SEAL=1) that must succeed, so the test can see a working attack.
+//! - CVE-2024-21626: host descriptors inherited by nvbind must not reach the container, and a
+//!   cwd through /proc/self/fd/N or /proc/self/cwd must not lead out of the rootfs.
+//!
+//! The attacker is tests/fixtures/escape.c, built with `cc -static` into each rootfs.
+//! Needs root, gcc and libc6-dev (scripts/test installs them).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const NO_SEAL: &str = "NVBIND_UNSAFE_NO_SEAL";
+const SECRET: &str = "HOST-SECRET";
+
+/// Builds the attacker into ROOTFS/escape.
+fn install_attacker(bundle: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/escape.c");
+    let out = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(bundle.join("rootfs/escape"))
+        .arg(&src)
+        .output()
+        .expect("cannot run cc: apt-get install gcc libc6-dev (scripts/test does)");
+    assert!(
+        out.status.success(),
+        "cc -static {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::create_dir_all(bundle.join("rootfs/out")).unwrap();
+    // The verdict is written to /out, read by the test from the host.
+    let p = bundle.join("config.json");
+    let mut c: Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+    c["root"]["readonly"] = json!(false);
+    fs::write(&p, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+}
+
+/// A private copy of the nvbind binary under test: the target of the attacks.
+struct Victim {
+    path: PathBuf,
+}
+
+impl Victim {
+    /// `beside_root`: the copy sits in the directory that holds the state root, so overlayfs
+    /// refuses the two layers (one inside the other) and nvbind falls back to a sealed memfd.
+    fn new(env: &Env, beside_root: bool) -> Self {
+        let dir = if beside_root {
+            env.dir.path().to_path_buf()
+        } else {
+            env.dir.path().join("bin")
+        };
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nvbind");
+        fs::copy(NVBIND, &path).unwrap();
+        Self { path }
+    }
+
+    /// Whether the copy still holds exactly the bytes of the binary it was copied from.
+    fn unchanged(&self) -> bool {
+        let (mut a, mut b) = (File::open(NVBIND).unwrap(), File::open(&self.path).unwrap());
+        let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+        loop {
+            let n = a.read(&mut x).unwrap();
+            let mut m = 0;
+            while m < n {
+                match b.read(&mut y[m..n]).unwrap() {
+                    0 => return false,
+                    k => m += k,
+                }
+            }
+            if x[..n] != y[..n] {
+                return false;
+            }
+            if n == 0 {
+                return b.read(&mut y[..1]).unwrap() == 0;
+            }
+        }
+    }
+
+    /// `COPY --root ROOT ARGS`, sealing switched off for the control runs.
+    fn cmd(&self, env: &Env, unsealed: bool, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.path);
+        c.arg("--root")
+            .arg(&env.root)
+            .args(args)
+            .stdin(Stdio::null());
+        if unsealed {
+            c.env(NO_SEAL, "1");
+        } else {
+            c.env_remove(NO_SEAL);
+        }
+        c
+    }
+
+    /// Runs to the end with output through files (a container may hold a pipe open).
+    fn ok(&self, env: &Env, unsealed: bool, args: &[&str]) {
+        let err = env.dir.path().join(".victim-err");
+        let status = self
+            .cmd(env, unsealed, args)
+            .stdout(Stdio::null())
+            .stderr(File::create(&err).unwrap())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "nvbind {args:?}: {}",
+            fs::read_to_string(&err).unwrap_or_default()
+        );
+    }
+}
+
+/// Polls for a file for up to `secs` seconds.
+fn wait_file(path: &Path, secs: u64) -> Option<String> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if let Ok(s) = fs::read_to_string(path) {
+            return Some(s.trim().to_string());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn wait_child(child: &mut Child, secs: u64) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A pipe whose buffer is full: a process writing to it blocks until the read end is closed.
+fn full_pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that we then own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both were just returned by pipe2.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut file = File::from(w);
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    while file.write(&[b'x'; 4096]).is_ok() {}
+    // SAFETY: as above; blocking again, so the writer in the container waits.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
+    (r, OwnedFd::from(file))
+}
+
+/// Copies the shared libraries a dynamically linked binary needs into the rootfs, at the same
+/// paths, so that the binary can run inside the container.
+fn install_libs(bin: &Path, rootfs: &Path) {
+    let out = Command::new("ldd").arg(bin).output().unwrap();
+    for lib in String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let dst = rootfs.join(lib.trim_start_matches('/'));
+        fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        fs::copy(lib, &dst).unwrap();
+    }
+}
+
+/// The original CVE-2019-5736 exploit: `nvbind exec CTR /proc/self/exe` makes nvbind's clone
+/// execute the nvbind binary inside the container (it blocks writing its usage to a full
+/// pipe); the container's main process grabs that process's /proc/PID/exe and rewrites the
+/// binary once nothing runs it. Returns the attacker's verdict and whether the copy is intact.
+fn attack_through_exec(unsealed: bool, beside_root: bool) -> (String, bool) {
+    let env = Env::new();
+    let victim = Victim::new(&env, beside_root);
+    let b = env.bundle("a", &["/escape", "exe", "/proc/self/exe", "/out"]);
+    install_attacker(&b);
+    install_libs(&victim.path, &b.join("rootfs"));
+    let bs = b.to_str().unwrap();
+    victim.ok(&env, unsealed, &["run", "-d", "-b", bs, "a"]);
+
+    let (r, w) = full_pipe();
+    let mut exec = victim
+        .cmd(&env, unsealed, &["exec", "a", "/proc/self/exe"])
+        .stdout(Stdio::from(w.try_clone().unwrap()))
+        .stderr(Stdio::from(w))
+        .spawn()
+        .unwrap();
+    let grabbed = wait_file(&b.join("rootfs/out/grabbed"), 15);
+    // The blocked writer dies of SIGPIPE, the exec ends; the binary is no longer busy.
+    drop(r);
+    wait_child(&mut exec, 10);
+    let result = wait_file(&b.join("rootfs/out/result"), 30).unwrap_or_default();
+    eprintln!("exec attack (unsealed: {unsealed}): {grabbed:?} -> {result:?}");
+    assert!(
+        grabbed.is_some(),
+        "the attacker never found the process: {result}"
+    );
+    env.ok(&["delete", "-f", "a"]);
+    env.assert_clean();
+    (result, victim.unchanged())
+}
+
+/// Gives the bundle's process CAP_SYS_PTRACE, as debugging containers have.
+fn with_ptrace(env: &Env, bundle: &Path) {
+    env.edit(bundle, |c| {
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("CAP_SYS_PTRACE"));
+        }
+    });
+}
+
+/// A bundle NAME running sleep in the PID namespace of the running container `of`.
+fn sibling_of(env: &Env, of: &str, name: &str) -> PathBuf {
+    let pid = env.state(of)["pid"].as_i64().unwrap();
+    let b = env.bundle(name, &["sleep", "1000"]);
+    env.edit(&b, |c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "pid" {
+                ns["path"] = json!(format!("/proc/{pid}/ns/pid"));
+            }
+        }
+    });
+    b
+}
+
+/// The created-but-not-started init is a clone of nvbind. Container A (with CAP_SYS_PTRACE,
+/// as debugging containers have) shares its PID namespace with container B; while B is
+/// created, A grabs B's init's /proc/PID/exe, and rewrites the binary after `start`.
+fn attack_created_init(unsealed: bool) -> (String, bool) {
+    let env = Env::new();
+    let victim = Victim::new(&env, false);
+    let argv0 = victim.path.to_str().unwrap().to_string();
+    // The attacker is not A's init: the PID namespace, with B in it, dies with its init.
+    let script = format!("/escape exe {argv0} /out; exec sleep 1000");
+    let a = env.bundle("a", &["sh", "-c", &script]);
+    install_attacker(&a);
+    with_ptrace(&env, &a);
+    victim.ok(
+        &env,
+        unsealed,
+        &["run", "-d", "-b", a.to_str().unwrap(), "a"],
+    );
+    let b = sibling_of(&env, "a", "b");
+    victim.ok(&env, unsealed, &["create", "-b", b.to_str().unwrap(), "b"]);
+    let grabbed = wait_file(&a.join("rootfs/out/grabbed"), 15);
+    victim.ok(&env, unsealed, &["start", "b"]);
+    let result = wait_file(&a.join("rootfs/out/result"), 30).unwrap_or_default();
+    eprintln!("created-init attack (unsealed: {unsealed}): {grabbed:?} -> {result:?}");
+    assert!(
+        grabbed.is_some(),
+        "the attacker never found the init: {result}"
+    );
+    env.ok(&["delete", "-f", "b"]);
+    env.ok(&["delete", "-f", "a"]);
+    env.assert_clean();
+    (result, victim.unchanged())
+}
+
+#[test]
+fn exe_cannot_be_rewritten_through_exec_of_proc_self_exe() {
+    let (result, unchanged) = attack_through_exec(false, false);
+    assert_eq!(
+        result, "open-denied EROFS",
+        "expected the read-only overlayfs copy"
+    );
+    assert!(unchanged, "the nvbind copy was modified ({result})");
+}
+
+#[test]
+fn exe_in_memfd_fallback_cannot_be_rewritten() {
+    let (result, unchanged) = attack_through_exec(false, true);
+    // A sealed memfd may be reopened for writing once idle; the write itself is refused.
+    assert_eq!(
+        result, "write-denied EPERM",
+        "expected the sealed memfd copy"
+    );
+    assert!(unchanged, "the nvbind copy was modified ({result})");
+}
+
+#[test]
+fn control_unsealed_exe_is_rewritten_through_exec_of_proc_self_exe() {
+    let (result, unchanged) = attack_through_exec(true, false);
+    assert_eq!(
+        result, "wrote",
+        "the attack should work on an unsealed nvbind"
+    );
+    assert!(
+        !unchanged,
+        "the attacker said it wrote but the copy is intact"
+    );
+}
+
+#[test]
+fn exe_of_created_init_cannot_be_rewritten() {
+    let (result, unchanged) = attack_created_init(false);
+    assert_eq!(
+        result, "open-denied EROFS",
+        "expected the read-only overlayfs copy"
+    );
+    assert!(unchanged, "the nvbind copy was modified ({result})");
+}
+
+#[test]
+fn control_unsealed_exe_of_created_init_is_rewritten() {
+    let (result, unchanged) = attack_created_init(true);
+    assert_eq!(
+        result, "wrote",
+        "the attack should work on an unsealed nvbind"
+    );
+    assert!(
+        !unchanged,
+        "the attacker said it wrote but the copy is intact"
+    );
+}
+
+// ---- host descriptors and cwd (CVE-2024-21626 class) ---------------------------------------
+
+/// Host objects a container must not reach: a directory holding a marker file.
+struct Host {
+    dir: PathBuf,
+    marker: PathBuf,
+}
+
+impl Host {
+    fn new(env: &Env) -> Self {
+        let dir = env.dir.path().join("host");
+        fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("marker");
+        fs::write(&marker, SECRET).unwrap();
+        Self { dir, marker }
+    }
+
+    /// Descriptors 3..=`last`, alternately the host directory and the marker file.
+    fn fds(&self, last: RawFd) -> Vec<(OwnedFd, RawFd)> {
+        (3..=last)
+            .map(|n| {
+                let p = if n % 2 == 1 { &self.dir } else { &self.marker };
+                (OwnedFd::from(File::open(p).unwrap()), n)
+            })
+            .collect()
+    }
+}
+
+/// Makes the child inherit each (descriptor, number) pair open and not close-on-exec.
+fn inherit(c: &mut Command, fds: Vec<(OwnedFd, RawFd)>) {
+    assert!(fds.len() <= 32);
+    let pairs: Vec<(RawFd, RawFd)> = fds.iter().map(|(f, n)| (f.as_raw_fd(), *n)).collect();
+    // SAFETY: between fork and exec the closure only calls fcntl and dup2 on a fixed array.
+    unsafe {
+        c.pre_exec(move || {
+            let _open_until_spawn = &fds;
+            // First above every target, so that placing one never clobbers another's source.
+            let mut high = [-1; 32];
+            for (i, (src, _)) in pairs.iter().enumerate() {
+                high[i] = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 100);
+            }
+            for (i, (_, dst)) in pairs.iter().enumerate() {
+                // dup2 leaves the new descriptor without FD_CLOEXEC.
+                if libc::dup2(high[i], *dst) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    };
+}
+
+/// `nvbind --root ROOT ARGS` with inherited host descriptors; output through files.
+fn nvbind_with(env: &Env, args: &[&str], fds: Vec<(OwnedFd, RawFd)>) -> (i32, String, String) {
+    let (out, err) = (
+        env.dir.path().join(".fd-out"),
+        env.dir.path().join(".fd-err"),
+    );
+    let mut c = Command::new(NVBIND);
+    c.arg("--root")
+        .arg(&env.root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap());
+    inherit(&mut c, fds);
+    let code = c.status().unwrap().code().unwrap_or(-1);
+    let read = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+    (code, read(&out), read(&err))
+}
+
+/// The descriptor numbers in `escape fds` output.
+fn fd_numbers(listing: &str) -> BTreeSet<i32> {
+    listing
+        .lines()
+        .filter_map(|l| l.split(" -> ").next()?.parse().ok())
+        .collect()
+}
+
+fn set(v: &[i32]) -> BTreeSet<i32> {
+    v.iter().copied().collect()
+}
+
+#[test]
+fn control_fd_lister_sees_inherited_descriptors() {
+    // Run on the host with the same inheritance: the lister does see them, so a leak into a
+    // container would be seen too.
+    let env = Env::new();
+    let host = Host::new(&env);
+    let b = env.bundle("b", &["true"]);
+    install_attacker(&b);
+    let mut c = Command::new(b.join("rootfs/escape"));
+    c.arg("fds").stdin(Stdio::null());
+    inherit(&mut c, host.fds(6));
+    let out = String::from_utf8(c.output().unwrap().stdout).unwrap();
+    assert!(
+        fd_numbers(&out).is_superset(&set(&[0, 1, 2, 3, 4, 5, 6])),
+        "{out}"
+    );
+    assert!(out.contains(host.dir.to_str().unwrap()), "{out}");
+}
+
+#[test]
+fn run_and_create_start_pass_only_stdio_and_preserved_fds() {
+    let env = Env::new();
+    let host = Host::new(&env);
+    let b = env.bundle("b", &["/escape", "fds"]);
+    install_attacker(&b);
+    let bs = b.to_str().unwrap();
+
+    let (code, out, err) = nvbind_with(&env, &["run", "-b", bs, "r1"], host.fds(9));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fd_numbers(&out), set(&[0, 1, 2]), "run leaked:\n{out}");
+
+    let (code, out, err) = nvbind_with(
+        &env,
+        &["run", "--preserve-fds", "2", "-b", bs, "r2"],
+        host.fds(9),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        fd_numbers(&out),
+        set(&[0, 1, 2, 3, 4]),
+        "run --preserve-fds 2:\n{out}"
+    );
+
+    // create keeps the init waiting, start releases it; both inherit host descriptors.
+    let (code, _, err) = nvbind_with(&env, &["create", "-b", bs, "c1"], host.fds(9));
+    assert_eq!(code, 0, "{err}");
+    let out_path = env.dir.path().join(".fd-out");
+    fs::rename(&out_path, env.dir.path().join("create-out")).unwrap();
+    let (code, _, err) = nvbind_with(&env, &["start", "c1"], host.fds(9));
+    assert_eq!(code, 0, "{err}");
+    assert!(wait_for(|| env.state("c1")["status"] == "stopped"));
+    let out = fs::read_to_string(env.dir.path().join("create-out")).unwrap();
+    assert_eq!(
+        fd_numbers(&out),
+        set(&[0, 1, 2]),
+        "create+start leaked:\n{out}"
+    );
+    env.ok(&["delete", "c1"]);
+    eprintln!("run, run --preserve-fds 2, create+start with host fds 3..=9 inherited: no leak");
+    env.assert_clean();
+}
+
+#[test]
+fn exec_passes_only_stdio_and_preserved_fds() {
+    let env = Env::new();
+    let host = Host::new(&env);
+    let b = env.bundle("b", &["sleep", "1000"]);
+    install_attacker(&b);
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "a"]);
+
+    let (code, out, err) = nvbind_with(&env, &["exec", "a", "/escape", "fds"], host.fds(9));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fd_numbers(&out), set(&[0, 1, 2]), "exec leaked:\n{out}");
+
+    let args = ["exec", "--preserve-fds", "1", "a", "/escape", "fds"];
+    let (code, out, err) = nvbind_with(&env, &args, host.fds(9));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        fd_numbers(&out),
+        set(&[0, 1, 2, 3]),
+        "exec --preserve-fds 1:\n{out}"
+    );
+    env.ok(&["delete", "-f", "a"]);
+    env.assert_clean();
+}
+
+/// A created init holds what nvbind held until it execs. Container A (CAP_SYS_PTRACE) shares
+/// its PID namespace with container B, created by an nvbind that inherited host descriptors
+/// 3..=9 (a host directory and a file); A walks every /proc/PID/fd/N of B's init.
+fn sibling_walks_created_init_fds(preserve: Option<&str>) -> String {
+    let env = Env::new();
+    let host = Host::new(&env);
+    let a = env.bundle("a", &["sleep", "1000"]);
+    install_attacker(&a);
+    with_ptrace(&env, &a);
+    env.ok(&["run", "-d", "-b", a.to_str().unwrap(), "a"]);
+    let b = sibling_of(&env, "a", "b");
+    let mut args = vec!["create"];
+    if let Some(n) = preserve {
+        args.extend(["--preserve-fds", n]);
+    }
+    args.extend(["-b", b.to_str().unwrap(), "b"]);
+    let (code, _, err) = nvbind_with(&env, &args, host.fds(9));
+    assert_eq!(code, 0, "{err}");
+    let out = env.ok(&["exec", "a", "/escape", "procfd", NVBIND, "marker"]);
+    eprintln!("created init, --preserve-fds {preserve:?}: {out}");
+    env.ok(&["delete", "-f", "b"]);
+    env.ok(&["delete", "-f", "a"]);
+    env.assert_clean();
+    out
+}
+
+#[test]
+fn created_init_holds_no_inherited_host_fds() {
+    let out = sibling_walks_created_init_fds(None);
+    assert!(out.contains("done pid"), "the init was not found: {out}");
+    assert!(
+        !out.contains("reached"),
+        "a host object is reachable through the init:\n{out}"
+    );
+}
+
+#[test]
+fn control_created_init_holds_preserved_fds() {
+    // Descriptors passed on purpose are there: the walk would see a leaked one.
+    let out = sibling_walks_created_init_fds(Some("2"));
+    assert!(
+        out.contains("reached fd 3") && out.contains("reached fd 4"),
+        "{out}"
+    );
+}
+
+/// The cwds an attacker would pass: descriptors nvbind holds (inherited ones at 3..=6 point
+/// at the host directory or marker, nvbind's own come after), and /proc paths to the cwd.
+fn hostile_cwds() -> Vec<String> {
+    let mut cwds: Vec<String> = (3..=20).map(|n| format!("/proc/self/fd/{n}")).collect();
+    for p in [
+        "/proc/self/cwd/../../..",
+        "/proc/1/cwd/../..",
+        "/proc/self/root/../..",
+        "/proc/self/fd/3/..",
+        "/proc/self/fd/5/../..",
+    ] {
+        cwds.push(p.to_string());
+    }
+    cwds
+}
+
+/// Judges one attempt: nvbind refused it (exit 1, one line), or the process ran and reached
+/// nothing on the host. Returns "refused" or "inside".
+fn judge(cwd: &str, code: i32, out: &str, err: &str) -> &'static str {
+    assert!(
+        !out.contains("reached"),
+        "cwd {cwd:?} reached the host:\n{out}"
+    );
+    if code == 0 {
+        assert!(out.contains("done"), "cwd {cwd:?}: {out} {err}");
+        "inside"
+    } else {
+        assert_eq!(code, 1, "cwd {cwd:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "cwd {cwd:?}: {err}");
+        "refused"
+    }
+}
+
+#[test]
+fn control_cwd_probe_reaches_a_host_cwd() {
+    let env = Env::new();
+    let host = Host::new(&env);
+    let b = env.bundle("b", &["true"]);
+    install_attacker(&b);
+    let out = Command::new(b.join("rootfs/escape"))
+        .args(["cwd", host.marker.to_str().unwrap()])
+        .current_dir(&host.dir)
+        .output()
+        .unwrap();
+    let out = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.contains("reached dotdot") && out.contains("reached basename"),
+        "{out}"
+    );
+}
+
+#[test]
+fn run_with_hostile_cwd_stays_in_rootfs() {
+    let env = Env::new();
+    let host = Host::new(&env);
+    let marker = host.marker.to_str().unwrap();
+    let b = env.bundle("b", &["/escape", "cwd", marker]);
+    install_attacker(&b);
+    let (mut refused, mut inside) = (0, 0);
+    for (i, cwd) in hostile_cwds().iter().enumerate() {
+        env.edit(&b, |c| c["process"]["cwd"] = json!(cwd));
+        let id = format!("c{i}");
+        let args = ["run", "-b", b.to_str().unwrap(), &id];
+        let (code, out, err) = nvbind_with(&env, &args, host.fds(6));
+        match judge(cwd, code, &out, &err) {
+            "refused" => refused += 1,
+            _ => inside += 1,
+        }
+        // A refused run may leave nothing; a finished one is gone already.
+        let _ = env.nvbind(&["delete", "-f", &id]);
+    }
+    eprintln!("run with hostile cwd: {refused} refused, {inside} ran inside the rootfs, 0 escaped");
+    env.assert_clean();
+}
+
+#[test]
+fn exec_with_hostile_cwd_stays_in_rootfs() {
+    let env = Env::new();
+    let host = Host::new(&env);
+    let marker = host.marker.to_str().unwrap();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    install_attacker(&b);
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "a"]);
+    let (mut refused, mut inside) = (0, 0);
+    for cwd in hostile_cwds() {
+        let args = ["exec", "--cwd", &cwd, "a", "/escape", "cwd", marker];
+        let (code, out, err) = nvbind_with(&env, &args, host.fds(6));
+        match judge(&cwd, code, &out, &err) {
+            "refused" => refused += 1,
+            _ => inside += 1,
+        }
+    }
+    eprintln!(
+        "exec with hostile cwd: {refused} refused, {inside} ran inside the rootfs, 0 escaped"
+    );
+    env.ok(&["delete", "-f", "a"]);
+    env.assert_clean();
+}
