@@ -14,6 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use libcontainer::container::Container;
 use libcontainer::process::container_intermediate_process::resources_needing_cgroup;
 use nix::unistd::{access, getegid, geteuid, AccessFlags};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
@@ -107,6 +108,38 @@ pub fn check_spec(spec: &Spec, id: &str) -> Result<()> {
                 bail!(why);
             }
         }
+    }
+    Ok(())
+}
+
+/// A rootless container has a cgroup only where one was delegated to the user. The verbs
+/// that work through it (ps, pause, resume, events, update) say so up front instead of
+/// failing on a cgroup file that is not there.
+pub fn require_cgroup(container: &Container) -> Result<()> {
+    if !unprivileged() {
+        return Ok(());
+    }
+    let config = container
+        .spec()
+        .with_context(|| format!("cannot read the saved config of {:?}", container.id()))?;
+    let relative = config
+        .cgroup_path
+        .strip_prefix("/")
+        .unwrap_or(&config.cgroup_path);
+    let base = Path::new("/sys/fs/cgroup");
+    let exists = if base.join("cgroup.controllers").exists() {
+        base.join(relative).is_dir()
+    } else {
+        ["freezer", "devices", "pids"]
+            .iter()
+            .any(|c| base.join(c).join(relative).is_dir())
+    };
+    if !exists {
+        bail!(
+            "container {:?} runs without a cgroup (rootless, and no cgroup is delegated to \
+             this user), which this verb needs; see README \"Rootless\"",
+            container.id()
+        );
     }
     Ok(())
 }

@@ -75,6 +75,7 @@ impl Ctx {
     }
 
     pub fn cgroup_manager(&self, container: &Container) -> Result<AnyCgroupManager> {
+        crate::rootless::require_cgroup(container)?;
         let config = container
             .spec()
             .with_context(|| format!("cannot read the saved config of {:?}", container.id()))?;

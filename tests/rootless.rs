@@ -269,6 +269,11 @@ fn lifecycle_verbs_as_the_user() {
     let out = user.ok(&["exec", "c1", "sh", "-c", "id -u; cat /proc/self/uid_map"]);
     assert_eq!(lines(&out), ["0".to_string(), format!("0 {} 1", user.uid)]);
     user.ok(&["exec", "-d", "c1", "sleep", "1000"]);
+    // no cgroup was delegated: the verbs that need one say so
+    for verb in ["ps", "pause", "events"] {
+        let err = user.fails(&[verb, "c1"]);
+        assert!(err.contains("runs without a cgroup"), "{verb}: {err}");
+    }
     user.ok(&["kill", "c1", "TERM"]);
     assert!(wait_for(|| user.status("c1") == "stopped"));
     user.ok(&["delete", "c1"]);

@@ -19,6 +19,7 @@ pub fn run(args: &EventsArgs, ctx: &Ctx) -> Result<()> {
         anyhow::bail!("--interval must be at least 1 second");
     }
     let mut c = ctx.load(&args.id)?;
+    crate::rootless::require_cgroup(&c)?;
     c.events(args.interval, args.stats)
         .with_context(|| format!("cannot read events of container {:?}", args.id))
 }

@@ -23,6 +23,7 @@ pub fn run_pause(args: &PauseArgs, ctx: &Ctx) -> Result<()> {
             crate::commands::state::status_name(c.status())
         );
     }
+    crate::rootless::require_cgroup(&c)?;
     c.pause()
         .with_context(|| format!("cannot pause container {:?}", args.id))
 }
@@ -36,6 +37,7 @@ pub fn run_resume(args: &ResumeArgs, ctx: &Ctx) -> Result<()> {
             crate::commands::state::status_name(c.status())
         );
     }
+    crate::rootless::require_cgroup(&c)?;
     c.resume()
         .with_context(|| format!("cannot resume container {:?}", args.id))
 }
