@@ -141,6 +141,10 @@ pub fn validate_id(id: &str) -> Result<()> {
     if id == "." || id == ".." || id.contains("..") {
         bail!("invalid container ID {id:?}: it must not contain \"..\"");
     }
+    if id.starts_with(".nvbind") {
+        // The root keeps its lock file and its records (creates, clones) under such names.
+        bail!("invalid container ID {id:?}: names starting with \".nvbind\" are reserved");
+    }
     if id.len() > 1024 {
         bail!("invalid container ID: longer than 1024 characters");
     }
@@ -248,13 +252,8 @@ fn lock_container(ctx: &Ctx, id: &str) -> Result<DirLock> {
         if root_lock.is_none() && being_created(&dir) {
             root_lock = Some(lock_root(ctx)?);
         }
-        let lock = DirLock::exclusive(&dir).map_err(|e| {
-            if dir.exists() {
-                e
-            } else {
-                missing()
-            }
-        })?;
+        let lock =
+            DirLock::exclusive(&dir).map_err(|e| if dir.exists() { e } else { missing() })?;
         if !State::file_path(&dir).exists() {
             return Err(missing());
         }
@@ -308,7 +307,19 @@ mod tests {
 
     #[test]
     fn ids_that_could_escape_the_root_are_refused() {
-        for bad in ["", ".", "..", "a/b", "../x", "a..b", "a b", "x\n", "é"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a..b",
+            "a b",
+            "x\n",
+            "é",
+            ".nvbind-creating",
+            ".nvbind.lock",
+        ] {
             assert!(validate_id(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["a", "abc-123", "A_b+c.d", "0"] {
