@@ -422,6 +422,8 @@ mod tests {
         };
         assert_eq!(h.intent.as_ref().unwrap().bundle, Path::new("/b"));
         assert_eq!(h.doc().bundle, Path::new("/b"));
+        // What a create killed in the middle of writing its record leaves.
+        fs::write(dir.path().join(INTENTS).join(".c.json.tmp-12345"), "{\"i").unwrap();
         Intent::forget(&ctx, "c");
         assert!(matches!(inspect(&ctx, "c").unwrap(), Entry::Missing));
         assert!(!dir.path().join(INTENTS).exists());
