@@ -3,9 +3,12 @@
 //! under a timeout (a hang is a failure), every failure must be a clean one-line error, and each
 //! test ends with no state dir, cgroup, mount or container process left.
 //!
-//! The defaults are the numbers (the file takes about 40 s on a 2-core CI machine).
+//! The defaults are the numbers: the file takes 35-60 s on a 2-core CI machine (more
+//! when the machine is busy); the figures measured are in tests/RELIABILITY.md.
+//!
 //! Settings, for scripts/stress and for replaying a failure:
-//! - NVBIND_LOAD_SCALE: a factor on every count below (e.g. 5 for 1000 containers at once);
+//! - NVBIND_LOAD_SCALE: a factor on every count below (3: 600 containers at once, about 3 min;
+//!   each waiting nvbind holds about 12 MB, so mind the memory much beyond that);
 //! - NVBIND_LOAD_PARALLEL (200): containers created, started, killed and deleted in phases;
 //! - NVBIND_LOAD_RUNNING (150): containers running together, listed, then deleted;
 //! - NVBIND_LOAD_ONE_ID_OPS (50) x NVBIND_LOAD_ONE_ID_ROUNDS (20): racing operations on one ID;
