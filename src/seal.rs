@@ -11,7 +11,10 @@
 //!    upper layer: the superblock itself is read-only), mounted read-only and never attached
 //!    anywhere. Zero copy, a few syscalls; needs CAP_SYS_ADMIN (what runc 1.2 does first);
 //! 2. else a memfd holding a copy of the binary, sealed against writes, growing and shrinking
-//!    (runc's and youki's fallback; costs a copy of the binary per invocation).
+//!    (runc's and youki's fallback; costs a copy of the binary per invocation);
+//! 3. else (vm.memfd_noexec=2) an unlinked O_TMPFILE copy in the state root, reachable through
+//!    no name and held by no writable descriptor: writing it could only change a copy that no
+//!    one executes again (runc's last resort).
 //!
 //! The re-exec'd process recognises that it runs from such a copy and goes on; an environment
 //! marker stops a second re-exec if the kernel did not give us what we expected.
@@ -21,6 +24,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Set by nvbind on its own re-exec; its presence with an unsealed binary means the re-exec
@@ -48,12 +52,14 @@ pub enum SealError {
     #[error("cannot open /proc/self/exe to protect the nvbind binary from the container")]
     OpenExe(#[source] io::Error),
     #[error(
-        "cannot make a sealed copy of the nvbind binary (overlayfs: {overlay}; memfd: {memfd}); \
-         the container could otherwise overwrite it through /proc/PID/exe"
+        "cannot make a sealed copy of the nvbind binary (overlayfs: {overlay}; memfd: {memfd}; \
+         O_TMPFILE in the state root: {tmpfile}); the container could otherwise overwrite it \
+         through /proc/PID/exe"
     )]
     NoCopy {
         overlay: io::Error,
         memfd: io::Error,
+        tmpfile: io::Error,
     },
     #[error(
         "nvbind re-executed itself from a sealed copy but /proc/self/exe is still not sealed; \
@@ -71,6 +77,8 @@ pub enum SealError {
 pub enum Sealed {
     Overlay,
     Memfd,
+    /// An unlinked copy, recognised by the re-exec marker and a link count of 0.
+    Tmpfile,
     /// NVBIND_UNSAFE_NO_SEAL=1: not protected.
     Disabled,
 }
@@ -87,6 +95,11 @@ pub fn ensure_sealed(scratch_dir: &Path) -> Result<Sealed, SealError> {
         return Ok(how);
     }
     if std::env::var_os(REEXEC_MARKER).is_some() {
+        // A marker set by hand only skips a protection, as NVBIND_UNSAFE_NO_SEAL=1 does.
+        if exe.metadata().is_ok_and(|m| m.nlink() == 0) {
+            std::env::remove_var(REEXEC_MARKER);
+            return Ok(Sealed::Tmpfile);
+        }
         return Err(SealError::StillUnsealed);
     }
     if std::env::var_os(DISABLE_VAR).is_some_and(|v| v == "1") {
@@ -94,7 +107,14 @@ pub fn ensure_sealed(scratch_dir: &Path) -> Result<Sealed, SealError> {
     }
     let copy = match overlay_copy(&exe, scratch_dir) {
         Ok(fd) => fd,
-        Err(overlay) => memfd_copy(&exe).map_err(|memfd| SealError::NoCopy { overlay, memfd })?,
+        Err(overlay) => match memfd_copy(&exe) {
+            Ok(fd) => fd,
+            Err(memfd) => tmpfile_copy(&exe, scratch_dir).map_err(|tmpfile| SealError::NoCopy {
+                overlay,
+                memfd,
+                tmpfile,
+            })?,
+        },
     };
     drop(exe);
     Err(SealError::Exec(reexec(&copy)))
@@ -225,13 +245,7 @@ fn memfd_copy(exe: &File) -> io::Result<OwnedFd> {
     }
     let memfd = owned(fd as libc::c_long)?;
     let mut dst = File::from(memfd);
-    let mut src = exe;
-    // std copies file to file with copy_file_range/sendfile, inside the kernel.
-    let copied = io::copy(&mut src, &mut dst)?;
-    let size = exe.metadata()?.len();
-    if copied != size {
-        return Err(io::Error::other(format!("copied {copied} of {size} bytes")));
-    }
+    copy_all(exe, &mut dst)?;
     let fd = dst.as_raw_fd();
     // Newer seals first (they are best effort); the base seals include F_SEAL_SEAL.
     for seal in [libc::F_SEAL_FUTURE_WRITE, libc::F_SEAL_EXEC] {
@@ -241,6 +255,35 @@ fn memfd_copy(exe: &File) -> io::Result<OwnedFd> {
     // SAFETY: as above.
     check(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, BASE_SEALS) } as libc::c_long)?;
     Ok(OwnedFd::from(dst))
+}
+
+/// Copies all of `exe` into `dst`, in the kernel (std uses copy_file_range/sendfile).
+fn copy_all(exe: &File, dst: &mut File) -> io::Result<()> {
+    let mut src = exe;
+    let copied = io::copy(&mut src, dst)?;
+    let size = exe.metadata()?.len();
+    if copied != size {
+        return Err(io::Error::other(format!("copied {copied} of {size} bytes")));
+    }
+    Ok(())
+}
+
+/// An O_PATH descriptor of an unlinked copy of the binary in `dir`; the writable descriptor
+/// used to fill it is closed, so it can be executed.
+fn tmpfile_copy(exe: &File, dir: &Path) -> io::Result<OwnedFd> {
+    let mut tmp = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o700)
+        .custom_flags(libc::O_TMPFILE | libc::O_EXCL | libc::O_CLOEXEC)
+        .open(dir)?;
+    copy_all(exe, &mut tmp)?;
+    tmp.set_permissions(std::fs::Permissions::from_mode(0o511))?;
+    let path = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", tmp.as_raw_fd()))?;
+    Ok(path.into())
 }
 
 /// execveat(copy, "", argv, envp + marker, AT_EMPTY_PATH); returns only on failure.
@@ -324,7 +367,6 @@ pub fn close_inherited_fds(preserve_fds: i32) -> Result<usize, SealError> {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
 
     fn proc_path(fd: &OwnedFd) -> String {
         format!("/proc/self/fd/{}", fd.as_raw_fd())
@@ -381,6 +423,23 @@ mod tests {
             std::fs::read(proc_path(&copy)).unwrap(),
             b"\x7fELF not really"
         );
+    }
+
+    #[test]
+    fn tmpfile_copy_is_unlinked_and_held_by_no_writer() {
+        let (dir, f) = victim();
+        let copy = tmpfile_copy(&f, &dir.path().join("scratch")).unwrap();
+        let ro = File::open(proc_path(&copy)).unwrap();
+        assert_eq!(ro.metadata().unwrap().nlink(), 0);
+        assert_eq!(ro.metadata().unwrap().mode() & 0o7777, 0o511);
+        assert_eq!(
+            std::fs::read(proc_path(&copy)).unwrap(),
+            b"\x7fELF not really"
+        );
+        assert!(std::fs::read_dir(dir.path().join("scratch"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 
     #[test]
