@@ -326,7 +326,8 @@ pub fn wait_long(mut f: impl FnMut() -> bool) -> bool {
 
 pub fn report(name: &str, figures: &[(&str, String)]) {
     let line: Vec<String> = figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("LOAD {name}: {}", line.join(" "));
+    // On a line of its own: with --test-threads 1, libtest has just printed "test NAME ... ".
+    println!("\nLOAD {name}: {}", line.join(" "));
 }
 
 pub fn print_errors(t: &Tally) {
