@@ -130,6 +130,18 @@ fn unresolvable_line(
     line
 }
 
+/// The error and its sources on one line, as main prints an error chain.
+fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
+}
+
 /// A spec file that loaded and validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedSpec {
@@ -301,7 +313,7 @@ impl Registry {
             let mut rejected: Vec<(PathBuf, String)> = Vec::new();
             for (path, err) in &self.errors {
                 if !rejected.iter().any(|(p, _)| p == path) {
-                    rejected.push((path.clone(), err.to_string()));
+                    rejected.push((path.clone(), with_sources(err)));
                 }
             }
             return Err(ResolveError::Unresolvable {

@@ -286,6 +286,10 @@ fn unresolvable_names_are_reported_on_one_line() {
         assert!(line.contains(needle), "{needle} not in {line}");
     }
     assert!(!line.contains("vendor.com/dev=x"), "{line}");
+    // Each rejected file comes with why, sources included, and its path said once.
+    let why = format!("{} (", broken.display());
+    assert!(line.contains(&why), "{line}");
+    assert_eq!(line.matches(broken.to_str().unwrap()).count(), 1, "{line}");
 
     let empty = Registry::with_trust(vec![absent], Trust::Any);
     let line = empty
