@@ -475,6 +475,12 @@ impl TenantContainerBuilder {
             linux_builder = linux_builder.time_offsets(time_offsets.clone());
         }
 
+        // nvbind: an exec'd process is filtered like the container's init (runc does the same);
+        // without this it ran with no seccomp filter at all.
+        if let Some(seccomp) = spec_linux.seccomp() {
+            linux_builder = linux_builder.seccomp(seccomp.clone());
+        }
+
         let linux = linux_builder.build()?;
         spec.set_process(Some(process)).set_linux(Some(linux));
 

@@ -232,8 +232,14 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
             &mut init_sender,
         )?;
 
+        // nvbind: only a notify profile talks to a listener and needs the container's state;
+        // an exec (tenant) has none, and failed here once its spec carried the profile.
         #[cfg(feature = "libseccomp")]
-        if let Some(seccomp) = linux.seccomp() {
+        if let Some(seccomp) = linux
+            .seccomp()
+            .as_ref()
+            .filter(|s| crate::seccomp::is_notify(s))
+        {
             let container = container_args
                 .container
                 .as_ref()
