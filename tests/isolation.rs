@@ -447,6 +447,14 @@ fn the_seccomp_profile_of_nvbind_spec_refuses_dangerous_syscalls() {
     assert_eq!(errno(&r, "sys:clone3"), ENOSYS);
     assert_eq!(errno(&r, "sys:clone"), 0);
 
+    // A process exec'd into the container is filtered too.
+    let b = attacker.bundle(&env, "sleeper", &["sys:clone"]);
+    env.edit(&b, |c| c["process"]["args"] = json!(["sleep", "1000"]));
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "f3"]);
+    let out = env.ok(&["exec", "f3", "/isolation", "sys:unshare_user", "sys:bpf"]);
+    assert_eq!(out, "sys:unshare_user 1\nsys:bpf 1\n", "exec: {out}");
+    env.ok(&["delete", "-f", "f3"]);
+
     // Control: the same container without the profile.
     let b = attacker.bundle(&env, "unfiltered", &ops);
     env.edit(&b, |c| {
