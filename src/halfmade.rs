@@ -9,7 +9,7 @@
 //! state.json was never written) would leave behind whatever only the dead process knew of.
 //!
 //! So `create` first records what it is about to make (ID, bundle, cgroup path) in
-//! `<root>/.nvbind-creating/<ID>.json`, replaced atomically, and removes the record once the
+//! `<root>/.nvbind-creating-<ID>.json`, replaced atomically, and removes the record once the
 //! container is complete or cleaned up after a failure. `delete --force` of a half-made
 //! container waits for the root lock (a create still running holds it until it is done),
 //! thaws and kills what is in the recorded cgroup (or the one youki_config.json names),
@@ -33,10 +33,12 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::write_atomic_nosync;
 use crate::runtime::{load_state_retrying, validate_id, Ctx, DirLock};
 
-const INTENTS: &str = ".nvbind-creating";
+/// Records are files in the root, not a directory of them: removing an emptied directory
+/// is a step a killed create or delete could leave undone (tests/crash.rs saw it, 2 in 600).
+const INTENT_PREFIX: &str = ".nvbind-creating-";
 
 /// Directories under the root that are nvbind's own, not containers.
-pub const INTERNAL_DIRS: [&str; 2] = [INTENTS, ".nvbind-clones"];
+pub const INTERNAL_DIRS: [&str; 1] = [".nvbind-clones"];
 
 /// What a `create` is about to make, written before anything of the container exists.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,14 +65,12 @@ impl Intent {
     }
 
     fn path(ctx: &Ctx, id: &str) -> PathBuf {
-        ctx.root.join(INTENTS).join(format!("{id}.json"))
+        ctx.root.join(format!("{INTENT_PREFIX}{id}.json"))
     }
 
-    /// The caller holds the root lock (as for `forget`, which may remove the directory).
+    /// The caller holds the root lock.
     pub fn record(&self, ctx: &Ctx) -> Result<()> {
         let path = Self::path(ctx, &self.id);
-        let dir = path.parent().expect("has a parent");
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         // It has to outlive the process, not a power loss (which takes the cgroup and the
         // processes with it), so no fsync: a create pays one small write and a rename.
         let bytes = serde_json::to_vec(self).context("cannot serialize the create record")?;
@@ -94,14 +94,15 @@ impl Intent {
 
     /// The IDs with a record.
     pub fn ids(ctx: &Ctx) -> Vec<String> {
-        let Ok(entries) = fs::read_dir(ctx.root.join(INTENTS)) else {
+        let Ok(entries) = fs::read_dir(&ctx.root) else {
             return vec![];
         };
         entries
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".json").map(str::to_string)
+                let id = name.strip_prefix(INTENT_PREFIX)?.strip_suffix(".json")?;
+                Some(id.to_string())
             })
             .collect()
     }
@@ -110,9 +111,7 @@ impl Intent {
         Self::path(ctx, id).exists()
     }
 
-    /// Removes the record, a temporary file a killed create left half-way through writing
-    /// it, and the records' directory once empty. The caller holds the root lock, so no
-    /// create is writing one.
+    /// Removes the record; the caller holds the root lock.
     pub fn forget(ctx: &Ctx, id: &str) {
         let path = Self::path(ctx, id);
         if let Err(e) = fs::remove_file(&path) {
@@ -120,19 +119,33 @@ impl Intent {
                 tracing::warn!("cannot remove {}: {e}", path.display());
             }
         }
-        let dir = path.parent().expect("has a parent");
-        let temp = format!(".{id}.json.tmp-");
-        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&temp) {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        let _ = fs::remove_dir(dir);
     }
 
-    /// Whether any create left records (or their directory) behind.
-    pub fn any(ctx: &Ctx) -> bool {
-        ctx.root.join(INTENTS).exists()
+    /// The temporary files of records whose write was killed (`write_atomic` names them
+    /// `.NAME.tmp-PID`).
+    fn leftovers(ctx: &Ctx, id: &str) -> Vec<PathBuf> {
+        let temp = format!(".{INTENT_PREFIX}{id}.json.tmp-");
+        fs::read_dir(&ctx.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&temp))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Whether a create of `id` left a record or the temporary file of one.
+    pub fn left_by_a_create(ctx: &Ctx, id: &str) -> bool {
+        Self::exists(ctx, id) || !Self::leftovers(ctx, id).is_empty()
+    }
+
+    /// `forget`, and the temporary files a create killed while writing the record left; the
+    /// caller holds the root lock, so no create is writing one.
+    pub fn forget_all(ctx: &Ctx, id: &str) {
+        Self::forget(ctx, id);
+        for temp in Self::leftovers(ctx, id) {
+            let _ = fs::remove_file(temp);
+        }
     }
 }
 
@@ -297,7 +310,7 @@ impl HalfMade {
         if let Some(staging) = staging {
             crate::criu::dump::remove_staging(&staging);
         }
-        Intent::forget(ctx, &self.id);
+        Intent::forget_all(ctx, &self.id);
         Ok(())
     }
 }
@@ -423,9 +436,15 @@ mod tests {
         assert_eq!(h.intent.as_ref().unwrap().bundle, Path::new("/b"));
         assert_eq!(h.doc().bundle, Path::new("/b"));
         // What a create killed in the middle of writing its record leaves.
-        fs::write(dir.path().join(INTENTS).join(".c.json.tmp-12345"), "{\"i").unwrap();
-        Intent::forget(&ctx, "c");
+        fs::write(
+            dir.path().join("..nvbind-creating-c.json.tmp-12345"),
+            "{\"i",
+        )
+        .unwrap();
+        assert!(Intent::left_by_a_create(&ctx, "c"));
+        Intent::forget_all(&ctx, "c");
         assert!(matches!(inspect(&ctx, "c").unwrap(), Entry::Missing));
-        assert!(!dir.path().join(INTENTS).exists());
+        assert!(!Intent::left_by_a_create(&ctx, "c"));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -18,10 +18,10 @@ pub fn run(args: &DeleteArgs, ctx: &Ctx) -> Result<()> {
     match inspect(ctx, id)? {
         // runc: deleting a container that is already gone is not an error with --force.
         Entry::Missing if args.force => {
-            if Intent::any(ctx) {
+            if Intent::left_by_a_create(ctx, id) {
                 // A create killed while writing its record leaves a temporary file.
                 let _root_lock = lock_root(ctx)?;
-                Intent::forget(ctx, id);
+                Intent::forget_all(ctx, id);
             }
             crate::snapshot::release(ctx, id)
         }

@@ -109,11 +109,10 @@ fn the_create_record_is_what_lets_delete_find_the_cgroup() {
         fs::remove_file(dir.join("state.json")).unwrap();
         fs::remove_file(dir.join("youki_config.json")).unwrap();
         if with_record {
-            let records = env.root.join(".nvbind-creating");
-            fs::create_dir_all(&records).unwrap();
             let record = json!({"id": id, "bundle": b, "cgroup_path": config["cgroup_path"],
                 "systemd": false, "pid": 999_999_999u32});
-            fs::write(records.join(format!("{id}.json")), record.to_string()).unwrap();
+            let path = env.root.join(format!(".nvbind-creating-{id}.json"));
+            fs::write(path, record.to_string()).unwrap();
         }
         assert_eq!(env.state(id)["status"], "stopped");
         env.ok(&["delete", "--force", id]);
