@@ -89,18 +89,21 @@ pub enum Sealed {
 /// overlayfs needs a second, empty-enough lower layer to be read-only.
 pub fn ensure_sealed(scratch_dir: &Path) -> Result<Sealed, SealError> {
     let exe = File::open("/proc/self/exe").map_err(SealError::OpenExe)?;
-    if let Some(how) = sealed_kind(&exe) {
-        // Not for the container's hooks or CRIU: the marker has done its job.
-        std::env::remove_var(REEXEC_MARKER);
-        return Ok(how);
-    }
     if std::env::var_os(REEXEC_MARKER).is_some() {
-        // A marker set by hand only skips a protection, as NVBIND_UNSAFE_NO_SEAL=1 does.
-        if exe.metadata().is_ok_and(|m| m.nlink() == 0) {
-            std::env::remove_var(REEXEC_MARKER);
-            return Ok(Sealed::Tmpfile);
-        }
-        return Err(SealError::StillUnsealed);
+        // Not for the container's hooks or CRIU: the marker has done its job. A marker set by
+        // hand only skips a protection, as NVBIND_UNSAFE_NO_SEAL=1 does.
+        std::env::remove_var(REEXEC_MARKER);
+        return match sealed_kind(&exe) {
+            Some(how) => Ok(how),
+            None if exe.metadata().is_ok_and(|m| m.nlink() == 0) => Ok(Sealed::Tmpfile),
+            None => Err(SealError::StillUnsealed),
+        };
+    }
+    // Without the marker only a sealed memfd is trusted: its seals say all there is to know.
+    // A read-only overlayfs that we did not make may have an upper layer, and a process with
+    // CAP_SYS_ADMIN could clone its mount and clear the read-only flag.
+    if sealed_kind(&exe) == Some(Sealed::Memfd) {
+        return Ok(Sealed::Memfd);
     }
     if std::env::var_os(DISABLE_VAR).is_some_and(|v| v == "1") {
         return Ok(Sealed::Disabled);

@@ -328,3 +328,23 @@ fn control_unsealed_exe_of_created_init_is_rewritten() {
         "the attacker said it wrote but the copy is intact"
     );
 }
+
+#[test]
+fn reexec_marker_set_by_hand_fails_instead_of_looping() {
+    // The marker nvbind sets on its own re-exec, on a binary that is not sealed: one clear
+    // error, no second re-exec (a loop would hang here).
+    let env = Env::new();
+    let out = Command::new(NVBIND)
+        .arg("--root")
+        .arg(&env.root)
+        .args(["exec", "nosuch", "true"])
+        .env("_NVBIND_SEALED", "1")
+        .env_remove(NO_SEAL)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("still not sealed"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
