@@ -27,7 +27,7 @@ use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use common::{criu, Env, NVBIND};
-use leaks::Leaks;
+use leaks::{Cleanup, Leaks};
 use serde_json::json;
 
 const DEFAULT_SEED: u64 = 0x6e76_6269_6e64_0009;
@@ -384,6 +384,7 @@ fn running(env: &Env, b: &Path, id: &str, n: usize) {
 fn create_killed_at_random_moments_leaves_nothing() {
     let _turn = take_turn();
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let bundle = env.bundle("create", &["sleep", "1000"]);
     // Every other trial asks for a (fake) GPU: create rewrites config.json with the CDI edits
     // first, and puts it back if the create fails.
@@ -433,6 +434,7 @@ fn create_killed_at_random_moments_leaves_nothing() {
 fn create_from_a_snapshot_killed_at_random_moments_leaves_nothing() {
     let _turn = take_turn();
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let bundle = env.bundle("clone", &["sleep", "1000"]);
     env.edit(&bundle, |c| {
         c["annotations"] = json!({"org.nvbind.snapshot.from": "./rootfs"})
@@ -455,6 +457,7 @@ fn create_from_a_snapshot_killed_at_random_moments_leaves_nothing() {
 fn start_killed_at_random_moments_leaves_nothing() {
     let _turn = take_turn();
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let bundle = env.bundle("start", &["sleep", "1000"]);
     let verb = Verb {
         name: "start",
@@ -474,6 +477,7 @@ fn start_killed_at_random_moments_leaves_nothing() {
 fn exec_killed_at_random_moments_leaves_nothing() {
     let _turn = take_turn();
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let bundle = env.bundle("exec", &["sleep", "1000"]);
     let verb = Verb {
         name: "exec",
@@ -500,6 +504,7 @@ fn exec_killed_at_random_moments_leaves_nothing() {
 fn delete_killed_at_random_moments_leaves_nothing() {
     let _turn = take_turn();
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let bundle = env.bundle("delete", &["sleep", "1000"]);
     let verb = Verb {
         name: "delete",
@@ -530,6 +535,7 @@ fn checkpoint_killed_at_random_moments_leaves_nothing() {
     };
     let _turn = take_turn();
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let bundle = env.bundle("checkpoint", &["sleep", "1000"]);
     env.edit(&bundle, |c| c["root"]["readonly"] = json!(false));
     let images = env.dir.path().join("images");

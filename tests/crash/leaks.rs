@@ -134,6 +134,20 @@ impl Leaks {
     }
 }
 
+/// Removes, when a test ends (failed or not), whatever its containers left: a failing
+/// trial or assertion must not leave a cgroup with a live init on the host. Declared after
+/// the Env, so it runs first, while the test still holds its turn.
+pub struct Cleanup<'a>(pub &'a Env);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let leaks = Leaks::find(self.0, &[]);
+        if !leaks.is_empty() {
+            leaks.remove(self.0);
+        }
+    }
+}
+
 /// Reaps every zombie child (re-parented orphans included); returns how many.
 pub fn reap_children() -> usize {
     let mut n = 0;

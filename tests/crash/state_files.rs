@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::common::{leaked_cgroups, process_alive, Env};
-use super::leaks::Leaks;
+use super::leaks::{Cleanup, Leaks};
 use super::take_turn;
 
 fn json_of(out: &std::process::Output) -> Value {
@@ -25,6 +25,7 @@ type Breakage<'a> = &'a dyn Fn(&Path);
 fn broken_state_files_are_reported_and_deleted_and_hide_no_other_container() {
     let _turn = take_turn();
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     let b = env.bundle("good", &["sleep", "1000"]);
     env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "good"]);
     let good_state = fs::read(env.root.join("good/state.json")).unwrap();
@@ -98,6 +99,7 @@ fn broken_state_files_are_reported_and_deleted_and_hide_no_other_container() {
 fn the_create_record_is_what_lets_delete_find_the_cgroup() {
     let _turn = take_turn();
     let env = Env::new();
+    let _cleanup = Cleanup(&env);
     for with_record in [true, false] {
         let id = if with_record { "recorded" } else { "control" };
         let b = env.bundle(id, &["sleep", "1000"]);
