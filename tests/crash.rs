@@ -137,11 +137,11 @@ impl Verb<'_> {
             .expect("cannot run nvbind")
     }
 
-    /// The verb's duration when left alone: the median of three runs after a warm-up run
+    /// The verb's duration when left alone: the median of five runs after a warm-up run
     /// (the first one pays for cold caches).
     fn measure(&self) -> Duration {
         let mut times = Vec::new();
-        for n in 0..4 {
+        for n in 0..6 {
             let id = format!("{}-measure-{n}", self.name);
             (self.prepare)(self.env, &self.bundle, &id, n);
             let log = self.env.dir.path().join("measure.err");
@@ -159,7 +159,7 @@ impl Verb<'_> {
         }
         times.remove(0);
         times.sort();
-        times[1]
+        times[2]
     }
 
     fn clean_images(&self) {
