@@ -5,6 +5,7 @@
 //! cgroup, processes) is torn down again if the build fails.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -60,7 +61,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
 
     // Two creates of one ID race on libcontainer's exists-then-mkdir; serialising the build
     // on the root makes exactly one of them win and the other fail cleanly.
-    let _root_lock = lock_root(ctx)?;
+    let root_lock = lock_root(ctx)?;
     let dir = ctx.container_dir(&opts.id);
     if dir.exists() {
         bail!(
@@ -115,6 +116,8 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
         .map(|b| {
             b.with_console_socket(opts.console_socket.as_ref())
                 .with_preserved_fds(opts.preserve_fds)
+                // The created init keeps what it inherits until start; the lock is ours alone.
+                .with_runtime_fds(vec![root_lock.as_raw_fd()])
                 .as_init(&bundle_dir)
                 .with_systemd(ctx.systemd_cgroup)
                 .with_detach(detach)

@@ -215,6 +215,12 @@ impl FileLock {
 }
 
 /// Serialises creates on one root; the lock file lives in the root next to the containers.
+impl AsRawFd for FileLock {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self._file.as_raw_fd()
+    }
+}
+
 pub fn lock_root(ctx: &Ctx) -> Result<FileLock> {
     FileLock::exclusive(&ctx.root.join(".nvbind.lock"))
 }

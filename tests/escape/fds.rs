@@ -325,3 +325,47 @@ fn exec_with_hostile_cwd_stays_in_rootfs() {
     env.ok(&["delete", "-f", "a"]);
     env.assert_clean();
 }
+
+/// What a created init holds that lives outside its rootfs, as the host sees it.
+fn created_init_host_fds(env: &Env, id: &str) -> Vec<String> {
+    let pid = env.state(id)["pid"].as_i64().unwrap();
+    let mut out = Vec::new();
+    for e in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        if let Ok(target) = fs::read_link(e.path()) {
+            if target.starts_with(env.dir.path()) {
+                out.push(target.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// nvbind's root lock is held while the init is cloned; an init that kept it would let a
+/// process reopening /proc/<init>/fd/N (CAP_SYS_PTRACE, shared PID namespace) take the lock
+/// and stall every create on the host. The --log file is there on purpose (the init reports
+/// its errors there), which shows the scan sees the runtime's host files.
+#[test]
+fn created_init_holds_no_runtime_lock() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    let log = env.dir.path().join("nvbind.log");
+    env.ok(&[
+        "--log",
+        log.to_str().unwrap(),
+        "create",
+        "-b",
+        b.to_str().unwrap(),
+        "c",
+    ]);
+    let held = created_init_host_fds(&env, "c");
+    assert!(
+        held.iter().any(|p| p.ends_with("nvbind.log")),
+        "control: the scan missed the log file: {held:?}"
+    );
+    assert!(
+        !held.iter().any(|p| p.contains(".nvbind")),
+        "the created init holds the runtime's lock: {held:?}"
+    );
+    env.ok(&["delete", "-f", "c"]);
+    env.assert_clean();
+}

@@ -1,4 +1,4 @@
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use oci_spec::runtime::Spec;
@@ -24,6 +24,9 @@ pub struct ContainerBuilder {
     pub(super) console_socket: Option<PathBuf>,
     /// File descriptors to be passed into the container process
     pub(super) preserve_fds: i32,
+    /// Descriptors the runtime holds for itself (nvbind: its root lock), closed in the cloned
+    /// processes first thing, so that no container process ever holds them.
+    pub(super) runtime_fds: Vec<RawFd>,
     /// The function that actually runs on the container init process. Default
     /// is to execute the specified command in the oci spec.
     pub(super) executor: Box<dyn Executor>,
@@ -78,6 +81,7 @@ impl ContainerBuilder {
             pid_file: None,
             console_socket: None,
             preserve_fds: 0,
+            runtime_fds: Vec::new(),
             executor: workload::default::get_executor(),
             stdin: None,
             stdout: None,
@@ -248,6 +252,13 @@ impl ContainerBuilder {
     /// ```
     pub fn with_preserved_fds(mut self, preserved_fds: i32) -> Self {
         self.preserve_fds = preserved_fds;
+        self
+    }
+
+    /// Descriptors of the runtime's own (locks, state files) that the cloned intermediate
+    /// process closes before anything else, so the container's init never inherits them.
+    pub fn with_runtime_fds(mut self, fds: Vec<RawFd>) -> Self {
+        self.runtime_fds = fds;
         self
     }
 

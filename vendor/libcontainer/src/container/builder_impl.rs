@@ -1,6 +1,6 @@
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -46,6 +46,8 @@ pub(super) struct ContainerBuilderImpl {
     pub container: Option<Container>,
     /// File descriptos preserved/passed to the container init process.
     pub preserve_fds: i32,
+    /// The runtime's own descriptors, closed in the cloned processes.
+    pub runtime_fds: Vec<RawFd>,
     /// If the container is to be run in detached mode
     pub detached: bool,
     /// Default executes the specified execution of a generic command
@@ -179,6 +181,7 @@ impl ContainerBuilderImpl {
             console_socket: self.console_socket.as_ref().map(|c| c.as_raw_fd()),
             notify_listener,
             preserve_fds: self.preserve_fds,
+            runtime_fds: self.runtime_fds.clone(),
             container: self.container.to_owned(),
             user_ns_config: self.user_ns_config.to_owned(),
             cgroup_config,

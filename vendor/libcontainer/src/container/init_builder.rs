@@ -124,6 +124,7 @@ impl InitContainerBuilder {
             notify_path,
             container: Some(container.clone()),
             preserve_fds: self.base.preserve_fds,
+            runtime_fds: self.base.runtime_fds,
             detached: self.detached,
             executor: self.base.executor,
             no_pivot: self.no_pivot,

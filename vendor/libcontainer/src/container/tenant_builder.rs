@@ -283,6 +283,7 @@ impl TenantContainerBuilder {
             notify_path: notify_path.clone(),
             container: None,
             preserve_fds: self.base.preserve_fds,
+            runtime_fds: self.base.runtime_fds,
             detached: self.detached,
             executor: self.base.executor,
             no_pivot: false,

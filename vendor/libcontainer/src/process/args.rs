@@ -32,6 +32,8 @@ pub struct ContainerArgs {
     pub notify_listener: NotifyListener,
     /// File descriptors preserved/passed to the container init process.
     pub preserve_fds: i32,
+    /// The runtime's own descriptors (locks): closed first thing in the intermediate process.
+    pub runtime_fds: Vec<RawFd>,
     /// Container state
     pub container: Option<Container>,
     /// Options for new namespace creation

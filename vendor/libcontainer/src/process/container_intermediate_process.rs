@@ -46,6 +46,15 @@ pub fn container_intermediate_process(
     intermediate_main_sender: &mut channel::MainSender,
     init_main_sender: &mut channel::MainSender,
 ) -> Result<()> {
+    // nvbind: the runtime's own descriptors (its root lock) must not reach the container's
+    // init, which keeps every inherited descriptor until it execs the payload: a process in
+    // the container able to reopen /proc/<init>/fd/N could take the lock and stall the host's
+    // every create. This process never needs them; closing them here (a clone, not the lock's
+    // owner) releases nothing in the runtime.
+    for fd in &args.runtime_fds {
+        // SAFETY: closing a descriptor number this process inherited and never uses.
+        unsafe { libc::close(*fd) };
+    }
     let runtime_pid = nix::unistd::getppid();
     let (inter_sender, inter_receiver) = intermediate_chan;
     let (init_sender, init_receiver) = init_chan;
