@@ -361,9 +361,20 @@ fn write_descriptors(pid: i32, dir: &Path) -> std::io::Result<()> {
     fs::write(dir.join(DESCRIPTORS_JSON), serde_json::to_vec(&fds)?)
 }
 
+/// In the image directory while a dump's images are moved in: moving takes one rename per
+/// file, and a checkpoint killed in between leaves a mix of two dumps that looks whole.
+/// Restore refuses an image directory that has it.
+pub const COMMIT_MARKER: &str = "nvbind-checkpoint-incomplete";
+
 /// Moves the staged images into the image directory and removes images of an older dump
 /// that the new one does not have.
 fn commit(staging: &Path, image_dir: &Path) -> std::io::Result<()> {
+    let marker = image_dir.join(COMMIT_MARKER);
+    crate::atomic::write_atomic_nosync(
+        &marker,
+        b"a checkpoint was killed while its images were moved here\n",
+        0o600,
+    )?;
     let mut fresh = std::collections::HashSet::new();
     for entry in fs::read_dir(staging)? {
         let entry = entry?;
@@ -379,7 +390,8 @@ fn commit(staging: &Path, image_dir: &Path) -> std::io::Result<()> {
             fs::remove_file(entry.path())?;
         }
     }
-    File::open(image_dir)?.sync_all()
+    File::open(image_dir)?.sync_all()?;
+    fs::remove_file(marker)
 }
 
 fn rewrite_log_path(e: DumpError, staging: &Path, image_dir: &Path) -> DumpError {
@@ -399,5 +411,32 @@ fn rewrite_log_path(e: DumpError, staging: &Path, image_dir: &Path) -> DumpError
             ),
         }),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_replaces_the_images_and_leaves_no_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        let staging = images.join(format!("{STAGING_PREFIX}1"));
+        fs::create_dir_all(&staging).unwrap();
+        fs::write(images.join("old.img"), "old").unwrap();
+        fs::write(images.join("core-1.img"), "old core").unwrap();
+        fs::write(staging.join("core-1.img"), "new core").unwrap();
+        commit(&staging, &images).unwrap();
+        let mut names: Vec<String> = fs::read_dir(&images)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["core-1.img"]);
+        assert_eq!(
+            fs::read_to_string(images.join("core-1.img")).unwrap(),
+            "new core"
+        );
     }
 }

@@ -26,6 +26,7 @@ use libcontainer::config::YoukiConfig;
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Spec};
 use rust_criu::rust_criu_protobuf::rpc;
 
+use super::dump::COMMIT_MARKER;
 use super::dump::{
     cgroup_v1_mount_points, ext_mount, has_namespace, is_bind, namespace_path, ns_key,
 };
@@ -53,6 +54,8 @@ pub enum RestoreError {
     },
     #[error("{path} holds no checkpoint (no {DESCRIPTORS_JSON}); pass the --image-path that checkpoint wrote")]
     NotAnImage { path: PathBuf },
+    #[error("the checkpoint in {path} is incomplete: a checkpoint was killed while it moved its images there ({COMMIT_MARKER}); checkpoint the container again")]
+    Incomplete { path: PathBuf },
     #[error("cannot prepare {path} for the restore")]
     Prepare {
         path: PathBuf,
@@ -94,6 +97,11 @@ pub fn restore(
     opts: &RestoreOpts,
 ) -> Result<i32, RestoreError> {
     let images = &opts.image_path;
+    if images.join(COMMIT_MARKER).exists() {
+        return Err(RestoreError::Incomplete {
+            path: images.clone(),
+        });
+    }
     let descriptors: Vec<String> = match fs::read(images.join(DESCRIPTORS_JSON)) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| RestoreError::Images {
             path: images.clone(),
@@ -426,6 +434,33 @@ impl Drop for CriuRoot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_incomplete_checkpoint_is_refused_before_criu_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(DESCRIPTORS_JSON), "[]").unwrap();
+        fs::write(dir.path().join(COMMIT_MARKER), "").unwrap();
+        let criu = Criu {
+            path: "/nonexistent/criu".into(),
+            version: 40100,
+        };
+        let opts = RestoreOpts {
+            image_path: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let err = restore(
+            &criu,
+            "c",
+            dir.path(),
+            &Spec::default(),
+            dir.path(),
+            dir.path(),
+            &opts,
+        )
+        .unwrap_err();
+        assert!(matches!(err, RestoreError::Incomplete { .. }), "{err}");
+        assert!(err.to_string().contains("checkpoint the container again"));
+    }
 
     #[test]
     fn cgroup_table_parses_v1_and_v2_lines() {
