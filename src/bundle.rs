@@ -67,6 +67,11 @@ pub enum CheckError {
     NoArgs,
     #[error("process.cwd {0:?} must be an absolute path")]
     RelativeCwd(PathBuf),
+    #[error(
+        "linux.devices[{index}].path {path:?} is not an absolute path to a file; give the \
+         device's full path inside the container, e.g. /dev/nvidia0"
+    )]
+    DevicePath { index: usize, path: PathBuf },
     #[error("linux.namespaces lists type {0} more than once; keep one entry per type")]
     DuplicateNamespace(String),
     #[error(
@@ -154,7 +159,31 @@ pub fn check_spec(spec: &Spec, bundle: &Path) -> Result<(), CheckError> {
         return Err(CheckError::RelativeCwd(p.cwd().clone()));
     }
     check_namespaces(spec)?;
+    check_device_paths(spec)?;
     check_seccomp_errno(spec)
+}
+
+/// runtime-spec: a device's path is the "full path to device inside container". An empty one
+/// (a misspelled key leaves it so) joined to the rootfs names the rootfs itself, and `..`
+/// could name a file outside /dev; found by fuzz/bundle_config.
+fn check_device_paths(spec: &Spec) -> Result<(), CheckError> {
+    use std::path::Component;
+    let devices = spec.linux().as_ref().and_then(|l| l.devices().as_ref());
+    for (index, device) in devices.into_iter().flatten().enumerate() {
+        let path = device.path();
+        let names_a_file = path.is_absolute()
+            && path.file_name().is_some()
+            && path
+                .components()
+                .all(|c| !matches!(c, Component::ParentDir));
+        if !names_a_file {
+            return Err(CheckError::DevicePath {
+                index,
+                path: path.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// runtime-spec config-linux.md: errnoRet / defaultErrnoRet apply to actions that return an
@@ -304,6 +333,32 @@ mod tests {
             true,
         );
         assert!(e.contains("linux.seccomp.syscalls[0].errnoRet"), "{e}");
+    }
+
+    /// fuzz/bundle_config: a device whose "path" key was misspelled passed the checks with an
+    /// empty path, which libcontainer would have joined to the rootfs.
+    #[test]
+    fn device_path_must_name_a_file_inside_the_container() {
+        let with_device = |path: &str| {
+            MINIMAL.replace(
+                r#""root":"#,
+                &format!(
+                    r#""linux":{{"devices":[{{"path":"/dev/null","type":"c","major":1,"minor":3}},
+                    {{{path}"type":"c","major":195,"minor":0}}]}},"root":"#
+                ),
+            )
+        };
+        Bundle::load(bundle_with(&with_device(r#""path":"/dev/nvidia0","#), true).path()).unwrap();
+        for bad in [
+            "",
+            r#""path":"","#,
+            r#""path":"dev/nvidia0","#,
+            r#""path":"/","#,
+            r#""path":"/dev/../etc/shadow","#,
+        ] {
+            let e = load_err(&with_device(bad), true);
+            assert!(e.contains("linux.devices[1].path"), "{bad}: {e}");
+        }
     }
 
     #[test]
