@@ -120,6 +120,8 @@ pub enum ApplyError {
         declared: String,
         host: String,
     },
+    #[error("CDI device node {path:?}: the path inside the container must be absolute, name a file and hold no '..'; fix the CDI spec")]
+    ContainerPath { path: String },
     #[error("CDI device node {path}: invalid type {value:?}")]
     InvalidNodeType { path: String, value: String },
     #[error("CDI hook {path}: unknown hook name {name:?}")]
@@ -162,6 +164,20 @@ fn device_type(path: &str, t: &str) -> Result<LinuxDeviceType, ApplyError> {
 
 /// The reference's `fillMissingInfo`: stat the host only when type or major is missing.
 fn resolve_node(node: &DeviceNode, host: &dyn HostDevices) -> Result<ResolvedNode, ApplyError> {
+    // The reference accepts any non-empty path, and runc clamps it into the rootfs; nvbind's
+    // bundle check refuses such a linux.devices entry, so say here which CDI node it was
+    // (found by fuzz/cdi_spec: "path: dev/kfd" got as far as create's bundle check).
+    let container_path = Path::new(&node.path);
+    let names_a_file = container_path.is_absolute()
+        && container_path.file_name().is_some()
+        && !container_path
+            .components()
+            .any(|c| matches!(c, Component::ParentDir));
+    if !names_a_file {
+        return Err(ApplyError::ContainerPath {
+            path: node.path.clone(),
+        });
+    }
     let host_path = node.host_path().to_string();
     let mut node_type = node.node_type.clone().unwrap_or_default();
     let mut major = node.major.unwrap_or(0);

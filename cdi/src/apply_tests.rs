@@ -267,6 +267,11 @@ fn missing_or_wrong_host_nodes_fail_and_leave_the_spec_untouched() {
             "/dev/sda",
             "declared type",
         ),
+        // fuzz/cdi_spec: these passed validation (as in the reference) and failed only at
+        // create's bundle check, which could not say which CDI node it was.
+        (node("dev/kfd"), "dev/kfd", "must be absolute"),
+        (node("/dev/../etc/x"), "/dev/../etc/x", "no '..'"),
+        (node("/"), "\"/\"", "name a file"),
     ];
     for (bad, named, what) in cases {
         let edits = ContainerEdits {
