@@ -5,7 +5,6 @@
 //! cgroup, processes) is torn down again if the build fails.
 
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -117,7 +116,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
             b.with_console_socket(opts.console_socket.as_ref())
                 .with_preserved_fds(opts.preserve_fds)
                 // The created init keeps what it inherits until start; the lock is ours alone.
-                .with_runtime_fds(vec![root_lock.as_raw_fd()])
+                .with_runtime_fds(root_lock.descriptor().into_iter().collect())
                 .as_init(&bundle_dir)
                 .with_systemd(ctx.systemd_cgroup)
                 .with_detach(detach)

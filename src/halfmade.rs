@@ -31,7 +31,7 @@ use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic_nosync;
-use crate::runtime::{load_state_retrying, validate_id, Ctx, DirLock};
+use crate::runtime::{load_state_retrying, validate_id, Ctx, DirLock, FileLock};
 
 /// Records are files in the root, not a directory of them: removing an emptied directory
 /// is a step a killed create or delete could leave undone (tests/crash.rs saw it, 2 in 600).
@@ -383,7 +383,12 @@ fn thaw(path: &Path) {
 
 /// The pid of the process holding the root lock (a create), if any.
 fn root_lock_holder(ctx: &Ctx) -> Option<i32> {
-    let file = fs::File::open(ctx.root.join(".nvbind.lock")).ok()?;
+    let path = ctx.root.join(".nvbind.lock");
+    // Opening and closing the file would release our own lock (delete inspects under it).
+    if FileLock::held_here(&path) {
+        return Some(std::process::id() as i32);
+    }
+    let file = fs::File::open(&path).ok()?;
     // SAFETY: a zeroed flock is a valid "whole file" range; F_GETLK fills it in.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = libc::F_WRLCK as libc::c_short;
@@ -421,6 +426,67 @@ mod tests {
             panic!("not half-made")
         };
         assert!(h.why.contains("unreadable"), "{}", h.why);
+    }
+
+    /// Whether another process finds `path` locked: a POSIX lock is invisible to its holder.
+    fn locked_for_others(path: &Path) -> bool {
+        use nix::unistd::{fork, ForkResult};
+        // SAFETY: the child only makes syscalls (open, fcntl) and _exits.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let code = match fs::File::open(path) {
+                    Ok(f) => {
+                        // SAFETY: zeroed flock is a valid whole-file range for F_GETLK.
+                        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+                        fl.l_type = libc::F_WRLCK as libc::c_short;
+                        fl.l_whence = libc::SEEK_SET as libc::c_short;
+                        // SAFETY: valid descriptor and flock struct.
+                        let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
+                        i32::from(!(rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short))
+                    }
+                    Err(_) => 2,
+                };
+                // SAFETY: leave the forked test process without running its destructors.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => matches!(
+                nix::sys::wait::waitpid(child, None).unwrap(),
+                nix::sys::wait::WaitStatus::Exited(_, 0)
+            ),
+        }
+    }
+
+    /// Review finding: delete inspects a half-made container under the root lock, and
+    /// inspecting opened and closed the lock file to ask who held it, which released our own
+    /// POSIX lock, so the removal ran unlocked beside a new create.
+    #[test]
+    fn inspecting_under_the_root_lock_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        Intent::new(&ctx, "c", Path::new("/b"), &Spec::default())
+            .record(&ctx)
+            .unwrap();
+        let lock_path = dir.path().join(".nvbind.lock");
+        let lock = crate::runtime::lock_root(&ctx).unwrap();
+        assert!(locked_for_others(&lock_path));
+        let Entry::HalfMade(h) = inspect(&ctx, "c").unwrap() else {
+            panic!("not half-made")
+        };
+        // Recorded by this process, which holds the lock: its create is running.
+        assert!(h.in_progress());
+        assert!(
+            locked_for_others(&lock_path),
+            "inspect released the root lock"
+        );
+        // A nested guard's drop does not release the lock either.
+        drop(crate::runtime::lock_root(&ctx).unwrap());
+        assert!(
+            locked_for_others(&lock_path),
+            "a nested guard released the root lock"
+        );
+        drop(lock);
+        assert!(!locked_for_others(&lock_path));
+        assert!(!FileLock::held_here(&lock_path));
     }
 
     #[test]

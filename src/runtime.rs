@@ -183,12 +183,33 @@ pub fn load_state_retrying(dir: &Path) -> Result<Container> {
 /// Not flock: libcontainer clones the container's init process from ours, and a flock belongs
 /// to the open file description, which the clone would inherit and hold until `start`.
 /// POSIX locks belong to the process and are not inherited across fork.
+///
+/// The price of POSIX locks: closing *any* descriptor of the file releases the process's
+/// lock, and taking it again succeeds at once. So this process never opens a lock file it
+/// holds (see `FileLock::held_here`), and a second `exclusive` of one it holds returns a guard
+/// that owns no descriptor (its drop must not release the first).
 pub struct FileLock {
-    _file: File,
+    /// None for a nested guard.
+    file: Option<File>,
+    path: PathBuf,
+}
+
+/// The lock files this process holds, once per guard.
+static HELD: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn held() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl FileLock {
     pub fn exclusive(path: &Path) -> Result<Self> {
+        if FileLock::held_here(path) {
+            held().push(path.to_path_buf());
+            return Ok(Self {
+                file: None,
+                path: path.to_path_buf(),
+            });
+        }
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -204,7 +225,11 @@ impl FileLock {
             // SAFETY: fcntl on a valid, owned descriptor with a valid flock struct.
             let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &fl) };
             if rc == 0 {
-                return Ok(Self { _file: file });
+                held().push(path.to_path_buf());
+                return Ok(Self {
+                    file: Some(file),
+                    path: path.to_path_buf(),
+                });
             }
             let err = std::io::Error::last_os_error();
             if err.kind() != ErrorKind::Interrupted {
@@ -212,15 +237,31 @@ impl FileLock {
             }
         }
     }
-}
 
-/// Serialises creates on one root; the lock file lives in the root next to the containers.
-impl AsRawFd for FileLock {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self._file.as_raw_fd()
+    /// Whether this process holds a lock on `path` (then it must not open the file).
+    pub fn held_here(path: &Path) -> bool {
+        held().iter().any(|p| p == path)
     }
 }
 
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let mut held = held();
+        if let Some(i) = held.iter().rposition(|p| *p == self.path) {
+            held.remove(i);
+        }
+        // The descriptor (if this guard owns one) closes after this, releasing the lock.
+    }
+}
+
+impl FileLock {
+    /// The descriptor that holds the lock; None for a nested guard (the first one has it).
+    pub fn descriptor(&self) -> Option<std::os::fd::RawFd> {
+        self.file.as_ref().map(|f| f.as_raw_fd())
+    }
+}
+
+/// Serialises creates on one root; the lock file lives in the root next to the containers.
 pub fn lock_root(ctx: &Ctx) -> Result<FileLock> {
     FileLock::exclusive(&ctx.root.join(".nvbind.lock"))
 }
