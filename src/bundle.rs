@@ -72,6 +72,11 @@ pub enum CheckError {
          device's full path inside the container, e.g. /dev/nvidia0"
     )]
     DevicePath { index: usize, path: PathBuf },
+    #[error(
+        "linux.cgroupsPath {0:?} names the root cgroup or holds '..'; give a cgroup of the \
+         container's own, e.g. /nvbind/<ID>"
+    )]
+    CgroupsPath(PathBuf),
     #[error("linux.namespaces lists type {0} more than once; keep one entry per type")]
     DuplicateNamespace(String),
     #[error(
@@ -160,7 +165,35 @@ pub fn check_spec(spec: &Spec, bundle: &Path) -> Result<(), CheckError> {
     }
     check_namespaces(spec)?;
     check_device_paths(spec)?;
+    check_cgroups_path(spec)?;
     check_seccomp_errno(spec)
+}
+
+/// The cgroup is the container's: `delete --force` of a half-made container kills what is
+/// in it, and libcgroups counts a cgroup's processes recursively, so "/" (or a path that
+/// climbs out with "..") would make that every process on the host. runc ends up refusing
+/// these too, as a non-empty cgroup.
+fn check_cgroups_path(spec: &Spec) -> Result<(), CheckError> {
+    use std::path::Component;
+    let Some(path) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+    else {
+        return Ok(());
+    };
+    let mut names = 0;
+    for c in path.components() {
+        match c {
+            Component::Normal(_) => names += 1,
+            Component::ParentDir => return Err(CheckError::CgroupsPath(path.clone())),
+            _ => {}
+        }
+    }
+    if names == 0 {
+        return Err(CheckError::CgroupsPath(path.clone()));
+    }
+    Ok(())
 }
 
 /// runtime-spec: a device's path is the "full path to device inside container". An empty one
@@ -358,6 +391,23 @@ mod tests {
         ] {
             let e = load_err(&with_device(bad), true);
             assert!(e.contains("linux.devices[1].path"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn cgroups_path_must_be_below_the_root_cgroup() {
+        let with_cgroup = |path: &str| {
+            MINIMAL.replace(
+                r#""root":"#,
+                &format!(r#""linux":{{"cgroupsPath":"{path}"}},"root":"#),
+            )
+        };
+        for good in ["/nvbind/c1", "nvbind/c1", "system.slice:nvbind:c1"] {
+            Bundle::load(bundle_with(&with_cgroup(good), true).path()).unwrap();
+        }
+        for bad in ["/", "", ".", "/..", "/nvbind/../..", "a/../b"] {
+            let e = load_err(&with_cgroup(bad), true);
+            assert!(e.contains("linux.cgroupsPath"), "{bad}: {e}");
         }
     }
 

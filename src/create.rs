@@ -71,7 +71,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
     }
     // Recorded before anything is made, so that what a create killed half-way leaves (a
     // cgroup only it knew of, an init waiting for `start`) is found by `delete --force`.
-    Intent::new(ctx, &opts.id, &bundle.dir, &bundle.spec).record(ctx)?;
+    let intent = Intent::new(ctx, &opts.id, &bundle.dir, &bundle.spec);
+    intent.check_cgroup_unused()?;
+    intent.record(ctx)?;
 
     let (mut spec, rollback) = match crate::inject::inject(
         &bundle.spec,

@@ -22,7 +22,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
+use libcgroups::common::{create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager};
 use libcontainer::config::YoukiConfig;
 use libcontainer::container::state::State;
 use libcontainer::container::{Container, ContainerStatus};
@@ -76,6 +76,28 @@ impl Intent {
         let bytes = serde_json::to_vec(self).context("cannot serialize the create record")?;
         write_atomic_nosync(&path, &bytes, 0o600)
             .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// runc 1.2 (factory_linux.go) refuses a cgroup that already holds processes: the
+    /// container would share it with them, and `delete --force` of a container whose create
+    /// was killed kills what is in the recorded cgroup. Not for systemd cgroups: there the
+    /// cgroup is a transient unit that libcontainer makes, and fails to make when it exists.
+    pub fn check_cgroup_unused(&self) -> Result<()> {
+        if self.systemd {
+            return Ok(());
+        }
+        let manager = open_cgroup(&self.cgroup_path, false, &self.id)?;
+        // A cgroup that does not exist (the usual case) lists nothing.
+        let pids = manager.get_all_pids().unwrap_or_default();
+        if !pids.is_empty() {
+            anyhow::bail!(
+                "the cgroup {} (linux.cgroupsPath) already holds {} process(es); give the \
+                 container a cgroup of its own",
+                self.cgroup_path.display(),
+                pids.len()
+            );
+        }
+        Ok(())
     }
 
     pub fn load(ctx: &Ctx, id: &str) -> Option<Self> {
@@ -319,19 +341,41 @@ impl HalfMade {
 /// thawed first: a checkpoint or `kill --all` interrupted while it was frozen leaves
 /// processes that cannot die, and a cgroup that cannot be removed.
 pub fn destroy_cgroup(path: &Path, systemd: bool, id: &str) -> Result<()> {
+    // The bundle check refuses these at create; a record written before it did must not
+    // make us kill every process on the host (libcgroups lists a cgroup's pids recursively).
+    // Such a cgroup was never the container's to remove either.
+    if !names_a_child_cgroup(path) {
+        tracing::warn!(
+            "not killing the processes of cgroup {} for {id:?}: it is the root cgroup or \
+             climbs out of it; look for the container's processes by hand",
+            path.display()
+        );
+        return Ok(());
+    }
     thaw(path);
-    let manager = create_cgroup_manager(CgroupConfig {
-        cgroup_path: path.to_path_buf(),
-        systemd_cgroup: systemd,
-        container_name: id.to_string(),
-    })
-    .with_context(|| format!("cannot open the cgroup {} of {id:?}", path.display()))?;
+    let manager = open_cgroup(path, systemd, id)?;
     // No cgroup (never made, or removed already) lists no processes.
     for pid in manager.get_all_pids().unwrap_or_default() {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
     patiently(|| manager.remove())
         .with_context(|| format!("cannot remove the cgroup {} of {id:?}", path.display()))
+}
+
+fn open_cgroup(path: &Path, systemd: bool, id: &str) -> Result<AnyCgroupManager> {
+    create_cgroup_manager(CgroupConfig {
+        cgroup_path: path.to_path_buf(),
+        systemd_cgroup: systemd,
+        container_name: id.to_string(),
+    })
+    .with_context(|| format!("cannot open the cgroup {} of {id:?}", path.display()))
+}
+
+/// Whether `path` names a cgroup below the root one, without `..` (as the bundle check asks).
+fn names_a_child_cgroup(path: &Path) -> bool {
+    use std::path::Component;
+    path.components().any(|c| matches!(c, Component::Normal(_)))
+        && !path.components().any(|c| matches!(c, Component::ParentDir))
 }
 
 /// Retries `f` for up to about 2 s. A cgroup can be removed only once its killed processes
@@ -453,6 +497,18 @@ mod tests {
                 nix::sys::wait::waitpid(child, None).unwrap(),
                 nix::sys::wait::WaitStatus::Exited(_, 0)
             ),
+        }
+    }
+
+    #[test]
+    fn only_a_child_cgroup_is_ever_emptied() {
+        for good in ["/nvbind/c", "c", ":youki:c", "system.slice:nvbind:c"] {
+            assert!(names_a_child_cgroup(Path::new(good)), "{good}");
+        }
+        for bad in ["/", "", ".", "/..", "/a/../..", "a/../b"] {
+            // (destroy_cgroup itself is not called here: if this broke, it would kill the
+            // host's processes, the test runner's among them.)
+            assert!(!names_a_child_cgroup(Path::new(bad)), "{bad}");
         }
     }
 

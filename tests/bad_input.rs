@@ -204,3 +204,31 @@ fn a_failing_create_leaves_nothing_behind() {
     assert!(!out.status.success());
     env.assert_clean();
 }
+
+#[test]
+fn a_cgroup_that_is_not_the_containers_own_is_refused() {
+    // delete --force of a half-made container kills what is in its recorded cgroup, so a
+    // create may not take a cgroup that holds processes (runc 1.2 refuses it too), nor the
+    // root cgroup, which libcgroups would list as every process on the host.
+    let env = Env::new();
+    let a = env.bundle("a", &["sleep", "60"]);
+    env.ok(&["run", "-d", "-b", a.to_str().unwrap(), "a"]);
+    let pid = env.state("a")["pid"].as_i64().unwrap();
+    let shared = format!("/{}-a", env.cgroup_prefix);
+    let b = env.bundle("b", &["true"]);
+    env.edit(&b, |c| c["linux"]["cgroupsPath"] = json!(shared));
+    let err = env.fails(&["create", "-b", b.to_str().unwrap(), "b"]);
+    assert!(err.contains("already holds 1 process"), "{err}");
+    for bad in ["/", "/..", ""] {
+        env.edit(&b, |c| c["linux"]["cgroupsPath"] = json!(bad));
+        let err = env.fails(&["create", "-b", b.to_str().unwrap(), "b"]);
+        assert!(err.contains("linux.cgroupsPath"), "{bad}: {err}");
+    }
+    assert!(
+        process_alive(pid),
+        "a refused create touched the other container"
+    );
+    assert_eq!(env.ids(), ["a"]);
+    env.ok(&["delete", "--force", "a"]);
+    env.assert_clean();
+}
