@@ -30,7 +30,7 @@ use nvbind::state::StateDoc;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomic_nosync;
+use crate::atomic::{is_temp_of, temp_writer, write_atomic_nosync};
 use crate::runtime::{load_state_retrying, validate_id, Ctx, DirLock, FileLock};
 
 /// Records are files in the root, not a directory of them: removing an emptied directory
@@ -143,15 +143,15 @@ impl Intent {
         }
     }
 
-    /// The temporary files of records whose write was killed (`write_atomic` names them
-    /// `.NAME.tmp-PID`).
+    /// The temporary files of records whose write was killed. Matched exactly: ID "a" must
+    /// not take ID "a.json"'s files.
     fn leftovers(ctx: &Ctx, id: &str) -> Vec<PathBuf> {
-        let temp = format!(".{INTENT_PREFIX}{id}.json.tmp-");
+        let record = format!("{INTENT_PREFIX}{id}.json");
         fs::read_dir(&ctx.root)
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&temp))
+            .filter(|e| is_temp_of(&e.file_name().to_string_lossy(), &record))
             .map(|e| e.path())
             .collect()
     }
@@ -332,8 +332,23 @@ impl HalfMade {
         if let Some(staging) = staging {
             crate::criu::dump::remove_staging(&staging);
         }
+        if let Some(intent) = &self.intent {
+            remove_config_temp(intent);
+        }
         Intent::forget_all(ctx, &self.id);
         Ok(())
+    }
+}
+
+/// A create killed while it rewrote the bundle's config.json (CDI injection) left a temp file
+/// in the bundle. Only that create's own (its pid is in the name, and it is gone: we hold the
+/// root lock it held): the bundle may be another root's too.
+fn remove_config_temp(intent: &Intent) {
+    for entry in fs::read_dir(&intent.bundle).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        if temp_writer(&name.to_string_lossy(), "config.json") == Some(intent.pid) {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -501,6 +516,26 @@ mod tests {
     }
 
     #[test]
+    fn a_killed_creates_config_temp_file_goes_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = tempfile::tempdir().unwrap();
+        let intent = Intent::new(&ctx(dir.path()), "c", bundle.path(), &Spec::default());
+        let pid = intent.pid;
+        let ours = format!(".config.json.tmp-{pid}-00000000deadbeef");
+        let another_root = format!(".config.json.tmp-{}-00000000deadbeef", pid + 1);
+        for name in [ours.as_str(), &another_root, "config.json"] {
+            fs::write(bundle.path().join(name), "{").unwrap();
+        }
+        remove_config_temp(&intent);
+        let mut left: Vec<_> = fs::read_dir(bundle.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [another_root.as_str(), "config.json"]);
+    }
+
+    #[test]
     fn only_a_child_cgroup_is_ever_emptied() {
         for good in ["/nvbind/c", "c", ":youki:c", "system.slice:nvbind:c"] {
             assert!(names_a_child_cgroup(Path::new(good)), "{good}");
@@ -557,16 +592,20 @@ mod tests {
         };
         assert_eq!(h.intent.as_ref().unwrap().bundle, Path::new("/b"));
         assert_eq!(h.doc().bundle, Path::new("/b"));
-        // What a create killed in the middle of writing its record leaves.
-        fs::write(
-            dir.path().join("..nvbind-creating-c.json.tmp-12345"),
-            "{\"i",
-        )
-        .unwrap();
+        // What a create killed in the middle of writing its record leaves, and what one of
+        // ID "c.json" left, which is not c's.
+        let temp = "..nvbind-creating-c.json.tmp-12345-00000000deadbeef";
+        let others = "..nvbind-creating-c.json.json.tmp-12345-00000000deadbeef";
+        fs::write(dir.path().join(temp), "{\"i").unwrap();
+        fs::write(dir.path().join(others), "{\"i").unwrap();
         assert!(Intent::left_by_a_create(&ctx, "c"));
         Intent::forget_all(&ctx, "c");
         assert!(matches!(inspect(&ctx, "c").unwrap(), Entry::Missing));
         assert!(!Intent::left_by_a_create(&ctx, "c"));
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [others]);
     }
 }

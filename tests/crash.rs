@@ -323,6 +323,16 @@ impl Verb<'_> {
                     b.display()
                 ));
             }
+            // A create killed mid-rewrite leaves its temp file; delete --force removes it.
+            for e in fs::read_dir(b).into_iter().flatten().flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".config.json.tmp-")
+                {
+                    problems.push(format!("temp file {} left", e.path().display()));
+                    let _ = fs::remove_file(e.path());
+                }
+            }
         }
         problems
     }

@@ -275,9 +275,9 @@ pub fn release(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     // A create killed while writing the record leaves its temporary file.
     let path = record_path(ctx, id);
     let records = path.parent().expect("has a parent");
-    let temp = format!(".{id}.json.tmp-");
+    let record = format!("{id}.json");
     for entry in fs::read_dir(records).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&temp) {
+        if crate::atomic::is_temp_of(&entry.file_name().to_string_lossy(), &record) {
             let _ = fs::remove_file(entry.path());
         }
     }
