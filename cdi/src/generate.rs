@@ -7,9 +7,6 @@
 //! `nvbind-hook` (`update-ldcache --folder DIR...`, `create-symlinks --link T::L...`).
 //! The spec declares the lowest cdiVersion that can express it.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::discover::nvidia_files::unique_dirs;
@@ -313,28 +310,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), GenerateError> {
             dir: dir.to_path_buf(),
         });
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        GenerateError::Write {
-            path: path.to_path_buf(),
-            source,
-        }
+    crate::atomic::write_atomic(path, data, 0o644).map_err(|source| GenerateError::Write {
+        path: path.to_path_buf(),
+        source,
     })
 }
 

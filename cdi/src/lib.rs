@@ -3,6 +3,7 @@
 //! the hook and the generator: discover -> edits -> apply.
 
 pub mod apply;
+pub mod atomic;
 pub mod discover;
 pub mod edits;
 pub mod generate;
