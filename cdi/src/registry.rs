@@ -464,11 +464,27 @@ fn scan_dir(
                 source,
             })
         };
-        if let Err(e) = check_trust(&path, trust, read_error) {
-            record(&path, e);
-            continue;
-        }
-        let spec = match Spec::from_path(&path) {
+        let loaded = match trust {
+            Trust::Any => Spec::from_path(&path),
+            Trust::RootOwned => match trust::read_trusted(&path) {
+                Ok(Ok(data)) => Spec::from_bytes(&data, &path),
+                Ok(Err(reason)) => {
+                    record(
+                        &path,
+                        RegistryError::Untrusted {
+                            path: path.clone(),
+                            reason,
+                        },
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    record(&path, read_error(e));
+                    continue;
+                }
+            },
+        };
+        let spec = match loaded {
             Ok(s) => s,
             Err(e) => {
                 record(&path, e.into());

@@ -5,6 +5,12 @@
 //! symlinks): whoever can write a directory can replace what is in it. A world-writable
 //! directory with the sticky bit (/tmp) is accepted above the object, since others cannot
 //! rename or remove root's entries in it.
+//!
+//! "Every directory above" means every directory the path's resolution goes through, the
+//! ones holding intermediate symlinks included: a link in a user's directory on the way could
+//! be pointed elsewhere after the check. A spec file is then read from the descriptor that
+//! was judged (fstat), so what is parsed is the file that passed, not whatever the path names
+//! a moment later.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -107,18 +113,106 @@ pub(crate) fn untrusted(path: &Path) -> std::io::Result<Option<Untrusted>> {
     if let Some(reason) = judge(&meta, false) {
         return Ok(Some(reason));
     }
-    let resolved = std::fs::canonicalize(path)?;
-    for chain in [path, resolved.as_path()] {
-        for dir in chain.ancestors().skip(1) {
-            if dir.as_os_str().is_empty() {
-                continue;
-            }
-            if let Some(reason) = parent_problem(dir, true)? {
-                return Ok(Some(reason));
-            }
+    directories_problem(path)
+}
+
+/// The first untrusted directory that resolving `path` goes through, nearest the object
+/// first.
+fn directories_problem(path: &Path) -> std::io::Result<Option<Untrusted>> {
+    for dir in traversed_dirs(path)?.iter().rev() {
+        if let Some(reason) = parent_problem(dir, true)? {
+            return Ok(Some(reason));
         }
     }
     Ok(None)
+}
+
+/// Every directory (a real one, not a link) that resolving `path` goes through, in order,
+/// following each symlink on the way as the kernel would (40 at most, then ELOOP).
+fn traversed_dirs(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::path::Component;
+    fn parts(p: &Path) -> impl Iterator<Item = Option<OsString>> + '_ {
+        // None stands for the root directory.
+        p.components().filter_map(|c| match c {
+            Component::RootDir => Some(None),
+            Component::ParentDir => Some(Some(OsString::from(".."))),
+            Component::Normal(n) => Some(Some(n.to_os_string())),
+            Component::CurDir | Component::Prefix(_) => None,
+        })
+    }
+    let start = if path.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        std::env::current_dir()?
+    };
+    let mut dirs = vec![];
+    let mut cur = start;
+    let mut pending: VecDeque<Option<OsString>> = parts(path).collect();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        let Some(name) = part else {
+            cur = PathBuf::from("/");
+            continue;
+        };
+        if name == ".." {
+            cur.pop();
+            continue;
+        }
+        if dirs.last() != Some(&cur) {
+            dirs.push(cur.clone());
+        }
+        let next = cur.join(&name);
+        if std::fs::symlink_metadata(&next)?.file_type().is_symlink() {
+            links += 1;
+            if links > 40 {
+                return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+            }
+            let target = std::fs::read_link(&next)?;
+            for p in parts(&target).collect::<Vec<_>>().into_iter().rev() {
+                pending.push_front(p);
+            }
+            continue;
+        }
+        cur = next;
+    }
+    Ok(dirs)
+}
+
+/// Reads the spec file at `path` if root alone could have written it: the file is judged
+/// through the descriptor it is read from, and so are the directories on the way to it,
+/// which must lead to that same file. Ok(Err(reason)) when it is untrusted.
+pub(crate) fn read_trusted(path: &Path) -> std::io::Result<Result<Vec<u8>, Untrusted>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: a FIFO planted as a spec must not hang the registry at open.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if let Some(reason) = judge(&meta, false) {
+        return Ok(Err(reason));
+    }
+    if let Some(reason) = directories_problem(path)? {
+        return Ok(Err(reason));
+    }
+    let now = std::fs::metadata(path)?;
+    if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+        return Err(std::io::Error::other(
+            "the file was replaced while it was being checked",
+        ));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut data)?;
+    Ok(Ok(data))
 }
 
 /// Why the hook at `path` must not be run as root, or None.

@@ -162,6 +162,53 @@ fn symlinked_spec_files_and_dirs_are_judged_by_their_targets_too() {
     assert!(errs[1].1.contains("owned by uid 1000"), "{}", errs[1].1);
 }
 
+/// Root's link, to a link in a user's directory, to root's spec: both ends pass, the hop in
+/// the middle is the user's to retarget (review finding). And a FIFO planted as a spec is
+/// refused without hanging the registry.
+#[test]
+fn every_link_on_the_way_to_a_spec_is_judged_and_only_regular_files_are_read() {
+    if !is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    chmod(t, 0o755);
+    let store = mkdir(&t.join("store"), 0o755);
+    let real = spec(&store, "hop", None);
+    let home = mkdir(&t.join("home"), 0o755);
+    symlink(&real, home.join("hop.yaml")).unwrap();
+    chown_user(&home);
+    let specs = mkdir(&t.join("cdi"), 0o755);
+    symlink(home.join("hop.yaml"), specs.join("hop.yaml")).unwrap();
+    // Relative links resolve from the link's own directory.
+    symlink("../store/hop.yaml", specs.join("rel.yaml")).unwrap();
+    nix::unistd::mkfifo(
+        &specs.join("fifo.yaml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+
+    let r = Registry::with_trust(vec![specs.clone()], Trust::RootOwned);
+    let errs = errors(&r);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert_eq!(errs[0].0, specs.join("fifo.yaml"));
+    let source = std::error::Error::source(&r.errors()[0].1).map(|e| e.to_string());
+    assert!(errs[0].1.contains("cannot read"), "{}", errs[0].1);
+    assert_eq!(source.as_deref(), Some("not a regular file"));
+    assert_eq!(errs[1].0, specs.join("hop.yaml"));
+    assert!(
+        errs[1].1.contains(&format!(
+            "in directory {}, which is owned by uid 1000",
+            home.display()
+        )),
+        "{}",
+        errs[1].1
+    );
+    // rel.yaml (the same spec, reached through root's directories only) loads.
+    assert_eq!(kinds(&r), ["vendor.com/hop"]);
+    assert!(r.specs().iter().any(|s| s.path == specs.join("rel.yaml")));
+}
+
 #[test]
 fn hooks_must_be_absolute_existing_and_roots_alone() {
     if !is_root() {
@@ -237,6 +284,15 @@ fn hooks_must_be_absolute_existing_and_roots_alone() {
         cases.push((
             "homelink",
             home_link.display().to_string(),
+            Some("which is owned by uid 1000"),
+        ));
+        // Root's link to a link in the user's directory, to root's hook: both ends are
+        // trusted, but the user can retarget the link in the middle (review finding).
+        let via_home = bin.join("via-home");
+        symlink(&home_link, &via_home).unwrap();
+        cases.push((
+            "viahome",
+            via_home.display().to_string(),
             Some("which is owned by uid 1000"),
         ));
     }

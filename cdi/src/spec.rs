@@ -317,6 +317,14 @@ impl Spec {
         Spec::from_slice(&data, format, path)
     }
 
+    /// Decodes the bytes of the spec file `path` in the format its extension names.
+    pub fn from_bytes(data: &[u8], path: &Path) -> Result<Spec, SpecError> {
+        let format = Format::from_path(path).ok_or_else(|| SpecError::UnknownExtension {
+            path: path.to_path_buf(),
+        })?;
+        Spec::from_slice(data, format, path)
+    }
+
     /// Decodes spec bytes; `path` is only used to name the source in errors.
     pub fn from_slice(data: &[u8], format: Format, path: &Path) -> Result<Spec, SpecError> {
         match format {
