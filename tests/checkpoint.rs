@@ -399,13 +399,19 @@ fn a_container_from_a_snapshot_keeps_its_clone_across_checkpoint_and_restore() {
         c["annotations"] = json!({"org.nvbind.snapshot.from": "gold"});
         c["process"]["args"] = json!(["sh", "-c", COUNTER]);
     });
+    env.own_cgroup(&b, "c1");
     detached(&env, &criu, &["run", "-d", "-b", bs, "c1"], &mut keep);
     let rootfs = PathBuf::from(env.state("c1")["rootfs"].as_str().unwrap());
+    // `echo > f` truncates first: an empty read is "not now", not 0.
     let count = || -> u64 {
-        fs::read_to_string(rootfs.join("tmp/count"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        for _ in 0..20 {
+            let read = fs::read_to_string(rootfs.join("tmp/count"));
+            if let Some(n) = read.ok().and_then(|s| s.trim().parse().ok()) {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        0
     };
     assert!(wait_for(|| count() > 2));
     let img = env.dir.path().join("img");

@@ -114,12 +114,20 @@ fn podman_checkpoint_and_restore_through_nvbind() {
         COUNTER,
     ]);
     assert!(ok, "{out}");
+    // The counter rewrites the file in place (`echo > f` truncates first), so a read can
+    // find it empty: read again rather than take that for 0 (a CI run did).
     let count = || -> u64 {
-        podman(&["exec", "ck", "cat", "/tmp/count"])
-            .1
-            .trim()
-            .parse()
-            .unwrap_or(0)
+        for _ in 0..20 {
+            if let Ok(n) = podman(&["exec", "ck", "cat", "/tmp/count"])
+                .1
+                .trim()
+                .parse()
+            {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        0
     };
     assert!(wait_for(|| count() > 2));
     let (ok, out) = podman(&["container", "checkpoint", "--runtime", rt, "ck"]);

@@ -126,6 +126,7 @@ fn bundle_in(env: &Env, parent: &Path, name: &str, args: &[&str], subvolume: boo
 }
 
 fn run_detached(env: &Env, bundle: &Path, id: &str) {
+    env.own_cgroup(bundle, id);
     env.ok(&["run", "-d", "-b", bundle.to_str().unwrap(), id]);
 }
 

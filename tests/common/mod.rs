@@ -145,6 +145,14 @@ impl Env {
         b
     }
 
+    /// Gives the next container made from `bundle` a cgroup of its own, `/PREFIX-ID`: a
+    /// create refuses a cgroup that already holds processes (as runc does), so containers
+    /// running side by side from one bundle need one each.
+    pub fn own_cgroup(&self, bundle: &Path, id: &str) {
+        let path = format!("/{}-{id}", self.cgroup_prefix);
+        self.edit(bundle, |c| c["linux"]["cgroupsPath"] = json!(path));
+    }
+
     pub fn edit(&self, bundle: &Path, f: impl FnOnce(&mut Value)) {
         let p = bundle.join("config.json");
         let mut c: Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
