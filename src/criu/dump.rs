@@ -370,11 +370,20 @@ pub const COMMIT_MARKER: &str = "nvbind-checkpoint-incomplete";
 /// that the new one does not have.
 fn commit(staging: &Path, image_dir: &Path) -> std::io::Result<()> {
     let marker = image_dir.join(COMMIT_MARKER);
-    crate::atomic::write_atomic_nosync(
-        &marker,
-        b"a checkpoint was killed while its images were moved here\n",
-        0o600,
-    )?;
+    // Its existence is the message, so a plain create: a temp file and rename would leave the
+    // temp file behind when killed in between (tests/crash.rs saw it, 1 in 30).
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&marker)?
+            .write_all(b"a checkpoint was killed while its images were moved here\n")?;
+    }
     let mut fresh = std::collections::HashSet::new();
     for entry in fs::read_dir(staging)? {
         let entry = entry?;
