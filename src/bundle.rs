@@ -174,42 +174,31 @@ pub fn check_spec(spec: &Spec, bundle: &Path) -> Result<(), CheckError> {
 /// climbs out with "..") would make that every process on the host. runc ends up refusing
 /// these too, as a non-empty cgroup.
 fn check_cgroups_path(spec: &Spec) -> Result<(), CheckError> {
-    use std::path::Component;
-    let Some(path) = spec
+    match spec
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().as_ref())
-    else {
-        return Ok(());
-    };
-    let mut names = 0;
-    for c in path.components() {
-        match c {
-            Component::Normal(_) => names += 1,
-            Component::ParentDir => return Err(CheckError::CgroupsPath(path.clone())),
-            _ => {}
-        }
+    {
+        Some(path) if !names_a_child_cgroup(path) => Err(CheckError::CgroupsPath(path.clone())),
+        _ => Ok(()),
     }
-    if names == 0 {
-        return Err(CheckError::CgroupsPath(path.clone()));
-    }
-    Ok(())
+}
+
+/// Whether `path` names a cgroup below the root one, with no `..`.
+pub fn names_a_child_cgroup(path: &Path) -> bool {
+    use std::path::Component;
+    path.components().any(|c| matches!(c, Component::Normal(_)))
+        && !path.components().any(|c| matches!(c, Component::ParentDir))
 }
 
 /// runtime-spec: a device's path is the "full path to device inside container". An empty one
 /// (a misspelled key leaves it so) joined to the rootfs names the rootfs itself, and `..`
 /// could name a file outside /dev; found by fuzz/bundle_config.
 fn check_device_paths(spec: &Spec) -> Result<(), CheckError> {
-    use std::path::Component;
     let devices = spec.linux().as_ref().and_then(|l| l.devices().as_ref());
     for (index, device) in devices.into_iter().flatten().enumerate() {
         let path = device.path();
-        let names_a_file = path.is_absolute()
-            && path.file_name().is_some()
-            && path
-                .components()
-                .all(|c| !matches!(c, Component::ParentDir));
-        if !names_a_file {
+        if !nvbind_cdi::apply::names_a_file_in_the_container(path) {
             return Err(CheckError::DevicePath {
                 index,
                 path: path.clone(),

@@ -167,13 +167,7 @@ fn resolve_node(node: &DeviceNode, host: &dyn HostDevices) -> Result<ResolvedNod
     // The reference accepts any non-empty path, and runc clamps it into the rootfs; nvbind's
     // bundle check refuses such a linux.devices entry, so say here which CDI node it was
     // (found by fuzz/cdi_spec: "path: dev/kfd" got as far as create's bundle check).
-    let container_path = Path::new(&node.path);
-    let names_a_file = container_path.is_absolute()
-        && container_path.file_name().is_some()
-        && !container_path
-            .components()
-            .any(|c| matches!(c, Component::ParentDir));
-    if !names_a_file {
+    if !names_a_file_in_the_container(Path::new(&node.path)) {
         return Err(ApplyError::ContainerPath {
             path: node.path.clone(),
         });
@@ -221,6 +215,15 @@ fn resolve_node(node: &DeviceNode, host: &dyn HostDevices) -> Result<ResolvedNod
         gid: node.gid,
         permissions: node.permissions.clone(),
     })
+}
+
+/// Whether `path` can be a device's path inside the container (runtime-spec: its "full path
+/// inside the container"): absolute, naming a file (not "/"), with no `..`. The OCI bundle
+/// check applies the same rule to linux.devices.
+pub fn names_a_file_in_the_container(path: &Path) -> bool {
+    path.is_absolute()
+        && path.file_name().is_some()
+        && !path.components().any(|c| matches!(c, Component::ParentDir))
 }
 
 fn empty<T: serde::de::DeserializeOwned>(what: &'static str) -> Result<T, ApplyError> {
