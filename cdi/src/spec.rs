@@ -303,13 +303,18 @@ pub enum SpecError {
     },
 }
 
+fn format_of(path: &Path) -> Result<Format, SpecError> {
+    Format::from_path(path).ok_or_else(|| SpecError::UnknownExtension {
+        path: path.to_path_buf(),
+    })
+}
+
 impl Spec {
     /// Reads and decodes a spec file, choosing YAML or JSON by its extension.
     /// This only parses; call [`crate::validate::validate_spec`] for semantic checks.
     pub fn from_path(path: &Path) -> Result<Spec, SpecError> {
-        let format = Format::from_path(path).ok_or_else(|| SpecError::UnknownExtension {
-            path: path.to_path_buf(),
-        })?;
+        // The extension is judged before the file is read.
+        let format = format_of(path)?;
         let data = std::fs::read(path).map_err(|source| SpecError::Read {
             path: path.to_path_buf(),
             source,
@@ -319,10 +324,7 @@ impl Spec {
 
     /// Decodes the bytes of the spec file `path` in the format its extension names.
     pub fn from_bytes(data: &[u8], path: &Path) -> Result<Spec, SpecError> {
-        let format = Format::from_path(path).ok_or_else(|| SpecError::UnknownExtension {
-            path: path.to_path_buf(),
-        })?;
-        Spec::from_slice(data, format, path)
+        Spec::from_slice(data, format_of(path)?, path)
     }
 
     /// Decodes spec bytes; `path` is only used to name the source in errors.
