@@ -111,4 +111,9 @@ pub enum Command {
     Snapshot(commands::snapshot::SnapshotArgs),
     /// Register nvbind in Docker's, Podman's or containerd's config (merging, with a backup)
     Setup(commands::setup::SetupArgs),
+    /// Print a shell completion script (bash, zsh or fish)
+    Completion(commands::completion::CompletionArgs),
+    /// Write the man pages (the package build runs it)
+    #[command(hide = true)]
+    Man(commands::man::ManArgs),
 }

@@ -83,6 +83,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Setup(args) => return cmd::setup::run(&args).map(|_| 0),
         Command::Cdi(args) => return cmd::cdi::run(&args).map(|_| 0),
         Command::Info(args) => return cmd::info::run(&args).map(|_| 0),
+        Command::Completion(args) => return cmd::completion::run(&args).map(|_| 0),
+        Command::Man(args) => return cmd::man::run(&args).map(|_| 0),
         _ => {}
     }
     let ctx = Ctx::new(&cli.global)?;
@@ -128,7 +130,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         | Command::Features(_)
         | Command::Setup(_)
         | Command::Cdi(_)
-        | Command::Info(_) => {
+        | Command::Info(_)
+        | Command::Completion(_)
+        | Command::Man(_) => {
             unreachable!("handled above")
         }
     }

@@ -4,6 +4,7 @@
 pub mod cdi;
 pub mod cdi_generate;
 pub mod checkpoint;
+pub mod completion;
 pub mod create;
 pub mod delete;
 pub mod events;
@@ -12,6 +13,7 @@ pub mod features;
 pub mod info;
 pub mod kill;
 pub mod list;
+pub mod man;
 pub mod pause;
 pub mod ps;
 pub mod restore;
