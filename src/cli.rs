@@ -111,6 +111,8 @@ pub enum Command {
     Snapshot(commands::snapshot::SnapshotArgs),
     /// Register nvbind in Docker's, Podman's or containerd's config (merging, with a backup)
     Setup(commands::setup::SetupArgs),
+    /// Check that this host is ready for nvbind, and what to do where it is not
+    Doctor(commands::doctor::DoctorArgs),
     /// Print a shell completion script (bash, zsh or fish)
     Completion(commands::completion::CompletionArgs),
     /// Write the man pages (the package build runs it)

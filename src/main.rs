@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod create;
 mod criu;
+mod doctor;
 mod executor;
 mod halfmade;
 mod inject;
@@ -83,6 +84,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Setup(args) => return cmd::setup::run(&args).map(|_| 0),
         Command::Cdi(args) => return cmd::cdi::run(&args).map(|_| 0),
         Command::Info(args) => return cmd::info::run(&args).map(|_| 0),
+        Command::Doctor(args) => return cmd::doctor::run(&args),
         Command::Completion(args) => return cmd::completion::run(&args).map(|_| 0),
         Command::Man(args) => return cmd::man::run(&args).map(|_| 0),
         _ => {}
@@ -131,6 +133,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         | Command::Setup(_)
         | Command::Cdi(_)
         | Command::Info(_)
+        | Command::Doctor(_)
         | Command::Completion(_)
         | Command::Man(_) => {
             unreachable!("handled above")

@@ -123,6 +123,30 @@ pub fn ensure_sealed(scratch_dir: &Path) -> Result<Sealed, SealError> {
     Err(SealError::Exec(reexec(&copy)))
 }
 
+/// Which protection `ensure_sealed` would give this binary, found by making the copy and
+/// dropping it (for `nvbind doctor`): the same order, overlayfs, memfd, O_TMPFILE.
+pub fn probe(scratch_dir: &Path) -> Result<Sealed, SealError> {
+    if std::env::var_os(DISABLE_VAR).is_some_and(|v| v == "1") {
+        return Ok(Sealed::Disabled);
+    }
+    let exe = File::open("/proc/self/exe").map_err(SealError::OpenExe)?;
+    let overlay = match overlay_copy(&exe, scratch_dir) {
+        Ok(_) => return Ok(Sealed::Overlay),
+        Err(e) => e,
+    };
+    let memfd = match memfd_copy(&exe) {
+        Ok(_) => return Ok(Sealed::Memfd),
+        Err(e) => e,
+    };
+    tmpfile_copy(&exe, scratch_dir)
+        .map(|_| Sealed::Tmpfile)
+        .map_err(|tmpfile| SealError::NoCopy {
+            overlay,
+            memfd,
+            tmpfile,
+        })
+}
+
 /// How the file behind `exe` is protected from writes, if it is.
 fn sealed_kind(exe: &File) -> Option<Sealed> {
     let fd = exe.as_raw_fd();

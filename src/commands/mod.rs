@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod completion;
 pub mod create;
 pub mod delete;
+pub mod doctor;
 pub mod events;
 pub mod exec;
 pub mod features;

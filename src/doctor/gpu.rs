@@ -1,0 +1,204 @@
+//! GPUs and CDI specs: the driver (and NVML), and the specs nvbind would inject from: valid,
+//! trusted, and describing the host as it is now.
+
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+
+use nvbind_cdi::discover::{Inventory, Method, Vendor};
+use nvbind_cdi::registry::DEFAULT_SPEC_DIRS;
+use nvbind_cdi::spec::ContainerEdits;
+
+use super::{Check, Host};
+
+pub fn driver(inv: &Inventory, host: &dyn Host) -> Check {
+    let id = "gpu-driver";
+    if inv.found.is_empty() {
+        return Check::warn(
+            id,
+            "no GPU driver loaded (NVIDIA, AMD, Intel): containers run, with no GPU to inject",
+            "install and load the GPU driver (nvidia-smi / lsmod), then run nvbind doctor again",
+        );
+    }
+    let mut parts = Vec::new();
+    let mut nvml_missing = false;
+    for v in &inv.found {
+        let version = v
+            .driver_version
+            .as_deref()
+            .map(|d| format!(" {d}"))
+            .unwrap_or_default();
+        parts.push(format!(
+            "{}{version}: {} GPU(s) via {}",
+            v.vendor, // Display: NVIDIA, AMD, Intel
+            v.gpus.len(),
+            v.method
+        ));
+        if v.vendor == Vendor::Nvidia && v.method != Method::Nvml {
+            nvml_missing = true;
+        }
+    }
+    let summary = parts.join("; ");
+    if nvml_missing {
+        let why = if host.exists("/proc/driver/nvidia/version") {
+            "the NVIDIA kernel driver is loaded but NVML (libnvidia-ml.so.1) is not loadable"
+        } else {
+            "NVIDIA device nodes without the kernel driver's /proc/driver/nvidia"
+        };
+        return Check::warn(
+            id,
+            format!("{summary}; {why}: discovery falls back to /proc and /dev (no UUIDs, no MIG)"),
+            "install the driver's NVML library (Debian: libnvidia-ml1) matching the kernel module",
+        );
+    }
+    if inv.found.iter().all(|v| v.gpus.is_empty()) {
+        return Check::warn(
+            id,
+            format!("{summary}: the driver is loaded but sees no GPU"),
+            "check that the GPU is bound to the driver (lspci -k) and not to vfio-pci",
+        );
+    }
+    Check::ok(id, summary)
+}
+
+/// Valid and trusted (everything the registry rejected), then fresh against the live host.
+pub fn cdi_specs(host: &dyn Host, inv: &Inventory) -> Vec<Check> {
+    let dirs: Vec<_> = DEFAULT_SPEC_DIRS.iter().map(|d| host.path(d)).collect();
+    let reg = crate::inject::registry(dirs);
+    let mut out = Vec::new();
+    let gpus: usize = inv.found.iter().map(|v| v.gpus.len()).sum();
+    if reg.errors().is_empty() {
+        if reg.specs().is_empty() {
+            if gpus > 0 {
+                out.push(Check::warn(
+                    "cdi-specs",
+                    format!("no CDI spec in {} although {gpus} GPU(s) are present", DEFAULT_SPEC_DIRS.join(", ")),
+                    "nvbind cdi generate --output-dir /var/run/cdi (the package's nvbind-cdi-generate.service does it at boot)",
+                ));
+            } else {
+                out.push(Check::ok(
+                    "cdi-specs",
+                    format!(
+                        "no CDI spec in {} (and no GPU to describe)",
+                        DEFAULT_SPEC_DIRS.join(", ")
+                    ),
+                ));
+            }
+            return out;
+        }
+        out.push(Check::ok(
+            "cdi-specs",
+            format!(
+                "{} spec file(s), {} device(s), all valid and owned by root",
+                reg.specs().len(),
+                reg.devices().len()
+            ),
+        ));
+    } else {
+        let (path, err) = &reg.errors()[0];
+        let more = match reg.errors().len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        out.push(Check::fail(
+            "cdi-specs",
+            format!(
+                "rejected spec {}: {}{more}",
+                host_path(host, path),
+                err_chain(err)
+            ),
+            "fix or remove the file (nvbind cdi list shows every reason); regenerate with nvbind cdi generate",
+        ));
+    }
+    out.push(freshness(host, &reg));
+    out
+}
+
+fn err_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// A path under the doctor's root, shown as the host path.
+fn host_path(host: &dyn Host, p: &std::path::Path) -> String {
+    match p.strip_prefix(host.root()) {
+        Ok(rel) if host.root() != std::path::Path::new("/") => format!("/{}", rel.display()),
+        _ => p.display().to_string(),
+    }
+}
+
+/// Every device node and mount the loaded specs name, checked against the host now: a node
+/// that is gone (a GPU removed, a driver unloaded), a major or minor that changed (nvidia-uvm's
+/// major is assigned when the module loads), a driver file that is gone (a driver upgrade).
+fn freshness(host: &dyn Host, reg: &nvbind_cdi::registry::Registry) -> Check {
+    let id = "cdi-fresh";
+    let mut problems = Vec::new();
+    let mut nodes = 0;
+    let mut mounts = 0;
+    for loaded in reg.specs() {
+        let file = host_path(host, &loaded.path);
+        let edits = std::iter::once(&loaded.spec.container_edits)
+            .chain(loaded.spec.devices.iter().map(|d| &d.container_edits));
+        for e in edits {
+            stale_edits(host, e, &file, &mut problems, &mut nodes, &mut mounts);
+        }
+    }
+    if problems.is_empty() {
+        return Check::ok(
+            id,
+            format!("the specs match the host: {nodes} device node(s), {mounts} mount(s) present"),
+        );
+    }
+    let n = problems.len();
+    problems.truncate(3);
+    Check::fail(
+        id,
+        format!(
+            "{n} stale entr{} in the CDI specs: {}{}",
+            if n == 1 { "y" } else { "ies" },
+            problems.join("; "),
+            if n > 3 { "; ..." } else { "" }
+        ),
+        "regenerate: nvbind cdi generate --output-dir /var/run/cdi (after every driver change; the package's udev rule does it)",
+    )
+}
+
+fn stale_edits(
+    host: &dyn Host,
+    e: &ContainerEdits,
+    file: &str,
+    problems: &mut Vec<String>,
+    nodes: &mut usize,
+    mounts: &mut usize,
+) {
+    for n in &e.device_nodes {
+        *nodes += 1;
+        let hp = n.host_path.as_deref().unwrap_or(&n.path);
+        match std::fs::metadata(host.path(hp)) {
+            Err(_) => problems.push(format!("{file}: device {hp} is gone")),
+            Ok(m) if !(m.file_type().is_char_device() || m.file_type().is_block_device()) => {
+                problems.push(format!("{file}: {hp} is not a device node"))
+            }
+            Ok(m) => {
+                let (major, minor) = (libc::major(m.rdev()) as i64, libc::minor(m.rdev()) as i64);
+                let want = (n.major.unwrap_or(major), n.minor.unwrap_or(minor));
+                if want != (major, minor) {
+                    problems.push(format!(
+                        "{file}: {hp} is {major}:{minor} on the host, the spec says {}:{}",
+                        want.0, want.1
+                    ));
+                }
+            }
+        }
+    }
+    for m in &e.mounts {
+        *mounts += 1;
+        if !host.path(&m.host_path).exists() {
+            problems.push(format!("{file}: mount source {} is gone", m.host_path));
+        }
+    }
+}
