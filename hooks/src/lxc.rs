@@ -30,6 +30,8 @@ pub struct LxcConfig {
     pub environment: Vec<String>,
     /// `lxc.cgroup2.devices.allow` and `lxc.cgroup.devices.allow` values.
     pub allow: Vec<String>,
+    /// `lxc.hook.start-host` commands (one of them may add the device rules at each start).
+    pub start_host: Vec<String>,
 }
 
 impl LxcConfig {
@@ -54,6 +56,7 @@ impl LxcConfig {
                 "lxc.cgroup2.devices.allow" | "lxc.cgroup.devices.allow" => {
                     out.allow.push(value.to_string())
                 }
+                "lxc.hook.start-host" => out.start_host.push(value.to_string()),
                 "lxc.include" if depth < 8 => {
                     let p = base.join(value);
                     if p.is_file() {
@@ -77,6 +80,13 @@ impl LxcConfig {
         let mut out = LxcConfig::default();
         Self::read_into(path, 0, &mut out)?;
         Ok(out)
+    }
+
+    /// True when a start-host hook runs `nvbind-hook lxc-devices`, which adds the rules.
+    pub fn adds_device_rules(&self) -> bool {
+        self.start_host
+            .iter()
+            .any(|h| h.split_whitespace().nth(1) == Some("lxc-devices"))
     }
 
     /// True when an allow entry covers `rule` (`TYPE MAJOR:MINOR ACCESS`): the same line, `a`,
@@ -121,7 +131,7 @@ fn request_spec(env: Vec<String>) -> Result<OciSpec> {
 }
 
 /// The environment requests are read from: `--device` values when given, else the config's.
-fn request_env(devices: &[String], config: &LxcConfig) -> Vec<String> {
+pub(crate) fn request_env(devices: &[String], config: &LxcConfig) -> Vec<String> {
     if devices.is_empty() {
         config.environment.clone()
     } else {
@@ -130,7 +140,10 @@ fn request_env(devices: &[String], config: &LxcConfig) -> Vec<String> {
 }
 
 /// Resolves the requests to a live plan; None when nothing is requested.
-fn plan_for(env: Vec<String>, opts: &InjectOptions) -> Result<Option<(Vec<String>, LivePlan)>> {
+pub(crate) fn plan_for(
+    env: Vec<String>,
+    opts: &InjectOptions,
+) -> Result<Option<(Vec<String>, LivePlan)>> {
     let spec = request_spec(env)?;
     let names = device_requests(&spec)?;
     if names.is_empty() {
@@ -191,7 +204,7 @@ pub fn run(mut args: Args) -> Result<()> {
         .rules
         .iter()
         .map(rule_line)
-        .filter(|l| !config.allows(l))
+        .filter(|l| !config.allows(l) && !config.adds_device_rules())
         .collect();
     if !missing.is_empty() {
         warn(&format!(

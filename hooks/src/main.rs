@@ -6,7 +6,8 @@
 //!   when dockerd runs this binary under that name for `docker run --gpus`);
 //! - `update-ldcache --folder DIR...` and `create-symlinks --link TARGET::LINK...`: the
 //!   createContainer hooks generated CDI specs reference;
-//! - `lxc`: an `lxc.hook.mount` hook; `lxc-config` prints the container config lines.
+//! - `lxc`: an `lxc.hook.mount` hook; `lxc-devices` an `lxc.hook.start-host` hook adding the
+//!   device rules at each start; `lxc-config` prints the container config lines.
 //!
 //! An unknown subcommand is a warning and exit 0, so an older binary does not break a newer
 //! spec. Any other failure is one line on stderr and exit 1. This is the one place that
@@ -19,6 +20,7 @@ mod devbpf;
 mod ldcache;
 mod live;
 mod lxc;
+mod lxc_devices;
 mod mountapi;
 mod nsenter;
 mod plan;
@@ -42,6 +44,7 @@ const USAGE: &str = "usage: nvbind-hook SUBCOMMAND [OPTIONS]
   create-symlinks --link TARGET::LINK...  OCI createContainer hook: links in the rootfs
   lxc [--device NAME]...                  lxc.hook.mount hook
   lxc-config --device NAME...             print the LXC config lines for these devices
+  lxc-devices [--device NAME]...          lxc.hook.start-host hook: device rules at each start
 environment: NVBIND_CDI_SPEC_DIRS (colon-separated), NVBIND_DRIVER_ROOT, NVBIND_LDCONFIG";
 
 /// A warning line on stderr.
@@ -88,6 +91,7 @@ fn run(sub: &str, rest: Vec<String>) -> anyhow::Result<()> {
         "create-symlinks" => commands::create_symlinks(args),
         "lxc" => lxc::run(args),
         "lxc-config" => lxc::config(args),
+        "lxc-devices" => lxc_devices::run(args),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

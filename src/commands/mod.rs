@@ -20,6 +20,7 @@ pub mod ps;
 pub mod restore;
 pub mod run;
 pub mod setup;
+pub mod setup_lxc;
 pub mod snapshot;
 pub mod spec;
 pub mod start;

@@ -1,4 +1,5 @@
-//! `nvbind setup docker|podman|containerd`: register nvbind in the engine's config file.
+//! `nvbind setup docker|podman|containerd`: register nvbind in the engine's config file;
+//! `nvbind setup lxc CTID`: the hook lines of an LXC or Proxmox container (setup_lxc.rs).
 
 use std::path::PathBuf;
 
@@ -11,6 +12,8 @@ pub enum EngineName {
     Docker,
     Podman,
     Containerd,
+    /// An LXC or Proxmox VE container (give its CTID or name)
+    Lxc,
 }
 
 #[derive(clap::Args, Debug)]
@@ -18,6 +21,9 @@ pub struct SetupArgs {
     /// The engine to configure
     #[arg(value_enum)]
     pub engine: EngineName,
+    /// lxc: the container (Proxmox CTID, or the LXC container's name)
+    #[arg(value_name = "CTID")]
+    pub container: Option<String>,
     /// Print the change as a diff and write nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -34,10 +40,19 @@ pub struct SetupArgs {
     /// Also make nvbind the engine's default runtime
     #[arg(long)]
     pub default: bool,
+    #[command(flatten)]
+    pub lxc: super::setup_lxc::LxcArgs,
 }
 
 pub fn run(args: &SetupArgs) -> Result<()> {
+    if let EngineName::Lxc = args.engine {
+        return super::setup_lxc::run(args);
+    }
+    if let Some(c) = &args.container {
+        bail!("unexpected argument {c:?}: only `nvbind setup lxc` takes a container");
+    }
     let engine: &dyn Engine = match args.engine {
+        EngineName::Lxc => unreachable!("handled above"),
         EngineName::Docker => &Docker,
         EngineName::Podman => &Podman,
         EngineName::Containerd => &Containerd,

@@ -8,6 +8,7 @@
 pub mod containerd;
 mod diff;
 pub mod docker;
+pub mod lxc;
 pub mod podman;
 mod toml;
 
