@@ -1,7 +1,9 @@
 //! Device injection at create time: the requests in the bundle (cdi.k8s.io/* annotations,
-//! NVIDIA_VISIBLE_DEVICES) are resolved against the CDI registry, all of them first, and the
-//! edits are applied to a copy of the spec. Only when everything resolved is config.json
-//! replaced, atomically; the original bytes are kept so a failed create can put them back.
+//! NVIDIA_VISIBLE_DEVICES) go through nvbind-cdi's resolver (the one nvbind-hook uses: spec
+//! files checked against the live host, specs generated in memory for GPU kinds with none on
+//! disk), all of them first, and the edits are applied to a copy of the spec. Only when
+//! everything resolved is config.json replaced, atomically; the original bytes are kept so a
+//! failed create can put them back.
 //! The injected spec carries `org.nvbind.cdi.injected`, so a repeated create (or nvbind-hook
 //! running after us) does not inject twice.
 
@@ -9,30 +11,26 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use nvbind_cdi::apply::RealHost;
-use nvbind_cdi::registry::{Registry, Trust, DEFAULT_SPEC_DIRS};
+use nvbind_cdi::registry::{Registry, Trust};
+use nvbind_cdi::resolver::{spec_dirs_from_env, Resolver, ResolverConfig};
 use oci_spec::runtime::Spec;
 
 use crate::atomic::{write_atomic, write_atomic_nosync};
 
-/// Colon-separated list of CDI spec directories, lowest priority first; replaces the
-/// defaults (/etc/cdi, /var/run/cdi). Engines cannot pass flags to a runtime's create, so an
-/// environment variable (or the global --cdi-spec-dirs) is how a host points nvbind elsewhere.
-pub const SPEC_DIRS_ENV: &str = "NVBIND_CDI_SPEC_DIRS";
-
 pub fn spec_dirs(flag: &[PathBuf]) -> Vec<PathBuf> {
-    if !flag.is_empty() {
-        return flag.to_vec();
-    }
-    match std::env::var_os(SPEC_DIRS_ENV) {
-        Some(v) if !v.is_empty() => std::env::split_paths(&v).collect(),
-        _ => DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect(),
-    }
+    spec_dirs_from_env(flag)
 }
 
 pub fn registry(dirs: Vec<PathBuf>) -> Registry {
-    let mut r = Registry::with_trust(dirs, Trust::for_current_user());
-    r.refresh();
-    r
+    Registry::with_trust(dirs, Trust::for_current_user())
+}
+
+/// The resolver create uses: the one nvbind-hook uses, with the same environment.
+pub fn resolver(flag_dirs: &[PathBuf]) -> Result<Resolver> {
+    Ok(Resolver::new(ResolverConfig::from_env(
+        flag_dirs,
+        Trust::for_current_user(),
+    )?))
 }
 
 /// The bundle's config.json as it was before injection, to put back if the create fails.
@@ -58,18 +56,18 @@ pub fn inject(
     original: &[u8],
     dirs: &[PathBuf],
 ) -> Result<Option<(Spec, Rollback)>> {
-    if nvbind_cdi::requests::device_requests(spec)
-        .context("invalid device request")?
-        .is_empty()
-    {
-        return Ok(None);
-    }
-    let registry = registry(spec_dirs(dirs));
-    let Some(injected) = nvbind_cdi::requests::inject(spec, &registry, &RealHost)
+    let Some(resolution) = resolver(dirs)?
+        .resolve(spec)
         .context("cannot inject the requested devices")?
     else {
         return Ok(None);
     };
+    for w in &resolution.warnings {
+        tracing::warn!("{w}");
+    }
+    let injected = resolution
+        .apply(spec, &RealHost)
+        .context("cannot inject the requested devices")?;
     let json = serde_json::to_vec_pretty(&injected).context("cannot serialize the spec")?;
     write_atomic_nosync(config_path, &json, 0o644)
         .with_context(|| format!("cannot write {}", config_path.display()))?;

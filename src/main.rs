@@ -82,7 +82,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Spec(args) => return cmd::spec::run(&args, &cli.global).map(|_| 0),
         Command::Features(args) => return cmd::features::run(&args).map(|_| 0),
         Command::Setup(args) => return cmd::setup::run(&args).map(|_| 0),
-        Command::Cdi(args) => return cmd::cdi::run(&args).map(|_| 0),
+        Command::Cdi(args) => return cmd::cdi::run(&args, &cli.global.cdi_spec_dirs).map(|_| 0),
         Command::Info(args) => return cmd::info::run(&args).map(|_| 0),
         Command::Doctor(args) => return cmd::doctor::run(&args),
         Command::Completion(args) => return cmd::completion::run(&args).map(|_| 0),

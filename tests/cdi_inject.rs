@@ -251,3 +251,84 @@ fn cdi_list_shows_devices_and_rejected_files() {
         .unwrap()
         .ends_with("broken.yaml"));
 }
+
+#[test]
+fn a_gpu_spec_is_generated_at_create_time_when_none_is_on_disk() {
+    let env = Env::new();
+    FakeGpus::new(&env);
+    let host = env.dir.path().join("host");
+    let empty = env.dir.path().join("no-specs");
+    fs::create_dir(&empty).unwrap();
+    let b = env.bundle("b", &["sh", "-c", PROBE]);
+    env.edit(&b, |c| {
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("NVIDIA_VISIBLE_DEVICES=1"))
+    });
+    let flag = format!("--cdi-spec-dir={}", empty.display());
+    let out = env.nvbind_env(
+        &[("NVBIND_DRIVER_ROOT", host.to_str().unwrap())],
+        &[&flag, "run", "-b", b.to_str().unwrap(), "j1"],
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(so.contains("/dev/nvidia1 c3:1"), "{so}");
+    assert!(so.contains("/dev/nvidiactl c3:ff"), "{so}");
+    assert!(!so.contains("/dev/nvidia0 "), "{so}");
+    env.assert_clean();
+}
+
+#[test]
+fn a_stale_spec_fails_create_in_one_line_and_can_be_regenerated() {
+    let env = Env::new();
+    let gpus = FakeGpus::new(&env);
+    let spec = gpus.spec_dir.join("nvidia.yaml");
+    // The spec says what GPU 1 was when it was written...
+    let text = fs::read_to_string(&spec).unwrap().replace(
+        "    - path: /dev/nvidia1\n      hostPath:",
+        "    - path: /dev/nvidia1\n      type: c\n      major: 195\n      minor: 1\n      hostPath:",
+    );
+    fs::write(&spec, text).unwrap();
+    // ...and the host's node is another one now.
+    let host = env.dir.path().join("host");
+    fs::remove_file(host.join("dev/nvidia1")).unwrap();
+    mknod(&host.join("dev/nvidia1"), 195, 7);
+    let b = env.bundle("b", &["sh", "-c", PROBE]);
+    env.edit(&b, |c| {
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("NVIDIA_VISIBLE_DEVICES=1"))
+    });
+    let before = fs::read(b.join("config.json")).unwrap();
+    let err = env.fails(&[&gpus.flag(), "create", "-b", b.to_str().unwrap(), "s1"]);
+    let want = format!(
+        "CDI spec {p} is stale: device nvidia.com/gpu=1: device node /dev/nvidia1 is c 195:1 in the spec but c 195:7 on the host; regenerate it with `nvbind cdi generate --vendor nvidia --output {p}` (or set NVBIND_CDI_STALE_SPECS=regenerate to have it regenerated in memory at create time)",
+        p = spec.display()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert_eq!(fs::read(b.join("config.json")).unwrap(), before);
+    env.assert_clean();
+
+    // Regenerated in memory from the host (the GPU nodes found under the driver root).
+    let out = env.nvbind_env(
+        &[
+            ("NVBIND_CDI_STALE_SPECS", "regenerate"),
+            ("NVBIND_DRIVER_ROOT", host.to_str().unwrap()),
+        ],
+        &[&gpus.flag(), "run", "-b", b.to_str().unwrap(), "s2"],
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(so.contains("/dev/nvidia1 c3:7"), "{so}");
+    env.assert_clean();
+}

@@ -142,13 +142,17 @@ fn with_sources(err: &dyn std::error::Error) -> String {
     line
 }
 
-/// A spec file that loaded and validated.
+/// A spec file that loaded and validated, or a spec generated in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedSpec {
+    /// The file, or for a generated spec a description of where it came from.
     pub path: PathBuf,
-    /// Index of its directory in [`Registry::dirs`]; higher wins.
+    /// Index of its directory in [`Registry::dirs`]; higher wins. Generated specs rank
+    /// above every directory.
     pub priority: usize,
     pub spec: Spec,
+    /// Made in memory ([`Registry::add_generated`]) rather than read from a file.
+    pub generated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -164,8 +168,13 @@ pub struct Registry {
     dirs: Vec<PathBuf>,
     trust: Trust,
     specs: Vec<LoadedSpec>,
+    /// Specs added in memory; kept across [`Registry::refresh`].
+    generated: Vec<LoadedSpec>,
     devices: BTreeMap<String, Entry>,
+    /// Problems found reading the directories (the first `scan_errors` of `errors`), then
+    /// the conflicts found while indexing.
     errors: Vec<(PathBuf, RegistryError)>,
+    scan_errors: usize,
 }
 
 impl Registry {
@@ -191,8 +200,10 @@ impl Registry {
             dirs,
             trust,
             specs: Vec::new(),
+            generated: Vec::new(),
             devices: BTreeMap::new(),
             errors: Vec::new(),
+            scan_errors: 0,
         };
         registry.refresh();
         registry
@@ -231,14 +242,50 @@ impl Registry {
         Some((spec, &spec.spec.devices[entry.device]))
     }
 
-    /// Rescans every directory and rebuilds the whole device map.
+    /// Rescans every directory and rebuilds the whole device map (generated specs stay).
     pub fn refresh(&mut self) {
         let mut specs = Vec::new();
         let mut errors = Vec::new();
         for (priority, dir) in self.dirs.iter().enumerate() {
             scan_dir(dir, priority, self.trust, &mut specs, &mut errors);
         }
+        specs.extend(self.generated.iter().cloned());
+        self.specs = specs;
+        self.scan_errors = errors.len();
+        self.errors = errors;
+        self.index();
+    }
 
+    /// Adds a spec made in memory (by discovery, at create time) above every directory, so
+    /// its devices win over same-named devices from files. With `replace_kind`, the files'
+    /// specs of the same kind are dropped: none of their devices resolves any more.
+    pub fn add_generated(
+        &mut self,
+        spec: Spec,
+        origin: PathBuf,
+        replace_kind: bool,
+    ) -> Result<(), ValidationError> {
+        validate::validate_spec(&spec, &origin)?;
+        if replace_kind {
+            let kind = spec.kind.clone();
+            self.specs.retain(|s| s.generated || s.spec.kind != kind);
+        }
+        let loaded = LoadedSpec {
+            path: origin,
+            priority: self.dirs.len(),
+            spec,
+            generated: true,
+        };
+        self.generated.push(loaded.clone());
+        self.specs.push(loaded);
+        self.index();
+        Ok(())
+    }
+
+    /// Rebuilds the device map from `specs`, recording conflicts.
+    fn index(&mut self) {
+        let specs = &self.specs;
+        let mut errors = Vec::new();
         let mut devices: BTreeMap<String, Entry> = BTreeMap::new();
         let mut conflicts = HashSet::new();
         for (si, loaded) in specs.iter().enumerate() {
@@ -286,10 +333,9 @@ impl Registry {
         for c in &conflicts {
             devices.remove(c);
         }
-
-        self.specs = specs;
         self.devices = devices;
-        self.errors = errors;
+        self.errors.truncate(self.scan_errors);
+        self.errors.extend(errors);
     }
 
     /// Resolves every name first, then merges their edits: each spec's own `containerEdits`
@@ -503,6 +549,7 @@ fn scan_dir(
             path,
             priority,
             spec,
+            generated: false,
         });
     }
 }

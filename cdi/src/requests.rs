@@ -103,10 +103,57 @@ fn process_env(spec: &OciSpec) -> &[String] {
 
 /// Every device the spec requests, deduplicated, annotations first.
 pub fn device_requests(spec: &OciSpec) -> Result<Vec<QualifiedName>, RequestError> {
+    Requests::from_spec(spec).map(|r| r.names)
+}
+
+/// What a container asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requests {
+    /// Device names, deduplicated, annotations first.
+    pub names: Vec<QualifiedName>,
+    /// The names that came from `NVIDIA_VISIBLE_DEVICES` (and not also from an annotation):
+    /// these follow NVIDIA's runtime, `NVIDIA_DRIVER_CAPABILITIES` selecting the driver files.
+    pub from_env: Vec<QualifiedName>,
+    /// `NVIDIA_DRIVER_CAPABILITIES` (or its default).
+    pub capabilities: DriverCapabilities,
+    /// The process environment the requests were read from.
+    pub env: Vec<String>,
+}
+
+impl Requests {
+    /// Reads the requests of `spec`.
+    pub fn from_spec(spec: &OciSpec) -> Result<Requests, RequestError> {
+        let env = process_env(spec).to_vec();
+        let (names, from_env) = collect_names(spec)?;
+        Ok(Requests {
+            names,
+            from_env,
+            capabilities: DriverCapabilities::parse(env_value(&env, NVIDIA_DRIVER_CAPABILITIES)),
+            env,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The last value of `key` in the container's environment.
+    pub fn env_value(&self, key: &str) -> Option<&str> {
+        env_value(&self.env, key)
+    }
+}
+
+type Names = (Vec<QualifiedName>, Vec<QualifiedName>);
+
+fn collect_names(spec: &OciSpec) -> Result<Names, RequestError> {
     let mut out = Vec::new();
+    let mut from_env = Vec::new();
     let mut seen = HashSet::new();
-    let mut push = |q: QualifiedName| {
+    let mut push = |q: QualifiedName, env: bool| {
         if seen.insert(q.to_string()) {
+            if env {
+                from_env.push(q.clone());
+            }
             out.push(q);
         }
     };
@@ -124,7 +171,7 @@ pub fn device_requests(spec: &OciSpec) -> Result<Vec<QualifiedName>, RequestErro
                     entry: entry.to_string(),
                     source,
                 })?;
-                push(q);
+                push(q, false);
             }
         }
     }
@@ -143,10 +190,10 @@ pub fn device_requests(spec: &OciSpec) -> Result<Vec<QualifiedName>, RequestErro
                     })?
                 }
             };
-            push(q);
+            push(q, true);
         }
     }
-    Ok(out)
+    Ok((out, from_env))
 }
 
 /// NVIDIA driver capabilities, as `NVIDIA_DRIVER_CAPABILITIES` selects them.

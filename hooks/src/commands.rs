@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use nvbind_cdi::apply::RealHost;
-use nvbind_cdi::requests::{device_requests, INJECTED_ANNOTATION};
+use nvbind_cdi::requests::INJECTED_ANNOTATION;
 
 use crate::args::Args;
 use crate::live::{self, LivePlan, RulesOutcome, Target};
@@ -16,10 +16,6 @@ use crate::state::Container;
 use crate::symlinks::{self, Link};
 use crate::{ldcache, warn};
 
-/// Environment variable: colon-separated CDI spec directories, lowest priority first.
-pub const ENV_SPEC_DIRS: &str = "NVBIND_CDI_SPEC_DIRS";
-/// Environment variable: root of the host tree GPU discovery reads (default `/`).
-pub const ENV_DRIVER_ROOT: &str = "NVBIND_DRIVER_ROOT";
 /// Environment variable: the host's ldconfig.
 pub const ENV_LDCONFIG: &str = "NVBIND_LDCONFIG";
 
@@ -32,22 +28,15 @@ pub struct InjectOptions {
 
 impl InjectOptions {
     /// `--cdi-spec-dir DIR` (repeatable), `--driver-root DIR`, `--ldconfig PATH`, each
-    /// falling back to its environment variable.
+    /// falling back to its environment variable (the first two as the runtime reads them:
+    /// NVBIND_CDI_SPEC_DIRS, NVBIND_DRIVER_ROOT).
     pub fn take(args: &mut Args) -> Result<InjectOptions> {
-        let mut spec_dirs: Vec<PathBuf> = args
+        let spec_dirs: Vec<PathBuf> = args
             .values("--cdi-spec-dir")?
             .into_iter()
             .map(PathBuf::from)
             .collect();
-        if spec_dirs.is_empty() {
-            if let Ok(v) = std::env::var(ENV_SPEC_DIRS) {
-                spec_dirs = resolve::split_dirs(&v);
-            }
-        }
-        let driver_root = args
-            .value("--driver-root")?
-            .or_else(|| std::env::var(ENV_DRIVER_ROOT).ok())
-            .map(PathBuf::from);
+        let driver_root = args.value("--driver-root")?.map(PathBuf::from);
         let ldconfig = args
             .value("--ldconfig")?
             .or_else(|| std::env::var(ENV_LDCONFIG).ok())
@@ -89,15 +78,16 @@ pub fn prestart(mut args: Args) -> Result<()> {
         // The nvbind runtime already applied these requests while creating the container.
         return Ok(());
     }
-    let names = device_requests(&container.config)?;
-    if names.is_empty() {
+    let Some(resolution) = resolve::resolver(&opts.sources)?.resolve(&container.config)? else {
         return Ok(());
+    };
+    for w in &resolution.warnings {
+        warn(w);
     }
     let Some(pid) = container.pid() else {
         bail!("the container state on stdin has no pid; run nvbind-hook as a prestart or createRuntime hook");
     };
-    let edits = resolve::resolve(&names, &opts.sources)?;
-    let plan = LivePlan::new(&edits, &container.config, &RealHost)?;
+    let plan = LivePlan::new(&resolution.edits, &container.config, &RealHost)?;
     if plan.is_empty() {
         return Ok(());
     }
@@ -110,11 +100,7 @@ pub fn prestart(mut args: Args) -> Result<()> {
     let r = live::apply(&plan, &target, &ldconfig).with_context(|| {
         format!(
             "injecting {} into container {}",
-            names
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
+            resolution.names_line(),
             container.state.id()
         )
     })?;
@@ -158,5 +144,26 @@ pub fn create_symlinks(mut args: Args) -> Result<()> {
     for w in symlinks::kept_warnings(&links, &outcomes) {
         warn(&w);
     }
+    Ok(())
+}
+
+/// `resolve [--bundle DIR]`: print what the bundle's requests resolve to, as JSON (what
+/// `nvbind cdi resolve` prints for the same bundle and environment).
+pub fn resolve_bundle(mut args: Args) -> Result<()> {
+    let opts = InjectOptions::take(&mut args)?;
+    let bundle = PathBuf::from(args.value("--bundle")?.unwrap_or_else(|| ".".into()));
+    args.finish()?;
+    let path = bundle.join("config.json");
+    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let spec: oci_spec::runtime::Spec = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a valid OCI config", path.display()))?;
+    let Some(r) = resolve::resolver(&opts.sources)?.resolve(&spec)? else {
+        println!("{{}}");
+        return Ok(());
+    };
+    for w in &r.warnings {
+        warn(w);
+    }
+    println!("{}", serde_json::to_string_pretty(&r.to_json())?);
     Ok(())
 }

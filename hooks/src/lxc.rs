@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nvbind_cdi::apply::RealHost;
-use nvbind_cdi::requests::{device_requests, NVIDIA_VISIBLE_DEVICES};
+use nvbind_cdi::requests::NVIDIA_VISIBLE_DEVICES;
 use oci_spec::runtime::{ProcessBuilder, Spec as OciSpec, UserBuilder};
 
 use crate::args::Args;
@@ -145,13 +145,17 @@ pub(crate) fn plan_for(
     opts: &InjectOptions,
 ) -> Result<Option<(Vec<String>, LivePlan)>> {
     let spec = request_spec(env)?;
-    let names = device_requests(&spec)?;
-    if names.is_empty() {
+    let Some(r) = resolve::resolver(&opts.sources)?.resolve(&spec)? else {
         return Ok(None);
+    };
+    for w in &r.warnings {
+        warn(w);
     }
-    let edits = resolve::resolve(&names, &opts.sources)?;
-    let plan = LivePlan::new(&edits, &spec, &RealHost)?;
-    Ok(Some((names.iter().map(|n| n.to_string()).collect(), plan)))
+    let plan = LivePlan::new(&r.edits, &spec, &RealHost)?;
+    Ok(Some((
+        r.names.iter().map(|n| n.to_string()).collect(),
+        plan,
+    )))
 }
 
 fn env_path(key: &str) -> Option<PathBuf> {
@@ -301,7 +305,7 @@ mod tests {
         );
         assert_eq!(request_env(&[], &c), ["NVIDIA_VISIBLE_DEVICES=0"]);
         let spec = request_spec(request_env(&["nvidia.com/gpu=all".into()], &c)).unwrap();
-        let names = device_requests(&spec).unwrap();
+        let names = nvbind_cdi::requests::device_requests(&spec).unwrap();
         assert_eq!(names[0].to_string(), "nvidia.com/gpu=all");
     }
 }

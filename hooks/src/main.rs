@@ -6,6 +6,7 @@
 //!   when dockerd runs this binary under that name for `docker run --gpus`);
 //! - `update-ldcache --folder DIR...` and `create-symlinks --link TARGET::LINK...`: the
 //!   createContainer hooks generated CDI specs reference;
+//! - `resolve`: print what a bundle's requests resolve to (as `nvbind cdi resolve` does);
 //! - `lxc`: an `lxc.hook.mount` hook; `lxc-devices` an `lxc.hook.start-host` hook adding the
 //!   device rules at each start; `lxc-config` prints the container config lines.
 //!
@@ -42,10 +43,13 @@ const USAGE: &str = "usage: nvbind-hook SUBCOMMAND [OPTIONS]
       [--cdi-spec-dir DIR]... [--driver-root DIR] [--ldconfig PATH]
   update-ldcache --folder DIR...          OCI createContainer hook: ldconfig -r ROOTFS
   create-symlinks --link TARGET::LINK...  OCI createContainer hook: links in the rootfs
+  resolve [--bundle DIR] [--cdi-spec-dir DIR]... [--driver-root DIR]
+                                          print what the bundle's requests resolve to (JSON)
   lxc [--device NAME]...                  lxc.hook.mount hook
   lxc-config --device NAME...             print the LXC config lines for these devices
   lxc-devices [--device NAME]...          lxc.hook.start-host hook: device rules at each start
-environment: NVBIND_CDI_SPEC_DIRS (colon-separated), NVBIND_DRIVER_ROOT, NVBIND_LDCONFIG";
+environment: NVBIND_CDI_SPEC_DIRS (colon-separated), NVBIND_DRIVER_ROOT, NVBIND_CDI_STALE_SPECS,
+  NVBIND_LDCONFIG";
 
 /// A warning line on stderr.
 pub fn warn(msg: &str) {
@@ -89,6 +93,7 @@ fn run(sub: &str, rest: Vec<String>) -> anyhow::Result<()> {
         "prestart" | "create-runtime" | "createRuntime" => commands::prestart(args),
         "update-ldcache" => commands::update_ldcache(args),
         "create-symlinks" => commands::create_symlinks(args),
+        "resolve" => commands::resolve_bundle(args),
         "lxc" => lxc::run(args),
         "lxc-config" => lxc::config(args),
         "lxc-devices" => lxc_devices::run(args),

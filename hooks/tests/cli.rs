@@ -315,3 +315,68 @@ fn prestart_refuses_the_host_mount_namespace() {
     assert!(!bdir.join("rootfs/dev/nvidia0").exists());
     assert!(host_mounts_containing(dir).is_empty());
 }
+
+/// The nvbind binary of this build (next to nvbind-hook), or $NVBIND.
+fn nvbind_bin() -> Option<PathBuf> {
+    hook_bin()
+        .parent()
+        .map(|d| d.join("nvbind"))
+        .filter(|p| p.is_file())
+        .or_else(|| std::env::var_os("NVBIND").map(PathBuf::from))
+        .filter(|p| p.is_file())
+}
+
+#[test]
+fn runtime_and_hook_resolve_a_bundle_to_the_same_edits() {
+    require_root();
+    let Some(nvbind) = nvbind_bin() else {
+        eprintln!("SKIP: no nvbind binary next to nvbind-hook and no $NVBIND");
+        return;
+    };
+    let dir = tempdir();
+    let host = FakeHost::new(&dir.path().join("host"), 2);
+    let specs = dir.path().join("cdi");
+    host.write_spec(&specs, &hook_bin());
+    let empty = dir.path().join("no-specs");
+    fs::create_dir_all(&empty).unwrap();
+    let b = dir.path().join("bundle");
+    bundle(&b);
+    let cfg = b.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+    v["process"]["env"] = serde_json::json!(["NVIDIA_VISIBLE_DEVICES=1"]);
+    v["annotations"] = serde_json::json!({"cdi.k8s.io/x": "nvidia.com/gpu=0"});
+    fs::write(&cfg, v.to_string()).unwrap();
+    // From the spec file, and from a spec generated at create time (no file, driver root).
+    for (dirs, root) in [(&specs, None), (&empty, Some(&host.root))] {
+        let run = |mut c: Command| {
+            c.env("NVBIND_CDI_SPEC_DIRS", dirs)
+                .env_remove("NVBIND_DRIVER_ROOT");
+            if let Some(r) = root {
+                c.env("NVBIND_DRIVER_ROOT", r);
+            }
+            let o = c.output().unwrap();
+            assert!(o.status.success(), "{c:?}: {}", stderr(&o));
+            String::from_utf8(o.stdout).unwrap()
+        };
+        let mut rt = Command::new(&nvbind);
+        rt.args(["cdi", "resolve", "--bundle"]).arg(&b);
+        let mut hk = Command::new(hook_bin());
+        hk.args(["resolve", "--bundle"]).arg(&b);
+        let (from_runtime, from_hook) = (run(rt), run(hk));
+        let parsed: serde_json::Value = serde_json::from_str(&from_runtime).unwrap();
+        assert_eq!(
+            parsed["devices"],
+            serde_json::json!(["nvidia.com/gpu=0", "nvidia.com/gpu=1"])
+        );
+        assert_eq!(
+            parsed["generated"].as_array().unwrap().len(),
+            usize::from(root.is_some())
+        );
+        let nodes = parsed["containerEdits"]["deviceNodes"].to_string();
+        assert!(
+            nodes.contains("/dev/nvidia0") && nodes.contains("/dev/nvidia1"),
+            "{nodes}"
+        );
+        assert_eq!(from_runtime, from_hook);
+    }
+}

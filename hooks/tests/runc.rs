@@ -167,6 +167,7 @@ fn missing_gpu_fails_the_start_with_a_clear_message() {
 
 #[test]
 fn missing_host_file_fails_before_anything_is_mounted() {
+    // The spec on disk is checked against the host first: the line names the file.
     let Some(e) = setup(1) else { return };
     fs::remove_file(
         e.host
@@ -177,8 +178,9 @@ fn missing_host_file_fails_before_anything_is_mounted() {
     .unwrap();
     let (ok, _out, err) = run_probe(&e, &["NVIDIA_VISIBLE_DEVICES=0".into()]);
     assert!(!ok);
-    assert!(err.contains("cannot clone host path"), "{err}");
+    assert!(err.contains("is stale: containerEdits: mount "), "{err}");
     assert!(err.contains("libnvidia-ml.so"), "{err}");
+    assert!(err.contains("does not exist on the host"), "{err}");
     assert_nothing_left(&e.dir);
 }
 

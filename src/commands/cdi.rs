@@ -14,6 +14,22 @@ pub enum CdiCommand {
     Generate(GenerateArgs),
     /// List the CDI devices the registry knows, and spec files it rejected
     List(ListArgs),
+    /// Print the edits `create` would make for a bundle's device requests, as JSON
+    Resolve(ResolveArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(
+    long_about = "Resolve the device requests of a bundle's config.json (cdi.k8s.io/* \
+annotations, NVIDIA_VISIBLE_DEVICES) exactly as `create` would, and print the devices, the \
+kinds whose spec was generated in memory, and the CDI container edits as one JSON object. \
+Reads the same environment as create (NVBIND_CDI_SPEC_DIRS, NVBIND_DRIVER_ROOT, \
+NVBIND_CDI_STALE_SPECS); nvbind-hook's `resolve` prints the same for the same bundle."
+)]
+pub struct ResolveArgs {
+    /// Bundle directory holding config.json
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -27,11 +43,26 @@ pub struct ListArgs {
     pub format: String,
 }
 
-pub fn run(cmd: &CdiCommand) -> Result<()> {
+pub fn run(cmd: &CdiCommand, spec_dirs_flag: &[PathBuf]) -> Result<()> {
     match cmd {
         CdiCommand::Generate(a) => cdi_generate::run(a),
         CdiCommand::List(a) => list(a),
+        CdiCommand::Resolve(a) => resolve(a, spec_dirs_flag),
     }
+}
+
+fn resolve(args: &ResolveArgs, spec_dirs_flag: &[PathBuf]) -> Result<()> {
+    let bundle = crate::bundle::Bundle::load(&args.bundle)?;
+    let resolver = crate::inject::resolver(spec_dirs_flag)?;
+    let Some(r) = resolver.resolve(&bundle.spec)? else {
+        println!("{{}}");
+        return Ok(());
+    };
+    for w in &r.warnings {
+        eprintln!("nvbind: warning: {w}");
+    }
+    println!("{}", serde_json::to_string_pretty(&r.to_json())?);
+    Ok(())
 }
 
 fn list(args: &ListArgs) -> Result<()> {

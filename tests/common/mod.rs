@@ -55,6 +55,11 @@ impl Env {
     /// `nvbind --root ROOT ARGS...`. Output goes through files, not pipes: a created
     /// container inherits nvbind's stdio and would hold a pipe open until it exits.
     pub fn nvbind(&self, args: &[&str]) -> Output {
+        self.nvbind_env(&[], args)
+    }
+
+    /// `nvbind --root ROOT ARGS...` with extra environment variables.
+    pub fn nvbind_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let out_path = self.dir.path().join(format!(".out-{n}"));
         let err_path = self.dir.path().join(format!(".err-{n}"));
@@ -62,6 +67,7 @@ impl Env {
             .arg("--root")
             .arg(&self.root)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out_path).unwrap())
             .stderr(fs::File::create(&err_path).unwrap())
