@@ -36,6 +36,9 @@ pub struct GenerateOptions {
     pub name_strategy: NameStrategy,
     /// Absolute path of `nvbind-hook` as the hooks will call it.
     pub hook_path: PathBuf,
+    /// Mount the 32-bit driver libraries too (NVIDIA_DRIVER_CAPABILITIES compat32); a spec
+    /// for every container leaves them out, as the toolkit's does.
+    pub compat32: bool,
 }
 
 impl Default for GenerateOptions {
@@ -43,6 +46,7 @@ impl Default for GenerateOptions {
         GenerateOptions {
             name_strategy: NameStrategy::Index,
             hook_path: default_hook_path(),
+            compat32: false,
         }
     }
 }
@@ -240,8 +244,10 @@ pub fn spec_for(
     }
     push_unique_nodes(&mut edits.device_nodes, &sh.device_nodes);
     edits.hooks.extend(symlink_hook(hook_path, &sh.symlinks));
-    if !sh.libraries.is_empty() {
-        let dirs = unique_dirs(&sh.libraries);
+    let libraries32: &[HostFile] = if opts.compat32 { &sh.libraries32 } else { &[] };
+    let all_libraries: Vec<HostFile> = sh.libraries.iter().chain(libraries32).cloned().collect();
+    if !all_libraries.is_empty() {
+        let dirs = unique_dirs(&all_libraries);
         edits.hooks.push(hook(
             hook_path,
             "update-ldcache",
@@ -249,9 +255,9 @@ pub fn spec_for(
             dirs.iter().map(|d| s(d)),
         ));
     }
-    let plain = sh
-        .libraries
+    let plain = all_libraries
         .iter()
+        .chain(&sh.display)
         .chain(&sh.binaries)
         .chain(&sh.firmware)
         .chain(&sh.configs);

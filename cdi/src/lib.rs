@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod atomic;
+pub mod capabilities;
 pub mod discover;
 pub mod edits;
 pub mod generate;

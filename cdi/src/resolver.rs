@@ -13,11 +13,15 @@
 //!    the entry and what changed, or, with [`StalePolicy::Regenerate`], is replaced by a spec
 //!    generated in memory and a warning.
 //! 4. All names are resolved at once (one unknown name fails the whole request).
+//! 5. When every name came from `NVIDIA_VISIBLE_DEVICES`, `NVIDIA_DRIVER_CAPABILITIES`
+//!    selects the driver files ([`crate::capabilities`]); CDI names get what their specs say,
+//!    exactly as the CDI reference applies them.
 
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec as OciSpec;
 
+use crate::capabilities;
 use crate::discover::amd::AmdDiscoverer;
 use crate::discover::intel::IntelDiscoverer;
 use crate::discover::nvidia::{NvidiaDiscoverer, NvmlSource};
@@ -176,6 +180,9 @@ pub struct Resolution {
     pub edits: ContainerEdits,
     /// Kinds whose spec was generated in memory for this request.
     pub generated: Vec<String>,
+    /// Whether `NVIDIA_DRIVER_CAPABILITIES` selected the driver files (every name came from
+    /// `NVIDIA_VISIBLE_DEVICES`; CDI names give what their specs say).
+    pub capabilities_applied: bool,
     /// Things the caller should log (stale specs regenerated, discovery notes).
     pub warnings: Vec<String>,
 }
@@ -207,9 +214,13 @@ impl Resolution {
     /// What `nvbind cdi resolve` and `nvbind-hook resolve` print: the devices, the kinds
     /// generated in memory and the edits, as one JSON object.
     pub fn to_json(&self) -> serde_json::Value {
+        let capabilities: Option<Vec<&String>> = self
+            .capabilities_applied
+            .then(|| self.requests.capabilities.0.iter().collect());
         serde_json::json!({
             "devices": self.names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             "generated": self.generated,
+            "capabilities": capabilities,
             "containerEdits": self.edits,
         })
     }
@@ -264,6 +275,11 @@ impl Resolver {
     /// Resolves parsed requests.
     pub fn resolve_requests(&self, requests: Requests) -> Result<Resolution, ResolveFailure> {
         let names = requests.names.clone();
+        // NVIDIA's runtime semantics when every name came from NVIDIA_VISIBLE_DEVICES: the
+        // capabilities select the driver files. A CDI name asks for what its spec says.
+        let capabilities_applied =
+            !requests.from_env.is_empty() && requests.from_env.len() == names.len();
+        let compat32 = capabilities_applied && requests.capabilities.contains("compat32");
         let mut registry = Registry::with_trust(self.config.spec_dirs.clone(), self.config.trust);
         let mut warnings = Vec::new();
         let mut generated = Vec::new();
@@ -280,7 +296,7 @@ impl Resolver {
             }
         }
         for kind in missing_kinds {
-            match self.generate(kind) {
+            match self.generate(kind, compat32) {
                 Ok(spec) => {
                     registry
                         .add_generated(spec, generated_origin(kind, &self.config.roots), false)
@@ -297,7 +313,7 @@ impl Resolver {
             let kind = vendor_of(&stale.kind).map(|v| v.kind());
             match (self.config.stale, kind) {
                 (StalePolicy::Regenerate, Some(kind)) => {
-                    let spec = match self.generate(kind) {
+                    let spec = match self.generate(kind, compat32) {
                         Ok(spec) => spec,
                         Err(Generation::Absent(why)) => {
                             warnings.push(format!("cannot regenerate {kind}: {why}"));
@@ -315,7 +331,7 @@ impl Resolver {
             }
         }
 
-        let edits = match registry.resolve(&names) {
+        let mut edits = match registry.resolve(&names) {
             Ok(e) => e,
             Err(e) => {
                 let ResolveError::Unresolvable { names: missing, .. } = &e;
@@ -333,22 +349,32 @@ impl Resolver {
                 return Err(e.into());
             }
         };
+        if capabilities_applied {
+            let removed = capabilities::select(&mut edits, &requests.capabilities);
+            tracing::debug!(?removed, "left out by NVIDIA_DRIVER_CAPABILITIES");
+        }
         Ok(Resolution {
             names,
             requests,
             edits,
             generated,
+            capabilities_applied,
             warnings,
         })
     }
 
     /// The spec of `kind` generated from the live host.
-    fn generate(&self, kind: &'static str) -> Result<crate::spec::Spec, Generation> {
+    fn generate(
+        &self,
+        kind: &'static str,
+        compat32: bool,
+    ) -> Result<crate::spec::Spec, Generation> {
         let vendor = vendor_of(kind).expect("only GPU kinds are generated");
         let inventory = discover(vendor, &self.config.roots, self.config.nvml)
             .map_err(|e| Generation::Absent(e.to_string()))?;
         let opts = GenerateOptions {
             hook_path: self.config.hook_path.clone(),
+            compat32,
             ..Default::default()
         };
         let mut notes = inventory.warnings.clone();

@@ -44,6 +44,7 @@ fn runc_container_sees_the_generated_gpu() {
     let opts = GenerateOptions {
         name_strategy: NameStrategy::Index,
         hook_path: "/bin/true".into(),
+        compat32: false,
     };
     let spec = spec_for(&inv, &opts, &mut Vec::new()).unwrap();
     let specs = tempfile::tempdir().unwrap();

@@ -169,6 +169,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             StrategyArg::Both => NameStrategy::Both,
         },
         hook_path,
+        compat32: false,
     };
     let mut warnings: Vec<String> = inventory
         .found

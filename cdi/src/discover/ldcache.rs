@@ -27,6 +27,7 @@ const NEW_HEADER_LEN: usize = 48;
 const NEW_ENTRY_LEN: usize = 24;
 
 const FLAG_TYPE_MASK: i32 = 0x00ff;
+const FLAG_ELF: i32 = 0x0001;
 const FLAG_ELF_LIBC6: i32 = 0x0003;
 const FLAG_ARCH_MASK: i32 = 0xff00;
 
@@ -93,6 +94,9 @@ pub struct Entry {
     /// Whether the flags mark a glibc ELF library (FLAG_ELF_LIBC6), the only kind the
     /// loader uses today.
     pub elf_libc6: bool,
+    /// Whether the flags mark an ELF library of any libc (FLAG_ELF or FLAG_ELF_LIBC6): what
+    /// ldconfig records for a 32-bit library that does not link libc itself.
+    pub elf: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +223,14 @@ impl LdCache {
             .filter(move |e| e.elf_libc6 && e.arch == arch)
     }
 
+    /// ELF entries of the 32-bit x86 architecture (what `compat32` mounts), on x86_64 only.
+    pub fn i386_libraries(&self) -> impl Iterator<Item = &Entry> {
+        let on_x86_64 = Arch::native() == Arch::X86_64;
+        self.entries
+            .iter()
+            .filter(move |e| on_x86_64 && e.elf && e.arch == Arch::I386)
+    }
+
     /// Native 64-bit entries whose soname starts with any of `prefixes`, in file order.
     pub fn lookup<'a>(&'a self, prefixes: &'a [&'a str]) -> impl Iterator<Item = &'a Entry> + 'a {
         self.native_libraries()
@@ -284,6 +296,7 @@ fn make_entry(strings: &[u8], flags: i32, key: u32, value: u32) -> Option<Entry>
         path: PathBuf::from(path),
         arch: Arch::from_flags(flags),
         elf_libc6: flags & FLAG_TYPE_MASK == FLAG_ELF_LIBC6,
+        elf: matches!(flags & FLAG_TYPE_MASK, FLAG_ELF | FLAG_ELF_LIBC6),
     })
 }
 

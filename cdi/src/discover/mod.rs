@@ -152,6 +152,11 @@ pub struct Shared {
     pub device_nodes: Vec<DeviceNode>,
     /// Driver libraries, by their versioned file names.
     pub libraries: Vec<HostFile>,
+    /// The 32-bit driver libraries (i386 on x86_64), for `NVIDIA_DRIVER_CAPABILITIES`
+    /// compat32; not in a spec `nvbind cdi generate` writes, as in the toolkit's.
+    pub libraries32: Vec<HostFile>,
+    /// The X server's NVIDIA driver and GLX module (the display capability).
+    pub display: Vec<HostFile>,
     pub binaries: Vec<HostFile>,
     /// IPC sockets and directories (persistenced, fabricmanager, MPS).
     pub ipc: Vec<HostFile>,

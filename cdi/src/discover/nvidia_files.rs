@@ -138,9 +138,42 @@ pub fn driver_libraries(
     cache: &LdCache,
     version: Option<&str>,
 ) -> Vec<HostFile> {
+    let mut libs = select_libraries(roots, cache.native_libraries(), version);
+    // VDPAU is loaded from <libdir>/vdpau, which ldconfig does not index.
+    if let Some(v) = version {
+        let dirs: Vec<PathBuf> = unique_dirs(&libs);
+        for dir in dirs {
+            let p = dir.join("vdpau").join(format!("libvdpau_nvidia.so.{v}"));
+            if let Some(f) = roots.driver_file(&p) {
+                if !libs.iter().any(|l| l.path == p) {
+                    libs.push(f);
+                }
+            }
+        }
+    }
+    libs.sort_by(|a, b| a.path.cmp(&b.path));
+    libs
+}
+
+/// The 32-bit driver libraries (i386 entries of `cache`), for the `compat32` capability.
+pub fn driver_libraries32(
+    roots: &HostRoots,
+    cache: &LdCache,
+    version: Option<&str>,
+) -> Vec<HostFile> {
+    let mut libs = select_libraries(roots, cache.i386_libraries(), version);
+    libs.sort_by(|a, b| a.path.cmp(&b.path));
+    libs
+}
+
+fn select_libraries<'a>(
+    roots: &HostRoots,
+    entries: impl Iterator<Item = &'a crate::discover::ldcache::Entry>,
+    version: Option<&str>,
+) -> Vec<HostFile> {
     let mut seen = HashSet::new();
     let mut libs = Vec::new();
-    for entry in cache.native_libraries() {
+    for entry in entries {
         if !may_be_driver_library(&entry.name) {
             continue;
         }
@@ -158,20 +191,58 @@ pub fn driver_libraries(
             path: resolved,
         });
     }
-    // VDPAU is loaded from <libdir>/vdpau, which ldconfig does not index.
-    if let Some(v) = version {
-        let dirs: Vec<PathBuf> = unique_dirs(&libs);
-        for dir in dirs {
-            let p = dir.join("vdpau").join(format!("libvdpau_nvidia.so.{v}"));
-            if let Some(f) = roots.driver_file(&p) {
-                if seen.insert(p) {
-                    libs.push(f);
-                }
-            }
+    libs
+}
+
+/// The X server's NVIDIA driver and GLX module, as the toolkit's graphics discovery finds
+/// them: the first `nvidia_drv.so` and `libglxserver_nvidia.so.<version>` in the X module
+/// directories next to the driver libraries, then the usual X module directories.
+pub fn xorg_modules(roots: &HostRoots, libs: &[HostFile], version: &str) -> Vec<HostFile> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(libdir) = libs
+        .iter()
+        .find(|l| {
+            l.path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libcuda.so"))
+        })
+        .and_then(|l| l.path.parent())
+    {
+        dirs.push(libdir.join("nvidia/xorg"));
+        for sub in [
+            "modules/drivers",
+            "modules/extensions",
+            "modules/updates/drivers",
+            "modules/updates/extensions",
+        ] {
+            dirs.push(libdir.join("xorg").join(sub));
         }
     }
-    libs.sort_by(|a, b| a.path.cmp(&b.path));
-    libs
+    for base in ["/usr/lib/xorg", "/usr/lib64/xorg"] {
+        for sub in [
+            "modules/drivers",
+            "modules/extensions",
+            "modules/updates/drivers",
+            "modules/updates/extensions",
+        ] {
+            dirs.push(Path::new(base).join(sub));
+        }
+    }
+    for base in ["/usr/X11R6/lib", "/usr/X11R6/lib64"] {
+        for sub in [
+            "modules/drivers",
+            "modules/extensions",
+            "modules/updates/drivers",
+            "modules/updates/extensions",
+        ] {
+            dirs.push(Path::new(base).join(sub));
+        }
+    }
+    let glx = format!("libglxserver_nvidia.so.{version}");
+    [String::from("nvidia_drv.so"), glx]
+        .iter()
+        .filter_map(|name| dirs.iter().find_map(|d| roots.driver_file(d.join(name))))
+        .collect()
 }
 
 /// Directories of `files` (container paths), in first-seen order.
@@ -298,16 +369,28 @@ pub fn collect(
 ) {
     if let Some(cache) = cache {
         shared.libraries = driver_libraries(roots, cache, version);
+        shared.libraries32 = driver_libraries32(roots, cache, version);
         if shared.libraries.is_empty() {
             warnings.push(format!(
                 "no NVIDIA driver library found through {}",
                 cache.path().display()
             ));
         }
-        shared.symlinks = library_symlinks(&shared.libraries, version);
     }
     shared.binaries = binaries(roots);
     shared.ipc = ipc(roots);
+    if let Some(v) = version {
+        shared.display = xorg_modules(roots, &shared.libraries, v);
+    }
+    if cache.is_some() {
+        let files: Vec<HostFile> = shared
+            .libraries
+            .iter()
+            .chain(&shared.display)
+            .cloned()
+            .collect();
+        shared.symlinks = library_symlinks(&files, version);
+    }
     match version {
         Some(v) => shared.firmware = firmware(roots, v),
         None => warnings.push("driver version unknown: GSP firmware is left out".to_owned()),

@@ -265,6 +265,38 @@ impl FakeHost {
         self.file("/etc/vulkan/implicit_layer.d/nvidia_layers.json", "{}\n");
     }
 
+    /// Files for every `NVIDIA_DRIVER_CAPABILITIES` value on top of [`Self::nvidia_userspace`]:
+    /// utility, video, graphics and NGX libraries, 32-bit libraries (compat32), the X driver,
+    /// GLX module and xorg.conf.d file (display), nvoptix.bin and the Wayland EGL config.
+    pub fn nvidia_userspace_all_capabilities(&self) {
+        let libdir = self.path(LIBDIR);
+        let built = build_libs(CAPABILITY_LIBS, false);
+        for (_, file) in CAPABILITY_LIBS {
+            let file = file.replace("{v}", DRIVER);
+            fs::copy(built.join(&file), libdir.join(&file)).unwrap();
+        }
+        let libdir32 = self.path(LIBDIR32);
+        fs::create_dir_all(&libdir32).unwrap();
+        let built32 = build_libs(LIBS32, true);
+        for (_, file) in LIBS32 {
+            let file = file.replace("{v}", DRIVER);
+            fs::copy(built32.join(&file), libdir32.join(&file)).unwrap();
+        }
+        self.file("/etc/ld.so.conf", &format!("{LIBDIR}\n{LIBDIR32}\n"));
+        self.ldconfig(&[]);
+        self.file("/usr/lib/xorg/modules/drivers/nvidia_drv.so", "x driver\n");
+        self.file(
+            &format!("/usr/lib/xorg/modules/extensions/libglxserver_nvidia.so.{DRIVER}"),
+            "glx module\n",
+        );
+        self.file("/usr/share/X11/xorg.conf.d/10-nvidia.conf", "Section\n");
+        self.file("/usr/share/nvidia/nvoptix.bin", "optix\n");
+        self.file(
+            "/usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json",
+            "{}\n",
+        );
+    }
+
     /// Put the fake NVML (fake_nvml.c, built with the real soname) in place of the tree's
     /// libnvidia-ml stub, answering from `conf` (see fake_nvml.c for the format).
     pub fn install_fake_nvml(&self, conf: &str) {
@@ -367,55 +399,88 @@ fn copy_tree(from: &Path, to: &Path) {
 fn fake_libs() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        // Keyed by the library list, so a changed list is rebuilt rather than reused.
-        let key = LIBS
-            .iter()
-            .flat_map(|(a, b)| a.bytes().chain(b.bytes()))
-            .fold(0xcbf29ce484222325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-            });
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("fake-nvidia-libs-{DRIVER}-{key:016x}"));
-        let stamp = dir.join(".complete");
-        if stamp.exists() {
-            return dir;
-        }
-        let work = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("fake-nvidia-libs-{DRIVER}.{}", std::process::id()));
-        fs::create_dir_all(&work).unwrap();
-        let src = work.join("fake.c");
-        fs::write(&src, "int nvbind_fake_driver_symbol(void) { return 0; }\n").unwrap();
-        let mut all: Vec<(String, String)> = LIBS
-            .iter()
-            .map(|(s, f)| (s.replace("{v}", DRIVER), f.replace("{v}", DRIVER)))
-            .collect();
-        all.push((
-            "libvdpau_nvidia.so.1".into(),
-            format!("libvdpau_nvidia.so.{DRIVER}"),
-        ));
-        for (soname, file) in all {
-            let out = Command::new("gcc")
-                .args(["-shared", "-fPIC", "-nostdlib"])
-                .arg(format!("-Wl,-soname,{soname}"))
-                .arg("-o")
-                .arg(work.join(&file))
-                .arg(&src)
-                .output()
-                .expect("gcc (the tests need gcc)");
-            assert!(
-                out.status.success(),
-                "gcc: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        fs::write(work.join(".complete"), "").unwrap();
-        // Another test binary may have finished first; either copy is good.
-        if fs::rename(&work, &dir).is_err() {
-            let _ = fs::remove_dir_all(&work);
-        }
-        dir
+        let mut all = LIBS.to_vec();
+        all.push(("libvdpau_nvidia.so.1", "libvdpau_nvidia.so.{v}"));
+        build_libs(&all, false)
     })
 }
+
+/// `list` compiled (32-bit with `m32`) into a directory keyed by the list. One build at a
+/// time in a process (tests run on threads and would share the work directory).
+fn build_libs(list: &[(&str, &str)], m32: bool) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    // Keyed by the library list, so a changed list is rebuilt rather than reused.
+    let key = list
+        .iter()
+        .flat_map(|(a, b)| a.bytes().chain(b.bytes()))
+        .chain([u8::from(m32)])
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("fake-nvidia-libs-{DRIVER}-{key:016x}"));
+    let stamp = dir.join(".complete");
+    if stamp.exists() {
+        return dir;
+    }
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "fake-nvidia-libs-{DRIVER}-{key:016x}.{}",
+        std::process::id()
+    ));
+    fs::create_dir_all(&work).unwrap();
+    let src = work.join("fake.c");
+    fs::write(&src, "int nvbind_fake_driver_symbol(void) { return 0; }\n").unwrap();
+    for (soname, file) in list {
+        let (soname, file) = (soname.replace("{v}", DRIVER), file.replace("{v}", DRIVER));
+        let mut cmd = Command::new("gcc");
+        if m32 {
+            cmd.arg("-m32");
+        }
+        let out = cmd
+            .args(["-shared", "-fPIC", "-nostdlib"])
+            .arg(format!("-Wl,-soname,{soname}"))
+            .arg("-o")
+            .arg(work.join(&file))
+            .arg(&src)
+            .output()
+            .expect("gcc (the tests need gcc)");
+        assert!(
+            out.status.success(),
+            "gcc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fs::write(work.join(".complete"), "").unwrap();
+    // Another test binary may have finished first; either copy is good.
+    if fs::rename(&work, &dir).is_err() {
+        let _ = fs::remove_dir_all(&work);
+    }
+    dir
+}
+
+/// Driver libraries of the capabilities the base tree has none of (64-bit).
+const CAPABILITY_LIBS: &[(&str, &str)] = &[
+    ("libnvidia-nscq.so.2", "libnvidia-nscq.so.{v}"),
+    ("libnvidia-opticalflow.so.1", "libnvidia-opticalflow.so.{v}"),
+    ("libnvidia-tls.so.{v}", "libnvidia-tls.so.{v}"),
+    ("libnvidia-glsi.so.{v}", "libnvidia-glsi.so.{v}"),
+    ("libnvidia-fbc.so.1", "libnvidia-fbc.so.{v}"),
+    ("libnvidia-rtcore.so.{v}", "libnvidia-rtcore.so.{v}"),
+    ("libnvoptix.so.1", "libnvoptix.so.{v}"),
+    ("libGLESv2_nvidia.so.2", "libGLESv2_nvidia.so.{v}"),
+    ("libnvidia-glvkspirv.so.{v}", "libnvidia-glvkspirv.so.{v}"),
+    ("libnvidia-ngx.so.1", "libnvidia-ngx.so.{v}"),
+];
+/// 32-bit driver libraries (compat32).
+const LIBS32: &[(&str, &str)] = &[
+    ("libcuda.so.1", "libcuda.so.{v}"),
+    ("libnvidia-ml.so.1", "libnvidia-ml.so.{v}"),
+    ("libGLX_nvidia.so.0", "libGLX_nvidia.so.{v}"),
+    ("libnvidia-glcore.so.{v}", "libnvidia-glcore.so.{v}"),
+    ("libnvcuvid.so.1", "libnvcuvid.so.{v}"),
+];
+pub const LIBDIR32: &str = "/usr/lib/i386-linux-gnu";
 
 /// fake_nvml.c compiled once per build into the target's test temp dir.
 fn fake_nvml_lib() -> &'static Path {
@@ -466,6 +531,7 @@ pub fn options(strategy: NameStrategy) -> GenerateOptions {
     GenerateOptions {
         name_strategy: strategy,
         hook_path: "/usr/bin/nvbind-hook".into(),
+        compat32: false,
     }
 }
 
@@ -476,7 +542,12 @@ pub fn normalize(text: &str, host: &FakeHost) -> String {
 
 /// Compare with cdi/testdata/golden-generate/<name>; UPDATE_GOLDEN=1 rewrites the file.
 pub fn assert_golden(name: &str, actual: &str) {
-    let path = testdata().join("golden-generate").join(name);
+    assert_golden_in("golden-generate", name, actual)
+}
+
+/// Compare with cdi/testdata/<dir>/<name>; UPDATE_GOLDEN=1 rewrites the file.
+pub fn assert_golden_in(dir: &str, name: &str, actual: &str) {
+    let path = testdata().join(dir).join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, actual).unwrap();
