@@ -29,7 +29,12 @@ const PROBE: &str = "#!/bin/sh\nexec >/tmp/out 2>&1\nls -ln /dev/nvidia-uvm /dev
     cat /dev/nvidia-uvm 2>&1 | head -n1\ncat /dev/nvidia0 2>&1 | head -n1\ntrue\n";
 
 /// A container directory with a rootfs and a config that nvbind setup has not touched.
-fn container(lxcpath: &Path, name: &str, host: &FakeHost, unprivileged: bool) -> PathBuf {
+fn container(lxcpath: &Path, name: &str, host: &FakeHost, unprivileged: bool, v2: bool) -> PathBuf {
+    let key = if v2 {
+        "lxc.cgroup2.devices"
+    } else {
+        "lxc.cgroup.devices"
+    };
     let cdir = lxcpath.join(name);
     let rootfs = cdir.join("rootfs");
     busybox_rootfs(&rootfs, host);
@@ -49,8 +54,8 @@ fn container(lxcpath: &Path, name: &str, host: &FakeHost, unprivileged: bool) ->
             "# a container made by hand\nlxc.rootfs.path = dir:{}\nlxc.uts.name = {name}\n\
              lxc.net.0.type = empty\nlxc.apparmor.profile = unconfined\n\
              lxc.mount.auto = proc:mixed sys:ro cgroup:mixed\n\
-             lxc.cgroup.devices.deny = a\nlxc.cgroup.devices.allow = c 1:* rwm\n\
-             lxc.cgroup.devices.allow = c 5:* rwm\nlxc.cgroup.devices.allow = c 136:* rwm\n\
+             {key}.deny = a\n{key}.allow = c 1:* rwm\n\
+             {key}.allow = c 5:* rwm\n{key}.allow = c 136:* rwm\n\
              {idmap}lxc.init.cmd = /probe.sh\n",
             rootfs.display()
         ),
@@ -59,15 +64,23 @@ fn container(lxcpath: &Path, name: &str, host: &FakeHost, unprivileged: bool) ->
     cdir
 }
 
-/// Starts the container in the foreground; returns what the probe wrote and LXC's log.
-fn start(lxcpath: &Path, name: &str, log: &Path) -> (Output, String, String) {
-    let out = run(Command::new("timeout")
-        .arg("60")
-        .arg("lxc-start")
-        .arg("-P")
-        .arg(lxcpath)
-        .args(["-n", name, "-F", "-l", "DEBUG", "-o"])
-        .arg(log)
+/// Starts the container in the foreground; returns what the probe wrote and LXC's log. With
+/// `v2`, LXC runs in a pure cgroup v2 view of this hybrid machine (a private mount namespace
+/// with the v1 hierarchies unmounted and cgroup2 at /sys/fs/cgroup), where it filters devices
+/// with an eBPF program, as on Proxmox VE 7+.
+fn start(lxcpath: &Path, name: &str, log: &Path, v2: bool) -> (Output, String, String) {
+    let lxc = format!(
+        "timeout 60 lxc-start -P '{}' -n '{name}' -F -l DEBUG -o '{}'",
+        lxcpath.display(),
+        log.display()
+    );
+    let script = if v2 {
+        format!("umount -R /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec {lxc}")
+    } else {
+        format!("exec {lxc}")
+    };
+    let out = run(Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
         .stdin(Stdio::null()));
     let probe = fs::read_to_string(lxcpath.join(name).join("rootfs/tmp/out")).unwrap_or_default();
     let _ = fs::remove_file(lxcpath.join(name).join("rootfs/tmp/out"));
@@ -118,7 +131,7 @@ fn usable(probe: &str, node: &str) -> bool {
         .any(|l| l.contains(node) && l.contains("No such device or address"))
 }
 
-fn survives_a_new_uvm_major(unprivileged: bool) {
+fn survives_a_new_uvm_major(unprivileged: bool, v2: bool) {
     require_root();
     if !have("lxc-start") || !have("gcc") {
         return;
@@ -130,7 +143,7 @@ fn survives_a_new_uvm_major(unprivileged: bool) {
     let specs = host.write_spec(&dir.join("cdi"), &hook_bin());
     let hook = hook_wrapper(dir, &specs);
     let lxcpath = dir.join("lxc");
-    let cdir = container(&lxcpath, "gpu", &host, unprivileged);
+    let cdir = container(&lxcpath, "gpu", &host, unprivileged, v2);
     let before = fs::read_to_string(cdir.join("config")).unwrap();
 
     let said = setup_lxc(&lxcpath, "gpu", &hook);
@@ -156,18 +169,23 @@ fn survives_a_new_uvm_major(unprivileged: bool) {
     assert_eq!(fs::read_to_string(cdir.join("config")).unwrap(), config);
 
     // The control: the same GPU with the major written in, as hand-made guides do.
-    let control = container(&lxcpath, "fixed", &host, unprivileged);
+    let control = container(&lxcpath, "fixed", &host, unprivileged, v2);
     let mut text = fs::read_to_string(control.join("config")).unwrap();
     text.push_str(&format!(
         "lxc.autodev = 1\nlxc.hook.mount = {} lxc\nlxc.environment = NVIDIA_VISIBLE_DEVICES=0\n\
-         lxc.cgroup.devices.allow = c 195:* rwm\nlxc.cgroup.devices.allow = c {UVM_MAJOR}:0 rwm\n",
-        hook.display()
+         {key}.allow = c 195:* rwm\n{key}.allow = c {UVM_MAJOR}:0 rwm\n",
+        hook.display(),
+        key = if v2 {
+            "lxc.cgroup2.devices"
+        } else {
+            "lxc.cgroup.devices"
+        }
     ));
     fs::write(control.join("config"), text).unwrap();
 
     for (round, major) in [(1, UVM_MAJOR), (2, UVM_MAJOR + 1)] {
         renode_uvm(&host.root, major);
-        let (out, probe, log) = start(&lxcpath, "gpu", &dir.join(format!("gpu{round}.log")));
+        let (out, probe, log) = start(&lxcpath, "gpu", &dir.join(format!("gpu{round}.log")), v2);
         assert!(out.status.success(), "round {round}: {probe}\n{log}");
         assert!(
             probe.contains(&format!("{major},")) || probe.contains(&format!("{major}, ")),
@@ -183,7 +201,12 @@ fn survives_a_new_uvm_major(unprivileged: bool) {
         );
         assert!(!log.contains("does not allow these devices"), "{log}");
 
-        let (out, probe, log) = start(&lxcpath, "fixed", &dir.join(format!("fixed{round}.log")));
+        let (out, probe, log) = start(
+            &lxcpath,
+            "fixed",
+            &dir.join(format!("fixed{round}.log")),
+            v2,
+        );
         assert!(
             out.status.success(),
             "control round {round}: {probe}\n{log}"
@@ -203,12 +226,22 @@ fn survives_a_new_uvm_major(unprivileged: bool) {
 
 #[test]
 fn setup_lxc_privileged_survives_a_new_uvm_major() {
-    survives_a_new_uvm_major(false);
+    survives_a_new_uvm_major(false, false);
 }
 
 #[test]
 fn setup_lxc_unprivileged_survives_a_new_uvm_major() {
-    survives_a_new_uvm_major(true);
+    survives_a_new_uvm_major(true, false);
+}
+
+#[test]
+fn setup_lxc_cgroup_v2_privileged_survives_a_new_uvm_major() {
+    survives_a_new_uvm_major(false, true);
+}
+
+#[test]
+fn setup_lxc_cgroup_v2_unprivileged_survives_a_new_uvm_major() {
+    survives_a_new_uvm_major(true, true);
 }
 
 /// Restores /etc/subuid and /etc/subgid on drop (LXC maps through newuidmap, which reads them).
