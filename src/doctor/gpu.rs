@@ -1,11 +1,9 @@
 //! GPUs and CDI specs: the driver (and NVML), and the specs nvbind would inject from: valid,
 //! trusted, and describing the host as it is now.
 
-use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
-
-use nvbind_cdi::discover::{Inventory, Method, Vendor};
+use nvbind_cdi::discover::{HostRoots, Inventory, Method, Vendor};
+use nvbind_cdi::livecheck::first_stale;
 use nvbind_cdi::registry::DEFAULT_SPEC_DIRS;
-use nvbind_cdi::spec::ContainerEdits;
 
 use super::{Check, Host};
 
@@ -131,74 +129,27 @@ fn host_path(host: &dyn Host, p: &std::path::Path) -> String {
     }
 }
 
-/// Every device node and mount the loaded specs name, checked against the host now: a node
-/// that is gone (a GPU removed, a driver unloaded), a major or minor that changed (nvidia-uvm's
-/// major is assigned when the module loads), a driver file that is gone (a driver upgrade).
+/// The specs against the host now, with the same check `create` makes before it uses a spec
+/// (nvbind-cdi's livecheck): a node that is gone or has another type, major or minor (nvidia-uvm's
+/// major is assigned when the module loads), a driver file that is gone, a GPU or MIG device
+/// the driver no longer lists. The first stale entry is reported.
 fn freshness(host: &dyn Host, reg: &nvbind_cdi::registry::Registry) -> Check {
     let id = "cdi-fresh";
-    let mut problems = Vec::new();
-    let mut nodes = 0;
-    let mut mounts = 0;
-    for loaded in reg.specs() {
-        let file = host_path(host, &loaded.path);
-        let edits = std::iter::once(&loaded.spec.container_edits)
-            .chain(loaded.spec.devices.iter().map(|d| &d.container_edits));
-        for e in edits {
-            stale_edits(host, e, &file, &mut problems, &mut nodes, &mut mounts);
-        }
-    }
-    if problems.is_empty() {
-        return Check::ok(
+    let names = reg.devices();
+    match first_stale(reg, &names, &HostRoots::under(host.root())) {
+        None => Check::ok(
             id,
-            format!("the specs match the host: {nodes} device node(s), {mounts} mount(s) present"),
-        );
-    }
-    let n = problems.len();
-    problems.truncate(3);
-    Check::fail(
-        id,
-        format!(
-            "{n} stale entr{} in the CDI specs: {}{}",
-            if n == 1 { "y" } else { "ies" },
-            problems.join("; "),
-            if n > 3 { "; ..." } else { "" }
+            format!("the specs match the host ({} device(s) checked)", names.len()),
         ),
-        "regenerate: nvbind cdi generate --output-dir /var/run/cdi (after every driver change; the package's udev rule does it)",
-    )
-}
-
-fn stale_edits(
-    host: &dyn Host,
-    e: &ContainerEdits,
-    file: &str,
-    problems: &mut Vec<String>,
-    nodes: &mut usize,
-    mounts: &mut usize,
-) {
-    for n in &e.device_nodes {
-        *nodes += 1;
-        let hp = n.host_path.as_deref().unwrap_or(&n.path);
-        match std::fs::metadata(host.path(hp)) {
-            Err(_) => problems.push(format!("{file}: device {hp} is gone")),
-            Ok(m) if !(m.file_type().is_char_device() || m.file_type().is_block_device()) => {
-                problems.push(format!("{file}: {hp} is not a device node"))
-            }
-            Ok(m) => {
-                let (major, minor) = (libc::major(m.rdev()) as i64, libc::minor(m.rdev()) as i64);
-                let want = (n.major.unwrap_or(major), n.minor.unwrap_or(minor));
-                if want != (major, minor) {
-                    problems.push(format!(
-                        "{file}: {hp} is {major}:{minor} on the host, the spec says {}:{}",
-                        want.0, want.1
-                    ));
-                }
-            }
-        }
-    }
-    for m in &e.mounts {
-        *mounts += 1;
-        if !host.path(&m.host_path).exists() {
-            problems.push(format!("{file}: mount source {} is gone", m.host_path));
-        }
+        Some(stale) => Check::fail(
+            id,
+            format!(
+                "{}: {}: {}",
+                host_path(host, &stale.path),
+                stale.entry,
+                stale.change
+            ),
+            "regenerate: nvbind cdi generate --output-dir /var/run/cdi (after every driver change; the package's udev rule does it)",
+        ),
     }
 }

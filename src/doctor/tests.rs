@@ -308,7 +308,9 @@ fn cdi_specs_valid_trusted_and_fresh() {
     assert!(checks[0].remedy.as_ref().unwrap().contains("cdi generate"));
 
     // A spec whose node is gone: valid, but stale.
-    h.write("/etc/cdi/nvidia.yaml", &spec("/dev/nvidia7", ""));
+    // Host paths in a spec are absolute on the real host, so they point into the tree.
+    let nv7 = h.path("/dev/nvidia7").display().to_string();
+    h.write("/etc/cdi/nvidia.yaml", &spec(&nv7, ""));
     let checks = gpu::cdi_specs(&h, &h.discover());
     assert_eq!(
         FakeHost::get(&checks, "cdi-specs").status,
@@ -317,7 +319,13 @@ fn cdi_specs_valid_trusted_and_fresh() {
     );
     let fresh = FakeHost::get(&checks, "cdi-fresh");
     assert_eq!(fresh.status, Status::Fail, "{fresh:?}");
-    assert!(fresh.summary.contains("/dev/nvidia7 is gone"), "{fresh:?}");
+    assert!(
+        fresh
+            .summary
+            .contains("/etc/cdi/nvidia.yaml: device nvidia.com/gpu=0: device node /dev/nvidia0")
+            && fresh.summary.contains("does not exist on the host"),
+        "{fresh:?}"
+    );
 
     // A regular file where the node should be.
     h.write("/dev/nvidia7", "");
@@ -354,9 +362,10 @@ fn cdi_fresh_compares_device_numbers() {
     }
     let h = FakeHost::new();
     mknod(&h, "/dev/nvidia-uvm", 509, 0);
+    let uvm = h.path("/dev/nvidia-uvm").display().to_string();
     h.write(
         "/etc/cdi/nvidia.yaml",
-        &spec("/dev/nvidia-uvm", ", major: 509, minor: 0"),
+        &spec(&uvm, ", type: c, major: 509, minor: 0"),
     );
     let checks = gpu::cdi_specs(&h, &h.discover());
     assert_eq!(
@@ -366,13 +375,14 @@ fn cdi_fresh_compares_device_numbers() {
     );
     h.write(
         "/etc/cdi/nvidia.yaml",
-        &spec("/dev/nvidia-uvm", ", major: 510, minor: 0"),
+        &spec(&uvm, ", type: c, major: 510, minor: 0"),
     );
     let checks = gpu::cdi_specs(&h, &h.discover());
     let c = FakeHost::get(&checks, "cdi-fresh");
     assert_eq!(c.status, Status::Fail);
     assert!(
-        c.summary.contains("509:0 on the host, the spec says 510:0"),
+        c.summary
+            .contains("is c 510:0 in the spec but c 509:0 on the host"),
         "{c:?}"
     );
 }
