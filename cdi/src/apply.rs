@@ -519,5 +519,4 @@ pub fn apply(
 }
 
 #[cfg(test)]
-#[path = "apply_tests.rs"]
 mod tests;

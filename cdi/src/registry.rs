@@ -15,7 +15,7 @@
 //! One addition: with [`Trust::RootOwned`] (the default when running as root), a spec file or
 //! spec directory that is not owned by root or is writable by group or others, or sits below
 //! such a directory, is refused, and so is a spec naming a hook that is missing or not
-//! root's alone (see `registry_trust.rs`), because its contents become mounts, device nodes
+//! root's alone (see `registry/trust.rs`), because its contents become mounts, device nodes
 //! and hooks run as root.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -26,7 +26,6 @@ use crate::name::{self, QualifiedName};
 use crate::spec::{ContainerEdits, Device, Spec, SpecError};
 use crate::validate::{self, ValidationError};
 
-#[path = "registry_trust.rs"]
 mod trust;
 pub use trust::{HookProblem, Trust, Untrusted};
 
@@ -555,5 +554,4 @@ fn scan_dir(
 }
 
 #[cfg(test)]
-#[path = "registry_tests.rs"]
 mod tests;

@@ -270,5 +270,4 @@ pub fn inject(
 }
 
 #[cfg(test)]
-#[path = "requests_tests.rs"]
 mod tests;

@@ -233,5 +233,4 @@ pub(crate) fn hook_problem(path: &Path) -> Option<HookProblem> {
 }
 
 #[cfg(test)]
-#[path = "registry_trust_tests.rs"]
 mod tests;

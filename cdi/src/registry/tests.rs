@@ -57,7 +57,7 @@ fn loads_the_fixture_specs() {
         );
     }
     // Trust::Any: the fixtures name hooks (/usr/bin/nvidia-ctk) this host need not have;
-    // trust is tested in registry_trust_tests.rs.
+    // trust is tested in registry/trust/tests.rs.
     let r = Registry::with_trust(vec![tmp.path().into()], Trust::Any);
     assert!(r.errors().is_empty(), "{:?}", r.errors());
     assert_eq!(
