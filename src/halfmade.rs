@@ -28,10 +28,10 @@ use libcontainer::container::state::State;
 use libcontainer::container::{Container, ContainerStatus};
 use nvbind::bundle::names_a_child_cgroup;
 use nvbind::state::StateDoc;
+use nvbind_atomic::{is_temp_of, temp_writer, write_atomic_nosync};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{is_temp_of, temp_writer, write_atomic_nosync};
 use crate::runtime::{load_state_retrying, validate_id, Ctx, DirLock, FileLock};
 
 /// Records are files in the root, not a directory of them: removing an emptied directory

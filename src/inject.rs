@@ -10,12 +10,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use nvbind_atomic::{write_atomic, write_atomic_nosync};
 use nvbind_cdi::apply::RealHost;
 use nvbind_cdi::registry::{Registry, Trust};
 use nvbind_cdi::resolver::{spec_dirs_from_env, Resolver, ResolverConfig};
 use oci_spec::runtime::Spec;
-
-use crate::atomic::{write_atomic, write_atomic_nosync};
 
 pub fn spec_dirs(flag: &[PathBuf]) -> Vec<PathBuf> {
     spec_dirs_from_env(flag)

@@ -3,7 +3,6 @@
 //! This is the one place that prints the final error and chooses the exit code; everything
 //! below returns errors with their sources attached.
 
-mod atomic;
 mod cli;
 mod commands;
 mod create;

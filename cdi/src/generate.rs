@@ -316,7 +316,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), GenerateError> {
             dir: dir.to_path_buf(),
         });
     }
-    crate::atomic::write_atomic(path, data, 0o644).map_err(|source| GenerateError::Write {
+    nvbind_atomic::write_atomic(path, data, 0o644).map_err(|source| GenerateError::Write {
         path: path.to_path_buf(),
         source,
     })

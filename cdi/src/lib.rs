@@ -3,7 +3,6 @@
 //! the hook and the generator: discover -> edits -> apply.
 
 pub mod apply;
-pub mod atomic;
 pub mod capabilities;
 pub mod discover;
 pub mod edits;

@@ -134,7 +134,7 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
     };
     drop(root_lock);
     if let Some(f) = &args.pid_file {
-        crate::atomic::write_atomic(f, pid.to_string().as_bytes(), 0o644)
+        nvbind_atomic::write_atomic(f, pid.to_string().as_bytes(), 0o644)
             .with_context(|| format!("cannot write --pid-file {}", f.display()))?;
     }
     if args.detach {

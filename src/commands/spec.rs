@@ -1,10 +1,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use nvbind_atomic::write_atomic;
 use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxNamespaceType, LinuxSeccomp, Spec};
 use serde_json::json;
 
-use crate::atomic::write_atomic;
 use crate::cli::GlobalOpts;
 
 #[derive(clap::Args, Debug)]

@@ -109,7 +109,7 @@ const STAGING_PREFIX: &str = ".nvbind-dump-";
 const STAGING_RECORD: &str = "checkpoint-staging";
 
 fn record_staging(container_dir: &Path, staging: &Path) -> std::io::Result<()> {
-    crate::atomic::write_atomic_nosync(
+    nvbind_atomic::write_atomic_nosync(
         &container_dir.join(STAGING_RECORD),
         staging.as_os_str().as_bytes(),
         0o600,

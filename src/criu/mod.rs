@@ -164,7 +164,7 @@ impl Criu {
                 let v = swrk::version(&path)?;
                 if let Some(c) = &cache {
                     let _ =
-                        crate::atomic::write_atomic(c, format!("{key} {v}\n").as_bytes(), 0o600);
+                        nvbind_atomic::write_atomic(c, format!("{key} {v}\n").as_bytes(), 0o600);
                 }
                 v
             }

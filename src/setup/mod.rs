@@ -171,7 +171,7 @@ pub fn apply(
     let backup = match &old {
         Some(text) => {
             let backup = backup_path(path);
-            crate::atomic::write_atomic(&backup, text.as_bytes(), mode).map_err(|source| {
+            nvbind_atomic::write_atomic(&backup, text.as_bytes(), mode).map_err(|source| {
                 SetupError::Backup {
                     path: path.to_path_buf(),
                     backup: backup.clone(),
@@ -182,7 +182,7 @@ pub fn apply(
         }
         None => None,
     };
-    if let Err(source) = crate::atomic::write_atomic(path, new.as_bytes(), mode) {
+    if let Err(source) = nvbind_atomic::write_atomic(path, new.as_bytes(), mode) {
         // The original is intact, so the copy we just made is only clutter.
         if let Some(b) = &backup {
             let _ = fs::remove_file(b);

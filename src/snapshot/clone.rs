@@ -167,7 +167,7 @@ fn resolve_base(from: &str, bundle: &Path, spec: &Spec) -> anyhow::Result<PathBu
 
 fn write_record(path: &Path, rec: &CloneRecord) -> anyhow::Result<()> {
     let written = fs::create_dir_all(path.parent().expect("has a parent"))
-        .and_then(|_| crate::atomic::write_atomic(path, &serde_json::to_vec_pretty(rec)?, 0o600));
+        .and_then(|_| nvbind_atomic::write_atomic(path, &serde_json::to_vec_pretty(rec)?, 0o600));
     written.with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -264,7 +264,7 @@ fn write_derived_bundle(
     }
     fs::create_dir_all(derived).with_context(|| format!("cannot create {}", derived.display()))?;
     let bytes = serde_json::to_vec_pretty(spec)?;
-    crate::atomic::write_atomic(&derived.join("config.json"), &bytes, 0o644)
+    nvbind_atomic::write_atomic(&derived.join("config.json"), &bytes, 0o644)
         .with_context(|| format!("cannot write {}/config.json", derived.display()))
 }
 
@@ -277,7 +277,7 @@ pub fn release(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     let records = path.parent().expect("has a parent");
     let record = format!("{id}.json");
     for entry in fs::read_dir(records).into_iter().flatten().flatten() {
-        if crate::atomic::is_temp_of(&entry.file_name().to_string_lossy(), &record) {
+        if nvbind_atomic::is_temp_of(&entry.file_name().to_string_lossy(), &record) {
             let _ = fs::remove_file(entry.path());
         }
     }

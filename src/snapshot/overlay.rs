@@ -136,7 +136,7 @@ impl Backend for Overlay {
             lower: base.to_path_buf(),
         })
         .expect("serialisable");
-        crate::atomic::write_atomic(&dir.join(RECORD), &rec, 0o644)
+        nvbind_atomic::write_atomic(&dir.join(RECORD), &rec, 0o644)
             .map_err(io_err("cannot write", &dir.join(RECORD)))?;
         mount_overlay(
             &base.display().to_string(),

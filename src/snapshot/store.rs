@@ -177,7 +177,7 @@ impl Store {
                 reference: reference.clone(),
             };
             let bytes = serde_json::to_vec_pretty(&meta).expect("serialisable");
-            crate::atomic::write_atomic(&tmp.join(META), &bytes, 0o644)
+            nvbind_atomic::write_atomic(&tmp.join(META), &bytes, 0o644)
                 .map_err(io_err("cannot write", &tmp.join(META)))?;
             fs::rename(&tmp, self.path_of(name)).map_err(io_err("cannot rename", &tmp))?;
             Ok(meta)

@@ -5,6 +5,9 @@
 //! Some targets sit in directories other users may write to (a bundle's config.json), so the
 //! temp file is made with O_CREAT|O_EXCL|O_NOFOLLOW under a name no one can predict: a
 //! planted symlink or file at a guessed name cannot redirect or pre-empt the write.
+//!
+//! A crate of its own because the runtime (state records, bundles, setup's configs) and
+//! nvbind-cdi (`cdi generate`'s specs) both write files this way, and neither is the other's.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
