@@ -3,4 +3,4 @@
 //! (fuzz/), which need to call it without a container runtime around it.
 
 pub mod bundle;
-pub mod state;
+pub mod state_doc;

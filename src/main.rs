@@ -5,18 +5,17 @@
 
 mod cli;
 mod commands;
-mod create;
 mod criu;
 mod doctor;
 mod executor;
-mod halfmade;
 mod inject;
+mod lifecycle;
 mod logging;
 mod rootless;
-mod runtime;
 mod seal;
 mod setup;
 mod snapshot;
+mod state_root;
 
 use std::process::ExitCode;
 
@@ -26,7 +25,7 @@ use nvbind::bundle;
 
 use crate::cli::{Cli, Command};
 use crate::commands as cmd;
-use crate::runtime::Ctx;
+use crate::state_root::Ctx;
 
 fn main() -> ExitCode {
     // Rust ignores SIGPIPE by default, and an ignored signal stays ignored across exec: the

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use libcontainer::container::state::State;
 use libcontainer::container::Container;
 use libfuzzer_sys::fuzz_target;
-use nvbind::state::{table, StateDoc};
+use nvbind::state_doc::{table, StateDoc};
 
 fn container_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

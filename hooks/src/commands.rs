@@ -9,10 +9,10 @@ use nvbind_cdi::apply::RealHost;
 use nvbind_cdi::requests::INJECTED_ANNOTATION;
 
 use crate::args::Args;
+use crate::container::Container;
 use crate::live::{self, LivePlan, RulesOutcome, Target};
 use crate::resolve::{self, Sources};
 use crate::rootfs::Root;
-use crate::state::Container;
 use crate::symlinks::{self, Link};
 use crate::{ldcache, warn};
 

@@ -17,6 +17,7 @@
 mod args;
 mod cgroup;
 mod commands;
+mod container;
 mod devbpf;
 mod ldcache;
 mod live;
@@ -27,7 +28,6 @@ mod nsenter;
 mod plan;
 mod resolve;
 mod rootfs;
-mod state;
 mod symlinks;
 
 use std::path::Path;

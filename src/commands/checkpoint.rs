@@ -9,8 +9,8 @@ use libcontainer::container::ContainerStatus;
 
 use crate::criu::dump::{dump, DumpOpts};
 use crate::criu::{Criu, CriuFlags};
-use crate::runtime::Ctx;
 use crate::snapshot;
+use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
 // Engines repeat flags (podman 4.3 passes --leave-running twice); runc accepts that.

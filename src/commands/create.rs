@@ -1,7 +1,7 @@
 use anyhow::Result;
 
-use crate::create::{create_container, CreateOpts};
-use crate::runtime::Ctx;
+use crate::lifecycle::create::{create_container, CreateOpts};
+use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {

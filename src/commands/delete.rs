@@ -1,8 +1,8 @@
 use anyhow::{bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 
-use crate::halfmade::{inspect, Entry, Intent};
-use crate::runtime::{lock_root, Ctx};
+use crate::lifecycle::halfmade::{inspect, Entry, Intent};
+use crate::state_root::{lock_root, Ctx};
 
 #[derive(clap::Args, Debug)]
 pub struct DeleteArgs {

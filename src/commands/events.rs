@@ -1,6 +1,6 @@
 use anyhow::{Context, Result};
 
-use crate::runtime::Ctx;
+use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct EventsArgs {

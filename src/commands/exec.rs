@@ -8,7 +8,7 @@ use nix::sys::wait::waitpid;
 
 use crate::commands::exit_code;
 use crate::executor::NvbindExecutor;
-use crate::runtime::Ctx;
+use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct ExecArgs {

@@ -2,7 +2,7 @@ use anyhow::{bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 use libcontainer::signal::Signal;
 
-use crate::runtime::Ctx;
+use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct KillArgs {

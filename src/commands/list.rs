@@ -3,9 +3,9 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
-use crate::halfmade::{inspect, Entry, Intent, INTERNAL_DIRS};
-use crate::runtime::{validate_id, Ctx};
-use nvbind::state::{table, StateDoc};
+use crate::lifecycle::halfmade::{inspect, Entry, Intent, INTERNAL_DIRS};
+use crate::state_root::{validate_id, Ctx};
+use nvbind::state_doc::{table, StateDoc};
 
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {

@@ -1,8 +1,7 @@
 //! One file per verb, each a thin layer over libcontainer and the shared helpers in
-//! `crate::runtime` and `crate::create`.
+//! `crate::state_root` and `crate::lifecycle`.
 
 pub mod cdi;
-pub mod cdi_generate;
 pub mod checkpoint;
 pub mod completion;
 pub mod create;

@@ -3,7 +3,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use libcgroups::common::CgroupManager;
 
-use crate::runtime::Ctx;
+use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct PsArgs {

@@ -13,8 +13,8 @@ use nix::sys::signalfd::SigSet;
 use crate::bundle::{parse_spec, Bundle};
 use crate::criu::restore::{restore, RestoreOpts};
 use crate::criu::{Criu, CriuFlags, DESCRIPTORS_JSON};
-use crate::runtime::{lock_root, validate_id, Ctx};
 use crate::snapshot;
+use crate::state_root::{lock_root, validate_id, Ctx};
 
 #[derive(clap::Args, Debug)]
 // Engines repeat flags (podman 4.3 passes --leave-running twice); runc accepts that.

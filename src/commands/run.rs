@@ -5,8 +5,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::commands::exit_code;
-use crate::create::{create_container, CreateOpts};
-use crate::runtime::Ctx;
+use crate::lifecycle::create::{create_container, CreateOpts};
+use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {

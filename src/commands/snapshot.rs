@@ -5,9 +5,9 @@ use anyhow::{bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 
 use crate::commands::state::status_name;
-use crate::runtime::Ctx;
 use crate::snapshot::store::{default_name, Meta};
 use crate::snapshot::{self, backend_named, container_rootfs, Kind, Store};
+use crate::state_root::Ctx;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum SnapshotCmd {

@@ -1,8 +1,8 @@
 use anyhow::{bail, Result};
-pub use nvbind::state::{status_name, StateDoc};
+pub use nvbind::state_doc::{status_name, StateDoc};
 
-use crate::halfmade::{inspect, Entry};
-use crate::runtime::Ctx;
+use crate::lifecycle::halfmade::{inspect, Entry};
+use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct StateArgs {

@@ -9,7 +9,7 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder,
 };
 
-use crate::runtime::Ctx;
+use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct UpdateArgs {

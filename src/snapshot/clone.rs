@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::btrfs::{is_subvolume, Btrfs};
 use super::store::{Store, CLONES};
 use super::{backend_of, fs_magic, Backend, HostRunner, Kind, BTRFS_MAGIC, ZFS_MAGIC};
-use crate::runtime::Ctx;
+use crate::state_root::Ctx;
 
 pub const FROM_ANNOTATION: &str = "org.nvbind.snapshot.from";
 pub const KEEP_ANNOTATION: &str = "org.nvbind.snapshot.keep";

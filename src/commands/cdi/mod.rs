@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Subcommand;
 
-use crate::commands::cdi_generate::{self, GenerateArgs};
+pub mod generate;
+
+use self::generate::GenerateArgs;
 use crate::inject::{registry, spec_dirs};
 
 #[derive(Subcommand, Debug)]
@@ -45,7 +47,7 @@ pub struct ListArgs {
 
 pub fn run(cmd: &CdiCommand, spec_dirs_flag: &[PathBuf]) -> Result<()> {
     match cmd {
-        CdiCommand::Generate(a) => cdi_generate::run(a),
+        CdiCommand::Generate(a) => generate::run(a),
         CdiCommand::List(a) => list(a),
         CdiCommand::Resolve(a) => resolve(a, spec_dirs_flag),
     }

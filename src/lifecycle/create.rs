@@ -14,8 +14,8 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use crate::bundle::Bundle;
 use crate::executor::NvbindExecutor;
-use crate::halfmade::Intent;
-use crate::runtime::{lock_root, validate_id, Ctx};
+use crate::lifecycle::halfmade::Intent;
+use crate::state_root::{lock_root, validate_id, Ctx};
 
 /// The flags `create` and `run` share, with runc's names.
 #[derive(clap::Args, Debug, Clone)]

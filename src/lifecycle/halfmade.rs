@@ -27,12 +27,12 @@ use libcontainer::config::YoukiConfig;
 use libcontainer::container::state::State;
 use libcontainer::container::{Container, ContainerStatus};
 use nvbind::bundle::names_a_child_cgroup;
-use nvbind::state::StateDoc;
+use nvbind::state_doc::StateDoc;
 use nvbind_atomic::{is_temp_of, temp_writer, write_atomic_nosync};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{load_state_retrying, validate_id, Ctx, DirLock, FileLock};
+use crate::state_root::{load_state_retrying, validate_id, Ctx, DirLock, FileLock};
 
 /// Records are files in the root, not a directory of them: removing an emptied directory
 /// is a step a killed create or delete could leave undone (tests/crash.rs saw it, 2 in 600).
@@ -452,5 +452,4 @@ fn root_lock_holder(ctx: &Ctx) -> Option<i32> {
 }
 
 #[cfg(test)]
-#[path = "halfmade_tests.rs"]
 mod tests;

@@ -1,4 +1,4 @@
-//! Unit tests of src/halfmade.rs.
+//! Unit tests of src/lifecycle/halfmade.rs.
 
 use super::*;
 
@@ -99,7 +99,7 @@ fn inspecting_under_the_root_lock_keeps_it() {
         .record(&ctx)
         .unwrap();
     let lock_path = dir.path().join(".nvbind.lock");
-    let lock = crate::runtime::lock_root(&ctx).unwrap();
+    let lock = crate::state_root::lock_root(&ctx).unwrap();
     assert!(locked_for_others(&lock_path));
     let Entry::HalfMade(h) = inspect(&ctx, "c").unwrap() else {
         panic!("not half-made")
@@ -111,7 +111,7 @@ fn inspecting_under_the_root_lock_keeps_it() {
         "inspect released the root lock"
     );
     // A nested guard's drop does not release the lock either.
-    drop(crate::runtime::lock_root(&ctx).unwrap());
+    drop(crate::state_root::lock_root(&ctx).unwrap());
     assert!(
         locked_for_others(&lock_path),
         "a nested guard released the root lock"
