@@ -10,46 +10,14 @@ use nvbind_cdi::requests::INJECTED_ANNOTATION;
 
 use crate::args::Args;
 use crate::container::Container;
-use crate::live::{self, LivePlan, RulesOutcome, Target};
-use crate::resolve::{self, Sources};
+use crate::ldcache;
+use crate::live::{self, RulesOutcome, Target};
+use crate::options::{InjectOptions, ENV_LDCONFIG};
+use crate::plan::LivePlan;
+use crate::resolve;
 use crate::rootfs::Root;
 use crate::symlinks::{self, Link};
-use crate::{ldcache, warn};
-
-/// Environment variable: the host's ldconfig.
-pub const ENV_LDCONFIG: &str = "NVBIND_LDCONFIG";
-
-/// Options shared by the injecting subcommands (prestart, lxc).
-#[derive(Debug, Clone, Default)]
-pub struct InjectOptions {
-    pub sources: Sources,
-    pub ldconfig: Option<PathBuf>,
-}
-
-impl InjectOptions {
-    /// `--cdi-spec-dir DIR` (repeatable), `--driver-root DIR`, `--ldconfig PATH`, each
-    /// falling back to its environment variable (the first two as the runtime reads them:
-    /// NVBIND_CDI_SPEC_DIRS, NVBIND_DRIVER_ROOT).
-    pub fn take(args: &mut Args) -> Result<InjectOptions> {
-        let spec_dirs: Vec<PathBuf> = args
-            .values("--cdi-spec-dir")?
-            .into_iter()
-            .map(PathBuf::from)
-            .collect();
-        let driver_root = args.value("--driver-root")?.map(PathBuf::from);
-        let ldconfig = args
-            .value("--ldconfig")?
-            .or_else(|| std::env::var(ENV_LDCONFIG).ok())
-            .map(PathBuf::from);
-        Ok(InjectOptions {
-            sources: Sources {
-                spec_dirs,
-                driver_root,
-            },
-            ldconfig,
-        })
-    }
-}
+use crate::warning::warn;
 
 /// Prints what the live injection could not do.
 pub fn report(r: &live::Report) {

@@ -24,90 +24,17 @@ use std::process::{Command, Stdio};
 use nix::errno::Errno;
 use nix::sys::stat::{mknodat, Mode, SFlag};
 use nix::unistd::{fchownat, Gid, Uid};
-use nvbind_cdi::apply::ApplyError;
 use oci_spec::runtime::{Hook as OciHook, LinuxDevice, LinuxDeviceType, Mount as OciMount};
 
-use crate::cgroup::{self, CgroupError, DeviceCgroup};
-use crate::devbpf::{self, BpfError};
-use crate::ldcache::{self, LdError};
+use crate::cgroup::{self, DeviceCgroup};
+use crate::devbpf;
+use crate::error::LiveError;
+use crate::ldcache;
 use crate::mountapi;
-use crate::nsenter::{self, Namespace, NsError};
-pub use crate::plan::{LivePlan, Stage};
-use crate::rootfs::{Root, RootError};
-use crate::symlinks::{self, LinkError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum LiveError {
-    #[error(transparent)]
-    Edits(#[from] ApplyError),
-    #[error("mount {destination}: type {typ:?} cannot be added to a running container (only bind mounts)")]
-    UnsupportedMount { destination: PathBuf, typ: String },
-    #[error("mount {destination}: no source")]
-    NoSource { destination: PathBuf },
-    #[error("mount {destination}: cannot clone host path {source_path}")]
-    Source {
-        destination: PathBuf,
-        source_path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("mount {destination}: cannot set mount attributes")]
-    Attr {
-        destination: PathBuf,
-        #[source]
-        source: Errno,
-    },
-    #[error("mount {destination}: cannot attach in the container")]
-    Attach {
-        destination: PathBuf,
-        #[source]
-        source: Errno,
-    },
-    #[error("cannot open the user namespace of container process {pid} for an idmapped mount")]
-    UserNs {
-        pid: i32,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("device {path}: cannot create the node in the container")]
-    Device {
-        path: PathBuf,
-        #[source]
-        source: Errno,
-    },
-    #[error("device {path}: something else already exists at this path in the container")]
-    DeviceExists { path: PathBuf },
-    #[error("cannot open the root of container process {pid}")]
-    PidRoot {
-        pid: i32,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Root(#[from] RootError),
-    #[error(transparent)]
-    Ns(#[from] NsError),
-    #[error(transparent)]
-    Cgroup(#[from] CgroupError),
-    #[error(transparent)]
-    Bpf(#[from] BpfError),
-    #[error(transparent)]
-    Ld(#[from] LdError),
-    #[error(transparent)]
-    Link(#[from] LinkError),
-    #[error("CDI hook {path}: cannot run it")]
-    HookSpawn {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("CDI hook {path} failed ({status}): {stderr}")]
-    HookFailed {
-        path: PathBuf,
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
-}
+use crate::nsenter::{self, Namespace};
+use crate::plan::{LivePlan, Stage};
+use crate::rootfs::Root;
+use crate::symlinks;
 
 /// The container to inject into.
 #[derive(Debug, Clone)]

@@ -19,9 +19,11 @@ use oci_spec::runtime::{ProcessBuilder, Spec as OciSpec, UserBuilder};
 
 use crate::args::Args;
 use crate::cgroup::{lxc_allow_key, rule_line};
-use crate::commands::InjectOptions;
-use crate::live::{self, LivePlan, Target};
-use crate::{ldcache, resolve, warn};
+use crate::live::{self, Target};
+use crate::options::InjectOptions;
+use crate::plan::LivePlan;
+use crate::warning::warn;
+use crate::{ldcache, resolve};
 
 /// The config keys read (`key = value`), following `lxc.include` of files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

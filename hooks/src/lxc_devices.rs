@@ -18,9 +18,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::args::Args;
 use crate::cgroup::{self, rule_line, DeviceCgroup};
-use crate::commands::InjectOptions;
 use crate::devbpf;
 use crate::lxc::{plan_for, request_env, LxcConfig};
+use crate::options::InjectOptions;
 
 pub fn run(mut args: Args) -> Result<()> {
     let opts = InjectOptions::take(&mut args)?;

@@ -19,21 +19,25 @@ mod cgroup;
 mod commands;
 mod container;
 mod devbpf;
+mod error;
 mod ldcache;
 mod live;
 mod lxc;
 mod lxc_devices;
 mod mountapi;
 mod nsenter;
+mod options;
 mod plan;
 mod resolve;
 mod rootfs;
 mod symlinks;
+mod warning;
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use args::Args;
+use crate::args::Args;
+use crate::warning::warn;
 
 /// The name dockerd looks for in PATH to enable `--gpus`.
 pub const DOCKER_HOOK_NAME: &str = "nvidia-container-runtime-hook";
@@ -50,11 +54,6 @@ const USAGE: &str = "usage: nvbind-hook SUBCOMMAND [OPTIONS]
   lxc-devices [--device NAME]...          lxc.hook.start-host hook: device rules at each start
 environment: NVBIND_CDI_SPEC_DIRS (colon-separated), NVBIND_DRIVER_ROOT, NVBIND_CDI_STALE_SPECS,
   NVBIND_LDCONFIG";
-
-/// A warning line on stderr.
-pub fn warn(msg: &str) {
-    eprintln!("nvbind-hook: warning: {msg}");
-}
 
 /// What to run: the subcommand and its arguments.
 fn dispatch(argv: &[String]) -> Option<(String, Vec<String>)> {

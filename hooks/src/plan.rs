@@ -16,7 +16,7 @@ use oci_spec::runtime::{
     Hook as OciHook, LinuxDevice, LinuxDeviceCgroup, Mount as OciMount, Spec as OciSpec,
 };
 
-use crate::live::LiveError;
+use crate::error::LiveError;
 use crate::symlinks::Link;
 
 /// An OCI hook stage.
