@@ -1,11 +1,10 @@
 //! Command line: runc's global options and verbs, with runc's flag names, so that engines which
 //! were written against runc (containerd's shim, conmon, dockerd) can call nvbind unchanged.
 
-use std::path::PathBuf;
-
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use crate::commands;
+use crate::options::GlobalOpts;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,49 +20,6 @@ pub struct Cli {
     pub global: GlobalOpts,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct GlobalOpts {
-    /// Directory holding the containers' state
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-    /// Write log lines to FILE instead of discarding them (engines read it on failure)
-    #[arg(long, value_name = "FILE")]
-    pub log: Option<PathBuf>,
-    /// Format of the log lines
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// Log debug messages as well
-    #[arg(long)]
-    pub debug: bool,
-    /// Manage cgroups through systemd (cgroupsPath is then "slice:prefix:name")
-    #[arg(long)]
-    pub systemd_cgroup: bool,
-    /// Rootless mode: the state root defaults to $XDG_RUNTIME_DIR/nvbind (else
-    /// /tmp/nvbind-UID); "auto" turns it on when not run as root
-    #[arg(long, value_enum, default_value_t = Rootless::Auto)]
-    pub rootless: Rootless,
-    /// CDI spec directory (repeatable, later ones win) [default: $NVBIND_CDI_SPEC_DIRS or
-    /// /etc/cdi and /var/run/cdi]
-    #[arg(long = "cdi-spec-dir", value_name = "DIR")]
-    pub cdi_spec_dirs: Vec<PathBuf>,
-    /// Path to the criu binary (default: $NVBIND_CRIU, then criu in PATH)
-    #[arg(long, hide = true)]
-    pub criu: Option<PathBuf>,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rootless {
-    Auto,
-    True,
-    False,
 }
 
 #[derive(Subcommand, Debug)]

@@ -17,7 +17,7 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-use crate::cli::LogFormat;
+use crate::options::LogFormat;
 
 pub struct Logger {
     file: Mutex<File>,

@@ -11,11 +11,14 @@ mod executor;
 mod inject;
 mod lifecycle;
 mod logging;
+mod options;
+mod retry;
 mod rootless;
 mod seal;
 mod setup;
 mod snapshot;
 mod state_root;
+mod warning;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,7 @@
 use anyhow::Result;
 
-use crate::lifecycle::create::{create_container, CreateOpts};
+use crate::lifecycle::create::create_container;
+use crate::options::CreateOpts;
 use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]

@@ -2,7 +2,7 @@ use anyhow::{bail, Context, Result};
 use libcontainer::container::ContainerStatus;
 
 use crate::lifecycle::halfmade::{inspect, Entry, Intent};
-use crate::state_root::{lock_root, Ctx};
+use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct DeleteArgs {
@@ -20,7 +20,7 @@ pub fn run(args: &DeleteArgs, ctx: &Ctx) -> Result<()> {
         Entry::Missing if args.force => {
             if Intent::left_by_a_create(ctx, id) {
                 // A create killed while writing its record leaves a temporary file.
-                let _root_lock = lock_root(ctx)?;
+                let _root_lock = ctx.lock_root()?;
                 Intent::forget_all(ctx, id);
             }
             crate::snapshot::release(ctx, id)
@@ -35,7 +35,7 @@ pub fn run(args: &DeleteArgs, ctx: &Ctx) -> Result<()> {
         Entry::HalfMade(_) => {
             // A create that is still running holds the root lock until it is done; once we
             // hold it, whatever is there was left by a process that is gone.
-            let root_lock = lock_root(ctx)?;
+            let root_lock = ctx.lock_root()?;
             match inspect(ctx, id)? {
                 // Without --force, what the create we waited for left is judged as usual.
                 Entry::Missing if !args.force => bail!(
@@ -83,7 +83,7 @@ fn delete_complete(args: &DeleteArgs, ctx: &Ctx) -> Result<()> {
         crate::criu::dump::remove_staging(&staging);
     }
     if Intent::exists(ctx, &args.id) {
-        let _root_lock = lock_root(ctx)?;
+        let _root_lock = ctx.lock_root()?;
         Intent::forget(ctx, &args.id);
     }
     // The rootfs clone of a container started from a snapshot.

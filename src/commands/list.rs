@@ -4,7 +4,9 @@ use std::fs;
 use anyhow::{Context, Result};
 
 use crate::lifecycle::halfmade::{inspect, Entry, Intent, INTERNAL_DIRS};
-use crate::state_root::{validate_id, Ctx};
+use crate::state_root::id::validate_id;
+use crate::state_root::Ctx;
+use crate::warning::warn;
 use nvbind::state_doc::{table, StateDoc};
 
 #[derive(clap::Args, Debug)]
@@ -37,14 +39,11 @@ pub fn run(args: &ListArgs, ctx: &Ctx) -> Result<()> {
             Ok(Entry::Complete(c)) => docs.push(StateDoc::of(&c)),
             Ok(Entry::HalfMade(half)) => {
                 if !half.in_progress() {
-                    eprintln!("nvbind: warning: {}", half.warning());
+                    warn(half.warning());
                 }
                 docs.push(half.doc());
             }
-            Err(e) => eprintln!(
-                "nvbind: warning: skipping {}: {e:#}",
-                ctx.root.join(id).display()
-            ),
+            Err(e) => warn(format!("skipping {}: {e:#}", ctx.root.join(id).display())),
         }
     }
     if args.quiet {

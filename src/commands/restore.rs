@@ -14,7 +14,8 @@ use crate::bundle::{parse_spec, Bundle};
 use crate::criu::restore::{restore, RestoreOpts};
 use crate::criu::{Criu, CriuFlags, DESCRIPTORS_JSON};
 use crate::snapshot;
-use crate::state_root::{lock_root, validate_id, Ctx};
+use crate::state_root::id::validate_id;
+use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
 // Engines repeat flags (podman 4.3 passes --leave-running twice); runc accepts that.
@@ -78,7 +79,7 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
     }
 
     // The same lock as create's, so a create and a restore of one ID cannot both win.
-    let root_lock = lock_root(ctx)?;
+    let root_lock = ctx.lock_root()?;
     let dir = ctx.container_dir(&args.id);
     if dir.exists() {
         let what = match ctx.load(&args.id) {

@@ -5,7 +5,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::commands::exit_code;
-use crate::lifecycle::create::{create_container, CreateOpts};
+use crate::lifecycle::create::create_container;
+use crate::options::CreateOpts;
 use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]

@@ -78,10 +78,10 @@ pub fn run(args: &SetupArgs) -> Result<()> {
             .context("cannot find the path of this nvbind binary; pass --runtime-path")?,
     };
     if !runtime.is_file() {
-        eprintln!(
-            "nvbind: warning: {} does not exist (yet); the engine will fail to run it until it does",
+        crate::warning::warn(format!(
+            "{} does not exist (yet); the engine will fail to run it until it does",
             runtime.display()
-        );
+        ));
     }
     let reg = setup::Registration {
         name: args.name.clone(),

@@ -5,7 +5,7 @@ use nvbind_atomic::write_atomic;
 use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxNamespaceType, LinuxSeccomp, Spec};
 use serde_json::json;
 
-use crate::cli::GlobalOpts;
+use crate::options::{GlobalOpts, Rootless};
 
 #[derive(clap::Args, Debug)]
 pub struct SpecArgs {
@@ -176,7 +176,7 @@ pub fn run(args: &SpecArgs, global: &GlobalOpts) -> Result<()> {
     if !args.bundle.is_dir() {
         bail!("bundle directory {} does not exist", args.bundle.display());
     }
-    let rootless = args.rootless || global.rootless == crate::cli::Rootless::True;
+    let rootless = args.rootless || global.rootless == Rootless::True;
     let json = serde_json::to_vec_pretty(&default_spec(rootless))?;
     write_atomic(&path, &json, 0o644).with_context(|| format!("cannot write {}", path.display()))
 }

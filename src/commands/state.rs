@@ -3,6 +3,7 @@ pub use nvbind::state_doc::{status_name, StateDoc};
 
 use crate::lifecycle::halfmade::{inspect, Entry};
 use crate::state_root::Ctx;
+use crate::warning::warn;
 
 #[derive(clap::Args, Debug)]
 pub struct StateArgs {
@@ -22,7 +23,7 @@ pub fn run(args: &StateArgs, ctx: &Ctx) -> Result<()> {
         // that asks goes on to delete it), not an error.
         Entry::HalfMade(half) => {
             if !half.in_progress() {
-                eprintln!("nvbind: warning: {}", half.warning());
+                warn(half.warning());
             }
             half.doc()
         }

@@ -131,7 +131,7 @@ pub fn recorded_staging(container_dir: &Path) -> Option<PathBuf> {
 /// The CRIU of a killed checkpoint outlives it and may still be writing images; once the
 /// container's processes are killed it gives up, so the removal is retried until then.
 pub fn remove_staging(staging: &Path) {
-    let removed = crate::lifecycle::halfmade::patiently(|| match fs::remove_dir_all(staging) {
+    let removed = crate::retry::patiently(|| match fs::remove_dir_all(staging) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
     });

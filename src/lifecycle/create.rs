@@ -5,7 +5,7 @@
 //! cgroup, processes) is torn down again if the build fails.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
@@ -15,36 +15,9 @@ use libcontainer::syscall::syscall::SyscallType;
 use crate::bundle::Bundle;
 use crate::executor::NvbindExecutor;
 use crate::lifecycle::halfmade::Intent;
-use crate::state_root::{lock_root, validate_id, Ctx};
-
-/// The flags `create` and `run` share, with runc's names.
-#[derive(clap::Args, Debug, Clone)]
-pub struct CreateOpts {
-    /// Path to the bundle directory (holds config.json and usually the rootfs)
-    #[arg(short, long, default_value = ".")]
-    pub bundle: PathBuf,
-    /// Write the container's init PID to this file
-    #[arg(long, value_name = "FILE")]
-    pub pid_file: Option<PathBuf>,
-    /// Unix socket that receives the pty master (SCM_RIGHTS) when process.terminal is true
-    #[arg(long, value_name = "PATH")]
-    pub console_socket: Option<PathBuf>,
-    /// Do not use pivot_root to jail the process inside the rootfs (for ramdisk roots)
-    #[arg(long)]
-    pub no_pivot: bool,
-    /// Do not create a new session keyring for the container
-    #[arg(long)]
-    pub no_new_keyring: bool,
-    /// Pass N extra file descriptors (3 .. 3+N-1) into the container
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub preserve_fds: i32,
-    /// Start from this rootfs snapshot (a name of a snapshot of the bundle's rootfs, or a
-    /// path): the container gets a copy-on-write clone, the base is never modified
-    #[arg(long, value_name = "NAME|PATH")]
-    pub snapshot: Option<String>,
-    /// Container ID (letters, digits, '_', '+', '-', '.')
-    pub id: String,
-}
+use crate::options::CreateOpts;
+use crate::state_root::id::validate_id;
+use crate::state_root::Ctx;
 
 /// Builds the container (its init process waits for `start`). The caller already validated
 /// the ID; a failure here leaves no state dir, cgroup or process behind.
@@ -60,7 +33,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
 
     // Two creates of one ID race on libcontainer's exists-then-mkdir; serialising the build
     // on the root makes exactly one of them win and the other fail cleanly.
-    let root_lock = lock_root(ctx)?;
+    let root_lock = ctx.lock_root()?;
     let dir = ctx.container_dir(&opts.id);
     if dir.exists() {
         bail!(

@@ -18,7 +18,6 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -32,7 +31,10 @@ use nvbind_atomic::{is_temp_of, temp_writer, write_atomic_nosync};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
-use crate::state_root::{load_state_retrying, validate_id, Ctx, DirLock, FileLock};
+use crate::retry::patiently;
+use crate::state_root::id::validate_id;
+use crate::state_root::lock::{root_lock_holder, DirLock};
+use crate::state_root::{load_state_retrying, Ctx};
 
 /// Records are files in the root, not a directory of them: removing an emptied directory
 /// is a step a killed create or delete could leave undone (tests/crash.rs saw it, 2 in 600).
@@ -227,7 +229,7 @@ fn inspect_now(ctx: &Ctx, id: &str) -> Result<Entry> {
             dir: dir.clone(),
             creating: intent
                 .as_ref()
-                .is_some_and(|i| root_lock_holder(ctx) == Some(i.pid as i32)),
+                .is_some_and(|i| root_lock_holder(&ctx.root) == Some(i.pid as i32)),
             intent,
             why,
         })
@@ -254,7 +256,7 @@ fn inspect_now(ctx: &Ctx, id: &str) -> Result<Entry> {
             if c.pid().is_none()
                 && intent
                     .as_ref()
-                    .is_some_and(|i| root_lock_holder(ctx) == Some(i.pid as i32))
+                    .is_some_and(|i| root_lock_holder(&ctx.root) == Some(i.pid as i32))
             {
                 c.set_status(ContainerStatus::Creating);
             }
@@ -387,21 +389,6 @@ fn open_cgroup(path: &Path, systemd: bool, id: &str) -> Result<AnyCgroupManager>
     .with_context(|| format!("cannot open the cgroup {} of {id:?}", path.display()))
 }
 
-/// Retries `f` for up to about 2 s. A cgroup can be removed only once its killed processes
-/// have exited, which takes longer than libcgroups' ~150 ms of rmdir retries on a loaded
-/// host (libcontainer's own delete waits for the cgroup to empty, NVBIND-PATCHES.md #20).
-pub fn patiently<T, E>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        match f() {
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            result => return result,
-        }
-    }
-}
-
 /// Thaws the cgroup where it exists. Not through libcgroups: its v1 freezer creates the
 /// cgroup directory when it is missing.
 fn thaw(path: &Path) {
@@ -432,23 +419,6 @@ fn thaw(path: &Path) {
             }
         }
     }
-}
-
-/// The pid of the process holding the root lock (a create), if any.
-fn root_lock_holder(ctx: &Ctx) -> Option<i32> {
-    let path = ctx.root.join(".nvbind.lock");
-    // Opening and closing the file would release our own lock (delete inspects under it).
-    if FileLock::held_here(&path) {
-        return Some(std::process::id() as i32);
-    }
-    let file = fs::File::open(&path).ok()?;
-    // SAFETY: a zeroed flock is a valid "whole file" range; F_GETLK fills it in.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: fcntl on a valid, owned descriptor with a valid flock struct.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) };
-    (rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short).then_some(fl.l_pid)
 }
 
 #[cfg(test)]

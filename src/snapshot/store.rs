@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{backend_for, backend_of, io_err, validate_name, Backend, Kind, Result, SnapshotError};
-use crate::state_root::DirLock;
+use crate::state_root::lock::DirLock;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Meta {

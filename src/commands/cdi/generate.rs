@@ -178,7 +178,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         .collect();
     let specs = specs_for(&inventory, &opts, &mut warnings);
     for w in &warnings {
-        eprintln!("nvbind: warning: {w}");
+        crate::warning::warn(w);
     }
     if specs.is_empty() {
         let mut reasons: Vec<String> = inventory.absent.iter().map(|e| e.to_string()).collect();

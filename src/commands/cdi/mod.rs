@@ -9,6 +9,7 @@ pub mod generate;
 
 use self::generate::GenerateArgs;
 use crate::inject::{registry, spec_dirs};
+use crate::warning::warn;
 
 #[derive(Subcommand, Debug)]
 pub enum CdiCommand {
@@ -93,7 +94,7 @@ fn list(args: &ListArgs) -> Result<()> {
             println!("{d}");
         }
         for (f, e) in &errors {
-            eprintln!("nvbind: warning: {f}: {e}");
+            warn(format!("{f}: {e}"));
         }
     }
     if devices.is_empty() && !errors.is_empty() {

@@ -1,6 +1,9 @@
 //! Unit tests of src/lifecycle/halfmade.rs.
 
+use std::os::fd::AsRawFd;
+
 use super::*;
+use crate::state_root::lock::{root_lock_path, FileLock};
 
 fn ctx(root: &Path) -> Ctx {
     Ctx {
@@ -98,8 +101,8 @@ fn inspecting_under_the_root_lock_keeps_it() {
     Intent::new(&ctx, "c", Path::new("/b"), &Spec::default())
         .record(&ctx)
         .unwrap();
-    let lock_path = dir.path().join(".nvbind.lock");
-    let lock = crate::state_root::lock_root(&ctx).unwrap();
+    let lock_path = root_lock_path(dir.path());
+    let lock = ctx.lock_root().unwrap();
     assert!(locked_for_others(&lock_path));
     let Entry::HalfMade(h) = inspect(&ctx, "c").unwrap() else {
         panic!("not half-made")
@@ -111,7 +114,7 @@ fn inspecting_under_the_root_lock_keeps_it() {
         "inspect released the root lock"
     );
     // A nested guard's drop does not release the lock either.
-    drop(crate::state_root::lock_root(&ctx).unwrap());
+    drop(ctx.lock_root().unwrap());
     assert!(
         locked_for_others(&lock_path),
         "a nested guard released the root lock"
