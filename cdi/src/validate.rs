@@ -13,7 +13,8 @@ use crate::name::{self, NameError};
 use crate::spec::{ContainerEdits, DeviceNode, Hook, IntelRdt, Mount, Spec};
 use crate::version::{self, Version, VersionError};
 
-/// The OCI hook stages a CDI hook may name.
+/// The OCI hook stages: those a CDI hook may name, and those the runtime runs (`nvbind
+/// features` lists them).
 pub const HOOK_NAMES: [&str; 6] = [
     "prestart",
     "createRuntime",
@@ -42,7 +43,7 @@ pub enum Problem {
     Empty,
     #[error("path {0:?} is not absolute")]
     NotAbsolute(String),
-    #[error("invalid hook name {0:?}, expected one of prestart, createRuntime, createContainer, startContainer, poststart, poststop")]
+    #[error("invalid hook name {0:?}, expected one of {names}", names = HOOK_NAMES.join(", "))]
     HookName(String),
     #[error("invalid device type {0:?}, expected b, c, u or p")]
     NodeType(String),

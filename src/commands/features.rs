@@ -3,19 +3,11 @@
 
 use anyhow::Result;
 use libcontainer::syscall::linux::MountOption;
+use nvbind_cdi::validate::HOOK_NAMES;
 use serde_json::{json, Value};
 
 #[derive(clap::Args, Debug)]
 pub struct FeaturesArgs {}
-
-const HOOKS: [&str; 6] = [
-    "prestart",
-    "createRuntime",
-    "createContainer",
-    "startContainer",
-    "poststart",
-    "poststop",
-];
 
 const NAMESPACES: [&str; 8] = [
     "cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts",
@@ -83,7 +75,7 @@ pub fn features() -> Value {
     json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": oci_spec::runtime::VERSION,
-        "hooks": HOOKS,
+        "hooks": HOOK_NAMES,
         "mountOptions": MountOption::known_options(),
         "linux": {
             "namespaces": NAMESPACES,
