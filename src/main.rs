@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod criu;
+mod discovery;
 mod doctor;
 mod executor;
 mod inject;

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use nvbind_cdi::discover::{DiscoverError, HostFile, Inventory, VendorInventory};
 
-use super::cdi::generate::{requested_vendors, HostArgs, VendorArg};
+use crate::discovery::{requested_vendors, HostArgs, VendorArg};
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InfoFormat {

@@ -5,76 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-
-use nvbind_cdi::discover::amd::AmdDiscoverer;
-use nvbind_cdi::discover::intel::IntelDiscoverer;
-use nvbind_cdi::discover::nvidia::{NvidiaDiscoverer, NvmlSource};
-use nvbind_cdi::discover::{Discover, HostRoots, Inventory, Vendor};
 use nvbind_cdi::generate::{
     default_hook_path, render, render_all, specs_for, write_atomic, GenerateOptions, NameStrategy,
 };
 use nvbind_cdi::spec::{Format, Spec};
 
-/// Where discovery looks: the driver, /dev, /proc and /sys roots, and whether to use NVML.
-#[derive(Args, Debug, Clone)]
-pub struct HostArgs {
-    /// Root of the driver installation (libraries, binaries, firmware, ld.so.cache), e.g.
-    /// /run/nvidia/driver when the driver is installed in a container image
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub driver_root: PathBuf,
-    /// Root under which /dev is found [default: the driver root]
-    #[arg(long, value_name = "DIR")]
-    pub dev_root: Option<PathBuf>,
-    /// Root under which /proc is found (for chroots and test trees)
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub proc_root: PathBuf,
-    /// Root under which /sys is found (for chroots and test trees)
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub sys_root: PathBuf,
-    /// Do not load NVML (libnvidia-ml.so.1); find NVIDIA GPUs through /proc and /dev only
-    #[arg(long)]
-    pub no_nvml: bool,
-}
-
-impl HostArgs {
-    pub fn roots(&self) -> HostRoots {
-        HostRoots {
-            driver_root: self.driver_root.clone(),
-            dev_root: self
-                .dev_root
-                .clone()
-                .unwrap_or_else(|| self.driver_root.clone()),
-            proc_root: self.proc_root.clone(),
-            sys_root: self.sys_root.clone(),
-        }
-    }
-
-    /// Discover the given vendors (all when empty).
-    pub fn discover(&self, vendors: &[Vendor]) -> Inventory {
-        let nvidia = NvidiaDiscoverer {
-            nvml: if self.no_nvml {
-                NvmlSource::Disabled
-            } else {
-                NvmlSource::Load
-            },
-        };
-        let all: [&dyn Discover; 3] = [&nvidia, &AmdDiscoverer, &IntelDiscoverer];
-        let chosen: Vec<&dyn Discover> = all
-            .into_iter()
-            .filter(|d| vendors.is_empty() || vendors.contains(&d.vendor()))
-            .collect();
-        Inventory::collect(&self.roots(), &chosen)
-    }
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VendorArg {
-    Nvidia,
-    Amd,
-    Intel,
-    /// Every vendor whose driver is present
-    All,
-}
+use crate::discovery::{requested_vendors, HostArgs, VendorArg};
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FormatArg {
@@ -130,20 +66,6 @@ pub struct GenerateArgs {
 }
 
 /// The explicitly named vendors (empty for "all" or none given).
-pub fn requested_vendors(args: &[VendorArg]) -> Vec<Vendor> {
-    if args.contains(&VendorArg::All) {
-        return Vec::new();
-    }
-    args.iter()
-        .filter_map(|v| match v {
-            VendorArg::Nvidia => Some(Vendor::Nvidia),
-            VendorArg::Amd => Some(Vendor::Amd),
-            VendorArg::Intel => Some(Vendor::Intel),
-            VendorArg::All => None,
-        })
-        .collect()
-}
-
 pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let hook_path = args.hook_path.clone().unwrap_or_else(default_hook_path);
     if !hook_path.is_absolute() {
