@@ -17,7 +17,7 @@ use nix::sys::socket::{
 use protobuf::Message;
 use rust_criu::rust_criu_protobuf::rpc;
 
-use super::CriuError;
+use super::error::{first_error, CriuError};
 
 pub type NotifyError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -86,7 +86,7 @@ pub fn call(
                 // CRIU's errmsg is the first error it logged, which on these VMs is the
                 // harmless RLIMIT_NOFILE line; the log filter skips that one.
                 let first = match call.log {
-                    Some(log) => super::first_error(log),
+                    Some(log) => first_error(log),
                     None => format!("{} (errno {})", resp.cr_errmsg(), resp.cr_errno()),
                 };
                 return Err(failed(&call, "", first));

@@ -10,8 +10,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::backend::{
+    fs_magic, io_err, is_mount_point, Backend, Kind, Result, SnapshotError, BTRFS_MAGIC,
+};
 use super::copy::{self, swap_in};
-use super::{fs_magic, io_err, Backend, Kind, Result, SnapshotError, BTRFS_MAGIC};
 
 /// The inode number of every subvolume's root directory (BTRFS_FIRST_FREE_OBJECTID).
 const SUBVOLUME_ROOT_INO: u64 = 256;
@@ -128,7 +130,7 @@ impl Backend for Btrfs {
         rootfs: &Path,
         in_place: bool,
     ) -> Result<()> {
-        if in_place || super::is_mount_point(rootfs) {
+        if in_place || is_mount_point(rootfs) {
             return copy::Copy.rollback(snap, None, rootfs, true);
         }
         swap_in(

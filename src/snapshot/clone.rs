@@ -22,9 +22,11 @@ use anyhow::{bail, Context};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
+use super::backend::{fs_magic, Backend, HostRunner, Kind, BTRFS_MAGIC, ZFS_MAGIC};
 use super::btrfs::{is_subvolume, Btrfs};
+use super::choose::backend_of;
+use super::rootfs::spec_rootfs;
 use super::store::{Store, CLONES};
-use super::{backend_of, fs_magic, Backend, HostRunner, Kind, BTRFS_MAGIC, ZFS_MAGIC};
 use crate::state_root::Ctx;
 
 pub const FROM_ANNOTATION: &str = "org.nvbind.snapshot.from";
@@ -159,7 +161,7 @@ fn resolve_base(from: &str, bundle: &Path, spec: &Spec) -> anyhow::Result<PathBu
         }
         return Ok(path);
     }
-    let rootfs = super::spec_rootfs(spec, bundle)?;
+    let rootfs = spec_rootfs(spec, bundle)?;
     let store = Store::for_rootfs(&rootfs)?;
     let meta = store.get(from)?;
     Ok(store.data_of(&meta))

@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{io_err, Backend, Kind, Result};
+use super::backend::{io_err, is_mount_point, Backend, Kind, Result};
 
 pub struct Copy;
 
@@ -31,7 +31,7 @@ impl Backend for Copy {
         rootfs: &Path,
         in_place: bool,
     ) -> Result<()> {
-        if in_place || super::is_mount_point(rootfs) {
+        if in_place || is_mount_point(rootfs) {
             clear_dir(rootfs)?;
             copy_contents(snap, rootfs)?;
             return copy_attrs(

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
+use super::backend::{io_err, Backend, Kind, Result, SnapshotError};
 use super::copy::{self, copy_tree, remove_tree};
-use super::{io_err, Backend, Kind, Result, SnapshotError};
 
 const RECORD: &str = "overlay.json";
 

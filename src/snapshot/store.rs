@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{backend_for, backend_of, io_err, validate_name, Backend, Kind, Result, SnapshotError};
+use super::backend::{io_err, validate_name, Backend, Kind, Result, SnapshotError};
+use super::choose::{backend_for, backend_of};
 use crate::state_root::lock::DirLock;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Backend, Kind, Result, Runner, SnapshotError};
+use super::backend::{Backend, Kind, Result, Runner, SnapshotError};
 
 pub struct Zfs<R: Runner> {
     runner: R,

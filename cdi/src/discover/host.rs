@@ -6,7 +6,23 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use super::{DeviceNode, HostFile};
+use serde::Serialize;
+
+/// A character device node: `path` as the container sees it, `host_path` where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceNode {
+    pub path: PathBuf,
+    pub host_path: PathBuf,
+    pub major: u64,
+    pub minor: u64,
+}
+
+/// A file or directory to bind mount: `path` in the container, `host_path` on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostFile {
+    pub path: PathBuf,
+    pub host_path: PathBuf,
+}
 
 /// The four trees discovery reads.
 #[derive(Debug, Clone, PartialEq, Eq)]

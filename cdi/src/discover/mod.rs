@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use host::HostRoots;
+pub use host::{DeviceNode, HostFile, HostRoots};
 
 /// A GPU vendor, and the CDI kind its devices get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -86,22 +86,6 @@ impl fmt::Display for Method {
             Method::Sysfs => "sysfs",
         })
     }
-}
-
-/// A character device node: `path` as the container sees it, `host_path` where it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeviceNode {
-    pub path: PathBuf,
-    pub host_path: PathBuf,
-    pub major: u64,
-    pub minor: u64,
-}
-
-/// A file or directory to bind mount: `path` in the container, `host_path` on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HostFile {
-    pub path: PathBuf,
-    pub host_path: PathBuf,
 }
 
 /// A symlink for the `create-symlinks` hook: `link` (in the container) points to `target`.
