@@ -8,12 +8,16 @@
 //! running after us) does not inject twice.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{Context, Result};
+use libcontainer::container::builder::RootfsHook;
 use nvbind_atomic::{write_atomic, write_atomic_nosync};
 use nvbind_cdi::apply::RealHost;
 use nvbind_cdi::registry::{Registry, Trust};
 use nvbind_cdi::resolver::{spec_dirs_from_env, Resolver, ResolverConfig};
+use nvbind_cdi::rootfs::Root;
+use nvbind_cdi::steps::{self, RootfsSteps};
 use oci_spec::runtime::Spec;
 
 pub fn spec_dirs(flag: &[PathBuf]) -> Vec<PathBuf> {
@@ -46,6 +50,28 @@ impl Rollback {
     }
 }
 
+/// What injection made of a bundle.
+pub struct Injected {
+    /// The spec with the edits applied (the hooks nvbind does itself taken out).
+    pub spec: Spec,
+    pub rollback: Rollback,
+    /// The links and linker cache to make in the rootfs, in-process ([`rootfs_hook`]).
+    pub steps: RootfsSteps,
+}
+
+/// The in-process createContainer work: run by libcontainer in the container's init process
+/// on the prepared rootfs (the hooks the spec named are never executed).
+pub fn rootfs_hook(steps: RootfsSteps) -> RootfsHook {
+    Rc::new(move |rootfs: &Path| {
+        let root = Root::open(rootfs)?;
+        let report = steps.apply(&root)?;
+        for w in &report.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(())
+    })
+}
+
 /// Applies the requested devices to `config_path` and returns the spec as written, with the
 /// way back. None when nothing was requested (the registry is not even read: containers
 /// without GPUs pay nothing).
@@ -54,8 +80,8 @@ pub fn inject(
     config_path: &Path,
     original: &[u8],
     dirs: &[PathBuf],
-) -> Result<Option<(Spec, Rollback)>> {
-    let Some(resolution) = resolver(dirs)?
+) -> Result<Option<Injected>> {
+    let Some(mut resolution) = resolver(dirs)?
         .resolve(spec)
         .context("cannot inject the requested devices")?
     else {
@@ -64,6 +90,8 @@ pub fn inject(
     for w in &resolution.warnings {
         tracing::warn!("{w}");
     }
+    let steps =
+        steps::take(&mut resolution.edits).context("cannot inject the requested devices")?;
     let injected = resolution
         .apply(spec, &RealHost)
         .context("cannot inject the requested devices")?;
@@ -74,5 +102,9 @@ pub fn inject(
         path: config_path.to_path_buf(),
         original: original.to_vec(),
     };
-    Ok(Some((injected, rollback)))
+    Ok(Some(Injected {
+        spec: injected,
+        rollback,
+        steps,
+    }))
 }

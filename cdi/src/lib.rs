@@ -7,12 +7,15 @@ pub mod capabilities;
 pub mod discover;
 pub mod edits;
 pub mod generate;
+pub mod ldso;
 pub mod livecheck;
 pub mod name;
 pub mod registry;
 pub mod requests;
 pub mod resolver;
+pub mod rootfs;
 pub mod spec;
+pub mod steps;
 pub mod validate;
 pub mod version;
 

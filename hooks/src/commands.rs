@@ -10,14 +10,14 @@ use nvbind_cdi::requests::INJECTED_ANNOTATION;
 
 use crate::args::Args;
 use crate::container::Container;
-use crate::ldcache;
 use crate::live::{self, RulesOutcome, Target};
-use crate::options::{InjectOptions, ENV_LDCONFIG};
+use crate::options::InjectOptions;
 use crate::plan::LivePlan;
 use crate::resolve;
-use crate::rootfs::Root;
-use crate::symlinks::{self, Link};
 use crate::warning::warn;
+use nvbind_cdi::ldso::{self, LdRequest};
+use nvbind_cdi::rootfs::Root;
+use nvbind_cdi::steps::{self, Link};
 
 /// Prints what the live injection could not do.
 pub fn report(r: &live::Report) {
@@ -59,13 +59,12 @@ pub fn prestart(mut args: Args) -> Result<()> {
     if plan.is_empty() {
         return Ok(());
     }
-    let ldconfig = ldcache::find_ldconfig(opts.ldconfig.as_deref())?;
     let target = Target {
         rootfs: container.rootfs.clone(),
         pid: Some(pid),
         state_json: container.raw_state.clone(),
     };
-    let r = live::apply(&plan, &target, &ldconfig).with_context(|| {
+    let r = live::apply(&plan, &target).with_context(|| {
         format!(
             "injecting {} into container {}",
             resolution.names_line(),
@@ -76,26 +75,43 @@ pub fn prestart(mut args: Args) -> Result<()> {
     Ok(())
 }
 
-/// `update-ldcache --folder DIR...`: refresh the container's linker cache. Runs where the
-/// runtime runs a createContainer hook: in the container's mount namespace, before
-/// pivot_root, so the rootfs path from the bundle shows the container's mounts.
+/// `update-ldcache --folder DIR...`: refresh the container's linker cache, written by
+/// nvbind itself (no ldconfig is run). Runs where the runtime runs a createContainer hook:
+/// in the container's mount namespace, before pivot_root, so the rootfs path from the
+/// bundle shows the container's mounts. `--ldconfig-path` (nvidia-ctk's) is accepted and
+/// unused. The host driver's version, for CUDA forward compatibility, is that of the
+/// libcuda mounted in the folders.
 pub fn update_ldcache(mut args: Args) -> Result<()> {
     let folders: Vec<PathBuf> = args
         .values("--folder")?
         .into_iter()
         .map(PathBuf::from)
         .collect();
-    let explicit = args
-        .value("--ldconfig-path")?
-        .or(args.value("--ldconfig")?)
-        .or_else(|| std::env::var(ENV_LDCONFIG).ok())
-        .map(PathBuf::from);
+    let _ = args.value("--ldconfig-path")?;
+    let _ = args.value("--ldconfig")?;
     args.finish()?;
     let container = Container::read(std::io::stdin().lock())?;
-    let ldconfig = ldcache::find_ldconfig(explicit.as_deref())?;
     let root = Root::open(&container.rootfs)?;
-    ldcache::update(&root, &folders, &ldconfig)?;
+    let host_driver_version = mounted_driver_version(&root, &folders);
+    ldso::update(
+        &root,
+        &LdRequest {
+            folders,
+            host_driver_version,
+        },
+    )?;
     Ok(())
+}
+
+/// `X.Y.Z` of a `libcuda.so.X.Y.Z` (X at least 100) in one of `folders`.
+fn mounted_driver_version(root: &Root, folders: &[PathBuf]) -> Option<String> {
+    folders.iter().find_map(|f| {
+        root.read_dir(f).ok()?.into_iter().find_map(|(n, _)| {
+            let v = n.to_str()?.strip_prefix("libcuda.so.")?.to_string();
+            let major: u32 = v.split('.').next()?.parse().ok()?;
+            (v.contains('.') && major >= 100).then_some(v)
+        })
+    })
 }
 
 /// `create-symlinks --link TARGET::LINK...`: make links inside the rootfs.
@@ -108,8 +124,8 @@ pub fn create_symlinks(mut args: Args) -> Result<()> {
     args.finish()?;
     let container = Container::read(std::io::stdin().lock())?;
     let root = Root::open(&container.rootfs)?;
-    let outcomes = symlinks::create(&root, &links)?;
-    for w in symlinks::kept_warnings(&links, &outcomes) {
+    let outcomes = steps::create_links(&root, &links)?;
+    for w in steps::kept_warnings(&links, &outcomes) {
         warn(&w);
     }
     Ok(())

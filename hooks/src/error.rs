@@ -9,10 +9,9 @@ use nvbind_cdi::apply::ApplyError;
 
 use crate::cgroup::CgroupError;
 use crate::devbpf::BpfError;
-use crate::ldcache::LdError;
 use crate::nsenter::NsError;
-use crate::rootfs::RootError;
-use crate::symlinks::LinkError;
+use nvbind_cdi::rootfs::RootError;
+use nvbind_cdi::steps::StepError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -70,9 +69,7 @@ pub enum LiveError {
     #[error(transparent)]
     Bpf(#[from] BpfError),
     #[error(transparent)]
-    Ld(#[from] LdError),
-    #[error(transparent)]
-    Link(#[from] LinkError),
+    Steps(#[from] StepError),
     #[error("CDI hook {path}: cannot run it")]
     HookSpawn {
         path: PathBuf,

@@ -8,8 +8,8 @@
 //!    read-only (per its options), private mount tree; a missing source fails here;
 //! 2. in the container's mount namespace (a thread that `setns`es, see [`crate::nsenter`]):
 //!    device nodes are made (`mknodat`, type/major/minor/mode of the host node), the trees
-//!    attached on targets resolved beneath the rootfs, the `create-symlinks` links made;
-//!    then, from the host, the linker cache is refreshed (`ldconfig -r /proc/PID/root/...`);
+//!    attached on targets resolved inside the rootfs, then the links and the linker cache
+//!    made by nvbind itself through the container's root (no ldconfig is run);
 //! 3. the device cgroup gets the allow rules: v1 `devices.allow`, or on a v2-only host the
 //!    runtime's eBPF device program extended ([`crate::devbpf`]).
 //!
@@ -29,12 +29,10 @@ use oci_spec::runtime::{Hook as OciHook, LinuxDevice, LinuxDeviceType, Mount as 
 use crate::cgroup::{self, DeviceCgroup};
 use crate::devbpf;
 use crate::error::LiveError;
-use crate::ldcache;
 use crate::mountapi;
 use crate::nsenter::{self, Namespace};
 use crate::plan::{LivePlan, Stage};
-use crate::rootfs::Root;
-use crate::symlinks;
+use nvbind_cdi::rootfs::Root;
 
 /// The container to inject into.
 #[derive(Debug, Clone)]
@@ -295,12 +293,12 @@ fn inside(
             source,
         })?;
     }
-    let outcomes = symlinks::create(root, &plan.links)?;
-    Ok(symlinks::kept_warnings(&plan.links, &outcomes))
+    // The links and the linker cache, through the root's fd as the container's root user.
+    Ok(plan.steps.apply(root)?.warnings)
 }
 
 /// Applies `plan` to the running container `target`.
-pub fn apply(plan: &LivePlan, target: &Target, ldconfig: &Path) -> Result<Report, LiveError> {
+pub fn apply(plan: &LivePlan, target: &Target) -> Result<Report, LiveError> {
     if let Some(pid) = target.pid {
         nsenter::check_container_pid(pid)?;
     }
@@ -351,12 +349,6 @@ pub fn apply(plan: &LivePlan, target: &Target, ldconfig: &Path) -> Result<Report
         }
         inside(plan, &root, prepared, bind_devices)
     })??);
-    // ldconfig -r chroots into the rootfs by path; /proc/PID/root/... takes it into the
-    // container's mount tree from here, so the host's ldconfig runs in the host's namespace
-    // and never a binary of the container's.
-    if plan.refresh_ldcache {
-        ldcache::update(&root, &plan.ld_folders, ldconfig)?;
-    }
     if plan.hooks.iter().any(|(s, _)| *s == Stage::CreateContainer) {
         nsenter::run_in(ns, || {
             for (stage, h) in &plan.hooks {

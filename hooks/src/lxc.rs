@@ -22,8 +22,8 @@ use crate::cgroup::{lxc_allow_key, rule_line};
 use crate::live::{self, Target};
 use crate::options::InjectOptions;
 use crate::plan::LivePlan;
+use crate::resolve;
 use crate::warning::warn;
-use crate::{ldcache, resolve};
 
 /// The config keys read (`key = value`), following `lxc.include` of files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -189,7 +189,6 @@ pub fn run(mut args: Args) -> Result<()> {
     let Some((names, plan)) = plan_for(request_env(&devices, &config), &opts)? else {
         return Ok(());
     };
-    let ldconfig = ldcache::find_ldconfig(opts.ldconfig.as_deref())?;
     let state = serde_json::json!({
         "ociVersion": "1.0.2",
         "id": name,
@@ -201,7 +200,7 @@ pub fn run(mut args: Args) -> Result<()> {
         pid: None,
         state_json: state.to_string().into_bytes(),
     };
-    let r = live::apply(&plan, &target, &ldconfig)
+    let r = live::apply(&plan, &target)
         .with_context(|| format!("injecting {} into LXC container {name}", names.join(",")))?;
     for w in &r.warnings {
         warn(w);

@@ -20,7 +20,6 @@ mod commands;
 mod container;
 mod devbpf;
 mod error;
-mod ldcache;
 mod live;
 mod lxc;
 mod lxc_devices;
@@ -29,8 +28,6 @@ mod nsenter;
 mod options;
 mod plan;
 mod resolve;
-mod rootfs;
-mod symlinks;
 mod warning;
 
 use std::path::Path;
@@ -44,16 +41,16 @@ pub const DOCKER_HOOK_NAME: &str = "nvidia-container-runtime-hook";
 
 const USAGE: &str = "usage: nvbind-hook SUBCOMMAND [OPTIONS]
   prestart | create-runtime   OCI hook: inject the requested GPUs (state JSON on stdin)
-      [--cdi-spec-dir DIR]... [--driver-root DIR] [--ldconfig PATH]
-  update-ldcache --folder DIR...          OCI createContainer hook: ldconfig -r ROOTFS
+      [--cdi-spec-dir DIR]... [--driver-root DIR]
+  update-ldcache --folder DIR...          OCI createContainer hook: the container's
+                                          ld.so.cache, written by nvbind (no ldconfig)
   create-symlinks --link TARGET::LINK...  OCI createContainer hook: links in the rootfs
   resolve [--bundle DIR] [--cdi-spec-dir DIR]... [--driver-root DIR]
                                           print what the bundle's requests resolve to (JSON)
   lxc [--device NAME]...                  lxc.hook.mount hook
   lxc-config --device NAME...             print the LXC config lines for these devices
   lxc-devices [--device NAME]...          lxc.hook.start-host hook: device rules at each start
-environment: NVBIND_CDI_SPEC_DIRS (colon-separated), NVBIND_DRIVER_ROOT, NVBIND_CDI_STALE_SPECS,
-  NVBIND_LDCONFIG";
+environment: NVBIND_CDI_SPEC_DIRS (colon-separated), NVBIND_DRIVER_ROOT, NVBIND_CDI_STALE_SPECS";
 
 /// What to run: the subcommand and its arguments.
 fn dispatch(argv: &[String]) -> Option<(String, Vec<String>)> {

@@ -5,7 +5,7 @@
 //! container's process and runs the closure there. The rest of the hook stays in the host
 //! namespace, and so does anything it opened before: file descriptors and detached mount
 //! trees made on the host can be attached inside the container from that thread.
-//! Processes spawned from the thread (ldconfig) inherit its namespace.
+//! Processes spawned from the thread (a CDI spec's hooks) inherit its namespace.
 
 use std::fs::File;
 use std::os::fd::AsFd;

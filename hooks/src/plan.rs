@@ -1,23 +1,24 @@
 //! What CDI container edits add to a container, as OCI entries: the plan [`crate::live`]
 //! carries out on a running container.
 //!
-//! The edits go through the same code as in the runtime: [`nvbind_cdi::apply::apply`]
-//! applies them to a copy of the container's config with its own devices, mounts, hooks and
-//! device rules removed, so everything in the result is what the edits add (device nodes
-//! filled in from the host, cgroup rules, mounts ordered by depth, hooks by stage). Hooks of
-//! our own (`update-ldcache`, `create-symlinks`, also as nvidia-ctk spells them) become steps
-//! of the plan instead of processes.
+//! The edits go through the same code as in the runtime: the hooks nvbind does itself
+//! (`update-ldcache`, `create-symlinks`, `enable-cuda-compat`, also as the NVIDIA toolkit's
+//! binaries spell them) become [`RootfsSteps`] ([`nvbind_cdi::steps::take`]), and
+//! [`nvbind_cdi::apply::apply`] applies the rest to a copy of the container's config with its
+//! own devices, mounts, hooks and device rules removed, so everything in the result is what
+//! the edits add (device nodes filled in from the host, cgroup rules, mounts ordered by
+//! depth, hooks by stage).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nvbind_cdi::apply::{apply as apply_edits, HostDevices};
 use nvbind_cdi::spec::ContainerEdits;
+use nvbind_cdi::steps::{self, RootfsSteps};
 use oci_spec::runtime::{
     Hook as OciHook, LinuxDevice, LinuxDeviceCgroup, Mount as OciMount, Spec as OciSpec,
 };
 
 use crate::error::LiveError;
-use crate::symlinks::Link;
 
 /// An OCI hook stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,56 +40,18 @@ pub struct LivePlan {
     pub device_sources: Vec<(PathBuf, PathBuf)>,
     pub rules: Vec<LinuxDeviceCgroup>,
     pub mounts: Vec<OciMount>,
-    /// From `create-symlinks` hooks (ours or nvidia-ctk's), done in-process.
-    pub links: Vec<Link>,
-    /// From `update-ldcache` hooks and the directories of mounted libraries.
-    pub ld_folders: Vec<PathBuf>,
-    /// Whether the linker cache must be refreshed.
-    pub refresh_ldcache: bool,
+    /// The links and linker cache, done in-process in the container's root.
+    pub steps: RootfsSteps,
     /// Other hooks, run as processes.
     pub hooks: Vec<(Stage, OciHook)>,
     /// Edits a running container cannot take, for the caller to report.
     pub notes: Vec<String>,
 }
 
-/// Binaries whose `update-ldcache`/`create-symlinks` hooks are done in-process.
-const OWN_HOOKS: [&str; 4] = [
-    "nvbind-hook",
-    "nvidia-container-runtime-hook",
-    "nvidia-ctk",
-    "nvidia-cdi-hook",
-];
-
-/// A hook of ours: (subcommand, its arguments).
+/// A hook of the binaries whose other work nvbind does itself: (subcommand, arguments).
 fn own_subcommand(h: &OciHook) -> Option<(String, Vec<String>)> {
-    let name = h.path().file_name()?.to_str()?;
-    if !OWN_HOOKS.contains(&name) {
-        return None;
-    }
     let args = h.args().clone().unwrap_or_default();
-    let mut rest: &[String] = args.get(1..).unwrap_or(&[]);
-    if rest.first().map(String::as_str) == Some("hook") {
-        rest = &rest[1..];
-    }
-    let (sub, tail) = rest.split_first()?;
-    Some((sub.clone(), tail.to_vec()))
-}
-
-/// Values of `--flag V` / `--flag=V` in `args`.
-pub fn flag_values(args: &[String], flag: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    let eq = format!("{flag}=");
-    while let Some(a) = it.next() {
-        if a == flag {
-            if let Some(v) = it.next() {
-                out.push(v.clone());
-            }
-        } else if let Some(v) = a.strip_prefix(&eq) {
-            out.push(v.to_string());
-        }
-    }
-    out
+    steps::own_subcommand(&h.path().to_string_lossy(), &args)
 }
 
 /// The container's config without devices, mounts, hooks and device rules: what remains
@@ -106,12 +69,6 @@ fn stripped(config: &OciSpec) -> OciSpec {
     base
 }
 
-fn is_library(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.contains(".so"))
-}
-
 impl LivePlan {
     /// Resolves `edits` against the host (the shared [`apply_edits`]) for `config`.
     pub fn new(
@@ -120,8 +77,12 @@ impl LivePlan {
         host: &dyn HostDevices,
     ) -> Result<LivePlan, LiveError> {
         let base = stripped(config);
+        let mut edits = edits.clone();
+        let steps = steps::take(&mut edits)?;
+        let edits = &edits;
         let out = apply_edits(edits, &base, host)?;
         let mut plan = LivePlan {
+            steps,
             device_sources: edits
                 .device_nodes
                 .iter()
@@ -147,14 +108,6 @@ impl LivePlan {
             }
         }
         plan.mounts = out.mounts().clone().unwrap_or_default();
-        for m in &plan.mounts {
-            if m.source().as_deref().is_some_and(is_library) {
-                if let Some(dir) = m.destination().parent() {
-                    plan.ld_folders.push(dir.to_path_buf());
-                }
-            }
-        }
-        plan.refresh_ldcache = !plan.ld_folders.is_empty();
         if !edits.additional_gids.is_empty() {
             plan.notes
                 .push("additionalGids edits are not applied to a running container".into());
@@ -180,19 +133,6 @@ impl LivePlan {
 
     fn add_hook(&mut self, stage: Stage, h: &OciHook) -> Result<(), LiveError> {
         match own_subcommand(h) {
-            Some((sub, args)) if sub == "update-ldcache" => {
-                self.refresh_ldcache = true;
-                self.ld_folders.extend(
-                    flag_values(&args, "--folder")
-                        .into_iter()
-                        .map(PathBuf::from),
-                );
-            }
-            Some((sub, args)) if sub == "create-symlinks" => {
-                for l in flag_values(&args, "--link") {
-                    self.links.push(Link::parse(&l)?);
-                }
-            }
             Some((sub, _)) => self.notes.push(format!(
                 "hook {} {sub}: not needed when injecting into a running container; skipped",
                 h.path().display()
@@ -213,8 +153,7 @@ impl LivePlan {
     pub fn is_empty(&self) -> bool {
         self.devices.is_empty()
             && self.mounts.is_empty()
-            && self.links.is_empty()
-            && !self.refresh_ldcache
+            && self.steps.is_empty()
             && self.hooks.is_empty()
     }
 }
@@ -222,15 +161,6 @@ impl LivePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flags() {
-        let a: Vec<String> = ["--folder", "/a", "--folder=/b", "--x", "--folder"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(flag_values(&a, "--folder"), ["/a", "/b"]);
-    }
 
     #[test]
     fn own_hooks_are_recognised() {
@@ -242,17 +172,9 @@ mod tests {
         };
         let h = mk(
             "/usr/bin/nvidia-ctk",
-            &["nvidia-ctk", "hook", "update-ldcache", "--folder", "/x"],
+            &["nvidia-ctk", "hook", "chmod", "--mode", "755"],
         );
-        assert_eq!(
-            own_subcommand(&h),
-            Some((
-                "update-ldcache".into(),
-                vec!["--folder".into(), "/x".into()]
-            ))
-        );
-        let h = mk("/usr/bin/nvbind-hook", &["nvbind-hook", "create-symlinks"]);
-        assert_eq!(own_subcommand(&h).unwrap().0, "create-symlinks");
+        assert_eq!(own_subcommand(&h).unwrap().0, "chmod");
         assert_eq!(own_subcommand(&mk("/bin/true", &["true", "x"])), None);
     }
 }

@@ -48,14 +48,18 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
     intent.check_cgroup_unused()?;
     intent.record(ctx)?;
 
-    let (mut spec, rollback) = match crate::inject::inject(
+    let (mut spec, rollback, rootfs_hook) = match crate::inject::inject(
         &bundle.spec,
         &bundle.config_path,
         &bundle.original,
         &ctx.cdi_spec_dirs,
     ) {
-        Ok(Some((injected, rollback))) => (injected, Some(rollback)),
-        Ok(None) => (bundle.spec, None),
+        Ok(Some(i)) => (
+            i.spec,
+            Some(i.rollback),
+            (!i.steps.is_empty()).then(|| crate::inject::rootfs_hook(i.steps)),
+        ),
+        Ok(None) => (bundle.spec, None, None),
         Err(e) => {
             Intent::forget(ctx, &opts.id);
             return Err(e);
@@ -83,7 +87,11 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
         }
     };
 
-    let built = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
+    let mut base = ContainerBuilder::new(opts.id.clone(), SyscallType::default());
+    if let Some(hook) = rootfs_hook {
+        base = base.with_rootfs_hook(hook);
+    }
+    let built = base
         .with_executor(NvbindExecutor::new(!opts.no_new_keyring, &opts.id))
         .with_root_path(ctx.root.clone())
         .and_then(|b| b.with_pid_file(opts.pid_file.as_ref()))

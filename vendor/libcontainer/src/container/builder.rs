@@ -1,5 +1,6 @@
 use std::os::fd::{OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use oci_spec::runtime::Spec;
 
@@ -30,6 +31,10 @@ pub struct ContainerBuilder {
     /// The function that actually runs on the container init process. Default
     /// is to execute the specified command in the oci spec.
     pub(super) executor: Box<dyn Executor>,
+    /// Work the runtime does itself inside the prepared rootfs (nvbind: the linker cache
+    /// and library links of injected GPUs), in the init process, where createContainer
+    /// hooks run.
+    pub(super) rootfs_hook: Option<RootfsHook>,
     // RawFd set to stdin of the container init process.
     pub stdin: Option<OwnedFd>,
     // RawFd set to stdout of the container init process.
@@ -37,6 +42,10 @@ pub struct ContainerBuilder {
     // RawFd set to stderr of the container init process.
     pub stderr: Option<OwnedFd>,
 }
+
+/// A function run in the container's init process on the prepared rootfs
+/// ([`ContainerBuilder::with_rootfs_hook`]).
+pub type RootfsHook = Rc<dyn Fn(&Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>>>;
 
 /// Builder that can be used to configure the common properties of
 /// either a init or a tenant container
@@ -83,6 +92,7 @@ impl ContainerBuilder {
             preserve_fds: 0,
             runtime_fds: Vec::new(),
             executor: workload::default::get_executor(),
+            rootfs_hook: None,
             stdin: None,
             stdout: None,
             stderr: None,
@@ -259,6 +269,16 @@ impl ContainerBuilder {
     /// process closes before anything else, so the container's init never inherits them.
     pub fn with_runtime_fds(mut self, fds: Vec<RawFd>) -> Self {
         self.runtime_fds = fds;
+        self
+    }
+
+    /// Sets a function run in the container's init process with the rootfs path, after the
+    /// rootfs is prepared (mounts, devices) and the prestart/createRuntime hooks ran, right
+    /// before the createContainer hooks and pivot_root; its error fails the create. It does
+    /// in-process what a createContainer hook would do from a separate executable (so no
+    /// program is executed with input the container controls). Init containers only.
+    pub fn with_rootfs_hook(mut self, hook: RootfsHook) -> Self {
+        self.rootfs_hook = Some(hook);
         self
     }
 

@@ -52,6 +52,8 @@ pub(super) struct ContainerBuilderImpl {
     pub detached: bool,
     /// Default executes the specified execution of a generic command
     pub executor: Box<dyn Executor>,
+    /// Run in the init process on the prepared rootfs (init containers).
+    pub rootfs_hook: Option<crate::container::builder::RootfsHook>,
     /// If do not use pivot root to jail process inside rootfs
     pub no_pivot: bool,
     // RawFd set to stdin of the container init process.
@@ -187,6 +189,7 @@ impl ContainerBuilderImpl {
             cgroup_config,
             detached: self.detached,
             executor: self.executor.clone(),
+            rootfs_hook: self.rootfs_hook.clone(),
             no_pivot: self.no_pivot,
             stdin: self.stdin.as_ref().map(|x| x.as_raw_fd()),
             stdout: self.stdout.as_ref().map(|x| x.as_raw_fd()),

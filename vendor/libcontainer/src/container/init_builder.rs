@@ -127,6 +127,7 @@ impl InitContainerBuilder {
             runtime_fds: self.base.runtime_fds,
             detached: self.detached,
             executor: self.base.executor,
+            rootfs_hook: self.base.rootfs_hook,
             no_pivot: self.no_pivot,
             stdin: self.base.stdin,
             stdout: self.base.stdout,

@@ -284,6 +284,7 @@ impl TenantContainerBuilder {
             container: None,
             preserve_fds: self.base.preserve_fds,
             runtime_fds: self.base.runtime_fds,
+            rootfs_hook: None,
             detached: self.detached,
             executor: self.base.executor,
             no_pivot: false,

@@ -44,6 +44,8 @@ pub struct ContainerArgs {
     pub detached: bool,
     /// Manage the functions that actually run on the container
     pub executor: Box<dyn Executor>,
+    /// Run in the init process on the prepared rootfs, before the createContainer hooks.
+    pub rootfs_hook: Option<crate::container::builder::RootfsHook>,
     /// If do not use pivot root to jail process inside rootfs
     pub no_pivot: bool,
     // RawFd set to stdin of the container init process.

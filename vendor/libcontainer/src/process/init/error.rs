@@ -32,6 +32,8 @@ pub enum InitProcessError {
     Tty(#[source] tty::TTYError),
     #[error("failed to run hooks")]
     Hooks(#[from] hooks::HookError),
+    #[error("{0}")]
+    RootfsHook(String),
     #[error("failed to prepare rootfs")]
     RootFS(#[source] rootfs::RootfsError),
     #[error("failed syscall")]

@@ -95,13 +95,24 @@ pub fn container_init_process(
                 InitProcessError::RootFS(err)
             })?;
 
-        if let Some(hooks) = ctx.hooks {
+        if ctx.hooks.is_some() {
             // send a request to the main process to run prestart and create_runtime hooks.
             // prestart and create_runtime hook needs to be called after the namespace setup, but
             // before pivot_root is called. This runs in the runtime(not container) namespaces.
             main_sender.hook_request()?;
             init_receiver.wait_for_hook_request_done()?;
+        }
 
+        // nvbind: the runtime's own work on the prepared rootfs, where createContainer hooks
+        // run (in the container's namespaces, before pivot_root), without executing anything.
+        if let Some(rootfs_hook) = &args.rootfs_hook {
+            rootfs_hook(ctx.rootfs).map_err(|err| {
+                tracing::error!(?err, "the runtime's rootfs hook failed");
+                InitProcessError::RootfsHook(err.to_string())
+            })?;
+        }
+
+        if let Some(hooks) = ctx.hooks {
             // create_container hook needs to be called after the namespace setup, but
             // before pivot_root is called. This runs in the container namespaces.
             hooks::run_hooks(

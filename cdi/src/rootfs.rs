@@ -1,11 +1,10 @@
-//! Path operations confined to a container rootfs.
+//! Path operations confined to a container rootfs, for the runtime and nvbind-hook alike.
 //!
-//! Every lookup goes through `openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`
-//! from a directory fd on the rootfs: a `..` that climbs above the rootfs, an absolute
-//! symlink, or a `/proc/*/fd` style magic link anywhere on the path makes the kernel refuse
-//! the lookup (`EXDEV`/`ELOOP`), so a hostile image cannot point a hook at a host file.
-//! Absolute symlinks are refused even when the path they name would lie inside the rootfs:
-//! followed on the host, such a link leaves the rootfs, and that is the attack.
+//! Every lookup goes through `openat2(2)` with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`
+//! from a directory fd on the rootfs: the kernel resolves the path as if the rootfs were
+//! `/` (an absolute symlink starts again at the rootfs, `..` stops at it), the way the
+//! container itself will see it, and refuses `/proc/*/fd`-style magic links (`ELOOP`). A
+//! hostile image can point its paths anywhere it likes: they all land inside its rootfs.
 //!
 //! New entries are always created with a single-component name relative to an fd of their
 //! already resolved parent directory, so creation never follows a link either.
@@ -16,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fstat, Mode, SFlag};
+use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
 
 /// Errors of rootfs-confined path operations. Paths are as the container sees them.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +26,7 @@ pub enum RootError {
         #[source]
         source: Errno,
     },
-    #[error("refusing {path}: it resolves outside the container rootfs (through `..` or an absolute or /proc symlink)")]
+    #[error("refusing {path}: it resolves through a /proc magic link (or a loop of symlinks) in the container rootfs")]
     Escapes { path: PathBuf },
     #[error("invalid container path {path:?}: it must name an entry, not `/`, `.` or `..`")]
     NoName { path: PathBuf },
@@ -79,7 +78,7 @@ pub struct Root {
 fn how(flags: OFlag) -> OpenHow {
     OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
 }
 
 /// `path` with its leading `/` removed, so that it is relative to the rootfs; `/` becomes `.`.
@@ -301,6 +300,139 @@ impl Root {
         }
     }
 
+    /// `fstat` of what `path` resolves to (symlinks followed inside the rootfs).
+    pub fn stat(&self, path: &Path) -> Result<FileStat, RootError> {
+        let fd = self.open_at(path, OFlag::O_PATH)?;
+        fstat(fd.as_raw_fd()).map_err(|source| RootError::Io {
+            op: "stat",
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The names in directory `path` with their `d_type` kinds ([`Kind::Other`] when the
+    /// filesystem does not say), `.` and `..` left out, in no particular order.
+    pub fn read_dir(&self, path: &Path) -> Result<Vec<(std::ffi::OsString, Kind)>, RootError> {
+        use nix::dir::{Dir, Type};
+        use std::os::unix::ffi::OsStrExt;
+        let fd = self.open_at(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        let mut dir = Dir::from_fd(fd.as_raw_fd()).map_err(|source| RootError::Io {
+            op: "read directory",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // Dir closes the fd it was given.
+        std::mem::forget(fd);
+        let mut out = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|source| RootError::Io {
+                op: "read directory",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let kind = match entry.file_type() {
+                Some(Type::Directory) => Kind::Dir,
+                Some(Type::File) => Kind::File,
+                Some(Type::Symlink) => Kind::Symlink,
+                Some(Type::CharacterDevice) => Kind::CharDevice,
+                Some(Type::BlockDevice) => Kind::BlockDevice,
+                _ => Kind::Other,
+            };
+            out.push((name.to_os_string(), kind));
+        }
+        Ok(out)
+    }
+
+    /// Opens the regular file (or what a symlink inside the rootfs leads to) `path` for
+    /// reading.
+    pub fn open_read(&self, path: &Path) -> Result<std::fs::File, RootError> {
+        Ok(std::fs::File::from(
+            self.open_at(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?,
+        ))
+    }
+
+    /// Replaces the regular file `path` with `data` (mode `mode`): a new file next to it,
+    /// renamed over it, so a reader sees the old contents or the new, never a mix.
+    pub fn replace_file(&self, path: &Path, data: &[u8], mode: u32) -> Result<(), RootError> {
+        use std::io::Write;
+        let (parent, name) = self.parent_of(path)?;
+        let tmp = temp_name(name);
+        let fd = nix::fcntl::openat(
+            Some(parent.as_raw_fd()),
+            tmp.as_os_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(|e| Self::map(path, "write", e))?;
+        // SAFETY: openat just returned this fd; the File owns it from here on.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        let unlink = || {
+            let _ = nix::unistd::unlinkat(
+                Some(parent.as_raw_fd()),
+                tmp.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        };
+        let written = file
+            .write_all(data)
+            .and_then(|_| file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode)));
+        if let Err(e) = written {
+            unlink();
+            return Err(RootError::Io {
+                op: "write",
+                path: path.to_path_buf(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            });
+        }
+        nix::fcntl::renameat(
+            Some(parent.as_raw_fd()),
+            tmp.as_os_str(),
+            Some(parent.as_raw_fd()),
+            name,
+        )
+        .map_err(|e| {
+            unlink();
+            Self::map(path, "replace", e)
+        })
+    }
+
+    /// Makes `link` a symlink to `target`, replacing a symlink already there (never
+    /// anything else: a file or directory at `link` is left and `Ok(false)` returned).
+    pub fn replace_symlink(&self, target: &Path, link: &Path) -> Result<bool, RootError> {
+        let (parent, name) = self.parent_of(link)?;
+        match nix::sys::stat::fstatat(
+            Some(parent.as_raw_fd()),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) if Kind::of_mode(st.st_mode) != Kind::Symlink => return Ok(false),
+            Ok(_) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(Self::map(link, "stat", e)),
+        }
+        let tmp = temp_name(name);
+        nix::unistd::symlinkat(target, Some(parent.as_raw_fd()), tmp.as_os_str())
+            .map_err(|e| Self::map(link, "create symlink", e))?;
+        nix::fcntl::renameat(
+            Some(parent.as_raw_fd()),
+            tmp.as_os_str(),
+            Some(parent.as_raw_fd()),
+            name,
+        )
+        .map_err(|e| {
+            let _ = nix::unistd::unlinkat(
+                Some(parent.as_raw_fd()),
+                tmp.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            Self::map(link, "replace symlink", e)
+        })?;
+        Ok(true)
+    }
+
     /// Creates symlink `link` -> `target`. Returns false when `link` already exists (left
     /// as it is).
     pub fn symlink(&self, target: &Path, link: &Path) -> Result<bool, RootError> {
@@ -311,6 +443,20 @@ impl Root {
             Err(e) => Err(Self::map(link, "create symlink", e)),
         }
     }
+}
+
+/// `.NAME.nvbind-PID-N`: a name next to `name` for a file about to be renamed over it.
+fn temp_name(name: &OsStr) -> std::ffi::OsString {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut t = std::ffi::OsString::from(".");
+    t.push(name);
+    t.push(format!(
+        ".nvbind-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    t
 }
 
 /// `fstat` of an fd, as a [`Kind`].
@@ -368,43 +514,101 @@ mod tests {
     }
 
     #[test]
-    fn dotdot_escape_is_refused() {
+    fn dotdot_stops_at_the_rootfs() {
         let (d, r) = tree();
-        for p in ["../../etc/x", "/usr/../../x", "../x"] {
-            let err = r.symlink(Path::new("t"), Path::new(p)).unwrap_err();
-            assert!(matches!(err, RootError::Escapes { .. }), "{p}: {err}");
+        for (p, lands) in [
+            ("../../etc/x", "etc/x"),
+            ("/usr/../../y", "y"),
+            ("../z", "z"),
+        ] {
+            assert!(r.symlink(Path::new("t"), Path::new(p)).unwrap(), "{p}");
+            assert!(r.path().join(lands).is_symlink(), "{p}");
         }
-        assert!(!d.path().join("x").exists());
-        // `..` that stays inside is fine.
-        r.symlink(Path::new("t"), Path::new("/usr/lib/../y"))
-            .unwrap();
-        assert!(r.path().join("usr/y").is_symlink());
+        assert!(!d.path().join("y").exists() && !d.path().join("z").exists());
     }
 
     #[test]
-    fn absolute_and_escaping_symlinks_are_refused() {
+    fn absolute_and_escaping_symlinks_resolve_inside_the_rootfs() {
         let (d, r) = tree();
         let outside = d.path().join("outside");
         std::fs::create_dir(&outside).unwrap();
         symlink(&outside, r.path().join("usr/abs")).unwrap();
-        symlink("../../outside", r.path().join("usr/rel")).unwrap();
+        symlink("../../../../../../outside", r.path().join("usr/rel")).unwrap();
         symlink("/usr/lib", r.path().join("usr/abs_inside")).unwrap();
-        for p in [
-            "/usr/abs/x",
-            "/usr/rel/x",
-            "/usr/abs_inside/x",
-            "/usr/abs/new/dir/x",
-        ] {
-            let err = r.symlink(Path::new("t"), Path::new(p)).unwrap_err();
-            assert!(matches!(err, RootError::Escapes { .. }), "{p}: {err}");
-            let err = r.mount_target(Path::new(p), false).unwrap_err();
-            assert!(matches!(err, RootError::Escapes { .. }), "{p}: {err}");
-        }
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
-        // A relative link that stays inside is followed.
-        symlink("lib", r.path().join("usr/lib64")).unwrap();
-        r.mount_target(Path::new("/usr/lib64/f"), false).unwrap();
+        // Followed as the container would: `outside` is a path inside the rootfs, missing
+        // there for now (a dangling link is not created through)...
+        let inside_outside = r.path().join(outside.strip_prefix("/").unwrap());
+        assert!(r.mount_target(Path::new("/usr/abs/x"), false).is_err());
+        std::fs::create_dir_all(&inside_outside).unwrap();
+        r.mount_target(Path::new("/usr/abs/x"), false).unwrap();
+        assert!(inside_outside.join("x").is_file());
+        std::fs::create_dir(r.path().join("outside")).unwrap();
+        r.symlink(Path::new("t"), Path::new("/usr/rel/x")).unwrap();
+        assert!(r.path().join("outside/x").is_symlink());
+        r.mount_target(Path::new("/usr/abs_inside/f"), false)
+            .unwrap();
         assert!(r.path().join("usr/lib/f").is_file());
+        r.replace_file(Path::new("/usr/abs/new/dir/c"), b"c", 0o644)
+            .unwrap();
+        assert_eq!(
+            std::fs::read(inside_outside.join("new/dir/c")).unwrap(),
+            b"c"
+        );
+        // Nothing reached the host's `outside`.
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn magic_links_are_refused() {
+        // The host's own /proc as the "rootfs": /proc/self/root is a magic link.
+        let r = Root::open(Path::new("/")).unwrap();
+        let err = r.stat(Path::new("/proc/self/root/etc")).unwrap_err();
+        assert!(matches!(err, RootError::Escapes { .. }), "{err}");
+        let err = r.open_read(Path::new("/proc/self/cwd/x")).unwrap_err();
+        assert!(matches!(err, RootError::Escapes { .. }), "{err}");
+    }
+
+    #[test]
+    fn replacing_files_and_links() {
+        let (_d, r) = tree();
+        r.replace_file(Path::new("/etc/ld.so.cache"), b"one", 0o644)
+            .unwrap();
+        r.replace_file(Path::new("/etc/ld.so.cache"), b"two", 0o644)
+            .unwrap();
+        assert_eq!(
+            std::fs::read(r.path().join("etc/ld.so.cache")).unwrap(),
+            b"two"
+        );
+        let names: Vec<_> = r
+            .read_dir(Path::new("/etc"))
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["ld.so.cache"], "no temp file left");
+        assert!(r
+            .replace_symlink(Path::new("a.so.1.0"), Path::new("/usr/lib/a.so.1"))
+            .unwrap());
+        assert!(r
+            .replace_symlink(Path::new("a.so.1.1"), Path::new("/usr/lib/a.so.1"))
+            .unwrap());
+        assert_eq!(
+            r.read_link(Path::new("/usr/lib/a.so.1")).unwrap(),
+            Some(PathBuf::from("a.so.1.1"))
+        );
+        // A file is never replaced by a link.
+        std::fs::write(r.path().join("usr/lib/b.so.1"), "").unwrap();
+        assert!(!r
+            .replace_symlink(Path::new("b.so.1.0"), Path::new("/usr/lib/b.so.1"))
+            .unwrap());
+        assert!(r.path().join("usr/lib/b.so.1").is_file());
+        let kinds: std::collections::HashMap<_, _> = r
+            .read_dir(Path::new("/usr/lib"))
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(kinds[std::ffi::OsStr::new("a.so.1")], Kind::Symlink);
+        assert_eq!(kinds[std::ffi::OsStr::new("b.so.1")], Kind::File);
     }
 
     #[test]
