@@ -84,8 +84,10 @@ containerEdits:
     }
 }
 
+// The last command reads the v1 device cgroup; on cgroup v2 (no such file) it must not make
+// the probe's exit status, which `run` returns, non-zero.
 const PROBE: &str = "ls /dev; stat -c '%n %t:%T' /dev/nvidia*; cat /usr/lib/libcuda.so.1; \
-    echo env=$NVIDIA_FAKE_DRIVER; cat /sys/fs/cgroup/devices/devices.list 2>/dev/null";
+    echo env=$NVIDIA_FAKE_DRIVER; cat /sys/fs/cgroup/devices/devices.list 2>/dev/null; true";
 
 fn run_probe(env: &Env, gpus: &FakeGpus, bundle: &Path, id: &str) -> String {
     env.ok(&[&gpus.flag(), "run", "-b", bundle.to_str().unwrap(), id])

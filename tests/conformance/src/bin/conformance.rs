@@ -242,6 +242,53 @@ fn compare(args: &[String]) -> ! {
         }
     };
     let (md, regressions) = compare::report(&ra, &rb, &compare::load_reasons(Path::new(reasons)));
+    // The cgroup v2 hosts section (hosts-report's) stays as it was.
+    let md = compare::keep_hosts(&fs::read_to_string(out).unwrap_or_default(), &md);
+    if let Err(e) = fs::write(out, md) {
+        eprintln!("writing {out}: {e}");
+        std::process::exit(2);
+    }
+    for r in &regressions {
+        eprintln!("# fails on nvbind, passes on the reference: {r}");
+    }
+    std::process::exit(if regressions.is_empty() { 0 } else { 1 });
+}
+
+/// `conformance hosts-report OUT.md REASONS.tsv VM LABEL REFERENCE.json CANDIDATE.json...`:
+/// replaces the cgroup v2 hosts section of OUT.md (the rest stays); exit 1 when a case fails
+/// on the candidate but passes on the reference in some VM.
+fn hosts_report(args: &[String]) -> ! {
+    const USAGE: &str =
+        "usage: conformance hosts-report OUT.md REASONS.tsv [VM LABEL REFERENCE.json CANDIDATE.json]...";
+    let [out, reasons, runs @ ..] = args else {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    };
+    if runs.is_empty() || runs.len() % 4 != 0 {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    }
+    let mut hosts = Vec::new();
+    for r in runs.chunks(4) {
+        match (
+            compare::load(Path::new(&r[2])),
+            compare::load(Path::new(&r[3])),
+        ) {
+            (Ok(reference), Ok(candidate)) => hosts.push(compare::HostRun {
+                vm: r[0].clone(),
+                label: r[1].clone(),
+                reference,
+                candidate,
+            }),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let (section, regressions) =
+        compare::hosts_report(&hosts, &compare::load_reasons(Path::new(reasons)));
+    let md = compare::splice_hosts(&fs::read_to_string(out).unwrap_or_default(), &section);
     if let Err(e) = fs::write(out, md) {
         eprintln!("writing {out}: {e}");
         std::process::exit(2);
@@ -254,8 +301,10 @@ fn compare(args: &[String]) -> ! {
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some("compare") {
-        compare(&argv[2..]);
+    match argv.get(1).map(String::as_str) {
+        Some("compare") => compare(&argv[2..]),
+        Some("hosts-report") => hosts_report(&argv[2..]),
+        _ => {}
     }
     let opts = match parse_args() {
         Ok(o) => o,
