@@ -334,3 +334,56 @@ fn a_stale_spec_fails_create_in_one_line_and_can_be_regenerated() {
     assert!(so.contains("/dev/nvidia1 c3:7"), "{so}");
     env.assert_clean();
 }
+
+#[test]
+fn imex_channels_are_made_in_the_container_from_their_numbers() {
+    let env = Env::new();
+    let gpus = FakeGpus::new(&env);
+    let host = env.dir.path().join("host");
+    fs::create_dir_all(host.join("proc")).unwrap();
+    fs::write(
+        host.join("proc/devices"),
+        "Character devices:\n195 nvidia-frontend\n234 nvidia-caps-imex-channels\n",
+    )
+    .unwrap();
+    let b = env.bundle(
+        "b",
+        &[
+            "sh",
+            "-c",
+            "stat -c '%n %t:%T' /dev/nvidia-caps-imex-channels/*; cat /sys/fs/cgroup/devices/devices.list 2>/dev/null",
+        ],
+    );
+    env.edit(&b, |c| {
+        let e = c["process"]["env"].as_array_mut().unwrap();
+        e.push(json!("NVIDIA_VISIBLE_DEVICES=0"));
+        e.push(json!("NVIDIA_IMEX_CHANNELS=1,3"));
+    });
+    let out = env.nvbind_env(
+        &[("NVBIND_DRIVER_ROOT", host.to_str().unwrap())],
+        &[&gpus.flag(), "run", "-b", b.to_str().unwrap(), "i1"],
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        so.contains("/dev/nvidia-caps-imex-channels/channel1 ea:1"),
+        "{so}"
+    );
+    assert!(
+        so.contains("/dev/nvidia-caps-imex-channels/channel3 ea:3"),
+        "{so}"
+    );
+    if Path::new("/sys/fs/cgroup/devices").is_dir() {
+        assert!(
+            so.contains("c 234:1 rwm") && so.contains("c 234:3 rwm"),
+            "{so}"
+        );
+    }
+    // Nothing was made on the host.
+    assert!(!host.join("dev/nvidia-caps-imex-channels").exists());
+    env.assert_clean();
+}

@@ -82,6 +82,16 @@ fn s(p: &Path) -> String {
 }
 
 fn node(n: &discover::DeviceNode) -> DeviceNode {
+    if !n.on_host {
+        // No node on the host to take the numbers from: the spec carries them.
+        return DeviceNode {
+            path: s(&n.path),
+            node_type: Some("c".into()),
+            major: Some(n.major as i64),
+            minor: Some(n.minor as i64),
+            ..Default::default()
+        };
+    }
     DeviceNode {
         path: s(&n.path),
         host_path: (n.host_path != n.path).then(|| s(&n.host_path)),

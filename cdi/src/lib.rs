@@ -6,6 +6,7 @@ pub mod apply;
 pub mod capabilities;
 pub mod discover;
 pub mod edits;
+pub mod gated;
 pub mod generate;
 pub mod ldso;
 pub mod livecheck;

@@ -118,6 +118,8 @@ pub struct Requests {
     pub capabilities: DriverCapabilities,
     /// The process environment the requests were read from.
     pub env: Vec<String>,
+    /// CAP_SYS_ADMIN in the container's bounding set (the toolkit's "privileged").
+    pub privileged: bool,
 }
 
 impl Requests {
@@ -130,6 +132,7 @@ impl Requests {
             from_env,
             capabilities: DriverCapabilities::parse(env_value(&env, NVIDIA_DRIVER_CAPABILITIES)),
             env,
+            privileged: crate::gated::privileged(spec),
         })
     }
 

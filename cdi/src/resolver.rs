@@ -26,6 +26,7 @@ use crate::discover::amd::AmdDiscoverer;
 use crate::discover::intel::IntelDiscoverer;
 use crate::discover::nvidia::{NvidiaDiscoverer, NvmlSource};
 use crate::discover::{Discover, DiscoverError, HostRoots, Vendor};
+use crate::gated::{self, GatedError};
 use crate::generate::{self, GenerateError, GenerateOptions};
 use crate::livecheck::{self, StaleSpec};
 use crate::name::QualifiedName;
@@ -150,6 +151,8 @@ pub enum ResolveFailure {
     },
     #[error(transparent)]
     Stale(Box<StaleSpec>),
+    #[error(transparent)]
+    Gated(#[from] GatedError),
     #[error("cannot generate the {kind} spec from the host")]
     Generate {
         kind: &'static str,
@@ -352,6 +355,11 @@ impl Resolver {
         if capabilities_applied {
             let removed = capabilities::select(&mut edits, &requests.capabilities);
             tracing::debug!(?removed, "left out by NVIDIA_DRIVER_CAPABILITIES");
+        }
+        // IMEX channels, MIG config/monitor and the feature gates, with GPUs requested the
+        // NVIDIA runtime's way.
+        if !requests.from_env.is_empty() {
+            edits.append(&gated::edits(&requests, &self.config.roots)?);
         }
         Ok(Resolution {
             names,

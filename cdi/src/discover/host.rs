@@ -15,6 +15,9 @@ pub struct DeviceNode {
     pub host_path: PathBuf,
     pub major: u64,
     pub minor: u64,
+    /// Whether the host has the node (false: known by its numbers alone, from /proc, and
+    /// made in the container from them).
+    pub on_host: bool,
 }
 
 /// A file or directory to bind mount: `path` in the container, `host_path` on the host.
@@ -84,6 +87,7 @@ impl HostRoots {
             host_path,
             major: nix::sys::stat::major(rdev),
             minor: nix::sys::stat::minor(rdev),
+            on_host: true,
         })
     }
 

@@ -411,6 +411,34 @@ fn mig_minors(roots: &HostRoots) -> HashMap<String, u32> {
         .collect()
 }
 
+/// The capability node for `cap` (`gpu0/gi1/access`, `gpu0/gi1/ci0/access`): its minor from
+/// /proc/driver/nvidia/capabilities (else /proc/driver/nvidia-caps/mig-minors), the host's
+/// /dev/nvidia-caps node when there is one, else the numbers alone (major from
+/// /proc/devices), so a MIG layout made after boot needs no nvidia-modprobe on the host.
+fn mig_cap_node(
+    roots: &HostRoots,
+    cap: &str,
+    minors: &HashMap<String, u32>,
+    caps_major: Option<i64>,
+) -> Option<DeviceNode> {
+    let (gpu, rest) = cap.split_once('/')?;
+    let proc_path = format!("/proc/driver/nvidia/capabilities/{gpu}/mig/{rest}");
+    let minor = crate::gated::capability_minor(roots, &proc_path)
+        .and_then(|m| u32::try_from(m).ok())
+        .or_else(|| minors.get(cap).copied())?;
+    let path = format!("/dev/nvidia-caps/nvidia-cap{minor}");
+    if let Some(n) = roots.char_device(&path) {
+        return Some(n);
+    }
+    Some(DeviceNode {
+        host_path: roots.dev(&path),
+        path: path.into(),
+        major: u64::try_from(caps_major?).ok()?,
+        minor: u64::from(minor),
+        on_host: false,
+    })
+}
+
 /// Per GPU: the DRM nodes of its PCI device and their by-path links; per MIG device: the
 /// parent node plus the GI and CI access nodes. MIG devices whose nodes are missing are
 /// dropped with a warning.
@@ -420,6 +448,11 @@ fn add_drm_and_mig_nodes(roots: &HostRoots, gpus: &mut [Gpu], warnings: &mut Vec
         mig_minors(roots)
     } else {
         HashMap::new()
+    };
+    let caps_major = if any_mig {
+        crate::gated::registered_major(roots, "nvidia-caps")
+    } else {
+        None
     };
     for gpu in gpus.iter_mut() {
         if let Some(bus) = gpu.pci_bus_id.clone() {
@@ -437,14 +470,12 @@ fn add_drm_and_mig_nodes(roots: &HostRoots, gpus: &mut [Gpu], warnings: &mut Vec
             let ci_cap = format!("gpu{minor}/gi{}/ci{}/access", mig.gpu_instance, mig.compute_instance);
             let mut nodes = vec![parent.clone()];
             for cap in [&gi_cap, &ci_cap] {
-                let node = minors
-                    .get(cap.as_str())
-                    .and_then(|m| roots.char_device(format!("/dev/nvidia-caps/nvidia-cap{m}")));
+                let node = mig_cap_node(roots, cap, &minors, caps_major);
                 match node {
                     Some(n) => nodes.push(n),
                     None => {
                         warnings.push(format!(
-                            "GPU {index} MIG {}: no device node for capability {cap} (mig-minors or /dev/nvidia-caps); it is left out",
+                            "GPU {index} MIG {}: no device node for capability {cap} (/proc/driver/nvidia/capabilities, mig-minors, /proc/devices); it is left out",
                             mig.index
                         ));
                         return false;
