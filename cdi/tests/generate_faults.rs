@@ -251,6 +251,7 @@ fn unknown_driver_version_selects_libraries_by_name() {
 
 #[test]
 fn mig_without_cap_nodes_is_left_out() {
+    // No host node and no nvidia-caps major in /proc/devices to make one from.
     let host = FakeHost::a100x2_mig();
     host.remove("/dev/nvidia-caps/nvidia-cap22");
     let inv = procfs().discover(&host.roots()).unwrap();
@@ -260,8 +261,23 @@ fn mig_without_cap_nodes_is_left_out() {
         "{:?}",
         inv.warnings
     );
-    // No mig-minors at all: every MIG device is left out, the GPUs stay.
+    // With the major, the node is given by its numbers.
+    host.file("/proc/devices", "Character devices:\n508 nvidia-caps\n");
+    let inv = procfs().discover(&host.roots()).unwrap();
+    assert_eq!(inv.gpus[0].migs.len(), 2);
+    let n = &inv.gpus[0].migs[1].nodes[2];
+    assert_eq!((n.major, n.minor, n.on_host), (508, 22, false));
+    // No minors anywhere (neither /proc/driver/nvidia/capabilities nor mig-minors): every
+    // MIG device is left out, the GPUs stay.
     host.remove("/proc/driver/nvidia-caps/mig-minors");
+    for a in [
+        "gi1/access",
+        "gi1/ci0/access",
+        "gi2/access",
+        "gi2/ci0/access",
+    ] {
+        host.remove(&format!("/proc/driver/nvidia/capabilities/gpu0/mig/{a}"));
+    }
     let inv = procfs().discover(&host.roots()).unwrap();
     assert_eq!(inv.gpus.len(), 2);
     assert!(inv.gpus[0].migs.is_empty());
