@@ -2,17 +2,17 @@ use anyhow::Result;
 
 #[cfg(feature = "cgroupsv2_devices")]
 mod bpf {
-    use std::os::unix::io::AsRawFd;
+    use std::os::fd::{AsFd, OwnedFd};
     use std::path::Path;
 
     use anyhow::{Result, bail};
     use clap::{Arg, Command};
     use libcgroups::v2::devices::{bpf, emulator, program};
-    use nix::fcntl::OFlag;
-    use nix::sys::stat::Mode;
     use oci_spec::runtime::LinuxDeviceCgroup;
 
-    const LICENSE: &str = "Apache";
+    // nvbind: bpf(2) is issued by libcgroups itself now (no libbpf-sys): descriptors are
+    // OwnedFd, and query returns program ids.
+    const LICENSE: &std::ffi::CStr = c"Apache";
     fn cli() -> Command {
         clap::Command::new("bpf")
             .version("0.1")
@@ -52,27 +52,22 @@ mod bpf {
     pub fn run() -> Result<()> {
         let matches = cli().get_matches();
         let cgroup_dir = matches.get_one::<String>("cgroup_dir").unwrap();
-        let cgroup_fd = nix::dir::Dir::open(
-            cgroup_dir.as_str(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-            Mode::from_bits(0o600).unwrap(),
-        )?;
+        let cgroup_fd: OwnedFd = std::fs::File::open(cgroup_dir)?.into();
         match matches.subcommand() {
             Some(("query", _)) => {
-                let progs = bpf::prog::query(cgroup_fd.as_raw_fd())?;
-                for prog in &progs {
-                    println!("prog: id={}, fd={}", prog.id, prog.fd);
+                let (ids, flags) = bpf::query(cgroup_fd.as_fd())?;
+                for id in &ids {
+                    println!("prog: id={id}, attach flags={flags}");
                 }
             }
             Some(("detach", submatch)) => {
                 let prog_id = submatch.get_one::<String>("id").unwrap().parse::<u32>()?;
-                let progs = bpf::prog::query(cgroup_fd.as_raw_fd())?;
-                let prog = progs.iter().find(|v| v.id == prog_id);
-                if prog.is_none() {
-                    bail!("can't get prog fd by prog id");
+                let (ids, _) = bpf::query(cgroup_fd.as_fd())?;
+                if !ids.contains(&prog_id) {
+                    bail!("no program {prog_id} on this cgroup");
                 }
-
-                bpf::prog::detach2(prog.unwrap().fd, cgroup_fd.as_raw_fd())?;
+                let prog = bpf::prog_by_id(prog_id)?;
+                bpf::detach(cgroup_fd.as_fd(), prog.as_fd())?;
                 println!("detach ok");
             }
             Some(("attach", submatch)) => {
@@ -81,8 +76,13 @@ mod bpf {
                 let mut emulator = emulator::Emulator::with_default_allow(false);
                 emulator.add_rules(&rules);
                 let prog = program::Program::from_rules(&emulator.rules, emulator.default_allow)?;
-                let prog_fd = bpf::prog::load(LICENSE, prog.bytecodes())?;
-                bpf::prog::attach(prog_fd, cgroup_fd.as_raw_fd())?;
+                let prog_fd = bpf::load(LICENSE, prog.instructions())?;
+                bpf::attach(
+                    cgroup_fd.as_fd(),
+                    prog_fd.as_fd(),
+                    bpf::BPF_F_ALLOW_MULTI,
+                    None,
+                )?;
                 println!("attach ok");
             }
 

@@ -1,21 +1,103 @@
+// nvbind: the instructions are encoded here (struct bpf_insn, eight bytes) instead of with
+// rbpf's insn_builder, and `execute` runs them with a small interpreter of the opcodes this
+// module emits instead of rbpf's VM: the program is a dozen kinds of instruction, and rbpf
+// was the other half (with libbpf-sys) of what the `cgroupsv2_devices` feature pulled in.
+
 use oci_spec::runtime::*;
-use rbpf::disassembler::disassemble;
-use rbpf::insn_builder::{Arch as RbpfArch, *};
+
+// struct bpf_cgroup_dev_ctx: access_type = (access << 16) | type.
+pub const BPF_DEVCG_ACC_MKNOD: u32 = 1;
+pub const BPF_DEVCG_ACC_READ: u32 = 2;
+pub const BPF_DEVCG_ACC_WRITE: u32 = 4;
+pub const BPF_DEVCG_DEV_BLOCK: u32 = 1;
+pub const BPF_DEVCG_DEV_CHAR: u32 = 2;
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Insn {
+    pub code: u8,
+    /// dst_reg in the low four bits, src_reg in the high four.
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+impl Insn {
+    pub const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Self {
+        Insn {
+            code,
+            regs: (src << 4) | (dst & 0xf),
+            off,
+            imm,
+        }
+    }
+    pub const fn dst(&self) -> u8 {
+        self.regs & 0xf
+    }
+    pub const fn src(&self) -> u8 {
+        self.regs >> 4
+    }
+    /// dst = *(u32 *)(src + off)
+    pub const fn ldx_w(dst: u8, src: u8, off: i16) -> Self {
+        Self::new(0x61, dst, src, off, 0)
+    }
+    /// dst = imm (32-bit, zero-extended)
+    pub const fn mov32_imm(dst: u8, imm: i32) -> Self {
+        Self::new(0xb4, dst, 0, 0, imm)
+    }
+    /// dst = src (32-bit, zero-extended)
+    pub const fn mov32_reg(dst: u8, src: u8) -> Self {
+        Self::new(0xbc, dst, src, 0, 0)
+    }
+    /// dst = imm (sign-extended)
+    pub const fn mov64_imm(dst: u8, imm: i32) -> Self {
+        Self::new(0xb7, dst, 0, 0, imm)
+    }
+    pub const fn mov64_reg(dst: u8, src: u8) -> Self {
+        Self::new(0xbf, dst, src, 0, 0)
+    }
+    pub const fn and32_imm(dst: u8, imm: i32) -> Self {
+        Self::new(0x54, dst, 0, 0, imm)
+    }
+    pub const fn and64_imm(dst: u8, imm: i32) -> Self {
+        Self::new(0x57, dst, 0, 0, imm)
+    }
+    pub const fn rsh32_imm(dst: u8, imm: i32) -> Self {
+        Self::new(0x74, dst, 0, 0, imm)
+    }
+    pub const fn rsh64_imm(dst: u8, imm: i32) -> Self {
+        Self::new(0x77, dst, 0, 0, imm)
+    }
+    /// if dst != imm (sign-extended) goto pc + 1 + off
+    pub const fn jne_imm(dst: u8, imm: i32, off: i16) -> Self {
+        Self::new(0x55, dst, 0, off, imm)
+    }
+    /// if dst != src goto pc + 1 + off
+    pub const fn jne_reg(dst: u8, src: u8, off: i16) -> Self {
+        Self::new(0x5d, dst, src, off, 0)
+    }
+    pub const fn exit() -> Self {
+        Self::new(0x95, 0, 0, 0, 0)
+    }
+}
 
 pub struct Program {
-    prog: BpfCode,
+    prog: Vec<Insn>,
 }
 
 #[derive(thiserror::Error, Debug)]
 pub enum ProgramError {
-    #[error("io error: {0}")]
-    Io(#[from] std::io::Error),
     #[error("invalid access: {0}")]
     InvalidAccess(char),
     #[error("{0} device not supported")]
     DeviceNotSupported(&'static str),
     #[error("wildcard device type should be removed when cleaning rules")]
     WildcardDevice,
+    #[error("unknown eBPF instruction {0:#04x} at {1}")]
+    UnknownInstruction(u8, usize),
+    #[error("the program runs off its end")]
+    NoExit,
 }
 
 impl Program {
@@ -23,9 +105,7 @@ impl Program {
         rules: &[LinuxDeviceCgroup],
         default_allow: bool,
     ) -> Result<Self, ProgramError> {
-        let mut prog = Program {
-            prog: BpfCode::new(),
-        };
+        let mut prog = Program { prog: Vec::new() };
         prog.init();
 
         for rule in rules.iter().rev() {
@@ -35,18 +115,13 @@ impl Program {
         Ok(prog)
     }
 
-    pub fn bytecodes(&self) -> &[u8] {
-        self.prog.into_bytes()
+    pub fn instructions(&self) -> &[Insn] {
+        &self.prog
     }
 
     fn finalize(&mut self, default_allow: bool) {
-        self.prog
-            .mov(Source::Imm, RbpfArch::X32)
-            .set_dst(0)
-            .set_imm(default_allow as i32)
-            .push();
-
-        self.prog.exit().push();
+        self.prog.push(Insn::mov32_imm(0, default_allow as i32));
+        self.prog.push(Insn::exit());
     }
 
     // struct bpf_cgroup_dev_ctx: https://elixir.bootlin.com/linux/v5.3.6/source/include/uapi/linux/bpf.h#L3423
@@ -60,54 +135,20 @@ impl Program {
     // R4 <- major (u32 major at R1[4])
     // R5 <- minor (u32 minor at R1[8])
     fn init(&mut self) {
-        self.prog
-            .load_x(MemSize::Word)
-            .set_src(1)
-            .set_off(0)
-            .set_dst(2)
-            .push();
-
-        self.prog
-            .bit_and(Source::Imm, RbpfArch::X32)
-            .set_dst(2)
-            .set_imm(0xFFFF)
-            .push();
-
-        self.prog
-            .load_x(MemSize::Word)
-            .set_src(1)
-            .set_off(0)
-            .set_dst(3)
-            .push();
-
-        self.prog
-            .right_shift(Source::Imm, RbpfArch::X32)
-            .set_imm(16)
-            .set_dst(3)
-            .push();
-
-        self.prog
-            .load_x(MemSize::Word)
-            .set_src(1)
-            .set_off(4)
-            .set_dst(4)
-            .push();
-
-        self.prog
-            .load_x(MemSize::Word)
-            .set_src(1)
-            .set_off(8)
-            .set_dst(5)
-            .push();
+        self.prog.extend([
+            Insn::ldx_w(2, 1, 0),
+            Insn::and32_imm(2, 0xFFFF),
+            Insn::ldx_w(3, 1, 0),
+            Insn::rsh32_imm(3, 16),
+            Insn::ldx_w(4, 1, 4),
+            Insn::ldx_w(5, 1, 8),
+        ]);
     }
 
     fn add_rule(&mut self, rule: &LinuxDeviceCgroup) -> Result<(), ProgramError> {
         let dev_type = bpf_dev_type(rule.typ().unwrap_or_default())?;
         let access = bpf_access(rule.access().clone().unwrap_or_default())?;
-        let has_access = access
-            != (libbpf_sys::BPF_DEVCG_ACC_READ
-                | libbpf_sys::BPF_DEVCG_ACC_WRITE
-                | libbpf_sys::BPF_DEVCG_ACC_MKNOD);
+        let has_access = access != (BPF_DEVCG_ACC_READ | BPF_DEVCG_ACC_WRITE | BPF_DEVCG_ACC_MKNOD);
 
         let has_major = rule.major().is_some() && rule.major().unwrap() >= 0;
         let has_minor = rule.minor().is_some() && rule.minor().unwrap() >= 0;
@@ -128,70 +169,47 @@ impl Program {
         // if (R2 != dev_type) goto next rule
         let mut next_rule_offset = instruction_count - 1;
         self.prog
-            .jump_conditional(Cond::NotEquals, Source::Imm)
-            .set_dst(2)
-            .set_imm(dev_type as i32)
-            .set_off(next_rule_offset)
-            .push();
+            .push(Insn::jne_imm(2, dev_type as i32, next_rule_offset));
 
         if has_access {
             next_rule_offset -= 3;
             // if (R3 & access != R3 /* use R1 as a temp var */) goto next rule
-            self.prog
-                .mov(Source::Reg, RbpfArch::X32)
-                .set_dst(1)
-                .set_src(3)
-                .push();
-
-            self.prog
-                .bit_and(Source::Imm, RbpfArch::X32)
-                .set_dst(1)
-                .set_imm(access as i32)
-                .push();
-
-            self.prog
-                .jump_conditional(Cond::NotEquals, Source::Reg)
-                .set_dst(1)
-                .set_src(3)
-                .set_off(next_rule_offset)
-                .push();
+            self.prog.push(Insn::mov32_reg(1, 3));
+            self.prog.push(Insn::and32_imm(1, access as i32));
+            self.prog.push(Insn::jne_reg(1, 3, next_rule_offset));
         }
 
         if has_major {
             next_rule_offset -= 1;
             // if (R4 != major) goto next rule
-            self.prog
-                .jump_conditional(Cond::NotEquals, Source::Imm)
-                .set_dst(4)
-                .set_imm(rule.major().unwrap() as i32)
-                .set_off(next_rule_offset)
-                .push();
+            self.prog.push(Insn::jne_imm(
+                4,
+                rule.major().unwrap() as i32,
+                next_rule_offset,
+            ));
         }
 
         if has_minor {
             next_rule_offset -= 1;
             // if (R5 != minor) goto next rule
-            self.prog
-                .jump_conditional(Cond::NotEquals, Source::Imm)
-                .set_dst(5)
-                .set_imm(rule.minor().unwrap() as i32)
-                .set_off(next_rule_offset)
-                .push();
+            self.prog.push(Insn::jne_imm(
+                5,
+                rule.minor().unwrap() as i32,
+                next_rule_offset,
+            ));
         }
 
         // matched, return rule.allow
-        self.prog
-            .mov(Source::Imm, RbpfArch::X32)
-            .set_dst(0)
-            .set_imm(rule.allow() as i32)
-            .push();
-        self.prog.exit().push();
+        self.prog.push(Insn::mov32_imm(0, rule.allow() as i32));
+        self.prog.push(Insn::exit());
 
         Ok(())
     }
 
     pub fn dump(&self) {
-        disassemble(self.prog.into_bytes());
+        for (i, insn) in self.prog.iter().enumerate() {
+            println!("{i:3}: {insn:?}");
+        }
     }
 
     pub fn execute(
@@ -201,18 +219,53 @@ impl Program {
         minor: u32,
         access: String,
     ) -> Result<u64, ProgramError> {
-        let mut mem = bpf_cgroup_dev_ctx(typ, major, minor, access)?;
-        let vm = rbpf::EbpfVmRaw::new(Some(self.prog.into_bytes()))?;
-        let result = vm.execute_program(&mut mem[..])?;
-        Ok(result)
+        let mem = bpf_cgroup_dev_ctx(typ, major, minor, access)?;
+        execute(&self.prog, &mem)
     }
+}
+
+/// Runs `prog` on the context `ctx` the way the kernel would, for the opcodes [`Insn`] makes
+/// (loads from the context only, 32- and 64-bit moves, and, shifts, jne, exit).
+pub fn execute(prog: &[Insn], ctx: &[u8]) -> Result<u64, ProgramError> {
+    let mut r = [0u64; 11];
+    let mut pc = 0usize;
+    while let Some(i) = prog.get(pc) {
+        let (d, s) = (i.dst() as usize, i.src() as usize);
+        let imm64 = i.imm as i64 as u64;
+        let imm32 = i.imm as u32 as u64;
+        pc += 1;
+        match i.code {
+            0x61 => {
+                // Only the context is addressable here: R1 at entry, an offset into it.
+                let at = i.off as usize;
+                let word = ctx
+                    .get(at..at + 4)
+                    .ok_or(ProgramError::UnknownInstruction(i.code, pc - 1))?;
+                r[d] = u32::from_ne_bytes(word.try_into().expect("4 bytes")) as u64;
+            }
+            0xb4 => r[d] = imm32,
+            0xbc => r[d] = r[s] & 0xffff_ffff,
+            0xb7 => r[d] = imm64,
+            0xbf => r[d] = r[s],
+            0x54 => r[d] = (r[d] & imm32) & 0xffff_ffff,
+            0x57 => r[d] &= imm64,
+            0x74 => r[d] = ((r[d] as u32) >> (i.imm as u32 & 31)) as u64,
+            0x77 => r[d] >>= i.imm as u32 & 63,
+            0x55 if r[d] != imm64 => pc = (pc as isize + i.off as isize) as usize,
+            0x5d if r[d] != r[s] => pc = (pc as isize + i.off as isize) as usize,
+            0x55 | 0x5d => {}
+            0x95 => return Ok(r[0]),
+            code => return Err(ProgramError::UnknownInstruction(code, pc - 1)),
+        }
+    }
+    Err(ProgramError::NoExit)
 }
 
 fn bpf_dev_type(typ: LinuxDeviceType) -> Result<u32, ProgramError> {
     let dev_type: u32 = match typ {
-        LinuxDeviceType::C => libbpf_sys::BPF_DEVCG_DEV_CHAR,
+        LinuxDeviceType::C => BPF_DEVCG_DEV_CHAR,
         LinuxDeviceType::U => return Err(ProgramError::DeviceNotSupported("unbuffered char")),
-        LinuxDeviceType::B => libbpf_sys::BPF_DEVCG_DEV_BLOCK,
+        LinuxDeviceType::B => BPF_DEVCG_DEV_BLOCK,
         LinuxDeviceType::P => return Err(ProgramError::DeviceNotSupported("pipe device")),
         LinuxDeviceType::A => return Err(ProgramError::WildcardDevice),
     };
@@ -223,9 +276,9 @@ fn bpf_access(access: String) -> Result<u32, ProgramError> {
     let mut v = 0_u32;
     for c in access.chars() {
         let cur_access = match c {
-            'r' => libbpf_sys::BPF_DEVCG_ACC_READ,
-            'w' => libbpf_sys::BPF_DEVCG_ACC_WRITE,
-            'm' => libbpf_sys::BPF_DEVCG_ACC_MKNOD,
+            'r' => BPF_DEVCG_ACC_READ,
+            'w' => BPF_DEVCG_ACC_WRITE,
+            'm' => BPF_DEVCG_ACC_MKNOD,
             _ => return Err(ProgramError::InvalidAccess(c)),
         };
         v |= cur_access;
