@@ -7,7 +7,8 @@ mod bpf {
 
     use anyhow::{Result, bail};
     use clap::{Arg, Command};
-    use libcgroups::v2::devices::{bpf, emulator, program};
+    use libcgroups::devices::{Emulator, Origin};
+    use libcgroups::v2::devices::{bpf, program};
     use oci_spec::runtime::LinuxDeviceCgroup;
 
     // nvbind: bpf(2) is issued by libcgroups itself now (no libbpf-sys): descriptors are
@@ -73,9 +74,12 @@ mod bpf {
             Some(("attach", submatch)) => {
                 let input_file = submatch.get_one::<String>("input_file").unwrap();
                 let rules = parse_cgroupv1_device_rules(input_file)?;
-                let mut emulator = emulator::Emulator::with_default_allow(false);
-                emulator.add_rules(&rules);
-                let prog = program::Program::from_rules(&emulator.rules, emulator.default_allow)?;
+                let mut emulator = Emulator::default();
+                for (i, rule) in rules.iter().enumerate() {
+                    emulator.apply(rule, Origin::Spec(i))?;
+                }
+                let prog =
+                    program::Program::from_rules(&emulator.rules(), emulator.default_allow())?;
                 let prog_fd = bpf::load(LICENSE, prog.instructions())?;
                 bpf::attach(
                     cgroup_fd.as_fd(),

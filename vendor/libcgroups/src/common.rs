@@ -7,10 +7,6 @@ use std::time::Duration;
 use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, TMPFS_MAGIC, statfs};
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
-#[cfg(any(feature = "cgroupsv2_devices", feature = "v1"))]
-use oci_spec::runtime::{
-    LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-};
 
 use super::stats::Stats;
 use super::{systemd, v1, v2};
@@ -523,111 +519,8 @@ impl PathBufExt for PathBuf {
     }
 }
 
-#[cfg(any(feature = "cgroupsv2_devices", feature = "v1"))]
-pub(crate) fn default_allow_devices() -> Vec<LinuxDeviceCgroup> {
-    vec![
-        LinuxDeviceCgroupBuilder::default()
-            .allow(true)
-            .typ(LinuxDeviceType::C)
-            .access("m")
-            .build()
-            .unwrap(),
-        LinuxDeviceCgroupBuilder::default()
-            .allow(true)
-            .typ(LinuxDeviceType::B)
-            .access("m")
-            .build()
-            .unwrap(),
-        // /dev/console
-        LinuxDeviceCgroupBuilder::default()
-            .allow(true)
-            .typ(LinuxDeviceType::C)
-            .major(5)
-            .minor(1)
-            .access("rwm")
-            .build()
-            .unwrap(),
-        // /dev/pts
-        LinuxDeviceCgroupBuilder::default()
-            .allow(true)
-            .typ(LinuxDeviceType::C)
-            .major(136)
-            .access("rwm")
-            .build()
-            .unwrap(),
-        LinuxDeviceCgroupBuilder::default()
-            .allow(true)
-            .typ(LinuxDeviceType::C)
-            .major(5)
-            .minor(2)
-            .access("rwm")
-            .build()
-            .unwrap(),
-        // tun/tap
-        LinuxDeviceCgroupBuilder::default()
-            .allow(true)
-            .typ(LinuxDeviceType::C)
-            .major(10)
-            .minor(200)
-            .access("rwm")
-            .build()
-            .unwrap(),
-    ]
-}
-
-#[cfg(any(feature = "cgroupsv2_devices", feature = "v1"))]
-pub(crate) fn default_devices() -> Vec<LinuxDevice> {
-    vec![
-        LinuxDeviceBuilder::default()
-            .path(PathBuf::from("/dev/null"))
-            .typ(LinuxDeviceType::C)
-            .major(1)
-            .minor(3)
-            .file_mode(0o066u32)
-            .build()
-            .unwrap(),
-        LinuxDeviceBuilder::default()
-            .path(PathBuf::from("/dev/zero"))
-            .typ(LinuxDeviceType::C)
-            .major(1)
-            .minor(5)
-            .file_mode(0o066u32)
-            .build()
-            .unwrap(),
-        LinuxDeviceBuilder::default()
-            .path(PathBuf::from("/dev/full"))
-            .typ(LinuxDeviceType::C)
-            .major(1)
-            .minor(7)
-            .file_mode(0o066u32)
-            .build()
-            .unwrap(),
-        LinuxDeviceBuilder::default()
-            .path(PathBuf::from("/dev/tty"))
-            .typ(LinuxDeviceType::C)
-            .major(5)
-            .minor(0)
-            .file_mode(0o066u32)
-            .build()
-            .unwrap(),
-        LinuxDeviceBuilder::default()
-            .path(PathBuf::from("/dev/urandom"))
-            .typ(LinuxDeviceType::C)
-            .major(1)
-            .minor(9)
-            .file_mode(0o066u32)
-            .build()
-            .unwrap(),
-        LinuxDeviceBuilder::default()
-            .path(PathBuf::from("/dev/random"))
-            .typ(LinuxDeviceType::C)
-            .major(1)
-            .minor(8)
-            .file_mode(0o066u32)
-            .build()
-            .unwrap(),
-    ]
-}
+// nvbind: the default device rules are runc's and live in crate::devices (default_rules):
+// youki's two lists also allowed /dev/console (c 5:1), which runc does not.
 
 /// Attempts to delete the path the requested number of times.
 pub(crate) fn delete_with_retry<P: AsRef<Path>, L: Into<Option<Duration>>>(

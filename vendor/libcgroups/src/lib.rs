@@ -13,6 +13,9 @@ extern crate mockall;
 mod test;
 
 pub mod common;
+// nvbind: the device rules, as runc computes them, for v1 and v2 alike.
+#[cfg(any(feature = "cgroupsv2_devices", feature = "v1"))]
+pub mod devices;
 pub mod stats;
 #[cfg(feature = "systemd")]
 pub mod systemd;

@@ -1,32 +1,45 @@
 use std::path::Path;
 
-use oci_spec::runtime::LinuxDeviceCgroup;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType};
 
 use super::controller::Controller;
-use crate::common::{self, ControllerOpt, WrappedIoError, default_allow_devices, default_devices};
+use crate::common::{self, ControllerOpt, WrappedIoError};
+use crate::devices::{DeviceRuleError, Emulator};
 
 pub struct Devices {}
 
+#[derive(thiserror::Error, Debug)]
+pub enum V1DevicesControllerError {
+    #[error(transparent)]
+    Rule(#[from] DeviceRuleError),
+    // Not transparent: the WrappedIoError must be a source of its own, where callers look
+    // for the errno of a failed add_task (as with the other controllers' errors).
+    #[error("io error: {0}")]
+    WrappedIo(#[from] WrappedIoError),
+}
+
 impl Controller for Devices {
-    type Error = WrappedIoError;
+    type Error = V1DevicesControllerError;
     type Resource = ();
 
     fn apply(controller_opt: &ControllerOpt, cgroup_root: &Path) -> Result<(), Self::Error> {
         tracing::debug!("Apply Devices cgroup config");
 
-        if let Some(devices) = controller_opt.resources.devices().as_ref() {
-            for d in devices {
-                Self::apply_device(d, cgroup_root)?;
-            }
-        }
-
-        for d in [
-            default_devices().iter().map(|d| d.into()).collect(),
-            default_allow_devices(),
-        ]
-        .concat()
-        {
-            Self::apply_device(&d, cgroup_root)?;
+        // nvbind: the rules are replayed through runc's emulation first (crate::devices):
+        // the cgroup is switched to the resulting default (deny, unless the rules say allow
+        // all) and gets the resulting exceptions, as runc writes them to a new cgroup. Writing
+        // the spec's rules one by one left a spec without a leading "deny a" rule allowing
+        // every device, and a deny that only punches a hole in a wildcard silently ignored.
+        let emulator = Emulator::for_container(controller_opt.resources.devices().as_deref())?;
+        let all = LinuxDeviceCgroupBuilder::default()
+            .allow(emulator.default_allow())
+            .typ(LinuxDeviceType::A)
+            .access("rwm")
+            .build()
+            .expect("a complete device rule");
+        Self::apply_device(&all, cgroup_root)?;
+        for rule in emulator.rules() {
+            Self::apply_device(&rule, cgroup_root)?;
         }
 
         Ok(())
@@ -60,11 +73,32 @@ mod tests {
     use super::*;
     use crate::test::set_fixture;
 
+    // nvbind: a failed add_task's errno stays reachable through the manager's error, as for
+    // the other controllers (libcontainer looks for EACCES there for rootless containers)
+    #[test]
+    fn test_io_error_is_a_source() {
+        use std::error::Error;
+        let err = crate::common::AnyManagerError::V1(
+            V1DevicesControllerError::WrappedIo(WrappedIoError::CreateDir {
+                err: std::io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32),
+                path: "/sys/fs/cgroup/devices/x".into(),
+            })
+            .into(),
+        );
+        let mut cur: Option<&(dyn Error + 'static)> = Some(&err);
+        let mut found = false;
+        while let Some(e) = cur {
+            found |= e.downcast_ref::<WrappedIoError>().is_some();
+            cur = e.source();
+        }
+        assert!(found);
+    }
+
     #[test]
     fn test_set_default_devices() {
         let tmp = tempfile::tempdir().unwrap();
 
-        default_allow_devices().iter().for_each(|d| {
+        crate::devices::default_rules().iter().for_each(|d| {
             // NOTE: We reset the fixtures every iteration because files aren't appended
             // so what happens in the tests is you get strange overwrites which can contain
             // remaining bytes from the last iteration. Resetting the files more appropriately

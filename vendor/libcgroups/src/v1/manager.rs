@@ -67,6 +67,9 @@ pub enum V1ManagerError {
     MemoryController(#[from] V1MemoryControllerError),
     #[error(transparent)]
     PidsController(WrappedIoError),
+    // nvbind: device rules can be refused (crate::devices).
+    #[error(transparent)]
+    DevicesController(#[from] super::devices::V1DevicesControllerError),
 
     #[error(transparent)]
     BlkioStats(#[from] V1BlkioStatsError),

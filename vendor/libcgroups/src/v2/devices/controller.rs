@@ -6,7 +6,8 @@ use oci_spec::runtime::LinuxDeviceCgroup;
 use super::bpf::BpfError;
 use super::program::ProgramError;
 use super::*;
-use crate::common::{ControllerOpt, default_allow_devices, default_devices};
+use crate::common::ControllerOpt;
+use crate::devices::{DeviceRuleError, Emulator};
 use crate::v2::controller::Controller;
 
 const LICENSE: &std::ffi::CStr = c"Apache";
@@ -25,6 +26,8 @@ pub enum DevicesControllerError {
     },
     #[error("program error: {0}")]
     Program(#[from] ProgramError),
+    #[error(transparent)]
+    Rule(#[from] DeviceRuleError),
 }
 
 impl Controller for Devices {
@@ -49,28 +52,13 @@ impl Devices {
     ) -> Result<(), DevicesControllerError> {
         tracing::debug!("Apply Devices cgroup config");
 
-        // FIXME: should we start as "deny all"?
-        let mut emulator = emulator::Emulator::with_default_allow(false);
-
-        // FIXME: apply user-defined and default rules in which order?
-        if let Some(devices) = linux_devices {
-            for d in devices {
-                tracing::debug!("apply user defined rule: {:?}", d);
-                emulator.add_rule(d);
-            }
-        }
-
-        for d in [
-            default_devices().iter().map(|d| d.into()).collect(),
-            default_allow_devices(),
-        ]
-        .concat()
-        {
-            tracing::debug!("apply default rule: {:?}", d);
-            emulator.add_rule(&d);
-        }
-
-        let prog = program::Program::from_rules(&emulator.rules, emulator.default_allow)?;
+        // nvbind: the spec's rules, then runc's defaults, replayed through runc's emulation
+        // of a v1 devices cgroup (crate::devices): the program denies (or, after an allow-all
+        // rule, allows) everything but the resulting exceptions. The old emulator checked the
+        // rules last to first, so a deny of "w" did not stop an O_RDWR open that an earlier
+        // "rw" allowed, and /dev/console (c 5:1) was allowed, which runc does not do.
+        let emulator = Emulator::for_container(linux_devices.as_deref())?;
+        let prog = program::Program::from_rules(&emulator.rules(), emulator.default_allow())?;
 
         // nvbind: bpf(2) directly (bpf.rs), and the program that was there is replaced
         // atomically (BPF_F_REPLACE) or detached only after the new one is attached, as runc

@@ -150,59 +150,47 @@ impl Program {
         let access = bpf_access(rule.access().clone().unwrap_or_default())?;
         let has_access = access != (BPF_DEVCG_ACC_READ | BPF_DEVCG_ACC_WRITE | BPF_DEVCG_ACC_MKNOD);
 
-        let has_major = rule.major().is_some() && rule.major().unwrap() >= 0;
-        let has_minor = rule.minor().is_some() && rule.minor().unwrap() >= 0;
-
-        // count of instructions of this rule
-        let mut instruction_count = 1; // execute dev_type
-        if has_access {
-            instruction_count += 3;
-        }
-        if has_major {
-            instruction_count += 1;
-        }
-        if has_minor {
-            instruction_count += 1;
-        }
-        instruction_count += 2;
-
+        // nvbind: the block is built with its jumps pointing at its own end, filled in once
+        // its length is known; a major or minor above i32::MAX is compared through a register
+        // (an immediate is sign-extended, so such a rule never matched).
+        let mut block = Vec::new();
+        let mut jumps = Vec::new();
         // if (R2 != dev_type) goto next rule
-        let mut next_rule_offset = instruction_count - 1;
-        self.prog
-            .push(Insn::jne_imm(2, dev_type as i32, next_rule_offset));
+        jumps.push(block.len());
+        block.push(Insn::jne_imm(2, dev_type as i32, 0));
 
         if has_access {
-            next_rule_offset -= 3;
             // if (R3 & access != R3 /* use R1 as a temp var */) goto next rule
-            self.prog.push(Insn::mov32_reg(1, 3));
-            self.prog.push(Insn::and32_imm(1, access as i32));
-            self.prog.push(Insn::jne_reg(1, 3, next_rule_offset));
+            block.push(Insn::mov32_reg(1, 3));
+            block.push(Insn::and32_imm(1, access as i32));
+            jumps.push(block.len());
+            block.push(Insn::jne_reg(1, 3, 0));
         }
 
-        if has_major {
-            next_rule_offset -= 1;
-            // if (R4 != major) goto next rule
-            self.prog.push(Insn::jne_imm(
-                4,
-                rule.major().unwrap() as i32,
-                next_rule_offset,
-            ));
-        }
-
-        if has_minor {
-            next_rule_offset -= 1;
-            // if (R5 != minor) goto next rule
-            self.prog.push(Insn::jne_imm(
-                5,
-                rule.minor().unwrap() as i32,
-                next_rule_offset,
-            ));
+        // if (R4 != major) goto next rule; if (R5 != minor) goto next rule
+        for (reg, value) in [(4, rule.major()), (5, rule.minor())] {
+            let Some(value) = value.filter(|v| *v >= 0) else {
+                continue;
+            };
+            if let Ok(imm) = i32::try_from(value) {
+                jumps.push(block.len());
+                block.push(Insn::jne_imm(reg, imm, 0));
+            } else {
+                block.push(Insn::mov32_imm(1, value as u32 as i32));
+                jumps.push(block.len());
+                block.push(Insn::jne_reg(reg, 1, 0));
+            }
         }
 
         // matched, return rule.allow
-        self.prog.push(Insn::mov32_imm(0, rule.allow() as i32));
-        self.prog.push(Insn::exit());
+        block.push(Insn::mov32_imm(0, rule.allow() as i32));
+        block.push(Insn::exit());
 
+        let len = block.len();
+        for j in jumps {
+            block[j].off = (len - j - 1) as i16;
+        }
+        self.prog.extend(block);
         Ok(())
     }
 
@@ -315,13 +303,14 @@ mod tests {
 
     use super::*;
 
+    // nvbind: the rules go through runc's emulator (crate::devices), as in the controller.
     fn build_bpf_program(rules: &Option<Vec<LinuxDeviceCgroup>>) -> Result<Program> {
-        let mut em = crate::v2::devices::emulator::Emulator::with_default_allow(false);
-        if let Some(rules) = rules {
-            em.add_rules(rules);
+        let mut em = crate::devices::Emulator::default();
+        for (i, rule) in rules.iter().flatten().enumerate() {
+            em.apply(rule, crate::devices::Origin::Spec(i))?;
         }
 
-        Ok(Program::from_rules(&em.rules, em.default_allow)?)
+        Ok(Program::from_rules(&em.rules(), em.default_allow())?)
     }
 
     #[test]
@@ -399,10 +388,12 @@ mod tests {
 
     #[test]
     fn test_devices_allow_all() {
+        // nvbind: a rule without access is refused (as runc does), wildcard or not.
         let rules = vec![
             LinuxDeviceCgroupBuilder::default()
                 .allow(true)
                 .typ(LinuxDeviceType::A)
+                .access("rwm")
                 .build()
                 .unwrap(),
         ];
@@ -510,7 +501,14 @@ mod tests {
                         assert!(ret.is_ok());
 
                         println!("execute {ty:?} {major} {minor} {access} -> {ret:?}");
-                        if *ty == LinuxDeviceType::C && *major == 10 && access.eq(&"r") {
+                        // nvbind: as in a v1 devices cgroup (and runc), the deny of
+                        // c 10:* r removes only an exception for exactly c 10:*, of which
+                        // there is none: c 10:20 r stays allowed by c *:20 rw.
+                        if *ty == LinuxDeviceType::C
+                            && *major == 10
+                            && *minor != 20
+                            && access.eq(&"r")
+                        {
                             assert_eq!(ret.unwrap(), 0);
                         } else if *ty == LinuxDeviceType::C
                             && *minor == 20
@@ -524,5 +522,62 @@ mod tests {
                 }
             }
         }
+    }
+
+    // nvbind: runc's semantics, end to end through the program.
+    fn rule(
+        allow: bool,
+        typ: LinuxDeviceType,
+        major: Option<i64>,
+        minor: Option<i64>,
+        access: &str,
+    ) -> LinuxDeviceCgroup {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(allow)
+            .typ(typ)
+            .access(access);
+        if let Some(m) = major {
+            b = b.major(m);
+        }
+        if let Some(m) = minor {
+            b = b.minor(m);
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn test_devices_deny_write_stops_read_write() {
+        let rules = vec![
+            rule(true, LinuxDeviceType::C, Some(1), Some(3), "rw"),
+            rule(false, LinuxDeviceType::C, Some(1), Some(3), "w"),
+        ];
+        let prog = build_bpf_program(&Some(rules)).unwrap();
+        let run = |a: &str| {
+            prog.execute(LinuxDeviceType::C, 1, 3, a.to_string())
+                .unwrap()
+        };
+        assert_eq!(run("r"), 1);
+        assert_eq!(run("w"), 0);
+        // O_RDWR asks for both at once; the old emulator let it through the later deny.
+        assert_eq!(run("rw"), 0);
+    }
+
+    #[test]
+    fn test_devices_numbers_beyond_i32() {
+        let rules = vec![rule(
+            true,
+            LinuxDeviceType::B,
+            Some(4_000_000_000),
+            Some(3_000_000_000),
+            "r",
+        )];
+        let prog = build_bpf_program(&Some(rules)).unwrap();
+        let run = |major, minor| {
+            prog.execute(LinuxDeviceType::B, major, minor, "r".to_string())
+                .unwrap()
+        };
+        assert_eq!(run(4_000_000_000, 3_000_000_000), 1);
+        assert_eq!(run(4_000_000_000, 3), 0);
+        assert_eq!(run(u32::MAX, 3_000_000_000), 0);
     }
 }
