@@ -159,6 +159,7 @@ pub fn run(args: &UpdateArgs, ctx: &Ctx) -> Result<()> {
             disable_oom_killer: false,
             oom_score_adj: None,
             freezer_state: None,
+            skip_devices: false,
         })
         .with_context(|| format!("cannot update the cgroup of {:?}", args.id))
 }

@@ -287,6 +287,7 @@ fn enter_cgroups(
             disable_oom_killer: false,
             oom_score_adj: None,
             freezer_state: None,
+            skip_devices: false,
         })
         .map_err(|e| format!("cannot apply the container's resource limits: {e}"))?;
     let table = fs::read_to_string(format!("/proc/{criu_pid}/cgroup"))?;

@@ -173,6 +173,11 @@ pub struct ControllerOpt<'a> {
     pub oom_score_adj: Option<i32>,
     /// FreezerState is given to freezer controller for suspending process.
     pub freezer_state: Option<FreezerState>,
+    /// nvbind: leaves the device rules (v1 `devices`, the v2 eBPF filter) as they are, like
+    /// runc's `Resources.SkipDevices`: `update` cannot change them (runc's does not either),
+    /// and a runtime that sets them at a later point of container creation applies the rest
+    /// first.
+    pub skip_devices: bool,
 }
 
 #[derive(thiserror::Error, Debug)]

@@ -46,8 +46,9 @@ impl Controller for Devices {
     }
 
     // always needs to be called due to default devices
-    fn needs_to_handle<'a>(_controller_opt: &'a ControllerOpt) -> Option<&'a Self::Resource> {
-        Some(&())
+    fn needs_to_handle<'a>(controller_opt: &'a ControllerOpt) -> Option<&'a Self::Resource> {
+        // nvbind: unless told to leave the device rules alone
+        (!controller_opt.skip_devices).then_some(&())
     }
 }
 
@@ -92,6 +93,59 @@ mod tests {
             cur = e.source();
         }
         assert!(found);
+    }
+
+    // nvbind
+    #[test]
+    fn test_skip_devices() {
+        let resources = oci_spec::runtime::LinuxResources::default();
+        let mut opt = ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+            skip_devices: false,
+        };
+        assert!(Devices::needs_to_handle(&opt).is_some());
+        opt.skip_devices = true;
+        assert!(Devices::needs_to_handle(&opt).is_none());
+    }
+
+    // nvbind: what a new cgroup gets: deny all, then runc's exceptions
+    #[test]
+    fn test_apply_writes_deny_all_then_exceptions() {
+        let tmp = tempfile::tempdir().unwrap();
+        set_fixture(tmp.path(), "devices.allow", "").unwrap();
+        set_fixture(tmp.path(), "devices.deny", "").unwrap();
+        let resources = oci_spec::runtime::LinuxResourcesBuilder::default()
+            .devices(vec![
+                LinuxDeviceCgroupBuilder::default()
+                    .allow(true)
+                    .typ(LinuxDeviceType::C)
+                    .major(195)
+                    .minor(0)
+                    .access("rw")
+                    .build()
+                    .unwrap(),
+            ])
+            .build()
+            .unwrap();
+        let opt = ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+            skip_devices: false,
+        };
+        Devices::apply(&opt, tmp.path()).unwrap();
+        // The fixture is a plain file, written over from its start by each write: the last
+        // rule written is at its start.
+        assert_eq!(
+            read_to_string(tmp.path().join("devices.deny")).unwrap(),
+            "a *:* rwm"
+        );
+        let allow = read_to_string(tmp.path().join("devices.allow")).unwrap();
+        assert!(allow.starts_with("c 195:0 rw"), "{allow}");
     }
 
     #[test]

@@ -252,6 +252,7 @@ impl CgroupManager for Manager {
             freezer_state: Some(state),
             oom_score_adj: None,
             disable_oom_killer: false,
+            skip_devices: false,
         };
         Ok(Freezer::apply(
             &controller_opt,

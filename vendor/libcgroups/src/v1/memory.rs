@@ -543,6 +543,7 @@ mod tests {
                     disable_oom_killer,
                     oom_score_adj: None,
                     freezer_state: None,
+                    skip_devices: false,
                 };
 
                 let result = <Memory as Controller>::apply(&controller_opt, tmp.path());

@@ -93,6 +93,7 @@ mod tests {
             freezer_state: None,
             oom_score_adj: None,
             disable_oom_killer: false,
+            skip_devices: false,
         };
 
         // act
@@ -130,6 +131,7 @@ mod tests {
             freezer_state: None,
             oom_score_adj: None,
             disable_oom_killer: false,
+            skip_devices: false,
         };
 
         // act
@@ -164,6 +166,7 @@ mod tests {
             oom_score_adj: None,
             disable_oom_killer: false,
             freezer_state: None,
+            skip_devices: false,
         };
 
         // act

@@ -401,6 +401,7 @@ fn apply_cgroups<
             freezer_state: None,
             oom_score_adj: None,
             disable_oom_killer: false,
+            skip_devices: false,
         };
 
         cmanager.apply(&controller_opt).map_err(|err| {

@@ -41,7 +41,13 @@ impl Controller for Devices {
         return Ok(());
 
         #[cfg(feature = "cgroupsv2_devices")]
-        return Self::apply_devices(cgroup_root, controller_opt.resources.devices());
+        {
+            // nvbind: runc's SkipDevices
+            if controller_opt.skip_devices {
+                return Ok(());
+            }
+            Self::apply_devices(cgroup_root, controller_opt.resources.devices())
+        }
     }
 }
 
