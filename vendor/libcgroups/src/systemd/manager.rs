@@ -180,6 +180,10 @@ pub enum SystemdManagerError {
     Pids(Infallible),
     #[error("in pids unified controller: {0}")]
     Unified(#[from] super::unified::SystemdUnifiedError),
+    // nvbind: the device rules, through the eBPF filter (see apply)
+    #[cfg(feature = "cgroupsv2_devices")]
+    #[error(transparent)]
+    Devices(#[from] crate::v2::devices::controller::DevicesControllerError),
     #[error(
         "systemd cgroup flag passed, but systemd support for managing cgroups is not available"
     )]
@@ -542,6 +546,19 @@ impl CgroupManager for Manager {
             self.ensure_controllers_attached()?;
             self.client
                 .set_unit_properties(&self.unit_name, &properties)?;
+        }
+
+        // nvbind: the device rules were dropped under systemd. As runc's systemd v2 manager
+        // does (it calls its fs manager's Set after setting the unit's properties), the
+        // unit's cgroup gets the same eBPF device filter as with cgroupfs. systemd leaves a
+        // program it did not attach in place when it changes the unit. (DevicePolicy and
+        // DeviceAllow, which runc also sets, are not set here.)
+        #[cfg(feature = "cgroupsv2_devices")]
+        if !controller_opt.skip_devices {
+            crate::v2::devices::Devices::apply_devices(
+                &self.full_path,
+                controller_opt.resources.devices(),
+            )?;
         }
 
         Ok(())
