@@ -401,7 +401,9 @@ fn apply_cgroups<
             freezer_state: None,
             oom_score_adj: None,
             disable_oom_killer: false,
-            skip_devices: false,
+            // nvbind: the device rules come later, from the main process, once the init has
+            // prepared the rootfs (container_main_process::apply_device_rules), as in runc.
+            skip_devices: true,
         };
 
         cmanager.apply(&controller_opt).map_err(|err| {

@@ -44,9 +44,53 @@ pub enum ProcessError {
     Hooks(#[from] crate::hooks::HookError),
     #[error("failed to build OCI state: {0}")]
     OciStateBuild(String),
+    // nvbind: transparent, as the errors above: CreateContainerError shows only Display;
+    // boxed, as the cgroup errors are large.
+    #[error(transparent)]
+    DeviceRulesCgroup(Box<libcgroups::common::CreateCgroupSetupError>),
+    #[error(transparent)]
+    DeviceRules(Box<libcgroups::common::AnyManagerError>),
 }
 
 type Result<T> = std::result::Result<T, ProcessError>;
+
+/// nvbind: the container's device rules, applied by the runtime's own process (never
+/// inherited by the container: memlock is raised here for the eBPF filter) once the init
+/// has prepared the rootfs. The intermediate process applied every other limit when it
+/// joined the cgroup (`skip_devices`). A rootless container gets none: they need host
+/// privileges (runc skips them there too), and it may have no cgroup at all.
+fn apply_device_rules(container_args: &ContainerArgs) -> Result<()> {
+    let rootless =
+        crate::utils::rootless_required(container_args.syscall.create_syscall().as_ref())
+            .unwrap_or(false);
+    if rootless {
+        return Ok(());
+    }
+    use libcgroups::common::CgroupManager;
+    let cmanager = libcgroups::common::create_cgroup_manager(container_args.cgroup_config.clone())
+        .map_err(|e| ProcessError::DeviceRulesCgroup(Box::new(e)))?;
+    // Only the device rules: every other field is left out, so no other controller is
+    // touched again. No `linux.resources` at all still gets the default rules on a deny-all
+    // cgroup, as with runc.
+    let mut devices_only = oci_spec::runtime::LinuxResources::default();
+    devices_only.set_devices(
+        container_args
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.devices().clone()),
+    );
+    cmanager
+        .apply(&libcgroups::common::ControllerOpt {
+            resources: &devices_only,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+            skip_devices: false,
+        })
+        .map_err(|e| ProcessError::DeviceRules(Box::new(e)))
+}
 
 pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     // We use a set of channels to communicate between parent and child process.
@@ -193,8 +237,13 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     }
 
     if matches!(container_args.container_type, ContainerType::InitContainer) {
+        // nvbind: the init always asks once it has prepared the rootfs (runc's procHooks),
+        // hooks or not: the device rules are applied here, before any hook runs and before
+        // the init pivots into the rootfs and runs the container's code, and after the
+        // rootfs was prepared (so a spec mount of a block device works, as with runc).
+        init_main_receiver.wait_for_hook_request()?;
+        apply_device_rules(container_args)?;
         if let Some(hooks) = container_args.spec.hooks() {
-            init_main_receiver.wait_for_hook_request()?;
             if let Some(container_for_hooks) = &container_args.container {
                 hooks::run_hooks(
                     hooks.prestart().as_ref(),
@@ -220,8 +269,8 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
                     err
                 })?;
             }
-            init_sender.hook_done()?;
         }
+        init_sender.hook_done()?;
     }
 
     if let Some(linux) = container_args.spec.linux() {

@@ -95,13 +95,13 @@ pub fn container_init_process(
                 InitProcessError::RootFS(err)
             })?;
 
-        if ctx.hooks.is_some() {
-            // send a request to the main process to run prestart and create_runtime hooks.
-            // prestart and create_runtime hook needs to be called after the namespace setup, but
-            // before pivot_root is called. This runs in the runtime(not container) namespaces.
-            main_sender.hook_request()?;
-            init_receiver.wait_for_hook_request_done()?;
-        }
+        // send a request to the main process to run prestart and create_runtime hooks.
+        // prestart and create_runtime hook needs to be called after the namespace setup, but
+        // before pivot_root is called. This runs in the runtime(not container) namespaces.
+        // nvbind: sent with or without hooks: the main process applies the device rules
+        // then, as runc does at this point (procHooks).
+        main_sender.hook_request()?;
+        init_receiver.wait_for_hook_request_done()?;
 
         // nvbind: the runtime's own work on the prepared rootfs, where createContainer hooks
         // run (in the container's namespaces, before pivot_root), without executing anything.
