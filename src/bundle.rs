@@ -79,6 +79,8 @@ pub enum CheckError {
     CgroupsPath(PathBuf),
     #[error("linux.namespaces lists type {0} more than once; keep one entry per type")]
     DuplicateNamespace(String),
+    #[error(transparent)]
+    DeviceRule(#[from] libcgroups::devices::DeviceRuleError),
     #[error(
         "linux.seccomp.defaultErrnoRet is set but defaultAction {0} returns no errno; \
          remove it or use SCMP_ACT_ERRNO / SCMP_ACT_TRACE"
@@ -166,7 +168,21 @@ pub fn check_spec(spec: &Spec, bundle: &Path) -> Result<(), CheckError> {
     check_namespaces(spec)?;
     check_device_paths(spec)?;
     check_cgroups_path(spec)?;
+    check_device_rules(spec)?;
     check_seccomp_errno(spec)
+}
+
+/// The device rules, replayed as the cgroup will be (libcgroups, runc's semantics): a rule
+/// neither cgroup v1 nor the v2 filter can express is refused before anything is made, not
+/// when the half-built container's cgroup gets its rules.
+fn check_device_rules(spec: &Spec) -> Result<(), CheckError> {
+    let rules = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().as_deref());
+    libcgroups::devices::Emulator::for_container(rules)?;
+    Ok(())
 }
 
 /// The cgroup is the container's: `delete --force` of a half-made container kills what is
@@ -398,6 +414,32 @@ mod tests {
             let e = load_err(&with_cgroup(bad), true);
             assert!(e.contains("linux.cgroupsPath"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn device_rules_a_cgroup_cannot_express_are_refused() {
+        let with_rules = |rules: &str| {
+            load_err(
+                &format!(
+                    r#"{{"ociVersion":"1.0.2","process":{{"args":["true"],"cwd":"/","user":{{"uid":0,"gid":0}}}},"root":{{"path":"rootfs"}},"linux":{{"resources":{{"devices":{rules}}}}}}}"#
+                ),
+                true,
+            )
+        };
+        let e = with_rules(
+            r#"[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","access":"rwm"},{"allow":false,"type":"c","major":1,"minor":3,"access":"w"}]"#,
+        );
+        assert!(
+            e.contains("linux.resources.devices[2] (deny c 1:3 w)"),
+            "{e}"
+        );
+        let e = with_rules(r#"[{"allow":true,"type":"c","major":1}]"#);
+        assert!(
+            e.contains("linux.resources.devices[0]: the access is empty"),
+            "{e}"
+        );
+        let e = with_rules(r#"[{"allow":true,"type":"p","access":"rw"}]"#);
+        assert!(e.contains("invalid cgroup device type \"p\""), "{e}");
     }
 
     #[test]

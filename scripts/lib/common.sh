@@ -20,7 +20,7 @@ ensure_packages() {
 }
 
 # What building and testing the workspace needs.
-BUILD_PACKAGES=(gcc libc6-dev pkg-config libseccomp-dev busybox-static jq runc crun file procps psmisc iproute2 kmod util-linux strace)
+BUILD_PACKAGES=(gcc libc6-dev pkg-config libseccomp-dev busybox-static jq runc crun file procps psmisc iproute2 kmod util-linux strace mount)
 
 require_root() {
   [ "$(id -u)" -eq 0 ] || { echo "$0: run as root (containers need it)" >&2; exit 1; }

@@ -159,7 +159,9 @@ pub fn run(args: &UpdateArgs, ctx: &Ctx) -> Result<()> {
             disable_oom_killer: false,
             oom_score_adj: None,
             freezer_state: None,
-            skip_devices: false,
+            // runc's update sets SkipDevices too: it cannot change the device rules, and the
+            // filter the container got at create (with what CDI added) stays as it is.
+            skip_devices: true,
         })
         .with_context(|| format!("cannot update the cgroup of {:?}", args.id))
 }
