@@ -10,24 +10,15 @@
 //! into the old program would be simpler but cannot outlive the hook: the kernel empties a
 //! program array when its last user-space reference goes.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use libcgroups::v2::devices::bpf::{self, BPF_F_ALLOW_MULTI};
+use libcgroups::v2::devices::program::Insn;
 use nix::errno::Errno;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_ATTACH: libc::c_long = 8;
-const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_PROG_QUERY: libc::c_long = 16;
-
-const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
-const BPF_CGROUP_DEVICE: u32 = 6;
-const BPF_F_ALLOW_MULTI: u32 = 2;
-const BPF_F_REPLACE: u32 = 4;
-
+// bpf_cgroup_dev_ctx: access_type = (access << 16) | type.
 const DEV_BLOCK: i32 = 1;
 const DEV_CHAR: i32 = 2;
 const ACC_MKNOD: i32 = 1;
@@ -49,51 +40,40 @@ pub enum BpfError {
         #[source]
         source: Errno,
     },
+    #[error("cannot extend the device program of cgroup {path}")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: bpf::BpfError,
+    },
     #[error("cgroup {path} has {count} device programs attached; only one (the runtime's) can be extended")]
     Programs { path: PathBuf, count: u32 },
     #[error("the device program on cgroup {path} uses calls or maps (opcode {code:#04x}); it cannot be extended")]
     Unsupported { path: PathBuf, code: u8 },
 }
 
-/// One BPF instruction.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | (dst & 0xf),
-        off,
-        imm,
-    }
-}
-
+// The instructions and bpf(2) are libcgroups' (the runtime's eBPF device filter): one
+// encoding, one set of syscalls for both binaries.
 fn ldxw(dst: u8, src: u8, off: i16) -> Insn {
-    insn(0x61, dst, src, off, 0)
+    Insn::ldx_w(dst, src, off)
 }
 fn and_k(dst: u8, imm: i32) -> Insn {
-    insn(0x57, dst, 0, 0, imm)
+    Insn::and64_imm(dst, imm)
 }
 fn rsh_k(dst: u8, imm: i32) -> Insn {
-    insn(0x77, dst, 0, 0, imm)
+    Insn::rsh64_imm(dst, imm)
 }
 fn jne_k(dst: u8, imm: i32, off: i16) -> Insn {
-    insn(0x55, dst, 0, off, imm)
+    Insn::jne_imm(dst, imm, off)
 }
 fn mov_k(dst: u8, imm: i32) -> Insn {
-    insn(0xb7, dst, 0, 0, imm)
+    Insn::mov64_imm(dst, imm)
 }
 fn mov_x(dst: u8, src: u8) -> Insn {
-    insn(0xbf, dst, src, 0, 0)
+    Insn::mov64_reg(dst, src)
 }
 fn exit() -> Insn {
-    insn(0x95, 0, 0, 0, 0)
+    Insn::exit()
 }
 
 /// A rule in BPF terms: (type, major, minor, access bits); None matches any.
@@ -174,97 +154,6 @@ pub fn program(rules: &[LinuxDeviceCgroup], rest: Option<&[Insn]>) -> Vec<Insn> 
     p
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> Result<libc::c_long, Errno> {
-    // SAFETY: attr is a zeroed, 128-byte bpf_attr laid out for `cmd` by the callers.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    Errno::result(r)
-}
-
-fn put32(a: &mut [u8; 128], at: usize, v: u32) {
-    a[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-}
-fn put64(a: &mut [u8; 128], at: usize, v: u64) {
-    a[at..at + 8].copy_from_slice(&v.to_ne_bytes());
-}
-
-fn owned(fd: libc::c_long) -> OwnedFd {
-    // SAFETY: the kernel just returned this fd.
-    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
-}
-
-/// Loads a device program.
-pub fn load(insns: &[Insn]) -> Result<OwnedFd, Errno> {
-    let license = CString::new("GPL").expect("no NUL");
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, BPF_PROG_TYPE_CGROUP_DEVICE);
-    put32(&mut a, 4, insns.len() as u32);
-    put64(&mut a, 8, insns.as_ptr() as u64);
-    put64(&mut a, 16, license.as_ptr() as u64);
-    bpf(BPF_PROG_LOAD, &mut a).map(owned)
-}
-
-/// The translated instructions of a loaded program.
-fn instructions(prog: &OwnedFd) -> Result<Vec<Insn>, Errno> {
-    // struct bpf_prog_info: xlated_prog_len at 20, xlated_prog_insns at 32.
-    let mut info = [0u8; 256];
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, prog.as_raw_fd() as u32);
-    put32(&mut a, 4, info.len() as u32);
-    put64(&mut a, 8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
-    let len = u32::from_ne_bytes(info[20..24].try_into().expect("4 bytes")) as usize;
-    let mut insns = vec![insn(0, 0, 0, 0, 0); len / std::mem::size_of::<Insn>()];
-    let mut info = [0u8; 256];
-    info[20..24].copy_from_slice(&(len as u32).to_ne_bytes());
-    info[32..40].copy_from_slice(&(insns.as_mut_ptr() as u64).to_ne_bytes());
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, prog.as_raw_fd() as u32);
-    put32(&mut a, 4, info.len() as u32);
-    put64(&mut a, 8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
-    Ok(insns)
-}
-
-/// Device programs attached to the cgroup (ids) and the attach flags.
-fn query(cgroup: &OwnedFd) -> Result<(Vec<u32>, u32), Errno> {
-    let mut ids = [0u32; 64];
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, cgroup.as_raw_fd() as u32);
-    put32(&mut a, 4, BPF_CGROUP_DEVICE);
-    put64(&mut a, 16, ids.as_mut_ptr() as u64);
-    put32(&mut a, 24, ids.len() as u32);
-    bpf(BPF_PROG_QUERY, &mut a)?;
-    let flags = u32::from_ne_bytes(a[12..16].try_into().expect("4 bytes"));
-    let count = u32::from_ne_bytes(a[24..28].try_into().expect("4 bytes"));
-    Ok((ids[..count.min(64) as usize].to_vec(), flags))
-}
-
-fn prog_by_id(id: u32) -> Result<OwnedFd, Errno> {
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, id);
-    bpf(BPF_PROG_GET_FD_BY_ID, &mut a).map(owned)
-}
-
-/// Attaches `prog` to `cgroup`: with `replace`, in place of that program (atomically).
-pub fn attach(
-    cgroup: &OwnedFd,
-    prog: &OwnedFd,
-    flags: u32,
-    replace: Option<&OwnedFd>,
-) -> Result<(), Errno> {
-    let mut a = [0u8; 128];
-    put32(&mut a, 0, cgroup.as_raw_fd() as u32);
-    put32(&mut a, 4, prog.as_raw_fd() as u32);
-    put32(&mut a, 8, BPF_CGROUP_DEVICE);
-    let mut flags = flags;
-    if let Some(old) = replace {
-        flags |= BPF_F_REPLACE;
-        put32(&mut a, 16, old.as_raw_fd() as u32);
-    }
-    put32(&mut a, 12, flags);
-    bpf(BPF_PROG_ATTACH, &mut a).map(drop)
-}
-
 pub fn open_cgroup(path: &Path) -> Result<OwnedFd, BpfError> {
     std::fs::File::open(path)
         .map(OwnedFd::from)
@@ -285,10 +174,10 @@ pub fn allow(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<bool, BpfError> 
         }
     };
     let cgroup = open_cgroup(dir)?;
-    let (ids, flags) = query(&cgroup).map_err(e("PROG_QUERY"))?;
+    let (ids, flags) = bpf::query(cgroup.as_fd()).map_err(e("PROG_QUERY"))?;
     let old = match ids.as_slice() {
         [] => return Ok(false),
-        [id] => prog_by_id(*id).map_err(e("PROG_GET_FD_BY_ID"))?,
+        [id] => bpf::prog_by_id(*id).map_err(e("PROG_GET_FD_BY_ID"))?,
         _ => {
             return Err(BpfError::Programs {
                 path: dir.to_path_buf(),
@@ -296,7 +185,7 @@ pub fn allow(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<bool, BpfError> 
             })
         }
     };
-    let rest = instructions(&old).map_err(e("OBJ_GET_INFO_BY_FD"))?;
+    let rest = bpf::instructions(old.as_fd()).map_err(e("OBJ_GET_INFO_BY_FD"))?;
     // Calls and 64-bit loads (map references) do not survive being read back and reloaded.
     if let Some(i) = rest.iter().find(|i| i.code == 0x85 || i.code == 0x18) {
         return Err(BpfError::Unsupported {
@@ -311,12 +200,22 @@ pub fn allow(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<bool, BpfError> 
             source: Errno::EPERM,
         });
     }
-    let prog = load(&program(rules, Some(&rest))).map_err(e("PROG_LOAD"))?;
+    let prog =
+        bpf::load(c"GPL", &program(rules, Some(&rest))).map_err(|source| BpfError::Load {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     if flags & BPF_F_ALLOW_MULTI != 0 {
-        attach(&cgroup, &prog, BPF_F_ALLOW_MULTI, Some(&old)).map_err(e("PROG_ATTACH"))?;
+        bpf::attach(
+            cgroup.as_fd(),
+            prog.as_fd(),
+            BPF_F_ALLOW_MULTI,
+            Some(old.as_fd()),
+        )
+        .map_err(e("PROG_ATTACH"))?;
     } else {
         // Attached without flags (override mode): a new attach replaces it.
-        attach(&cgroup, &prog, flags, None).map_err(e("PROG_ATTACH"))?;
+        bpf::attach(cgroup.as_fd(), prog.as_fd(), flags, None).map_err(e("PROG_ATTACH"))?;
     }
     Ok(true)
 }
@@ -396,12 +295,12 @@ mod tests {
         )
         .unwrap();
         let fd = open_cgroup(&cg).unwrap();
-        let runtime = load(&program(
-            &[rule(LinuxDeviceType::C, 1, Some(3), "rwm")],
-            None,
-        ))
+        let runtime = bpf::load(
+            c"GPL",
+            &program(&[rule(LinuxDeviceType::C, 1, Some(3), "rwm")], None),
+        )
         .unwrap();
-        attach(&fd, &runtime, BPF_F_ALLOW_MULTI, None).unwrap();
+        bpf::attach(fd.as_fd(), runtime.as_fd(), BPF_F_ALLOW_MULTI, None).unwrap();
         let before = open_in(&cg, &node);
         let added = allow(&cg, &[rule(LinuxDeviceType::C, 195, None, "rw")]);
         let after = open_in(&cg, &node);
@@ -414,7 +313,7 @@ mod tests {
             ))
             .output()
             .unwrap();
-        let (ids, _) = query(&fd).unwrap();
+        let (ids, _) = bpf::query(fd.as_fd()).unwrap();
         let _ = std::fs::remove_dir(&cg);
         assert!(before.contains("Operation not permitted"), "{before}");
         assert!(added.unwrap());
