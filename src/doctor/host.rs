@@ -128,49 +128,12 @@ impl Host for SystemHost {
 }
 
 /// Loads `r0 = 1; exit` as a BPF_PROG_TYPE_CGROUP_DEVICE program (what a runtime attaches to a
-/// cgroup v2 to filter devices) and closes it.
+/// cgroup v2 to filter devices) and closes it, with the runtime's own bpf(2) calls (libcgroups):
+/// what fails here fails a create the same way.
 fn load_trivial_device_program() -> Result<(), String> {
-    const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
-    // mov64 r0, 1 ; exit
-    let insns: [u64; 2] = [0x0000_0001_0000_00b7, 0x0000_0000_0000_0095];
-    let license = c"Apache-2.0";
-    #[repr(C)]
-    #[derive(Default)]
-    struct ProgLoad {
-        prog_type: u32,
-        insn_cnt: u32,
-        insns: u64,
-        license: u64,
-        log_level: u32,
-        log_size: u32,
-        log_buf: u64,
-        kern_version: u32,
-        prog_flags: u32,
-        // The rest of bpf_attr, zeroed: the kernel checks that unknown tail bytes are zero.
-        _pad: [u64; 12],
-    }
-    let attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        ..Default::default()
-    };
-    // SAFETY: bpf(BPF_PROG_LOAD) reads `attr` and the instruction and license buffers it points
-    // to, all alive for the call; it returns a new descriptor or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoad,
-            std::mem::size_of::<ProgLoad>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    // SAFETY: the descriptor was just returned to us.
-    unsafe { libc::close(fd as libc::c_int) };
-    Ok(())
+    use libcgroups::v2::devices::{bpf, program::Insn};
+    bpf::bump_memlock_rlimit();
+    bpf::load(c"Apache-2.0", &[Insn::mov64_imm(0, 1), Insn::exit()])
+        .map(drop)
+        .map_err(|e| e.to_string())
 }

@@ -77,7 +77,7 @@ pub fn device_filter(host: &dyn Host) -> Check {
             Ok(()) => Check::ok(id, "cgroup v2 device filtering: eBPF device programs load"),
             Err(e) => Check::fail(
                 id,
-                format!("cgroup v2 without eBPF device programs ({e}): containers would reach every device"),
+                format!("cgroup v2 without eBPF device programs ({e}): nvbind refuses to create containers it cannot filter"),
                 "use a kernel with CONFIG_CGROUP_BPF=y and run nvbind as root (CAP_BPF and CAP_SYS_ADMIN)",
             ),
         },
