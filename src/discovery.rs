@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use nvbind_cdi::discover::amd::AmdDiscoverer;
 use nvbind_cdi::discover::intel::IntelDiscoverer;
 use nvbind_cdi::discover::nvidia::{NvidiaDiscoverer, NvmlSource};
+use nvbind_cdi::discover::wsl::{self, WslDiscoverer};
 use nvbind_cdi::discover::{Discover, HostRoots, Inventory, Vendor};
 
 /// Where discovery looks: the driver, /dev, /proc and /sys roots, and whether to use NVML.
@@ -29,6 +30,19 @@ pub struct HostArgs {
     /// Do not load NVML (libnvidia-ml.so.1); find NVIDIA GPUs through /proc and /dev only
     #[arg(long)]
     pub no_nvml: bool,
+    /// How NVIDIA GPUs are reached: `wsl` (WSL2: /dev/dxg and the Windows driver store under
+    /// /usr/lib/wsl), `native` (/dev/nvidia*), or `auto`: wsl when /dev/dxg exists and
+    /// /dev/nvidiactl does not
+    #[arg(long, value_enum, default_value_t = NvidiaMode::Auto)]
+    pub mode: NvidiaMode,
+}
+
+/// `--mode`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NvidiaMode {
+    Auto,
+    Wsl,
+    Native,
 }
 
 impl HostArgs {
@@ -46,14 +60,21 @@ impl HostArgs {
 
     /// Discover the given vendors (all when empty).
     pub fn discover(&self, vendors: &[Vendor]) -> Inventory {
-        let nvidia = NvidiaDiscoverer {
+        let native = NvidiaDiscoverer {
             nvml: if self.no_nvml {
                 NvmlSource::Disabled
             } else {
                 NvmlSource::Load
             },
         };
-        let all: [&dyn Discover; 3] = [&nvidia, &AmdDiscoverer, &IntelDiscoverer];
+        let roots = self.roots();
+        let use_wsl = match self.mode {
+            NvidiaMode::Wsl => true,
+            NvidiaMode::Native => false,
+            NvidiaMode::Auto => wsl::detected(&roots),
+        };
+        let nvidia: &dyn Discover = if use_wsl { &WslDiscoverer } else { &native };
+        let all: [&dyn Discover; 3] = [nvidia, &AmdDiscoverer, &IntelDiscoverer];
         let chosen: Vec<&dyn Discover> = all
             .into_iter()
             .filter(|d| vendors.is_empty() || vendors.contains(&d.vendor()))

@@ -228,7 +228,13 @@ pub fn spec_for(
             }
         }
     }
-    if devices.is_empty() {
+    // WSL2: every GPU is behind /dev/dxg, so there is one device, `all` (as nvidia-ctk's
+    // wsl mode has it).
+    let wsl = inv.method == discover::Method::Wsl;
+    if wsl {
+        push_unique_nodes(&mut all_nodes, &inv.shared.device_nodes);
+    }
+    if devices.is_empty() && !wsl {
         return Err(GenerateError::NoDevices {
             vendor: inv.vendor,
             kind: inv.vendor.kind(),
@@ -252,7 +258,9 @@ pub fn spec_for(
         // legacy NVIDIA hook inject them a second time.
         edits.env.push("NVIDIA_VISIBLE_DEVICES=void".to_owned());
     }
-    push_unique_nodes(&mut edits.device_nodes, &sh.device_nodes);
+    if !wsl {
+        push_unique_nodes(&mut edits.device_nodes, &sh.device_nodes);
+    }
     edits.hooks.extend(symlink_hook(hook_path, &sh.symlinks));
     let libraries32: &[HostFile] = if opts.compat32 { &sh.libraries32 } else { &[] };
     let all_libraries: Vec<HostFile> = sh.libraries.iter().chain(libraries32).cloned().collect();

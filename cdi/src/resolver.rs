@@ -25,6 +25,7 @@ use crate::capabilities;
 use crate::discover::amd::AmdDiscoverer;
 use crate::discover::intel::IntelDiscoverer;
 use crate::discover::nvidia::{NvidiaDiscoverer, NvmlSource};
+use crate::discover::wsl::{self, WslDiscoverer};
 use crate::discover::{Discover, DiscoverError, HostRoots, Vendor};
 use crate::gated::{self, GatedError};
 use crate::generate::{self, GenerateError, GenerateOptions};
@@ -410,6 +411,7 @@ pub fn discover(
     nvml: bool,
 ) -> Result<crate::discover::VendorInventory, DiscoverError> {
     match vendor {
+        Vendor::Nvidia if wsl::detected(roots) => WslDiscoverer.discover(roots),
         Vendor::Nvidia => NvidiaDiscoverer {
             nvml: if nvml {
                 NvmlSource::Load

@@ -271,3 +271,23 @@ fn host_ld_so_cache_parses() {
     assert_eq!(cache.skipped(), 0);
     assert!(cache.lookup(&["libc.so.6"]).count() >= 1);
 }
+
+#[test]
+fn wsl2_driver_store_and_dxg() {
+    use nvbind_cdi::discover::wsl::{self, WslDiscoverer};
+    let host = FakeHost::wsl();
+    assert!(wsl::detected(&host.roots()));
+    let inv = WslDiscoverer.discover(&host.roots()).unwrap();
+    assert_eq!(inv.method, Method::Wsl);
+    assert!(inv.warnings.is_empty(), "{:?}", inv.warnings);
+    let (spec, _) = generate(&inv, NameStrategy::Index);
+    // One device, `all`, holding /dev/dxg, as nvidia-ctk's wsl mode makes it.
+    assert_eq!(names(&spec), ["all"]);
+    assert_golden("nvidia-wsl.yaml", &yaml(&spec, &host));
+    // A native driver next to /dev/dxg is not WSL.
+    host.char_dev("/dev/nvidiactl", 195, 255);
+    assert!(!wsl::detected(&host.roots()));
+    // No /dev/dxg: not a WSL2 host.
+    let empty = FakeHost::empty();
+    assert!(WslDiscoverer.discover(&empty.roots()).is_err());
+}

@@ -358,3 +358,31 @@ fn a_spec_on_disk_for_the_kind_is_used_as_is_and_nothing_is_discovered() {
     assert!(r.resolve(&config("void")).unwrap().is_none());
     let _ = HostRoots::default();
 }
+
+#[test]
+fn on_wsl2_the_spec_made_at_create_time_is_the_dxg_one() {
+    let host = FakeHost::wsl();
+    let empty = host.path("/etc/cdi-empty");
+    fs::create_dir_all(&empty).unwrap();
+    let r = resolver(&empty, &host, StalePolicy::Fail);
+    let res = r.resolve(&config("all")).unwrap().unwrap();
+    assert_eq!(res.generated, ["nvidia.com/gpu"]);
+    let nodes: Vec<&str> = res
+        .edits
+        .device_nodes
+        .iter()
+        .map(|n| n.path.as_str())
+        .collect();
+    assert_eq!(nodes, ["/dev/dxg"]);
+    assert!(res
+        .edits
+        .mounts
+        .iter()
+        .any(|m| m.container_path.ends_with("/libcuda.so.1.1")));
+    // WSL2 has no per-GPU device: an index is one line saying what exists.
+    let line = err_line(r.resolve(&config("0")));
+    assert!(
+        line.starts_with("unresolvable CDI device nvidia.com/gpu=0 (known kinds: nvidia.com/gpu"),
+        "{line}"
+    );
+}

@@ -14,6 +14,7 @@ pub mod ldcache;
 pub mod nvidia;
 pub mod nvidia_files;
 pub mod nvml;
+pub mod wsl;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -75,6 +76,8 @@ pub enum Method {
     DevScan,
     /// /sys/class/drm (AMD, Intel).
     Sysfs,
+    /// WSL2: /dev/dxg and the Windows driver store.
+    Wsl,
 }
 
 impl fmt::Display for Method {
@@ -84,6 +87,7 @@ impl fmt::Display for Method {
             Method::Procfs => "procfs",
             Method::DevScan => "/dev scan",
             Method::Sysfs => "sysfs",
+            Method::Wsl => "WSL2 driver store",
         })
     }
 }

@@ -359,6 +359,34 @@ impl FakeHost {
         h
     }
 
+    /// A WSL2 host: /dev/dxg, the NVIDIA driver store under /usr/lib/wsl/drivers (fake ELF
+    /// libraries, nvcubins.bin, nvidia-smi) and /usr/lib/wsl/lib (libdxcore.so and the
+    /// loader links WSL makes there); a second, non-NVIDIA store that must be ignored.
+    pub fn wsl() -> FakeHost {
+        let h = FakeHost::empty();
+        h.char_dev("/dev/dxg", 10, 125);
+        let store = "/usr/lib/wsl/drivers/nv_dispi.inf_amd64_3d5e7b8f1a2c4d6e";
+        let built = build_libs(WSL_LIBS, false);
+        for (_, file) in WSL_LIBS {
+            let dir = if *file == "libdxcore.so" {
+                "/usr/lib/wsl/lib"
+            } else {
+                store
+            };
+            h.dir(dir);
+            fs::copy(built.join(file), h.path(&format!("{dir}/{file}"))).unwrap();
+        }
+        h.file(&format!("{store}/nvcubins.bin"), "cubins\n");
+        h.executable(&format!("{store}/nvidia-smi"));
+        // What WSL puts in /usr/lib/wsl/lib besides libdxcore: links into the store.
+        h.link(
+            &format!("{store}/libcuda.so.1.1"),
+            "/usr/lib/wsl/lib/libcuda.so.1",
+        );
+        h.executable("/usr/lib/wsl/drivers/iigd_dch.inf_amd64_0a1b2c3d4e5f6a7b/libigd.so");
+        h
+    }
+
     /// 2 AMD GPUs (amdgpu) and /dev/kfd.
     pub fn amd_x2(&self) {
         self.char_dev("/dev/kfd", 235, 0);
@@ -481,6 +509,20 @@ const LIBS32: &[(&str, &str)] = &[
     ("libnvcuvid.so.1", "libnvcuvid.so.{v}"),
 ];
 pub const LIBDIR32: &str = "/usr/lib/i386-linux-gnu";
+
+/// The WSL2 driver store's libraries (and libdxcore from /usr/lib/wsl/lib).
+const WSL_LIBS: &[(&str, &str)] = &[
+    ("libcuda.so.1", "libcuda.so.1.1"),
+    ("libcuda_loader.so", "libcuda_loader.so"),
+    (
+        "libnvidia-ptxjitcompiler.so.1",
+        "libnvidia-ptxjitcompiler.so.1",
+    ),
+    ("libnvidia-ml.so.1", "libnvidia-ml.so.1"),
+    ("libnvidia-ml_loader.so", "libnvidia-ml_loader.so"),
+    ("libdxcore.so", "libdxcore.so"),
+    ("libnvdxgdmal.so.1", "libnvdxgdmal.so.1"),
+];
 
 /// fake_nvml.c compiled once per build into the target's test temp dir.
 fn fake_nvml_lib() -> &'static Path {
