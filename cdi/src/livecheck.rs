@@ -153,10 +153,14 @@ impl StaleSpec {
             self.path.display(),
             self.entry,
             self.change,
-            crate::resolver::STALE_ENV
+            STALE_ENV
         )
     }
 }
+
+/// What to do with a spec file that no longer matches the host: `fail` (default) or
+/// `regenerate` (generate the kind's spec in memory instead, with a warning).
+pub const STALE_ENV: &str = "NVBIND_CDI_STALE_SPECS";
 
 /// (minor, uuid) of each GPU the driver lists.
 type GpuTable = Vec<(u32, Option<String>)>;

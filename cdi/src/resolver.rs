@@ -43,9 +43,9 @@ pub const SPEC_DIRS_ENV: &str = "NVBIND_CDI_SPEC_DIRS";
 /// Root of the host tree that discovery and the live checks read (driver files, /dev,
 /// /proc, /sys); default `/`.
 pub const DRIVER_ROOT_ENV: &str = "NVBIND_DRIVER_ROOT";
-/// What to do with a spec file that no longer matches the host: `fail` (default) or
-/// `regenerate` (generate the kind's spec in memory instead, with a warning).
-pub const STALE_ENV: &str = "NVBIND_CDI_STALE_SPECS";
+/// What to do with a spec file that no longer matches the host (defined beside the check,
+/// whose message names it).
+pub use crate::livecheck::STALE_ENV;
 /// `1`: discovery at create time may load NVML (it reads /proc and /dev otherwise: NVML's
 /// start-up can take far longer than a create, and /proc says all a spec needs except MIG
 /// device UUIDs).

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use crate::args::Args;
 use crate::cgroup::{self, rule_line, DeviceCgroup};
 use crate::devbpf;
-use crate::lxc::{plan_for, request_env, LxcConfig};
+use crate::lxc_config::{plan_for, request_env, LxcConfig};
 use crate::options::InjectOptions;
 
 pub fn run(mut args: Args) -> Result<()> {

@@ -22,6 +22,7 @@ mod devbpf;
 mod error;
 mod live;
 mod lxc;
+mod lxc_config;
 mod lxc_devices;
 mod mountapi;
 mod nsenter;
