@@ -66,7 +66,7 @@ pub enum Command {
     /// Rootfs snapshots: create, list, restore, delete
     Snapshot(commands::snapshot::SnapshotArgs),
     /// Register nvbind in Docker's, Podman's or containerd's config (merging, with a backup)
-    Setup(commands::setup::SetupArgs),
+    Setup(commands::setup::args::SetupArgs),
     /// Check that this host is ready for nvbind, and what to do where it is not
     Doctor(commands::doctor::DoctorArgs),
     /// Print a shell completion script (bash, zsh or fish)

@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod criu;
+mod default_spec;
 mod discovery;
 mod doctor;
 mod executor;
@@ -23,7 +24,7 @@ mod warning;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 // The library half (src/lib.rs); imported at the root so `crate::bundle` works everywhere.
 use nvbind::bundle;
 
@@ -87,8 +88,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Cdi(args) => return cmd::cdi::run(&args, &cli.global.cdi_spec_dirs).map(|_| 0),
         Command::Info(args) => return cmd::info::run(&args).map(|_| 0),
         Command::Doctor(args) => return cmd::doctor::run(&args),
-        Command::Completion(args) => return cmd::completion::run(&args).map(|_| 0),
-        Command::Man(args) => return cmd::man::run(&args).map(|_| 0),
+        Command::Completion(args) => return cmd::completion::run(&args, Cli::command()).map(|_| 0),
+        Command::Man(args) => return cmd::man::run(&args, Cli::command()).map(|_| 0),
         _ => {}
     }
     let ctx = Ctx::new(&cli.global)?;

@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use libcontainer::container::ContainerStatus;
 
 use crate::criu::dump::{dump, DumpOpts};
 use crate::criu::{Criu, CriuFlags};
+use crate::lifecycle::guard::{ensure, Action};
 use crate::snapshot;
 use crate::state_root::Ctx;
 
@@ -45,14 +46,7 @@ pub fn run(args: &CheckpointArgs, ctx: &Ctx, criu: Option<&std::path::Path>) -> 
         crate::criu::version_string(criu.version)
     );
     let (_lock, mut container) = ctx.load_locked(&args.id)?;
-    if container.status() != ContainerStatus::Running {
-        bail!(
-            "cannot checkpoint container {:?}: it is {}; only a running container can be \
-             checkpointed",
-            args.id,
-            crate::commands::state::status_name(container.status())
-        );
-    }
+    ensure(&container, Action::Checkpoint)?;
     let (spec, rootfs) = snapshot::container_rootfs(&container)?;
     let store = match &args.snapshot {
         Some(name) => {

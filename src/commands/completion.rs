@@ -4,7 +4,6 @@
 use std::io::Write as _;
 
 use anyhow::{Context, Result};
-use clap::CommandFactory as _;
 use clap_complete::Shell;
 
 #[derive(clap::Args, Debug)]
@@ -18,10 +17,10 @@ pub struct CompletionArgs {
     pub shell: Shell,
 }
 
-pub fn run(args: &CompletionArgs) -> Result<()> {
-    let mut cmd = crate::cli::Cli::command();
+/// `cli` is the whole command line (`Cli::command()`), handed down by main.
+pub fn run(args: &CompletionArgs, mut cli: clap::Command) -> Result<()> {
     let mut out = Vec::new();
-    clap_complete::generate(args.shell, &mut cmd, "nvbind", &mut out);
+    clap_complete::generate(args.shell, &mut cli, "nvbind", &mut out);
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(&out)

@@ -6,8 +6,9 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::waitpid;
 
-use crate::commands::exit_code;
 use crate::executor::NvbindExecutor;
+use crate::lifecycle::foreground::exit_code;
+use crate::lifecycle::guard::{ensure, Action};
 use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
@@ -75,13 +76,7 @@ fn parse_user(s: &str) -> Result<(u32, Option<u32>), String> {
 
 pub fn run(args: &ExecArgs, ctx: &Ctx) -> Result<u8> {
     let container = ctx.load(&args.id)?;
-    if !container.can_exec() {
-        bail!(
-            "cannot exec in container {:?}: it is {}, not running",
-            args.id,
-            crate::commands::state::status_name(container.status())
-        );
-    }
+    ensure(&container, Action::Exec)?;
     if args.process.is_none() && args.command.is_empty() {
         bail!("no command given; usage: nvbind exec ID -- CMD [ARGS...]");
     }

@@ -1,7 +1,7 @@
-use anyhow::{bail, Context, Result};
-use libcontainer::container::ContainerStatus;
+use anyhow::{Context, Result};
 use libcontainer::signal::Signal;
 
+use crate::lifecycle::guard::{ensure, Action};
 use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
@@ -25,9 +25,7 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 pub fn run(args: &KillArgs, ctx: &Ctx) -> Result<()> {
     let signal = parse_signal(&args.signal)?;
     let (_lock, mut container) = ctx.load_locked(&args.id)?;
-    if container.status() == ContainerStatus::Stopped && !args.all {
-        bail!("cannot kill container {:?}: it is not running", args.id);
-    }
+    ensure(&container, Action::Kill { all: args.all })?;
     container
         .kill(signal, args.all)
         .with_context(|| format!("cannot signal container {:?}", args.id))

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::CommandFactory as _;
 
 #[derive(clap::Args, Debug)]
 pub struct ManArgs {
@@ -21,7 +20,8 @@ pub struct ManArgs {
 /// The section runc's pages use: commands for the system administrator.
 pub const SECTION: &str = "8";
 
-pub fn run(args: &ManArgs) -> Result<()> {
+/// `cli` is the whole command line (`Cli::command()`), handed down by main.
+pub fn run(args: &ManArgs, mut cli: clap::Command) -> Result<()> {
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
     // An empty date shifts the footer fields in clap_mangen's .TH line, so there is always one.
@@ -30,9 +30,8 @@ pub fn run(args: &ManArgs) -> Result<()> {
         .clone()
         .or_else(source_date)
         .unwrap_or_else(|| chrono::Utc::now().format("%Y-%m-%d").to_string());
-    let mut cmd = crate::cli::Cli::command();
-    cmd.build();
-    let written = write_pages(&cmd, &args.output_dir, &date)?;
+    cli.build();
+    let written = write_pages(&cli, &args.output_dir, &date)?;
     println!("{written} pages in {}", args.output_dir.display());
     Ok(())
 }

@@ -1,5 +1,6 @@
 use anyhow::{Context, Result};
 
+use crate::lifecycle::guard::{ensure, Action};
 use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
@@ -16,13 +17,7 @@ pub struct ResumeArgs {
 
 pub fn run_pause(args: &PauseArgs, ctx: &Ctx) -> Result<()> {
     let (_lock, mut c) = ctx.load_locked(&args.id)?;
-    if !c.can_pause() {
-        anyhow::bail!(
-            "cannot pause container {:?}: it is {}, not running",
-            args.id,
-            crate::commands::state::status_name(c.status())
-        );
-    }
+    ensure(&c, Action::Pause)?;
     crate::rootless::require_cgroup(&c)?;
     c.pause()
         .with_context(|| format!("cannot pause container {:?}", args.id))
@@ -30,13 +25,7 @@ pub fn run_pause(args: &PauseArgs, ctx: &Ctx) -> Result<()> {
 
 pub fn run_resume(args: &ResumeArgs, ctx: &Ctx) -> Result<()> {
     let (_lock, mut c) = ctx.load_locked(&args.id)?;
-    if !c.can_resume() {
-        anyhow::bail!(
-            "cannot resume container {:?}: it is {}, not paused",
-            args.id,
-            crate::commands::state::status_name(c.status())
-        );
-    }
+    ensure(&c, Action::Resume)?;
     crate::rootless::require_cgroup(&c)?;
     c.resume()
         .with_context(|| format!("cannot resume container {:?}", args.id))

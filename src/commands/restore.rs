@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use libcontainer::container::{Container, ContainerStatus};
 use nix::sys::signalfd::SigSet;
+use nvbind::state_doc::status_name;
 
 use crate::bundle::{parse_spec, Bundle};
 use crate::criu::restore::{restore, RestoreOpts};
 use crate::criu::{Criu, CriuFlags, DESCRIPTORS_JSON};
+use crate::lifecycle::delete::remove_exited;
+use crate::lifecycle::foreground::forward_signals_until_exit;
 use crate::snapshot;
 use crate::state_root::id::validate_id;
 use crate::state_root::Ctx;
@@ -83,7 +86,7 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
     let dir = ctx.container_dir(&args.id);
     if dir.exists() {
         let what = match ctx.load(&args.id) {
-            Ok(c) => crate::commands::state::status_name(c.status()),
+            Ok(c) => status_name(c.status()),
             Err(_) => "present",
         };
         bail!(
@@ -141,12 +144,8 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
     if args.detach {
         return Ok(0);
     }
-    let code =
-        crate::commands::run::forward_signals_until_exit(nix::unistd::Pid::from_raw(pid), &all);
-    container
-        .delete(true)
-        .with_context(|| format!("cannot delete container {:?}", args.id))?;
-    snapshot::release(ctx, &args.id)?;
+    let code = forward_signals_until_exit(nix::unistd::Pid::from_raw(pid), &all);
+    remove_exited(ctx, &mut container)?;
     code
 }
 

@@ -1,10 +1,10 @@
 //! `snapshot create|list|restore|delete`: rootfs snapshots of a container (see
 //! `crate::snapshot`).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use libcontainer::container::ContainerStatus;
 
-use crate::commands::state::status_name;
+use crate::lifecycle::guard::{ensure, Action};
 use crate::snapshot::store::{default_name, Meta};
 use crate::snapshot::{self, backend_named, container_rootfs, Kind, Store};
 use crate::state_root::Ctx;
@@ -159,19 +159,8 @@ fn table(all: &[Meta]) -> String {
 fn restore(ctx: &Ctx, id: &str, name: &str, force: bool) -> Result<()> {
     snapshot::validate_name(name)?;
     let (_lock, container) = ctx.load_locked(id)?;
-    let in_place = match container.status() {
-        ContainerStatus::Stopped => false,
-        ContainerStatus::Paused | ContainerStatus::Created if force => true,
-        s => bail!(
-            "cannot roll back container {id:?}: it is {}; stop it first{}",
-            status_name(s),
-            if s == ContainerStatus::Running {
-                ", or pause it and pass --force"
-            } else {
-                " or pass --force"
-            }
-        ),
-    };
+    ensure(&container, Action::Rollback { force })?;
+    let in_place = container.status() != ContainerStatus::Stopped;
     let (_, rootfs) = container_rootfs(&container)?;
     Store::for_rootfs(&rootfs)?
         .rollback(name, in_place)

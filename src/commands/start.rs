@@ -1,5 +1,6 @@
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
+use crate::lifecycle::guard::{ensure, Action};
 use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
@@ -10,13 +11,7 @@ pub struct StartArgs {
 
 pub fn run(args: &StartArgs, ctx: &Ctx) -> Result<()> {
     let (_lock, mut container) = ctx.load_locked(&args.id)?;
-    if !container.can_start() {
-        bail!(
-            "cannot start container {:?}: it is {}, not created",
-            args.id,
-            crate::commands::state::status_name(container.status())
-        );
-    }
+    ensure(&container, Action::Start)?;
     container
         .start()
         .with_context(|| format!("cannot start container {:?}", args.id))

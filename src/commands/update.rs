@@ -9,6 +9,7 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder,
 };
 
+use crate::lifecycle::guard::{ensure, Action};
 use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
@@ -141,18 +142,7 @@ pub fn run(args: &UpdateArgs, ctx: &Ctx) -> Result<()> {
         None => resources_from_flags(args)?,
     };
     let (_lock, c) = ctx.load_locked(&args.id)?;
-    if !matches!(
-        c.status(),
-        libcontainer::container::ContainerStatus::Running
-            | libcontainer::container::ContainerStatus::Paused
-            | libcontainer::container::ContainerStatus::Created
-    ) {
-        bail!(
-            "cannot update container {:?}: it is {}",
-            args.id,
-            crate::commands::state::status_name(c.status())
-        );
-    }
+    ensure(&c, Action::Update)?;
     ctx.cgroup_manager(&c)?
         .apply(&ControllerOpt {
             resources: &resources,

@@ -4,8 +4,9 @@
 use serde_json::Value;
 use toml_edit::{DocumentMut, Item};
 
+use super::check::Check;
 use super::host::is_executable;
-use super::{Check, Host};
+use super::host::Host;
 
 /// A runtime an engine config registers.
 struct Registered {

@@ -5,7 +5,8 @@ use nvbind_cdi::discover::{HostRoots, Inventory, Method, Vendor};
 use nvbind_cdi::livecheck::first_stale;
 use nvbind_cdi::registry::DEFAULT_SPEC_DIRS;
 
-use super::{Check, Host};
+use super::check::Check;
+use super::host::Host;
 
 pub fn driver(inv: &Inventory, host: &dyn Host) -> Check {
     let id = "gpu-driver";

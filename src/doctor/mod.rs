@@ -5,6 +5,7 @@
 //! without root, a GPU or any engine. A check gives a status (ok / warn / fail), one line saying
 //! what it found, and for warn and fail one line saying what to do.
 
+mod check;
 mod engines;
 mod gpu;
 mod host;
@@ -12,79 +13,8 @@ mod system;
 #[cfg(test)]
 mod tests;
 
+pub use check::{Check, Status};
 pub use host::{Host, SystemHost};
-
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    /// Works, but something is missing or could be better; nvbind still runs containers.
-    Warn,
-    /// Something nvbind or an engine needs is broken.
-    Fail,
-}
-
-impl Status {
-    pub fn label(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Warn => "warn",
-            Status::Fail => "FAIL",
-        }
-    }
-}
-
-/// The result of one check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    /// A stable identifier for tools (`cgroups`, `engine.docker`, ...).
-    pub id: String,
-    pub status: Status,
-    /// What was found, one line.
-    pub summary: String,
-    /// What to do about it, one line; absent when the check is ok.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remedy: Option<String>,
-}
-
-impl Check {
-    pub fn ok(id: impl Into<String>, summary: impl Into<String>) -> Check {
-        Check {
-            id: id.into(),
-            status: Status::Ok,
-            summary: summary.into(),
-            remedy: None,
-        }
-    }
-
-    pub fn warn(
-        id: impl Into<String>,
-        summary: impl Into<String>,
-        remedy: impl Into<String>,
-    ) -> Check {
-        Check {
-            id: id.into(),
-            status: Status::Warn,
-            summary: summary.into(),
-            remedy: Some(remedy.into()),
-        }
-    }
-
-    pub fn fail(
-        id: impl Into<String>,
-        summary: impl Into<String>,
-        remedy: impl Into<String>,
-    ) -> Check {
-        Check {
-            id: id.into(),
-            status: Status::Fail,
-            summary: summary.into(),
-            remedy: Some(remedy.into()),
-        }
-    }
-}
 
 /// Every check, in the order a reader goes through a host: kernel, GPUs, specs, engines.
 pub fn run(host: &dyn Host) -> Vec<Check> {

@@ -3,7 +3,8 @@
 
 use crate::seal::Sealed;
 
-use super::{Check, Host};
+use super::check::Check;
+use super::host::Host;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupMode {

@@ -1,5 +1,10 @@
-//! The container lifecycle below the verbs: building a container, and the containers a killed
-//! nvbind left half-made.
+//! The container lifecycle below the verbs: the state guard each verb runs first, building a
+//! container, running one in the foreground, deleting one, and the containers a killed nvbind
+//! left half-made.
 
 pub mod create;
+pub mod delete;
+pub mod foreground;
+pub mod guard;
 pub mod halfmade;
+pub mod report;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::setup::SetupArgs;
+use super::args::SetupArgs;
 use crate::setup::lxc::{Flavor, Lxc};
 use crate::setup::{self, Engine as _, Outcome, Registration};
 
@@ -14,26 +14,6 @@ use crate::setup::{self, Engine as _, Outcome, Registration};
 const PVE_DIR: &str = "/etc/pve/lxc";
 /// LXC's default lxcpath for root.
 const LXC_PATH: &str = "/var/lib/lxc";
-
-#[derive(clap::Args, Debug)]
-#[command(next_help_heading = "LXC and Proxmox (setup lxc CTID)")]
-pub struct LxcArgs {
-    /// lxc: the GPUs, as NVIDIA_VISIBLE_DEVICES takes them (0,1 / GPU-uuid / all / a CDI name)
-    #[arg(
-        long,
-        value_name = "NAME",
-        value_delimiter = ',',
-        default_value = "all"
-    )]
-    pub device: Vec<String>,
-    /// lxc: the nvbind-hook binary the container runs (default: the one beside this nvbind,
-    /// else /usr/bin/nvbind-hook)
-    #[arg(long, value_name = "PATH")]
-    pub hook_path: Option<PathBuf>,
-    /// lxc: the LXC containers' directory, for plain LXC (default /var/lib/lxc)
-    #[arg(long, value_name = "DIR")]
-    pub lxcpath: Option<PathBuf>,
-}
 
 fn default_hook() -> PathBuf {
     std::env::current_exe()

@@ -1,52 +1,18 @@
 //! `nvbind setup docker|podman|containerd`: register nvbind in the engine's config file;
-//! `nvbind setup lxc CTID`: the hook lines of an LXC or Proxmox container (setup_lxc.rs).
-
-use std::path::PathBuf;
+//! `nvbind setup lxc CTID`: the hook lines of an LXC or Proxmox container (lxc.rs); the
+//! flags of both are in args.rs.
 
 use anyhow::{bail, Context, Result};
 
+pub mod args;
+pub mod lxc;
+
+use self::args::{EngineName, SetupArgs};
 use crate::setup::{self, containerd::Containerd, docker::Docker, podman::Podman, Engine, Outcome};
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy)]
-pub enum EngineName {
-    Docker,
-    Podman,
-    Containerd,
-    /// An LXC or Proxmox VE container (give its CTID or name)
-    Lxc,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct SetupArgs {
-    /// The engine to configure
-    #[arg(value_enum)]
-    pub engine: EngineName,
-    /// lxc: the container (Proxmox CTID, or the LXC container's name)
-    #[arg(value_name = "CTID")]
-    pub container: Option<String>,
-    /// Print the change as a diff and write nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// The engine's config file (default: /etc/docker/daemon.json,
-    /// /etc/containers/containers.conf, /etc/containerd/config.toml)
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-    /// The nvbind binary the engine should run (default: this binary)
-    #[arg(long, value_name = "PATH")]
-    pub runtime_path: Option<PathBuf>,
-    /// The runtime's name in the engine (docker --runtime NAME, RuntimeClass handler NAME)
-    #[arg(long, default_value = "nvbind")]
-    pub name: String,
-    /// Also make nvbind the engine's default runtime
-    #[arg(long)]
-    pub default: bool,
-    #[command(flatten)]
-    pub lxc: super::setup_lxc::LxcArgs,
-}
 
 pub fn run(args: &SetupArgs) -> Result<()> {
     if let EngineName::Lxc = args.engine {
-        return super::setup_lxc::run(args);
+        return lxc::run(args);
     }
     if let Some(c) = &args.container {
         bail!("unexpected argument {c:?}: only `nvbind setup lxc` takes a container");
