@@ -177,6 +177,25 @@ fn names(
     }
 }
 
+/// A device with `edits` under each name `opts.name_strategy` gives it.
+fn named(
+    opts: &GenerateOptions,
+    index: String,
+    uuid: Option<&str>,
+    what: &str,
+    edits: &ContainerEdits,
+    warnings: &mut Vec<String>,
+) -> Vec<Device> {
+    names(opts.name_strategy, index, uuid, what, warnings)
+        .into_iter()
+        .map(|name| Device {
+            name,
+            container_edits: edits.clone(),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// The spec for one vendor's inventory. Warnings (UUID fallbacks) are appended.
 pub fn spec_for(
     inv: &VendorInventory,
@@ -194,38 +213,29 @@ pub fn spec_for(
         push_unique_nodes(&mut all_nodes, &gpu.nodes);
         all_links.extend(gpu.symlinks.iter().cloned());
         let what = format!("{} GPU {}", inv.vendor, gpu.index);
-        for name in names(
-            opts.name_strategy,
-            gpu.index.to_string(),
+        let index = gpu.index.to_string();
+        devices.extend(named(
+            opts,
+            index,
             gpu.uuid.as_deref(),
             &what,
+            &edits,
             warnings,
-        ) {
-            devices.push(Device {
-                name,
-                container_edits: edits.clone(),
-                ..Default::default()
-            });
-        }
+        ));
         for mig in &gpu.migs {
             let mut edits = ContainerEdits::default();
             push_unique_nodes(&mut edits.device_nodes, &mig.nodes);
             push_unique_nodes(&mut all_nodes, &mig.nodes);
             let index = format!("{}:{}", gpu.index, mig.index);
             let what = format!("{} MIG device {index}", inv.vendor);
-            for name in names(
-                opts.name_strategy,
+            devices.extend(named(
+                opts,
                 index,
                 mig.uuid.as_deref(),
                 &what,
+                &edits,
                 warnings,
-            ) {
-                devices.push(Device {
-                    name,
-                    container_edits: edits.clone(),
-                    ..Default::default()
-                });
-            }
+            ));
         }
     }
     // WSL2: every GPU is behind /dev/dxg, so there is one device, `all` (as nvidia-ctk's

@@ -442,40 +442,24 @@ fn scan_dir(
     errors: &mut Vec<(PathBuf, RegistryError)>,
 ) {
     let mut record = |path: &Path, err: RegistryError| errors.push((path.to_path_buf(), err));
-    let meta = match std::fs::metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(source) => {
-            return record(
-                dir,
-                RegistryError::ReadDir {
-                    dir: dir.into(),
-                    source,
-                },
-            )
-        }
-    };
-    if !meta.is_dir() {
-        return record(dir, RegistryError::NotADirectory { dir: dir.into() });
-    }
     let read_dir_error = |source| RegistryError::ReadDir {
         dir: dir.into(),
         source,
     };
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(source) => return record(dir, read_dir_error(source)),
+    };
+    if !meta.is_dir() {
+        return record(dir, RegistryError::NotADirectory { dir: dir.into() });
+    }
     if let Err(e) = check_trust(dir, trust, read_dir_error) {
         return record(dir, e);
     }
     let entries = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(source) => {
-            return record(
-                dir,
-                RegistryError::ReadDir {
-                    dir: dir.into(),
-                    source,
-                },
-            )
-        }
+        Err(source) => return record(dir, read_dir_error(source)),
     };
     let mut paths: Vec<PathBuf> = Vec::new();
     for entry in entries {
@@ -489,13 +473,7 @@ fn scan_dir(
                     paths.push(path);
                 }
             }
-            Err(source) => record(
-                dir,
-                RegistryError::ReadDir {
-                    dir: dir.into(),
-                    source,
-                },
-            ),
+            Err(source) => record(dir, read_dir_error(source)),
         }
     }
     paths.sort();

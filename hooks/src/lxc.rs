@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use crate::args::Args;
 use crate::cgroup::{lxc_allow_key, rule_line};
 use crate::live::{self, Target};
-use crate::lxc_config::{plan_for, request_env, LxcConfig};
+use crate::lxc_config::{hook_args, plan_for, request_env, LxcConfig};
 use crate::options::InjectOptions;
 use crate::warning::warn;
 
@@ -28,17 +28,10 @@ fn env_path(key: &str) -> Option<PathBuf> {
 }
 
 /// `nvbind-hook lxc [--device NAME]... [NAME lxc mount]`.
-pub fn run(mut args: Args) -> Result<()> {
-    let opts = InjectOptions::take(&mut args)?;
-    let devices = args.values("--device")?;
-    // LXC appends `NAME lxc mount` (hook version 0); version 1 passes them in the env only.
-    let _ = args.positionals();
-    args.finish()?;
-    if let Ok(t) = std::env::var("LXC_HOOK_TYPE") {
-        if t != "mount" {
-            bail!("lxc: configure nvbind-hook as lxc.hook.mount (it was run as a {t} hook)");
-        }
-    }
+pub fn run(args: Args) -> Result<()> {
+    let (opts, devices) = hook_args(args, "mount", |t| {
+        format!("lxc: configure nvbind-hook as lxc.hook.mount (it was run as a {t} hook)")
+    })?;
     let Some(rootfs) = env_path("LXC_ROOTFS_MOUNT") else {
         bail!("lxc: LXC_ROOTFS_MOUNT is not set; run nvbind-hook lxc as an lxc.hook.mount hook");
     };

@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use nvbind_cdi::apply::RealHost;
 use nvbind_cdi::requests::NVIDIA_VISIBLE_DEVICES;
 use oci_spec::runtime::{ProcessBuilder, Spec as OciSpec, UserBuilder};
 
+use crate::args::Args;
 use crate::options::InjectOptions;
 use crate::plan::LivePlan;
 use crate::resolve;
@@ -144,6 +145,27 @@ pub fn plan_for(env: Vec<String>, opts: &InjectOptions) -> Result<Option<(Vec<St
         r.names.iter().map(|n| n.to_string()).collect(),
         plan,
     )))
+}
+
+/// The arguments of an LXC hook of type `hook_type`: the inject options and the `--device`
+/// values. LXC appends `NAME lxc TYPE` (hook version 0; version 1 passes them in the
+/// environment only), which is dropped; LXC_HOOK_TYPE naming another type is refused with
+/// `wrong_type(type)`.
+pub fn hook_args(
+    mut args: Args,
+    hook_type: &str,
+    wrong_type: impl Fn(&str) -> String,
+) -> Result<(InjectOptions, Vec<String>)> {
+    let opts = InjectOptions::take(&mut args)?;
+    let devices = args.values("--device")?;
+    let _ = args.positionals();
+    args.finish()?;
+    if let Ok(t) = std::env::var("LXC_HOOK_TYPE") {
+        if t != hook_type {
+            bail!("{}", wrong_type(&t));
+        }
+    }
+    Ok((opts, devices))
 }
 
 #[cfg(test)]

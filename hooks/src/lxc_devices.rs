@@ -19,20 +19,12 @@ use anyhow::{bail, Context, Result};
 use crate::args::Args;
 use crate::cgroup::{self, rule_line, DeviceCgroup};
 use crate::devbpf;
-use crate::lxc_config::{plan_for, request_env, LxcConfig};
-use crate::options::InjectOptions;
+use crate::lxc_config::{hook_args, plan_for, request_env, LxcConfig};
 
-pub fn run(mut args: Args) -> Result<()> {
-    let opts = InjectOptions::take(&mut args)?;
-    let devices = args.values("--device")?;
-    // LXC appends `NAME lxc start-host` (hook version 0).
-    let _ = args.positionals();
-    args.finish()?;
-    if let Ok(t) = std::env::var("LXC_HOOK_TYPE") {
-        if t != "start-host" {
-            bail!("lxc-devices: configure it as lxc.hook.start-host (it was run as a {t} hook)");
-        }
-    }
+pub fn run(args: Args) -> Result<()> {
+    let (opts, devices) = hook_args(args, "start-host", |t| {
+        format!("lxc-devices: configure it as lxc.hook.start-host (it was run as a {t} hook)")
+    })?;
     let pid: i32 = match std::env::var("LXC_PID").ok().and_then(|p| p.parse().ok()) {
         Some(p) if p > 0 => p,
         _ => bail!(

@@ -50,12 +50,7 @@ impl Check {
         summary: impl Into<String>,
         remedy: impl Into<String>,
     ) -> Check {
-        Check {
-            id: id.into(),
-            status: Status::Warn,
-            summary: summary.into(),
-            remedy: Some(remedy.into()),
-        }
+        Check::with_remedy(Status::Warn, id.into(), summary.into(), remedy.into())
     }
 
     pub fn fail(
@@ -63,11 +58,15 @@ impl Check {
         summary: impl Into<String>,
         remedy: impl Into<String>,
     ) -> Check {
+        Check::with_remedy(Status::Fail, id.into(), summary.into(), remedy.into())
+    }
+
+    fn with_remedy(status: Status, id: String, summary: String, remedy: String) -> Check {
         Check {
-            id: id.into(),
-            status: Status::Fail,
-            summary: summary.into(),
-            remedy: Some(remedy.into()),
+            id,
+            status,
+            summary,
+            remedy: Some(remedy),
         }
     }
 }

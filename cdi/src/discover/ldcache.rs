@@ -162,19 +162,16 @@ impl LdCache {
                     skipped,
                 });
             }
+            // Old-format string offsets are relative to the end of the table.
             let strings = &data[table_end..];
-            let mut entries = Vec::with_capacity(nlibs as usize);
-            for i in 0..nlibs as usize {
-                let at = OLD_HEADER_LEN + i * OLD_ENTRY_LEN;
-                // In bounds: checked against table_end above.
-                let flags = read_u32(data, at).unwrap_or(0) as i32;
-                let key = read_u32(data, at + 4).unwrap_or(u32::MAX);
-                let value = read_u32(data, at + 8).unwrap_or(u32::MAX);
-                match make_entry(strings, flags, key, value) {
-                    Some(e) => entries.push(e),
-                    None => skipped += 1,
-                }
-            }
+            let entries = read_entries(
+                data,
+                OLD_HEADER_LEN,
+                OLD_ENTRY_LEN,
+                nlibs,
+                strings,
+                &mut skipped,
+            );
             return Ok(LdCache {
                 path,
                 format: Format::Old,
@@ -271,18 +268,40 @@ fn parse_new(path: &Path, data: &[u8], skipped: &mut usize) -> Result<Vec<Entry>
     if table_end > data.len() as u64 {
         return Err(truncated(path, "entry table", table_end, data));
     }
+    Ok(read_entries(
+        data,
+        NEW_HEADER_LEN,
+        NEW_ENTRY_LEN,
+        nlibs,
+        data,
+        skipped,
+    ))
+}
+
+/// The `nlibs` entries of the table after a `header_len`-byte header, each starting with
+/// (flags, key, value) as u32s, names and paths looked up in `strings`; an entry whose name or
+/// path is missing or empty is counted in `skipped`. The caller checked that the table is in
+/// bounds.
+fn read_entries(
+    data: &[u8],
+    header_len: usize,
+    entry_len: usize,
+    nlibs: u32,
+    strings: &[u8],
+    skipped: &mut usize,
+) -> Vec<Entry> {
     let mut entries = Vec::with_capacity(nlibs as usize);
     for i in 0..nlibs as usize {
-        let at = NEW_HEADER_LEN + i * NEW_ENTRY_LEN;
+        let at = header_len + i * entry_len;
         let flags = read_u32(data, at).unwrap_or(0) as i32;
         let key = read_u32(data, at + 4).unwrap_or(u32::MAX);
         let value = read_u32(data, at + 8).unwrap_or(u32::MAX);
-        match make_entry(data, flags, key, value) {
+        match make_entry(strings, flags, key, value) {
             Some(e) => entries.push(e),
             None => *skipped += 1,
         }
     }
-    Ok(entries)
+    entries
 }
 
 fn make_entry(strings: &[u8], flags: i32, key: u32, value: u32) -> Option<Entry> {

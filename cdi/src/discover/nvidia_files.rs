@@ -218,17 +218,12 @@ pub fn xorg_modules(roots: &HostRoots, libs: &[HostFile], version: &str) -> Vec<
             dirs.push(libdir.join("xorg").join(sub));
         }
     }
-    for base in ["/usr/lib/xorg", "/usr/lib64/xorg"] {
-        for sub in [
-            "modules/drivers",
-            "modules/extensions",
-            "modules/updates/drivers",
-            "modules/updates/extensions",
-        ] {
-            dirs.push(Path::new(base).join(sub));
-        }
-    }
-    for base in ["/usr/X11R6/lib", "/usr/X11R6/lib64"] {
+    for base in [
+        "/usr/lib/xorg",
+        "/usr/lib64/xorg",
+        "/usr/X11R6/lib",
+        "/usr/X11R6/lib64",
+    ] {
         for sub in [
             "modules/drivers",
             "modules/extensions",
