@@ -7,6 +7,7 @@ use libcontainer::container::Container;
 
 use crate::lifecycle::guard::{ensure, Action};
 use crate::lifecycle::halfmade::{inspect, Entry, Intent};
+use crate::state_root::lock::DirLock;
 use crate::state_root::Ctx;
 
 /// `delete [--force] ID`.
@@ -79,6 +80,11 @@ fn delete_complete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
 /// its state, then its rootfs clone.
 pub fn remove_exited(ctx: &Ctx, container: &mut Container) -> Result<()> {
     let id = container.id().to_string();
+    // The `kill` that ended the init may still be saving the state under the container's lock:
+    // its temporary file landing in the directory being removed failed the removal with
+    // ENOTEMPTY (tests/lifecycle.rs run_reports_death_by_signal_as_128_plus_signal, about 1
+    // run in 15 under load). Fails only when the directory is gone already.
+    let _lock = DirLock::exclusive(&container.root).ok();
     container
         .delete(true)
         .with_context(|| format!("cannot delete container {id:?}"))?;
