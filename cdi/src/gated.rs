@@ -15,8 +15,6 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::Spec as OciSpec;
-
 use crate::discover::host::{read_text, sorted_dir_names, HostRoots};
 use crate::requests::Requests;
 use crate::spec::{ContainerEdits, DeviceNode, Mount};
@@ -123,18 +121,6 @@ pub fn capability_minor(roots: &HostRoots, abs: &str) -> Option<i64> {
         let (k, v) = l.split_once(':')?;
         (k.trim() == "DeviceFileMinor").then(|| v.trim().parse().ok())?
     })
-}
-
-/// Whether the container's bounding set holds CAP_SYS_ADMIN (the toolkit's "privileged").
-pub fn privileged(spec: &OciSpec) -> bool {
-    spec.process()
-        .as_ref()
-        .and_then(|p| p.capabilities().as_ref())
-        .and_then(|c| c.bounding().as_ref())
-        .is_some_and(|b| {
-            b.iter()
-                .any(|c| c.to_string().trim_start_matches("CAP_") == "SYS_ADMIN")
-        })
 }
 
 fn mig_global(

@@ -122,6 +122,18 @@ pub struct Requests {
     pub privileged: bool,
 }
 
+/// Whether the container's bounding set holds CAP_SYS_ADMIN (the toolkit's "privileged").
+pub fn privileged(spec: &OciSpec) -> bool {
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .is_some_and(|b| {
+            b.iter()
+                .any(|c| c.to_string().trim_start_matches("CAP_") == "SYS_ADMIN")
+        })
+}
+
 impl Requests {
     /// Reads the requests of `spec`.
     pub fn from_spec(spec: &OciSpec) -> Result<Requests, RequestError> {
@@ -132,7 +144,7 @@ impl Requests {
             from_env,
             capabilities: DriverCapabilities::parse(env_value(&env, NVIDIA_DRIVER_CAPABILITIES)),
             env,
-            privileged: crate::gated::privileged(spec),
+            privileged: privileged(spec),
         })
     }
 
