@@ -48,12 +48,13 @@ impl StateDoc {
     }
 }
 
-/// The rootfs is not in libcontainer's state; the bundle's config.json says where it is.
+/// The rootfs is not in libcontainer's state; the spec the container was built from says
+/// where it is (a snapshot clone's, say), else the bundle's config.json.
 fn rootfs_of(c: &Container) -> PathBuf {
-    let config = std::fs::read(c.bundle().join("config.json")).ok();
-    let root: Option<PathBuf> = config
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["root"]["path"].as_str().map(PathBuf::from));
+    let root: Option<PathBuf> = c
+        .built_spec()
+        .ok()
+        .and_then(|s| s.root().as_ref().map(|r| r.path().clone()));
     let root = root.unwrap_or_else(|| PathBuf::from("rootfs"));
     c.bundle().join(root)
 }

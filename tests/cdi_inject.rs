@@ -101,6 +101,7 @@ fn annotation_injects_one_gpu_and_the_shared_driver_files() {
     env.edit(&b, |c| {
         c["annotations"] = json!({"cdi.k8s.io/test": "nvidia.com/gpu=0"})
     });
+    let before = fs::read(b.join("config.json")).unwrap();
     let out = run_probe(&env, &gpus, &b, "a1");
     assert!(out.contains("/dev/nvidia0 c3:0"), "{out}");
     assert!(out.contains("/dev/nvidiactl c3:ff"), "{out}");
@@ -117,17 +118,11 @@ fn annotation_injects_one_gpu_and_the_shared_driver_files() {
         assert!(out.contains("c 195:255 rwm"), "{out}");
         assert!(!out.contains("c 195:1 rwm"), "{out}");
     }
-    // The bundle now records what was injected; a second run does not inject twice.
-    let cfg: Value = serde_json::from_slice(&fs::read(b.join("config.json")).unwrap()).unwrap();
-    assert_eq!(
-        cfg["annotations"]["org.nvbind.cdi.injected"],
-        "nvidia.com/gpu=0"
-    );
-    let n = cfg["linux"]["devices"].as_array().unwrap().len();
+    // The engine's bundle is never written; a second run gets the same.
+    assert_eq!(fs::read(b.join("config.json")).unwrap(), before);
     let out2 = run_probe(&env, &gpus, &b, "a2");
     assert_eq!(out, out2);
-    let cfg: Value = serde_json::from_slice(&fs::read(b.join("config.json")).unwrap()).unwrap();
-    assert_eq!(cfg["linux"]["devices"].as_array().unwrap().len(), n);
+    assert_eq!(fs::read(b.join("config.json")).unwrap(), before);
     env.assert_clean();
 }
 
@@ -207,13 +202,13 @@ fn unknown_gpu_fails_create_naming_the_device_and_leaves_the_bundle_alone() {
 }
 
 #[test]
-fn a_create_that_fails_after_injection_restores_config_json() {
+fn a_create_that_fails_after_injection_leaves_config_json_as_it_was() {
     let env = Env::new();
     let gpus = FakeGpus::new(&env);
     let b = env.bundle("b", &["true"]);
     env.edit(&b, |c| {
         c["annotations"] = json!({"cdi.k8s.io/test": "nvidia.com/gpu=0"});
-        // Fails inside libcontainer, after injection rewrote config.json.
+        // Fails inside libcontainer, after injection.
         c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/x", "type": "bind", "source": "/nonexistent/src", "options": ["bind"]}));
     });
     let before = fs::read(b.join("config.json")).unwrap();
@@ -385,5 +380,39 @@ fn imex_channels_are_made_in_the_container_from_their_numbers() {
     }
     // Nothing was made on the host.
     assert!(!host.join("dev/nvidia-caps-imex-channels").exists());
+    env.assert_clean();
+}
+
+#[test]
+fn exec_and_state_of_a_gpu_container_see_what_was_injected() {
+    let env = Env::new();
+    let gpus = FakeGpus::new(&env);
+    let b = env.bundle("b", &["sleep", "1000"]);
+    env.edit(&b, |c| {
+        c["annotations"] = json!({"cdi.k8s.io/test": "nvidia.com/gpu=0"})
+    });
+    let before = fs::read(b.join("config.json")).unwrap();
+    env.ok(&[&gpus.flag(), "create", "-b", b.to_str().unwrap(), "e1"]);
+    env.ok(&["start", "e1"]);
+    // exec takes its defaults from the spec the container was built from (saved in its
+    // state directory), not from the untouched bundle.
+    let out = env.ok(&[
+        "exec",
+        "e1",
+        "sh",
+        "-c",
+        "echo env=$NVIDIA_FAKE_DRIVER; test -c /dev/nvidia0 && echo node",
+    ]);
+    assert!(
+        out.contains("env=550.54.14") && out.contains("node"),
+        "{out}"
+    );
+    let state: Value = serde_json::from_str(&env.ok(&["state", "e1"])).unwrap();
+    assert_eq!(
+        state["annotations"]["org.nvbind.cdi.injected"],
+        "nvidia.com/gpu=0"
+    );
+    env.ok(&["delete", "--force", "e1"]);
+    assert_eq!(fs::read(b.join("config.json")).unwrap(), before);
     env.assert_clean();
 }

@@ -222,6 +222,12 @@ impl Verb<'_> {
                 .edit(b, |c| c["linux"]["cgroupsPath"] = json!(cgroup));
         }
         (self.prepare)(self.env, &self.bundle, &id, trial);
+        // nvbind never writes the engine's bundle: after the trial, every bundle must be
+        // byte for byte as it is now (config.json, and the entries beside it).
+        let pristine: Vec<(PathBuf, Fingerprint)> = std::iter::once(&self.bundle)
+            .chain(&self.more_bundles)
+            .map(|b| (b.clone(), fingerprint(b)))
+            .collect();
         let log = self.env.dir.path().join("trial.err");
         let mut child = self.spawn(&(self.args)(&self.bundle, &id, trial), &log);
         std::thread::sleep(delay);
@@ -249,7 +255,21 @@ impl Verb<'_> {
                 "after it finished"
             }
         );
-        let problems = self.after_kill(&id);
+        let mut problems = self.after_kill(&id);
+        for (b, before) in &pristine {
+            let now = fingerprint(b);
+            if now.config != before.config {
+                problems.push(format!("{}/config.json was changed", b.display()));
+            }
+            if now.entries != before.entries {
+                problems.push(format!(
+                    "the bundle {} changed: {:?} -> {:?}",
+                    b.display(),
+                    before.entries,
+                    now.entries
+                ));
+            }
+        }
         if !problems.is_empty() {
             tally.leaky_trials += 1;
         }
@@ -314,27 +334,29 @@ impl Verb<'_> {
             }
             let _ = fs::remove_file(&pid_file);
         }
-        // Rewritten atomically by CDI injection (and its rollback): never torn.
-        for b in std::iter::once(&self.bundle).chain(&self.more_bundles) {
-            let cfg = fs::read(b.join("config.json")).unwrap_or_default();
-            if serde_json::from_slice::<serde_json::Value>(&cfg).is_err() {
-                problems.push(format!(
-                    "{}/config.json is no longer valid JSON",
-                    b.display()
-                ));
-            }
-            // A create killed mid-rewrite leaves its temp file; delete --force removes it.
-            for e in fs::read_dir(b).into_iter().flatten().flatten() {
-                if e.file_name()
-                    .to_string_lossy()
-                    .starts_with(".config.json.tmp-")
-                {
-                    problems.push(format!("temp file {} left", e.path().display()));
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
         problems
+    }
+}
+
+/// A bundle as nvbind must leave it: config.json's bytes and the names beside it (the
+/// rootfs's contents are the container's to change).
+#[derive(PartialEq, Eq)]
+struct Fingerprint {
+    config: Vec<u8>,
+    entries: Vec<String>,
+}
+
+fn fingerprint(bundle: &Path) -> Fingerprint {
+    let mut entries: Vec<String> = fs::read_dir(bundle)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    Fingerprint {
+        config: fs::read(bundle.join("config.json")).unwrap_or_default(),
+        entries,
     }
 }
 
@@ -396,8 +418,8 @@ fn create_killed_at_random_moments_leaves_nothing() {
     let env = Env::new();
     let _cleanup = Cleanup(&env);
     let bundle = env.bundle("create", &["sleep", "1000"]);
-    // Every other trial asks for a (fake) GPU: create rewrites config.json with the CDI edits
-    // first, and puts it back if the create fails.
+    // Every other trial asks for a (fake) GPU: the CDI edits go to libcontainer in memory,
+    // and the bundle must stay byte-identical whenever the create is killed.
     let gpu = env.bundle("create-gpu", &["sleep", "1000"]);
     env.edit(&gpu, |c| {
         c["annotations"] = json!({"cdi.k8s.io/crash": "nvidia.com/gpu=0"})
@@ -432,9 +454,13 @@ fn create_killed_at_random_moments_leaves_nothing() {
         more_bundles: vec![gpu.clone()],
     };
     let tally = verb.run();
-    // The GPU trials did go through injection (it stays after a successful create).
-    let cfg = fs::read_to_string(gpu.join("config.json")).unwrap();
-    assert!(cfg.contains("/dev/nvidia0"), "no CDI edits in {cfg}");
+    // The GPU trials did go through injection: a created GPU container has the node.
+    let id = "gpu-check";
+    let flag = format!("--cdi-spec-dir={}", cdi.display());
+    env.ok(&[&flag, "create", "-b", &s(&gpu), id]);
+    let saved = fs::read_to_string(env.root.join(id).join("config.json")).unwrap();
+    env.ok(&["delete", "--force", id]);
+    assert!(saved.contains("/dev/nvidia0"), "no CDI edits in {saved}");
     assert_no_leaks(&tally);
 }
 

@@ -7,6 +7,8 @@
 //! both implementations produce the same devices for this spec, so the timing compares equal
 //! work.
 
+mod generate_common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -145,5 +147,67 @@ fn bench_resolve_and_apply_8_gpus() {
     println!(
         r#"{{"speedup":{:.2}}}"#,
         theirs.as_secs_f64() / ours.as_secs_f64()
+    );
+}
+
+/// The resolver (requests -> edits) for `NVIDIA_VISIBLE_DEVICES=all` on the 8 x H100 fake
+/// host: from the spec file `nvbind cdi generate` writes (checked against the host), and with
+/// no spec on disk (the host discovered and the spec generated in memory). The difference is
+/// what a create pays for specs made at create time.
+#[test]
+#[ignore = "timing; run in release with --ignored --nocapture"]
+fn bench_jit_resolve_8_gpus() {
+    use generate_common::{options, FakeHost};
+    use nvbind_cdi::discover::nvidia::{NvidiaDiscoverer, NvmlSource};
+    use nvbind_cdi::discover::Discover;
+    use nvbind_cdi::generate::{self, NameStrategy};
+    use nvbind_cdi::resolver::{Resolver, ResolverConfig};
+    use nvbind_cdi::spec::Format;
+
+    let host = FakeHost::h100x8();
+    let inv = NvidiaDiscoverer {
+        nvml: NvmlSource::Disabled,
+    }
+    .discover(&host.roots())
+    .unwrap();
+    let spec = generate::spec_for(&inv, &options(NameStrategy::Index), &mut Vec::new()).unwrap();
+    let file_dir = host.path("/etc/cdi");
+    std::fs::create_dir_all(&file_dir).unwrap();
+    let path = file_dir.join("nvidia.yaml");
+    std::fs::write(&path, spec.to_string(Format::Yaml, &path).unwrap()).unwrap();
+    let empty = host.path("/etc/cdi-empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let resolver = |dir: &Path| {
+        let mut c = ResolverConfig::new(vec![dir.to_path_buf()], Trust::Any);
+        c.roots = host.roots();
+        c.hook_path = "/usr/bin/nvbind-hook".into();
+        Resolver::new(c)
+    };
+    let mut config = base();
+    let mut process = config.process().clone().unwrap();
+    let mut env = process.env().clone().unwrap_or_default();
+    env.push("NVIDIA_VISIBLE_DEVICES=all".into());
+    process.set_env(Some(env));
+    config.set_process(Some(process));
+    let (from_file, jit) = (resolver(&file_dir), resolver(&empty));
+    assert!(jit.resolve(&config).unwrap().unwrap().generated.len() == 1);
+    let iters = 300;
+    let file = time(iters, || {
+        std::hint::black_box(from_file.resolve(&config).unwrap());
+    });
+    let generated = time(iters, || {
+        std::hint::black_box(jit.resolve(&config).unwrap());
+    });
+    println!(
+        r#"{{"impl":"resolve, spec file (checked against the host)","per_op_us":{:.1}}}"#,
+        file.as_secs_f64() * 1e6
+    );
+    println!(
+        r#"{{"impl":"resolve, spec generated at create time","per_op_us":{:.1}}}"#,
+        generated.as_secs_f64() * 1e6
+    );
+    println!(
+        r#"{{"jit_extra_ms":{:.3}}}"#,
+        (generated.as_secs_f64() - file.as_secs_f64()) * 1e3
     );
 }

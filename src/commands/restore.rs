@@ -99,11 +99,8 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
     let mut spec = parse_spec(&config)?;
     // A bundle that starts from a snapshot gets the clone it had (kept by checkpoint).
     let had_clone = snapshot::has_clone(ctx, &args.id);
-    let bundle_dir =
-        match snapshot::prepare_rootfs_for_bundle(ctx, &args.id, &bundle.dir, &mut spec, None)? {
-            Some(derived) => derived,
-            None => bundle.dir.clone(),
-        };
+    snapshot::prepare_rootfs_for_bundle(ctx, &args.id, &bundle.dir, &mut spec, None)?;
+    let bundle_dir = bundle.dir.clone();
     let rootfs = snapshot::spec_rootfs(&spec, &bundle_dir)?;
     if let Some(name) = &args.snapshot {
         snapshot::Store::for_rootfs(&rootfs)?
@@ -167,5 +164,7 @@ fn record(
         .set_annotations(spec.annotations().clone())
         .set_creator(nix::unistd::geteuid().as_raw());
     c.save()?;
+    // The spec it runs with (a snapshot clone's root.path): what exec and checkpoint read.
+    c.save_spec(spec)?;
     Ok(c)
 }

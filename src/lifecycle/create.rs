@@ -1,8 +1,10 @@
 //! Creating a container, shared by `create` and `run`.
 //!
 //! Everything that can be checked is checked before libcontainer touches the host, so bad input
-//! fails with a precise message and nothing to undo. What libcontainer does create (state dir,
-//! cgroup, processes) is torn down again if the build fails.
+//! fails with a precise message and nothing to undo. The engine's bundle is never written:
+//! libcontainer gets the spec (device edits, snapshot rootfs) in memory. What a failed create
+//! made (state dir, cgroup, processes, snapshot clone, intent record) is removed by one undo
+//! path.
 
 use std::fs;
 use std::path::Path;
@@ -48,51 +50,49 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
     intent.check_cgroup_unused()?;
     intent.record(ctx)?;
 
-    let (mut spec, rollback, rootfs_hook) = match crate::inject::inject(
-        &bundle.spec,
-        &bundle.config_path,
-        &bundle.original,
-        &ctx.cdi_spec_dirs,
-    ) {
-        Ok(Some(i)) => (
+    match build(ctx, opts, detach, bundle, &root_lock) {
+        Ok(container) => {
+            Intent::forget(ctx, &opts.id);
+            Ok(container)
+        }
+        Err(e) => {
+            undo(ctx, &opts.id, &dir);
+            Err(e)
+        }
+    }
+}
+
+/// Everything after the intent is recorded. The engine's bundle is only read: the spec with
+/// the CDI edits and a snapshot's rootfs goes to libcontainer in memory.
+fn build(
+    ctx: &Ctx,
+    opts: &CreateOpts,
+    detach: bool,
+    bundle: Bundle,
+    root_lock: &crate::state_root::lock::FileLock,
+) -> Result<Container> {
+    let (mut spec, rootfs_hook) = match crate::inject::inject(&bundle.spec, &ctx.cdi_spec_dirs)? {
+        Some(i) => (
             i.spec,
-            Some(i.rollback),
             (!i.steps.is_empty()).then(|| crate::inject::rootfs_hook(i.steps)),
         ),
-        Ok(None) => (bundle.spec, None, None),
-        Err(e) => {
-            Intent::forget(ctx, &opts.id);
-            return Err(e);
-        }
+        None => (bundle.spec, None),
     };
-
-    // A bundle that starts from a snapshot (org.nvbind.snapshot.from or --snapshot) is built
-    // from a derived bundle whose root.path is the container's clone; it is derived from the
-    // spec after injection, so it carries the CDI edits.
-    let from_snapshot = crate::snapshot::prepare_rootfs_for_bundle(
+    // A bundle that starts from a snapshot (org.nvbind.snapshot.from or --snapshot) gets the
+    // container's clone as its root.path, after injection.
+    crate::snapshot::prepare_rootfs_for_bundle(
         ctx,
         &opts.id,
         &bundle.dir,
         &mut spec,
         opts.snapshot.as_deref(),
-    );
-    let bundle_dir = match from_snapshot {
-        Ok(derived) => derived.unwrap_or_else(|| bundle.dir.clone()),
-        Err(e) => {
-            if let Some(r) = rollback {
-                r.restore();
-            }
-            Intent::forget(ctx, &opts.id);
-            return Err(e);
-        }
-    };
+    )?;
 
     let mut base = ContainerBuilder::new(opts.id.clone(), SyscallType::default());
     if let Some(hook) = rootfs_hook {
         base = base.with_rootfs_hook(hook);
     }
-    let built = base
-        .with_executor(NvbindExecutor::new(!opts.no_new_keyring, &opts.id))
+    base.with_executor(NvbindExecutor::new(!opts.no_new_keyring, &opts.id))
         .with_root_path(ctx.root.clone())
         .and_then(|b| b.with_pid_file(opts.pid_file.as_ref()))
         .map(|b| {
@@ -100,30 +100,25 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
                 .with_preserved_fds(opts.preserve_fds)
                 // The created init keeps what it inherits until start; the lock is ours alone.
                 .with_runtime_fds(root_lock.descriptor().into_iter().collect())
-                .as_init(&bundle_dir)
+                .as_init(&bundle.dir)
+                .with_spec(spec)
                 .with_systemd(ctx.systemd_cgroup)
                 .with_detach(detach)
                 .with_no_pivot(opts.no_pivot)
         })
-        .and_then(|b| b.build());
+        .and_then(|b| b.build())
+        .with_context(|| format!("cannot create container {:?}", opts.id))
+}
 
-    match built {
-        Ok(container) => {
-            Intent::forget(ctx, &opts.id);
-            Ok(container)
-        }
-        Err(e) => {
-            cleanup_failed_create(&dir);
-            if let Err(err) = crate::snapshot::release(ctx, &opts.id) {
-                tracing::warn!("cannot remove the rootfs clone of the failed create: {err:#}");
-            }
-            if let Some(r) = rollback {
-                r.restore();
-            }
-            Intent::forget(ctx, &opts.id);
-            Err(e).with_context(|| format!("cannot create container {:?}", opts.id))
-        }
+/// The one undo path of a failed create: what libcontainer made (state dir, cgroup,
+/// processes), a snapshot clone, and the intent record. Each step is a no-op when there is
+/// nothing of its kind, so it serves a failure at any point.
+fn undo(ctx: &Ctx, id: &str, dir: &Path) {
+    cleanup_failed_create(dir);
+    if let Err(err) = crate::snapshot::release(ctx, id) {
+        tracing::warn!("cannot remove the rootfs clone of the failed create: {err:#}");
     }
+    Intent::forget(ctx, id);
 }
 
 /// libcontainer removes what it made for most failures, but not for errors raised before its

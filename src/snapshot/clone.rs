@@ -9,9 +9,9 @@
 //!   reflinks) where overlayfs cannot mount.
 //!
 //! The clone lives in `<base's parent>/.nvbind-clones/<ID>/` (for a snapshot, inside the
-//! snapshot's directory, which makes `snapshot delete` refuse while it is in use), with a
-//! derived bundle (`bundle/config.json`, root.path pointing at the clone) that libcontainer
-//! is given instead of the original. `<root>/.nvbind-clones/<ID>.json` records it so `delete`
+//! snapshot's directory, which makes `snapshot delete` refuse while it is in use); the spec
+//! libcontainer gets in memory has root.path pointing at the clone (the bundle is never
+//! written). `<root>/.nvbind-clones/<ID>.json` records it so `delete`
 //! can remove it (unless `org.nvbind.snapshot.keep=true`); `checkpoint` keeps it for
 //! `restore`.
 
@@ -64,24 +64,23 @@ pub fn has_clone(ctx: &Ctx, id: &str) -> bool {
     record_path(ctx, id).exists()
 }
 
-/// If the bundle asks to start from a snapshot, clones it for container `id`, points the
-/// spec's root.path at the clone and writes a derived bundle; returns the derived bundle's
-/// directory, which the caller passes to libcontainer instead of `bundle`. `Ok(None)`: the
-/// bundle does not ask for it, nothing was done. A clone kept for `id` (by a checkpoint) is
-/// reused.
+/// If the bundle asks to start from a snapshot, clones it for container `id` and points the
+/// spec's root.path at the clone (the spec goes to libcontainer in memory; nothing is
+/// written in or beside the bundle). Returns whether it did; `Ok(false)`: the bundle does not
+/// ask for it, nothing was done. A clone kept for `id` (by a checkpoint) is reused.
 pub fn prepare_rootfs_for_bundle(
     ctx: &Ctx,
     id: &str,
     bundle: &Path,
     spec: &mut Spec,
     cli_snapshot: Option<&str>,
-) -> anyhow::Result<Option<PathBuf>> {
+) -> anyhow::Result<bool> {
     let annotations = spec.annotations().clone().unwrap_or_default();
     let Some(from) = cli_snapshot
         .map(str::to_string)
         .or_else(|| annotations.get(FROM_ANNOTATION).cloned())
     else {
-        return Ok(None);
+        return Ok(false);
     };
     let keep = annotations
         .get(KEEP_ANNOTATION)
@@ -120,13 +119,11 @@ pub fn prepare_rootfs_for_bundle(
             rec
         }
     };
-    let derived = rec.dir.join("bundle");
-    let written = write_derived_bundle(spec, bundle, &rec.rootfs, &derived);
-    if let Err(e) = written {
-        let _ = release(ctx, id);
-        return Err(e);
+    if let Some(mut root) = spec.root().clone() {
+        root.set_path(rec.rootfs.clone());
+        spec.set_root(Some(root));
     }
-    Ok(Some(derived))
+    Ok(true)
 }
 
 /// What `from` names: a path (absolute, or relative to the bundle; a snapshot directory
@@ -234,40 +231,6 @@ fn make_clone(id: &str, base: &Path, keep: bool) -> anyhow::Result<CloneRecord> 
             )))
         }
     }
-}
-
-fn write_derived_bundle(
-    spec: &mut Spec,
-    bundle: &Path,
-    rootfs: &Path,
-    derived: &Path,
-) -> anyhow::Result<()> {
-    if let Some(root) = spec.root().clone() {
-        let mut root = root;
-        root.set_path(rootfs.to_path_buf());
-        spec.set_root(Some(root));
-    }
-    // Relative mount sources were relative to the original bundle.
-    if let Some(mounts) = spec.mounts().clone() {
-        let mounts = mounts
-            .into_iter()
-            .map(|mut m| {
-                if let Some(src) = m
-                    .source()
-                    .clone()
-                    .filter(|s| s.is_relative() && bundle.join(s).exists())
-                {
-                    m.set_source(Some(bundle.join(src)));
-                }
-                m
-            })
-            .collect();
-        spec.set_mounts(Some(mounts));
-    }
-    fs::create_dir_all(derived).with_context(|| format!("cannot create {}", derived.display()))?;
-    let bytes = serde_json::to_vec_pretty(spec)?;
-    nvbind_atomic::write_atomic(&derived.join("config.json"), &bytes, 0o644)
-        .with_context(|| format!("cannot write {}/config.json", derived.display()))
 }
 
 /// Removes the clone of container `id` (unless it asked to keep it) and its record; nothing

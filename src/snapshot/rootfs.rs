@@ -16,12 +16,11 @@ pub fn spec_rootfs(spec: &Spec, bundle: &Path) -> anyhow::Result<PathBuf> {
     fs::canonicalize(&path).with_context(|| format!("rootfs {} does not exist", path.display()))
 }
 
-/// The spec and rootfs of an existing container (from the bundle it was created from).
+/// The spec and rootfs of an existing container (the spec it was built from).
 pub fn container_rootfs(c: &libcontainer::container::Container) -> anyhow::Result<(Spec, PathBuf)> {
-    let config = c.bundle().join("config.json");
-    let bytes = fs::read(&config).with_context(|| format!("cannot read {}", config.display()))?;
-    let spec = crate::bundle::parse_spec(&bytes)
-        .with_context(|| format!("{} is not a valid OCI spec", config.display()))?;
+    let spec = c
+        .built_spec()
+        .with_context(|| format!("cannot read the spec of container {:?}", c.id()))?;
     let rootfs = spec_rootfs(&spec, c.bundle())?;
     Ok((spec, rootfs))
 }

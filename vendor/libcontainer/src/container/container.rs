@@ -30,6 +30,9 @@ impl Default for Container {
     }
 }
 
+/// nvbind: the spec a container was built from, in its state directory.
+pub const SPEC_FILE: &str = "config.json";
+
 impl Container {
     pub fn new(
         container_id: &str,
@@ -84,6 +87,33 @@ impl Container {
 
     pub fn bundle(&self) -> &PathBuf {
         &self.state.bundle
+    }
+
+    /// nvbind: the spec this container was built from: the copy saved in its state
+    /// directory at create (which carries the runtime's edits; root.path absolute), else,
+    /// for a container created before that copy existed, the bundle's config.json.
+    pub fn built_spec(&self) -> Result<oci_spec::runtime::Spec, LibcontainerError> {
+        let saved = self.root.join(SPEC_FILE);
+        let mut spec = if saved.exists() {
+            oci_spec::runtime::Spec::load(saved)?
+        } else {
+            oci_spec::runtime::Spec::load(self.bundle().join("config.json"))?
+        };
+        // A relative root.path (a spec saved as given, by a restore) is the bundle's.
+        spec.canonicalize_rootfs(self.bundle())?;
+        Ok(spec)
+    }
+
+    /// nvbind: saves `spec` as the one this container was built from (atomically).
+    pub fn save_spec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), LibcontainerError> {
+        let json = serde_json::to_vec(spec).map_err(|err| {
+            LibcontainerError::OtherIO(std::io::Error::new(std::io::ErrorKind::InvalidData, err))
+        })?;
+        crate::utils::write_file_atomic(self.root.join(SPEC_FILE), json)
+            .map_err(LibcontainerError::OtherIO)
     }
 
     pub fn set_annotations(&mut self, annotations: Option<HashMap<String, String>>) -> &mut Self {

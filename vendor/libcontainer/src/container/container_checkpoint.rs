@@ -6,7 +6,7 @@ use std::os::unix::io::AsRawFd;
 use libcgroups::common::CgroupSetup::{Hybrid, Legacy};
 #[cfg(feature = "v1")]
 use libcgroups::common::DEFAULT_CGROUP_ROOT;
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::LinuxNamespaceType;
 
 use super::container_criu::{
     CRIU_VERSION_MINIMUM, check_criu_version, handle_checkpointing_external_namespaces,
@@ -59,8 +59,8 @@ impl Container {
         // This information is needed during restore again. The external location of the bind
         // mounts can change and CRIU will just mount whatever we tell it to mount based on
         // information found in 'config.json'.
-        let source_spec_path = self.bundle().join("config.json");
-        let spec = Spec::load(source_spec_path)?;
+        // nvbind: the spec the container was built from, injected mounts included.
+        let spec = self.built_spec()?;
         let mounts = spec.mounts().clone();
         for m in mounts.unwrap_or_default() {
             if is_bind(&m) {

@@ -21,6 +21,8 @@ use crate::{apparmor, tty, user_ns, utils};
 pub struct InitContainerBuilder {
     base: ContainerBuilder,
     bundle: PathBuf,
+    /// nvbind: the spec to build from, instead of the bundle's config.json.
+    spec: Option<Spec>,
     use_systemd: bool,
     detached: bool,
     no_pivot: bool,
@@ -34,6 +36,7 @@ impl InitContainerBuilder {
         Self {
             base: builder,
             bundle,
+            spec: None,
             use_systemd: true,
             detached: true,
             no_pivot: false,
@@ -64,6 +67,16 @@ impl InitContainerBuilder {
         self
     }
 
+    /// Builds the container from `spec` instead of the bundle's config.json, which is then
+    /// never read (nor written): a runtime that edits the spec (device injection) leaves the
+    /// engine's bundle as it was. Relative paths in `spec` (root.path, bind-mount sources)
+    /// are still relative to the bundle. The spec the container was built from is saved in
+    /// its state directory ([`Container::built_spec`]), where exec and checkpoint read it.
+    pub fn with_spec(mut self, spec: Spec) -> Self {
+        self.spec = Some(spec);
+        self
+    }
+
     /// Overrides the OCI bundle path for the container
     ///                                                                                                                                                                             
     /// Replaces the bundle set by [`ContainerBuilder::as_init`].  
@@ -73,7 +86,7 @@ impl InitContainerBuilder {
     }
 
     /// Creates a new container
-    pub fn build(self) -> Result<Container, LibcontainerError> {
+    pub fn build(mut self) -> Result<Container, LibcontainerError> {
         let spec = self.load_spec()?;
         // validate terminal field against console socket presence before any side effects
         // (mirrors runc's checkTerminal called at the top of runner.run())
@@ -108,6 +121,11 @@ impl InitContainerBuilder {
         let config = YoukiConfig::from_spec(&spec, container.id())?;
         config.save(&container_dir).map_err(|err| {
             tracing::error!(?container_dir, "failed to save config: {}", err);
+            err
+        })?;
+        // nvbind: the spec as built (root.path absolute), for exec and checkpoint.
+        container.save_spec(&spec).map_err(|err| {
+            tracing::error!(?container_dir, "failed to save the spec: {}", err);
             err
         })?;
 
@@ -165,9 +183,11 @@ impl InitContainerBuilder {
         Ok(container_dir)
     }
 
-    fn load_spec(&self) -> Result<Spec, LibcontainerError> {
-        let source_spec_path = self.bundle.join("config.json");
-        let mut spec = Spec::load(source_spec_path)?;
+    fn load_spec(&mut self) -> Result<Spec, LibcontainerError> {
+        let mut spec = match self.spec.take() {
+            Some(spec) => spec,
+            None => Spec::load(self.bundle.join("config.json"))?,
+        };
         Self::validate_spec(&spec)?;
 
         spec.canonicalize_rootfs(&self.bundle).map_err(|err| {

@@ -341,16 +341,14 @@ impl TenantContainerBuilder {
     }
 
     fn load_init_spec(&self, container: &Container) -> Result<Spec, LibcontainerError> {
-        let spec_path = container.bundle().join("config.json");
-
-        let mut spec = Spec::load(&spec_path).map_err(|err| {
-            tracing::error!(path = ?spec_path, ?err, "failed to load spec");
+        // nvbind: the spec the container was built from (with the runtime's edits), not
+        // the bundle's config.json, which the runtime leaves as the engine wrote it.
+        let spec = container.built_spec().map_err(|err| {
+            tracing::error!(bundle = ?container.bundle(), ?err, "failed to load spec");
             err
         })?;
 
         Self::validate_spec(&spec)?;
-
-        spec.canonicalize_rootfs(container.bundle())?;
         Ok(spec)
     }
 
