@@ -534,7 +534,11 @@ def cmd_run(a: argparse.Namespace) -> int:
     for i, (file, name) in enumerate(tests):
         tmp = os.path.join(work, a.label, f"t{i}")
         shutil.rmtree(tmp, ignore_errors=True)
-        r = run_one(runtime, integ, file, name, tmp, a.timeout, a.systemd, a.keep_failed)
+        try:
+            r = run_one(runtime, integ, file, name, tmp, a.timeout, a.systemd, a.keep_failed)
+        except OSError as e:  # the host, not the test (a full disk): stop, say which
+            print(f"runner.py: cannot run {file}: {name}: {e}", file=sys.stderr)
+            return 2
         results.append(r)
         counts[r["result"]] += 1
         extra = f" ({r['reason']})" if r["reason"] else ""

@@ -157,15 +157,35 @@ fn mkdir_for_container(pid: u32, name: &str, mode: u64, metadata: &str) -> std::
     Ok(())
 }
 
-fn handle(fd: OwnedFd, metadata: String) {
+/// Waits for a notification; false once no task uses the filter any more (POLLHUP: the
+/// container is gone and the descriptor will never be readable again).
+fn wait_readable(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     loop {
+        // SAFETY: one pollfd that lives across the call.
+        let n = unsafe { libc::poll(&mut p, 1, -1) };
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        return n > 0 && p.revents & libc::POLLIN != 0;
+    }
+}
+
+fn handle(fd: OwnedFd, metadata: String) {
+    while wait_readable(&fd) {
         let mut req = Notif::default(); // zeroed, as the kernel requires
         if let Err(e) = ioctl(&fd, NOTIF_RECV, &mut req) {
-            // ENOENT: every task using the filter is gone, the descriptor is spent.
-            if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EBADF)) {
+            // ENOENT is transient: the task was interrupted between the wake-up and the
+            // receive. Closing the listener on it would fail every later notified syscall of
+            // the container with ENOSYS (a Python agent that did made runc fail here).
+            log("error", &format!("Error in NotifReceive(): {e}"));
+            if e.raw_os_error() == Some(libc::EBADF) {
                 return;
             }
-            log("error", &format!("Error in NotifReceive(): {e}"));
             continue;
         }
         let Some(name) = syscall_name(req.data.arch, req.data.nr) else {
