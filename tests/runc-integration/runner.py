@@ -42,6 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 UPSTREAM = os.path.join(HERE, "upstream")
 HELPERS = os.path.join(HERE, "helpers")  # sd-helper (a script); the rest are built
 SUITE_CGROUP_PARENT = "runc-cgroups-integration-test"  # helpers.bash set_cgroups_path
+MIN_FREE = 512 << 20  # bytes free under the work directory before each test (debian.tar: 100 MB)
 CAUSES = ("spec-defaults", "cli", "lifecycle", "cgroups", "terminal", "seccomp",
           "mounts-hooks", "pid-reuse")
 
@@ -534,6 +535,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     for i, (file, name) in enumerate(tests):
         tmp = os.path.join(work, a.label, f"t{i}")
         shutil.rmtree(tmp, ignore_errors=True)
+        st = os.statvfs(work)
+        if st.f_bavail * st.f_frsize < MIN_FREE:
+            # A test that cannot write its files fails for the disk, not for the runtime.
+            print(f"runner.py: only {st.f_bavail * st.f_frsize >> 20} MiB free under {work}; "
+                  f"stopping before {file}: {name}", file=sys.stderr)
+            return 2
         try:
             r = run_one(runtime, integ, file, name, tmp, a.timeout, a.systemd, a.keep_failed)
         except OSError as e:  # the host, not the test (a full disk): stop, say which
