@@ -388,16 +388,7 @@ impl Root {
                 source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             });
         }
-        nix::fcntl::renameat(
-            Some(parent.as_raw_fd()),
-            tmp.as_os_str(),
-            Some(parent.as_raw_fd()),
-            name,
-        )
-        .map_err(|e| {
-            unlink();
-            Self::map(path, "replace", e)
-        })
+        rename_over(&parent, &tmp, name).map_err(|e| Self::map(path, "replace", e))
     }
 
     /// Makes `link` a symlink to `target`, replacing a symlink already there (never
@@ -416,20 +407,7 @@ impl Root {
         let tmp = temp_name(name);
         nix::unistd::symlinkat(target, Some(parent.as_raw_fd()), tmp.as_os_str())
             .map_err(|e| Self::map(link, "create symlink", e))?;
-        nix::fcntl::renameat(
-            Some(parent.as_raw_fd()),
-            tmp.as_os_str(),
-            Some(parent.as_raw_fd()),
-            name,
-        )
-        .map_err(|e| {
-            let _ = nix::unistd::unlinkat(
-                Some(parent.as_raw_fd()),
-                tmp.as_os_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
-            Self::map(link, "replace symlink", e)
-        })?;
+        rename_over(&parent, &tmp, name).map_err(|e| Self::map(link, "replace symlink", e))?;
         Ok(true)
     }
 
@@ -446,6 +424,23 @@ impl Root {
 }
 
 /// `.NAME.nvbind-PID-N`: a name next to `name` for a file about to be renamed over it.
+/// Renames `tmp` over `name` in `parent`; when that fails, `tmp` is removed.
+fn rename_over(parent: &OwnedFd, tmp: &OsStr, name: &OsStr) -> nix::Result<()> {
+    nix::fcntl::renameat(
+        Some(parent.as_raw_fd()),
+        tmp,
+        Some(parent.as_raw_fd()),
+        name,
+    )
+    .inspect_err(|_| {
+        let _ = nix::unistd::unlinkat(
+            Some(parent.as_raw_fd()),
+            tmp,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+    })
+}
+
 fn temp_name(name: &OsStr) -> std::ffi::OsString {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
