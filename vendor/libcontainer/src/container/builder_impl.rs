@@ -241,6 +241,11 @@ impl ContainerBuilderImpl {
 
         let mut errors = Vec::new();
 
+        // nvbind: the init and intermediate were SIGKILLed (KillOnError), but the init is
+        // not our child and may still be in the cgroup for a while: remove()'s ~200 ms of
+        // rmdir retries ran out on a slow machine and left the cgroup of a create that failed
+        // after forking (tests/devices.rs in the TCG VMs of scripts/hosts).
+        crate::container::container_delete::wait_for_cgroup_to_empty(&cmanager);
         if let Err(e) = cmanager.remove() {
             tracing::error!(error = ?e, "failed to remove cgroup manager");
             errors.push(e.to_string());

@@ -138,7 +138,7 @@ impl Container {
 
 /// nvbind: SIGKILLs whatever is still in the cgroup and waits (up to 10 s) for it to leave, so
 /// that removing the cgroup does not race the exit of processes just killed.
-fn wait_for_cgroup_to_empty(cmanager: &impl CgroupManager) {
+pub(crate) fn wait_for_cgroup_to_empty(cmanager: &impl CgroupManager) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
         match cmanager.get_all_pids() {
