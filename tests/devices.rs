@@ -189,14 +189,12 @@ impl Case {
         b
     }
 
-    /// `run` of `bundle` as `id`: its output, stdout and stderr together.
+    /// `run` of `bundle` as `id`: the container's output, stdout and stderr together, without
+    /// the runtime's own log lines (runc warns on stderr, e.g. about device nodes systemd
+    /// does not know).
     fn run(&self, rt: Rt, bundle: &Path, id: &str) -> String {
         let out = self.rt(rt, &["run", "-b", bundle.to_str().unwrap(), id]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        container_output(&out)
     }
 
     /// The cgroup2 directory of a running process, as seen from here.
@@ -248,6 +246,18 @@ impl Drop for Case {
         // In the view, before Env's own cleanup (which runs outside it).
         self.delete_all();
     }
+}
+
+fn container_output(out: &Output) -> String {
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    all.lines()
+        .filter(|l| !(l.starts_with("time=\"") && l.contains(" level=")))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn list_dir(dir: &Path) -> Vec<String> {
@@ -480,8 +490,7 @@ fn a_container_given_gpu0_gets_eperm_on_gpu1() {
         c
     });
     let runc = case.run(Rt::Runc, &by_hand, "gpu-runc");
-    let nv =
-        String::from_utf8_lossy(&nv.stdout).into_owned() + &String::from_utf8_lossy(&nv.stderr);
+    let nv = container_output(&nv);
     for (who, out) in [("nvbind", &nv), ("runc", &runc)] {
         // No driver: ENXIO once the cgroup lets the open through.
         assert!(out.contains("/dev/nvidia0: other"), "{who}: {out}");
@@ -596,8 +605,17 @@ fn update_does_not_drop_the_filter() {
         case.ok(rt, &["update", "-r", resources.to_str().unwrap(), &id]);
         let (after, _) = bpf::query(fd.as_fd()).unwrap();
         assert_eq!(before.len(), 1, "{rt:?}");
-        // runc's update skips the device rules too: the very same program stays.
-        assert_eq!(before, after, "{rt:?}");
+        if rt == Rt::Nvbind {
+            // runc's update skips the device rules too: the very same program stays.
+            assert_eq!(before, after, "{rt:?}");
+        } else {
+            // runc 1.1 under systemd: the unit's update makes systemd add a program of its
+            // own next to runc's; runc's stays.
+            assert!(
+                before.iter().all(|id| after.contains(id)),
+                "{rt:?}: {before:?} {after:?}"
+            );
+        }
         let out = case.ok(rt, &["exec", &id, "sh", "-c", &check]);
         assert!(out.contains("/dev/nvidia0: other"), "{rt:?}: {out}");
         assert!(out.contains("/dev/nvidia1: EPERM"), "{rt:?}: {out}");
@@ -648,7 +666,8 @@ fn a_hole_in_a_wildcard_is_refused_and_leaves_nothing() {
 #[test]
 fn a_kernel_without_bpf_device_filters_fails_cleanly() {
     if systemd() {
-        // Under systemd the cgroup is a unit's; what is checked here does not depend on it.
+        // The failure comes before the driver matters; the cgroupfs run covers it.
+        eprintln!("SKIP under --systemd-cgroup: run without NVBIND_TEST_SYSTEMD_CGROUP");
         return;
     }
     let case = Case::new();
