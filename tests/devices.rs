@@ -617,7 +617,12 @@ fn update_does_not_drop_the_filter() {
             );
         }
         let out = case.ok(rt, &["exec", &id, "sh", "-c", &check]);
-        assert!(out.contains("/dev/nvidia0: other"), "{rt:?}: {out}");
+        // Except for runc under systemd: its DeviceAllow list leaves out nodes that have no
+        // /sys/dev/char entry ("skipping device /dev/char/195:0 for systemd"), as these fake
+        // GPUs do, so systemd's program added by the update refuses GPU 0. A real GPU has one.
+        if !(rt == Rt::Runc && systemd()) {
+            assert!(out.contains("/dev/nvidia0: other"), "{rt:?}: {out}");
+        }
         assert!(out.contains("/dev/nvidia1: EPERM"), "{rt:?}: {out}");
         assert!(!out.contains(&disk.secret), "{rt:?}: {out}");
         case.ok(rt, &["delete", "--force", &id]);
