@@ -10,6 +10,7 @@ use libcontainer::container::ContainerStatus;
 use crate::criu::dump::{dump, DumpOpts};
 use crate::criu::{Criu, CriuFlags};
 use crate::lifecycle::guard::{ensure, Action};
+use crate::lifecycle::halfmade::Intent;
 use crate::snapshot;
 use crate::state_root::Ctx;
 
@@ -45,7 +46,7 @@ pub fn run(args: &CheckpointArgs, ctx: &Ctx, criu: Option<&std::path::Path>) -> 
         "checkpoint with criu {}",
         crate::criu::version_string(criu.version)
     );
-    let (_lock, mut container) = ctx.load_locked(&args.id)?;
+    let (lock, mut container) = ctx.load_locked(&args.id)?;
     ensure(&container, Action::Checkpoint)?;
     let (spec, rootfs) = snapshot::container_rootfs(&container)?;
     let store = match &args.snapshot {
@@ -83,6 +84,9 @@ pub fn run(args: &CheckpointArgs, ctx: &Ctx, criu: Option<&std::path::Path>) -> 
                     args.id
                 )
             })?;
+        // The root lock is never taken under a container's.
+        drop(lock);
+        Intent::forget_deleted(ctx, &args.id)?;
     }
     Ok(())
 }

@@ -16,8 +16,10 @@ use crate::criu::restore::{restore, RestoreOpts};
 use crate::criu::{Criu, CriuFlags, DESCRIPTORS_JSON};
 use crate::lifecycle::delete::remove_exited;
 use crate::lifecycle::foreground::forward_signals_until_exit;
+use crate::lifecycle::halfmade::Intent;
 use crate::snapshot;
 use crate::state_root::id::validate_id;
+use crate::state_root::owner::foreign;
 use crate::state_root::Ctx;
 
 #[derive(clap::Args, Debug)]
@@ -84,6 +86,12 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
     // The same lock as create's, so a create and a restore of one ID cannot both win.
     let root_lock = ctx.lock_root()?;
     let dir = ctx.container_dir(&args.id);
+    if let Some(theirs) = foreign(&ctx.root, &args.id) {
+        bail!(
+            "cannot restore into container {:?}: {theirs}; choose another ID",
+            args.id
+        );
+    }
     if dir.exists() {
         let what = match ctx.load(&args.id) {
             Ok(c) => status_name(c.status()),
@@ -108,10 +116,12 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
             .with_context(|| format!("cannot roll the rootfs back to snapshot {name:?}"))?;
     }
 
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    // nvbind's claim on the ID, before its directory exists (see lifecycle::halfmade).
+    Intent::for_restore(ctx, &args.id, &bundle_dir).record(ctx)?;
+    if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Intent::forget(ctx, &args.id);
+        return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+    }
     let opts = RestoreOpts {
         image_path: args.image_path.clone(),
         work_path: args.work_path.clone(),
@@ -126,6 +136,7 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
         Ok(r) => r,
         Err(e) => {
             let _ = fs::remove_dir_all(&dir);
+            Intent::forget(ctx, &args.id);
             if !had_clone {
                 // A clone made for this attempt goes with it; a kept one stays.
                 let _ = snapshot::release(ctx, &args.id);

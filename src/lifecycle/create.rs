@@ -19,6 +19,7 @@ use crate::executor::NvbindExecutor;
 use crate::lifecycle::halfmade::Intent;
 use crate::options::CreateOpts;
 use crate::state_root::id::validate_id;
+use crate::state_root::owner::{foreign, identify, Runtime};
 use crate::state_root::Ctx;
 
 /// Builds the container (its init process waits for `start`). The caller already validated
@@ -37,6 +38,12 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
     // on the root makes exactly one of them win and the other fail cleanly.
     let root_lock = ctx.lock_root()?;
     let dir = ctx.container_dir(&opts.id);
+    if let Some(theirs) = foreign(&ctx.root, &opts.id) {
+        bail!(
+            "cannot create container {:?}: {theirs}; choose another ID",
+            opts.id
+        );
+    }
     if dir.exists() {
         bail!(
             "container {:?} already exists under {}; delete it or choose another ID",
@@ -45,16 +52,14 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
         );
     }
     // Recorded before anything is made, so that what a create killed half-way leaves (a
-    // cgroup only it knew of, an init waiting for `start`) is found by `delete --force`.
+    // cgroup only it knew of, an init waiting for `start`) is found by `delete --force`, and
+    // kept while the container lives: it is what makes the directory nvbind's.
     let intent = Intent::new(ctx, &opts.id, &bundle.dir, &bundle.spec);
     intent.check_cgroup_unused()?;
     intent.record(ctx)?;
 
     match build(ctx, opts, detach, bundle, &root_lock) {
-        Ok(container) => {
-            Intent::forget(ctx, &opts.id);
-            Ok(container)
-        }
+        Ok(container) => Ok(container),
         Err(e) => {
             undo(ctx, &opts.id, &dir);
             Err(e)
@@ -123,9 +128,17 @@ fn undo(ctx: &Ctx, id: &str, dir: &Path) {
 
 /// libcontainer removes what it made for most failures, but not for errors raised before its
 /// own cleanup is armed (bad console socket, rootfs resolution). We hold the root lock and the
-/// directory did not exist before, so whatever is there now is ours to remove.
+/// directory did not exist before, so whatever is there now is ours to remove, unless another
+/// runtime sharing the root (which does not take our lock) made it meanwhile for the same ID.
 fn cleanup_failed_create(dir: &Path) {
     if !dir.exists() {
+        return;
+    }
+    if let runtime @ (Runtime::Runc | Runtime::Crun) = identify(dir) {
+        tracing::warn!(
+            "not removing {}: {runtime:?} made it while the create of that ID failed",
+            dir.display()
+        );
         return;
     }
     if let Ok(mut c) = Container::load(dir.to_path_buf()) {

@@ -10,9 +10,10 @@ use crate::lifecycle::halfmade::{inspect, Entry, Intent};
 use crate::state_root::lock::DirLock;
 use crate::state_root::Ctx;
 
-/// `delete [--force] ID`.
+/// `delete [--force] ID`. Another runtime's container is refused, --force or not.
 pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
     match inspect(ctx, id)? {
+        Entry::Foreign(theirs) => Err(theirs.into()),
         // runc: deleting a container that is already gone is not an error with --force.
         Entry::Missing if force => {
             if Intent::left_by_a_create(ctx, id) {
@@ -48,6 +49,7 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
                     drop(root_lock);
                     return delete_complete(ctx, id, force);
                 }
+                Entry::Foreign(theirs) => return Err(theirs.into()),
             }
             drop(root_lock);
             crate::snapshot::release(ctx, id)
@@ -68,25 +70,26 @@ fn delete_complete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
     if let Some(staging) = staging {
         crate::criu::dump::remove_staging(&staging);
     }
-    if Intent::exists(ctx, id) {
-        let _root_lock = ctx.lock_root()?;
-        Intent::forget(ctx, id);
-    }
+    // The record goes last: until the directory is gone, it is what makes the ID nvbind's.
+    Intent::forget_deleted(ctx, id)?;
     // The rootfs clone of a container started from a snapshot.
     crate::snapshot::release(ctx, id)
 }
 
 /// Removes a container that ran in the foreground (`run`, `restore`) once its init exited:
-/// its state, then its rootfs clone.
+/// its state, its record, then its rootfs clone.
 pub fn remove_exited(ctx: &Ctx, container: &mut Container) -> Result<()> {
     let id = container.id().to_string();
     // The `kill` that ended the init may still be saving the state under the container's lock:
     // its temporary file landing in the directory being removed failed the removal with
     // ENOTEMPTY (tests/lifecycle.rs run_reports_death_by_signal_as_128_plus_signal, about 1
     // run in 15 under load). Fails only when the directory is gone already.
-    let _lock = DirLock::exclusive(&container.root).ok();
+    let lock = DirLock::exclusive(&container.root).ok();
     container
         .delete(true)
         .with_context(|| format!("cannot delete container {id:?}"))?;
+    // The root lock is never taken under a container's.
+    drop(lock);
+    Intent::forget_deleted(ctx, &id)?;
     crate::snapshot::release(ctx, &id)
 }

@@ -9,6 +9,7 @@ use nix::unistd::Pid;
 
 use crate::lifecycle::create::create_container;
 use crate::lifecycle::delete::remove_exited;
+use crate::lifecycle::halfmade::Intent;
 use crate::options::CreateOpts;
 use crate::state_root::Ctx;
 
@@ -24,6 +25,7 @@ pub fn run(ctx: &Ctx, opts: &CreateOpts, detach: bool, keep: bool) -> Result<u8>
     let mut container = create_container(ctx, opts, detach)?;
     if let Err(e) = container.start() {
         let _ = container.delete(true);
+        let _ = Intent::forget_deleted(ctx, &opts.id);
         let _ = crate::snapshot::release(ctx, &opts.id);
         return Err(e).with_context(|| format!("cannot start container {:?}", opts.id));
     }

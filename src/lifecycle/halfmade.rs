@@ -9,12 +9,15 @@
 //! state.json was never written) would leave behind whatever only the dead process knew of.
 //!
 //! So `create` first records what it is about to make (ID, bundle, cgroup path) in
-//! `<root>/.nvbind-creating-<ID>.json`, replaced atomically, and removes the record once the
-//! container is complete or cleaned up after a failure. `delete --force` of a half-made
-//! container waits for the root lock (a create still running holds it until it is done),
-//! thaws and kills what is in the recorded cgroup (or the one youki_config.json names),
-//! removes the cgroup, the directory and the record. `state` and `list` report such a
-//! container as stopped (creating, while its create still runs) with a warning.
+//! `<root>/.nvbind-container-<ID>.json`, replaced atomically, before anything of the container
+//! exists. The record stays for the container's life and `delete` removes it last, after the
+//! directory: it is nvbind's claim on the ID, what tells its containers from those of another
+//! runtime sharing the root (src/state_root/owner.rs), so a directory without one is never
+//! taken for a half-made container of nvbind's. `delete --force` of a half-made container
+//! waits for the root lock (a create still running holds it until it is done), thaws and kills
+//! what is in the recorded cgroup (or the one youki_config.json names), removes the cgroup, the
+//! directory and the record. `state` and `list` report such a container as stopped (creating,
+//! while its create still runs) with a warning.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -34,22 +37,24 @@ use serde::{Deserialize, Serialize};
 use crate::retry::patiently;
 use crate::state_root::id::validate_id;
 use crate::state_root::lock::{root_lock_holder, DirLock};
+use crate::state_root::owner::{foreign, record_path, Foreign, RECORD_PREFIX};
 use crate::state_root::{load_state_retrying, Ctx};
-
-/// Records are files in the root, not a directory of them: removing an emptied directory
-/// is a step a killed create or delete could leave undone (tests/crash.rs saw it, 2 in 600).
-const INTENT_PREFIX: &str = ".nvbind-creating-";
 
 /// Directories under the root that are nvbind's own, not containers.
 pub const INTERNAL_DIRS: [&str; 1] = [".nvbind-clones"];
 
-/// What a `create` is about to make, written before anything of the container exists.
+/// What a `create` (or `restore`) is about to make, written before anything of the container
+/// exists and kept until `delete` removed the rest. Records are files in the root, not a
+/// directory of them: removing an emptied directory is a step a killed create or delete could
+/// leave undone (tests/crash.rs saw it, 2 in 600).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Intent {
     pub id: String,
     pub bundle: PathBuf,
-    /// The cgroup libcontainer will make: linux.cgroupsPath, or its default for the ID.
-    pub cgroup_path: PathBuf,
+    /// The cgroup libcontainer will make: linux.cgroupsPath, or its default for the ID. None
+    /// for a restore: CRIU restores into the spec's cgroup, which the container checkpointed
+    /// with --leave-running may still share; a half-made restore goes by its youki_config.json.
+    pub cgroup_path: Option<PathBuf>,
     pub systemd: bool,
     /// The creating nvbind; while it holds the root lock, the create is still running.
     pub pid: u32,
@@ -61,14 +66,25 @@ impl Intent {
         Self {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
-            cgroup_path: libcontainer::utils::get_cgroup_path(&cgroups_path, id),
+            cgroup_path: Some(libcontainer::utils::get_cgroup_path(&cgroups_path, id)),
             systemd: ctx.systemd_cgroup,
             pid: std::process::id(),
         }
     }
 
     fn path(ctx: &Ctx, id: &str) -> PathBuf {
-        ctx.root.join(format!("{INTENT_PREFIX}{id}.json"))
+        record_path(&ctx.root, id)
+    }
+
+    /// The record of a `restore`: it claims the ID but names no cgroup (see `cgroup_path`).
+    pub fn for_restore(ctx: &Ctx, id: &str, bundle: &Path) -> Self {
+        Self {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            cgroup_path: None,
+            systemd: ctx.systemd_cgroup,
+            pid: std::process::id(),
+        }
     }
 
     /// The caller holds the root lock.
@@ -86,17 +102,17 @@ impl Intent {
     /// was killed kills what is in the recorded cgroup. Not for systemd cgroups: there the
     /// cgroup is a transient unit that libcontainer makes, and fails to make when it exists.
     pub fn check_cgroup_unused(&self) -> Result<()> {
-        if self.systemd {
+        let Some(cgroup_path) = self.cgroup_path.as_ref().filter(|_| !self.systemd) else {
             return Ok(());
-        }
-        let manager = open_cgroup(&self.cgroup_path, false, &self.id)?;
+        };
+        let manager = open_cgroup(cgroup_path, false, &self.id)?;
         // A cgroup that does not exist (the usual case) lists nothing.
         let pids = manager.get_all_pids().unwrap_or_default();
         if !pids.is_empty() {
             anyhow::bail!(
                 "the cgroup {} (linux.cgroupsPath) already holds {} process(es); give the \
                  container a cgroup of its own",
-                self.cgroup_path.display(),
+                cgroup_path.display(),
                 pids.len()
             );
         }
@@ -126,7 +142,7 @@ impl Intent {
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                let id = name.strip_prefix(INTENT_PREFIX)?.strip_suffix(".json")?;
+                let id = name.strip_prefix(RECORD_PREFIX)?.strip_suffix(".json")?;
                 Some(id.to_string())
             })
             .collect()
@@ -134,6 +150,20 @@ impl Intent {
 
     pub fn exists(ctx: &Ctx, id: &str) -> bool {
         Self::path(ctx, id).exists()
+    }
+
+    /// Removes the record of a container that `delete` removed (or a create failed to make),
+    /// under the root lock: once the directory is gone a new create of the ID may record it
+    /// again, and its record must stay.
+    pub fn forget_deleted(ctx: &Ctx, id: &str) -> Result<()> {
+        if !Self::exists(ctx, id) {
+            return Ok(());
+        }
+        let _root_lock = ctx.lock_root()?;
+        if !ctx.container_dir(id).exists() {
+            Self::forget(ctx, id);
+        }
+        Ok(())
     }
 
     /// Removes the record; the caller holds the root lock.
@@ -149,7 +179,7 @@ impl Intent {
     /// The temporary files of records whose write was killed. Matched exactly: ID "a" must
     /// not take ID "a.json"'s files.
     fn leftovers(ctx: &Ctx, id: &str) -> Vec<PathBuf> {
-        let record = format!("{INTENT_PREFIX}{id}.json");
+        let record = format!("{RECORD_PREFIX}{id}.json");
         fs::read_dir(&ctx.root)
             .into_iter()
             .flatten()
@@ -179,6 +209,8 @@ pub enum Entry {
     Missing,
     Complete(Box<Container>),
     HalfMade(HalfMade),
+    /// Another runtime's (a root shared with runc): never touched, never reported as ours.
+    Foreign(Foreign),
 }
 
 pub struct HalfMade {
@@ -221,6 +253,9 @@ pub fn inspect(ctx: &Ctx, id: &str) -> Result<Entry> {
 
 fn inspect_now(ctx: &Ctx, id: &str) -> Result<Entry> {
     validate_id(id)?;
+    if let Some(theirs) = foreign(&ctx.root, id) {
+        return Ok(Entry::Foreign(theirs));
+    }
     let dir = ctx.container_dir(id);
     let intent = Intent::load(ctx, id);
     let half = |why: String, intent: Option<Intent>| {
@@ -237,7 +272,9 @@ fn inspect_now(ctx: &Ctx, id: &str) -> Result<Entry> {
     if !dir.is_dir() {
         return Ok(match intent {
             Some(i) => half(
-                "its create recorded it but made nothing yet".into(),
+                "it has a record but no directory (a create killed before making it, or a \
+                 delete killed before removing the record)"
+                    .into(),
                 Some(i),
             ),
             None => Entry::Missing,
@@ -315,8 +352,12 @@ impl HalfMade {
     /// and the create record. The caller holds the root lock, so no create of it is running.
     pub fn remove(&self, ctx: &Ctx) -> Result<()> {
         let (cgroup, systemd) = match &self.intent {
-            Some(i) => (Some(i.cgroup_path.clone()), i.systemd),
-            None => (
+            Some(Intent {
+                cgroup_path: Some(path),
+                systemd,
+                ..
+            }) => (Some(path.clone()), *systemd),
+            _ => (
                 YoukiConfig::load(&self.dir).ok().map(|c| c.cgroup_path),
                 ctx.systemd_cgroup,
             ),

@@ -1,5 +1,6 @@
 //! What `state` and `list` report: the state document of one container, or of every one under
-//! the root. A half-made container (what a killed create or delete left) is reported as far as
+//! the root that is nvbind's (another runtime's, in a shared root, is left out of `list` and
+//! refused by `state`). A half-made container (what a killed create or delete left) is reported as far as
 //! it is known, with a warning, not as an error: an engine that asks goes on to delete it.
 
 use std::collections::BTreeSet;
@@ -22,6 +23,7 @@ pub fn state_of(ctx: &Ctx, id: &str) -> Result<StateDoc> {
         ),
         Entry::Complete(container) => StateDoc::of(&container),
         Entry::HalfMade(half) => half_made_doc(&half),
+        Entry::Foreign(theirs) => return Err(theirs.into()),
     })
 }
 
@@ -45,6 +47,9 @@ pub fn list(ctx: &Ctx) -> Result<Vec<StateDoc>> {
             Ok(Entry::Missing) => {}
             Ok(Entry::Complete(c)) => docs.push(StateDoc::of(&c)),
             Ok(Entry::HalfMade(half)) => docs.push(half_made_doc(&half)),
+            // Another runtime's, in a shared root: its own `list` shows it. Not a warning:
+            // under Docker's root every `list` would print one per runc container.
+            Ok(Entry::Foreign(theirs)) => tracing::debug!("not listing {id:?}: {theirs}"),
             Err(e) => warn(format!("skipping {}: {e:#}", ctx.root.join(id).display())),
         }
     }

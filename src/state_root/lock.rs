@@ -139,12 +139,18 @@ pub fn root_lock_holder(root: &Path) -> Option<i32> {
 /// from under the create. So while the state says creating we hold the root lock as well,
 /// which waits for the create to finish or fail; one that was killed left it free. No one
 /// takes the root lock while holding a container's, so the two cannot deadlock.
+///
+/// Another runtime's state directory (a root shared with runc) is refused before it is locked:
+/// nvbind does not even flock what is not its own.
 pub fn lock_container(root: &Path, id: &str) -> Result<DirLock> {
     validate_id(id)?;
     let dir = root.join(id);
     let missing = || anyhow::anyhow!("container {id:?} does not exist under {}", root.display());
     let mut root_lock = None;
     loop {
+        if let Some(foreign) = super::owner::foreign(root, id) {
+            return Err(foreign.into());
+        }
         if !State::file_path(&dir).exists() {
             return Err(missing());
         }

@@ -1,8 +1,10 @@
 //! The state root (--root): where it is and what it holds, the containers (loaded through
-//! it) and the create records; container IDs (id.rs) and the locks on the root (lock.rs).
+//! it) and the create records; container IDs (id.rs), the locks on the root (lock.rs) and
+//! whose each state directory is (owner.rs: a root may be shared with other runtimes).
 
 pub mod id;
 pub mod lock;
+pub mod owner;
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -54,9 +56,12 @@ impl Ctx {
         self.root.join(id)
     }
 
-    /// Loads an existing container, refreshing its status from the kernel.
+    /// Loads an existing container of nvbind's, refreshing its status from the kernel.
     pub fn load(&self, id: &str) -> Result<Container> {
         validate_id(id)?;
+        if let Some(foreign) = owner::foreign(&self.root, id) {
+            return Err(foreign.into());
+        }
         let dir = self.container_dir(id);
         if !State::file_path(&dir).exists() {
             bail!(

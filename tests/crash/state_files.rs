@@ -1,6 +1,7 @@
 //! What a crash can leave in the state root, made by hand: state.json empty, truncated or
-//! garbage, a container directory without state.json or with only a lock file, and the
-//! record of a create killed after it made a cgroup. `state` and `list` report each one
+//! garbage, a container directory without state.json or with only a lock file (each with
+//! nvbind's record, as every container of nvbind's has), and the record of a create killed
+//! after it made a cgroup. `state` and `list` report each one
 //! (with a warning) and keep reporting the healthy container next to them; `delete --force`
 //! removes each one with everything it holds.
 
@@ -50,6 +51,12 @@ fn broken_state_files_are_reported_and_deleted_and_hide_no_other_container() {
         }),
     ];
     for (id, make) in &cases {
+        // nvbind's record, which its create writes first and its delete removes last: a
+        // directory without one is not nvbind's to report or remove (tests/shared_root.rs).
+        let record = json!({"id": id, "bundle": b, "cgroup_path": null, "systemd": false,
+            "pid": 999_999_999u32});
+        let path = env.root.join(format!(".nvbind-container-{id}.json"));
+        fs::write(path, record.to_string()).unwrap();
         let d = env.root.join(id);
         fs::create_dir(&d).unwrap();
         make(&d);
@@ -93,8 +100,9 @@ fn broken_state_files_are_reported_and_deleted_and_hide_no_other_container() {
 
 /// A create killed after its init joined the cgroup and before state.json was written: only
 /// the create record knows the cgroup. With the record, `delete --force` kills the init and
-/// removes the cgroup; without it (the control, which is what runc's delete does: remove the
-/// directory) both would stay behind, and the leak check says so.
+/// removes the cgroup; without it (the control) the directory is not nvbind's at all (it may
+/// be another runtime's in a shared root): `state` and `delete --force` refuse it and touch
+/// nothing, so the cgroup and the init stay, and the leak check says so.
 #[test]
 fn the_create_record_is_what_lets_delete_find_the_cgroup() {
     let _turn = take_turn();
@@ -110,27 +118,37 @@ fn the_create_record_is_what_lets_delete_find_the_cgroup() {
             serde_json::from_slice(&fs::read(dir.join("youki_config.json")).unwrap()).unwrap();
         fs::remove_file(dir.join("state.json")).unwrap();
         fs::remove_file(dir.join("youki_config.json")).unwrap();
+        let path = env.root.join(format!(".nvbind-container-{id}.json"));
         if with_record {
+            // Replaced by one that names a create long gone (not this test's nvbind).
             let record = json!({"id": id, "bundle": b, "cgroup_path": config["cgroup_path"],
                 "systemd": false, "pid": 999_999_999u32});
-            let path = env.root.join(format!(".nvbind-creating-{id}.json"));
             fs::write(path, record.to_string()).unwrap();
+        } else {
+            fs::remove_file(path).unwrap();
+            let err = env.fails(&["state", id]);
+            assert!(err.contains("not made by nvbind"), "{err}");
+            let err = env.fails(&["delete", "--force", id]);
+            assert!(err.contains("not made by nvbind"), "{err}");
+            assert!(dir.exists() && process_alive(init));
+            let leaks = Leaks::find(&env, &[]);
+            assert!(
+                !leaked_cgroups(&env.cgroup_prefix).is_empty(),
+                "{}",
+                leaks.describe()
+            );
+            leaks.remove(&env);
+            continue;
         }
         assert_eq!(env.state(id)["status"], "stopped");
         env.ok(&["delete", "--force", id]);
         let cgroup_left = !leaked_cgroups(&env.cgroup_prefix).is_empty();
-        if with_record {
-            assert!(!cgroup_left, "the recorded cgroup was not removed");
-            assert!(
-                super::common::wait_for(|| !process_alive(init)),
-                "init {init} survived"
-            );
-            assert!(Leaks::find(&env, &[]).is_empty());
-        } else {
-            let leaks = Leaks::find(&env, &[]);
-            assert!(cgroup_left && process_alive(init), "{}", leaks.describe());
-            leaks.remove(&env);
-        }
+        assert!(!cgroup_left, "the recorded cgroup was not removed");
+        assert!(
+            super::common::wait_for(|| !process_alive(init)),
+            "init {init} survived"
+        );
+        assert!(Leaks::find(&env, &[]).is_empty());
     }
     env.assert_clean();
 }

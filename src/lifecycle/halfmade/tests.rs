@@ -19,6 +19,11 @@ fn a_directory_without_state_is_half_made_and_garbage_state_too() {
     let ctx = ctx(dir.path());
     assert!(matches!(inspect(&ctx, "c").unwrap(), Entry::Missing));
     fs::create_dir(dir.path().join("c")).unwrap();
+    // Without nvbind's record it is not nvbind's to call half-made (or to remove).
+    assert!(matches!(inspect(&ctx, "c").unwrap(), Entry::Foreign(_)));
+    Intent::new(&ctx, "c", Path::new("/b"), &Spec::default())
+        .record(&ctx)
+        .unwrap();
     let Entry::HalfMade(h) = inspect(&ctx, "c").unwrap() else {
         panic!("not half-made")
     };
@@ -138,8 +143,8 @@ fn a_record_alone_is_half_made_and_forget_removes_it() {
     assert_eq!(h.doc().bundle, Path::new("/b"));
     // What a create killed in the middle of writing its record leaves, and what one of
     // ID "c.json" left, which is not c's.
-    let temp = "..nvbind-creating-c.json.tmp-12345-00000000deadbeef";
-    let others = "..nvbind-creating-c.json.json.tmp-12345-00000000deadbeef";
+    let temp = "..nvbind-container-c.json.tmp-12345-00000000deadbeef";
+    let others = "..nvbind-container-c.json.json.tmp-12345-00000000deadbeef";
     fs::write(dir.path().join(temp), "{\"i").unwrap();
     fs::write(dir.path().join(others), "{\"i").unwrap();
     assert!(Intent::left_by_a_create(&ctx, "c"));
