@@ -75,6 +75,7 @@ pub fn run(args: &CheckpointArgs, ctx: &Ctx, criu: Option<&std::path::Path>) -> 
     if !args.leave_running {
         // CRIU killed the processes after the dump; the container is gone, as with runc.
         container.set_status(ContainerStatus::Stopped);
+        let record = Intent::hold(ctx, &args.id);
         container
             .save()
             .and_then(|_| container.delete(true))
@@ -87,6 +88,7 @@ pub fn run(args: &CheckpointArgs, ctx: &Ctx, criu: Option<&std::path::Path>) -> 
         // The root lock is never taken under a container's.
         drop(lock);
         Intent::forget_deleted(ctx, &args.id)?;
+        drop(record);
     }
     Ok(())
 }

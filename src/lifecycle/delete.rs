@@ -17,9 +17,11 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
         // runc: deleting a container that is already gone is not an error with --force.
         Entry::Missing if force => {
             if Intent::left_by_a_create(ctx, id) {
-                // A create killed while writing its record leaves a temporary file.
+                // A create killed while writing its record leaves a temporary file. One still
+                // running had written its record: once it is done (we hold the root lock) that
+                // record is its container's, and stays.
                 let _root_lock = ctx.lock_root()?;
-                Intent::forget_all(ctx, id);
+                Intent::forget_leftovers(ctx, id);
             }
             crate::snapshot::release(ctx, id)
         }
@@ -62,6 +64,7 @@ fn delete_complete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
     let (lock, mut container) = ctx.load_locked(id)?;
     ensure(&container, Action::Delete { force })?;
     let staging = crate::criu::dump::recorded_staging(&container.root);
+    let record = Intent::hold(ctx, id);
     container
         .delete(force)
         .with_context(|| format!("cannot delete container {id:?}"))?;
@@ -72,6 +75,7 @@ fn delete_complete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
     }
     // The record goes last: until the directory is gone, it is what makes the ID nvbind's.
     Intent::forget_deleted(ctx, id)?;
+    drop(record);
     // The rootfs clone of a container started from a snapshot.
     crate::snapshot::release(ctx, id)
 }
@@ -85,11 +89,13 @@ pub fn remove_exited(ctx: &Ctx, container: &mut Container) -> Result<()> {
     // ENOTEMPTY (tests/lifecycle.rs run_reports_death_by_signal_as_128_plus_signal, about 1
     // run in 15 under load). Fails only when the directory is gone already.
     let lock = DirLock::exclusive(&container.root).ok();
+    let record = Intent::hold(ctx, &id);
     container
         .delete(true)
         .with_context(|| format!("cannot delete container {id:?}"))?;
     // The root lock is never taken under a container's.
     drop(lock);
     Intent::forget_deleted(ctx, &id)?;
+    drop(record);
     crate::snapshot::release(ctx, &id)
 }

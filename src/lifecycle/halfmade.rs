@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::retry::patiently;
 use crate::state_root::id::validate_id;
-use crate::state_root::lock::{root_lock_holder, DirLock};
+use crate::state_root::lock::{root_lock_holder, root_lock_path, DirLock, FileLock};
 use crate::state_root::owner::{foreign, record_path, Foreign, RECORD_PREFIX};
 use crate::state_root::{load_state_retrying, Ctx};
 
@@ -152,6 +152,14 @@ impl Intent {
         Self::path(ctx, id).exists()
     }
 
+    /// Holds the record while a verb removes the container: from before its directory goes
+    /// until the record is gone, `inspect` waits on this lock instead of taking the record
+    /// without a directory for what a killed delete left. A flock on the record file: it dies
+    /// with the process, so what a killed delete left is judged at once.
+    pub fn hold(ctx: &Ctx, id: &str) -> Option<DirLock> {
+        DirLock::exclusive(&Self::path(ctx, id)).ok()
+    }
+
     /// Removes the record of a container that `delete` removed (or a create failed to make),
     /// under the root lock: once the directory is gone a new create of the ID may record it
     /// again, and its record must stay.
@@ -198,6 +206,12 @@ impl Intent {
     /// caller holds the root lock, so no create is writing one.
     pub fn forget_all(ctx: &Ctx, id: &str) {
         Self::forget(ctx, id);
+        Self::forget_leftovers(ctx, id);
+    }
+
+    /// The temporary files a create killed while writing the record left; the caller holds
+    /// the root lock.
+    pub fn forget_leftovers(ctx: &Ctx, id: &str) {
         for temp in Self::leftovers(ctx, id) {
             let _ = fs::remove_file(temp);
         }
@@ -241,6 +255,12 @@ pub fn inspect(ctx: &Ctx, id: &str) -> Result<Entry> {
         }
         // Fails at once when the directory is gone (deleted meanwhile): look again anyway.
         drop(DirLock::exclusive(&half.dir));
+        // A record without a directory is also what a delete leaves for a moment, holding the
+        // record until it removes it (`Intent::hold`). Not under the root lock: that delete
+        // takes the root lock to remove the record.
+        if !half.dir.exists() && !FileLock::held_here(&root_lock_path(&ctx.root)) {
+            drop(Intent::hold(ctx, id));
+        }
         let again = inspect_now(ctx, id)?;
         let settled = matches!(&again, Entry::HalfMade(h) if h.why == half.why && !h.in_progress());
         entry = again;
