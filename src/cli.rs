@@ -1,21 +1,39 @@
 //! Command line: runc's global options and verbs, with runc's flag names, so that engines which
 //! were written against runc (containerd's shim, conmon, dockerd) can call nvbind unchanged.
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 
 use crate::commands;
 use crate::options::GlobalOpts;
 
+/// `nvbind -v` in runc's three-line shape (`runc version X`, `commit: C`, `spec: S`), which
+/// tools parse; the commit is NVBIND_COMMIT at build time, where the packaging sets it.
+const VERSION: &str = const_format::concatcp!(
+    "version ",
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    match option_env!("NVBIND_COMMIT") {
+        Some(c) => c,
+        None => "unknown (built without NVBIND_COMMIT)",
+    },
+    "\nspec: ",
+    oci_spec::runtime::VERSION,
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "nvbind",
-    version,
+    version = VERSION,
+    disable_version_flag = true,
     about = "An OCI container runtime that injects GPUs through CDI",
     long_about = "nvbind is a runc-compatible OCI runtime. Container engines (Docker, Podman, \
 containerd) call it in place of runc; while it creates a container it injects the devices the \
 bundle asks for through CDI specs (cdi.k8s.io/* annotations or NVIDIA_VISIBLE_DEVICES)."
 )]
 pub struct Cli {
+    /// Print the version (runc's -v, and clap's -V)
+    #[arg(short = 'v', long = "version", short_alias = 'V', action = ArgAction::Version)]
+    version: (),
     #[command(flatten)]
     pub global: GlobalOpts,
     #[command(subcommand)]

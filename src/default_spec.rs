@@ -1,11 +1,15 @@
-//! The config.json `nvbind spec` writes: runc's default spec with nvbind's hardening (a
-//! device cgroup that denies what is not listed, no inheritable capabilities, a seccomp
-//! denylist). scripts/bench runs every runtime it compares with this spec.
+//! The config.json `nvbind spec` writes: what `runc spec` writes, field for field (engines,
+//! tools and runc's own integration tests make bundles with `spec` and expect runc's
+//! template: `terminal: true`, hostname "runc", no seccomp profile). `nvbind spec
+//! --hardened` adds nvbind's seccomp denylist; scripts/bench runs every runtime it compares
+//! with that one.
 
 use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxNamespaceType, LinuxSeccomp, Spec};
-use serde_json::json;
+use serde_json::{json, Value};
 
-pub fn default_spec(rootless: bool) -> Spec {
+/// runc's default spec (`runc spec`, or `runc spec --rootless`); with `hardened`, the
+/// seccomp denylist of [`default_seccomp`] too.
+pub fn default_spec(rootless: bool, hardened: bool) -> Spec {
     let mut spec = if rootless {
         Spec::rootless(
             nix::unistd::geteuid().as_raw(),
@@ -39,19 +43,35 @@ pub fn default_spec(rootless: bool) -> Spec {
         resources.set_devices(Some(vec![deny_all]));
         linux.set_resources(Some(resources));
     }
-    spec.set_hostname(Some("nvbind".into()));
+    spec.set_hostname(Some("runc".into()));
+    spec.set_annotations(None);
     // No inheritable capabilities, as runc's spec since CVE-2022-29162: with them a program
     // carrying inheritable file capabilities gains those in its permitted set on execve.
     if let Some(process) = spec.process_mut() {
+        process.set_terminal(Some(true));
         if let Some(mut caps) = process.capabilities().clone() {
             caps.set_inheritable(None);
             process.set_capabilities(Some(caps));
         }
     }
-    if let Some(linux) = spec.linux_mut() {
+    if let Some(linux) = spec.linux_mut().as_mut().filter(|_| hardened) {
         linux.set_seccomp(Some(default_seccomp()));
     }
     spec
+}
+
+/// The spec as config.json text. Capability sets are hash sets in oci-spec, so their order
+/// would change from one run to the next; they are written sorted, as runc writes them.
+pub fn to_json(spec: &Spec) -> serde_json::Result<Vec<u8>> {
+    let mut v = serde_json::to_value(spec)?;
+    if let Some(Value::Object(sets)) = v.pointer_mut("/process/capabilities") {
+        for set in sets.values_mut() {
+            if let Value::Array(names) = set {
+                names.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+        }
+    }
+    serde_json::to_vec_pretty(&v)
 }
 
 /// Syscalls that reach kernel code a container has no business in (module loading, kexec,
@@ -98,7 +118,7 @@ const EPERM: u32 = libc::EPERM as u32;
 const KEYCTL_JOIN_SESSION_KEYRING: u64 = 1;
 const CLONE_NEWUSER: u64 = libc::CLONE_NEWUSER as u64;
 
-/// The seccomp profile of `nvbind spec`: allow by default, refuse a list of dangerous
+/// The seccomp profile of `nvbind spec --hardened`: allow by default, refuse a list of dangerous
 /// syscalls with EPERM.
 ///
 /// Docker's and Podman's defaults are allowlists (defaultAction ERRNO, ~350-470 names, rules
@@ -161,9 +181,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_spec_carries_the_denylist_profile() {
+    fn the_default_spec_is_runcs_without_a_seccomp_profile() {
         for rootless in [false, true] {
-            let spec = default_spec(rootless);
+            let spec = default_spec(rootless, false);
+            assert_eq!(spec.linux().as_ref().unwrap().seccomp(), &None);
+            assert_eq!(spec.process().as_ref().unwrap().terminal(), Some(true));
+            assert_eq!(spec.hostname().as_deref(), Some("runc"));
+            assert_eq!(spec.annotations(), &None);
+            let text = String::from_utf8(to_json(&spec).unwrap()).unwrap();
+            let bounding = text.find("\"bounding\"").unwrap();
+            let (audit, kill, bind) = (
+                text[bounding..].find("CAP_AUDIT_WRITE").unwrap(),
+                text[bounding..].find("CAP_KILL").unwrap(),
+                text[bounding..].find("CAP_NET_BIND_SERVICE").unwrap(),
+            );
+            assert!(audit < kill && kill < bind, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_hardened_spec_carries_the_denylist_profile() {
+        for rootless in [false, true] {
+            let spec = default_spec(rootless, true);
             let seccomp = spec.linux().as_ref().unwrap().seccomp().clone().unwrap();
             assert_eq!(
                 seccomp.default_action(),

@@ -33,6 +33,23 @@ impl Logger {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open the log file --log {}", path.display()))?;
+        Ok(Self::install_file(file, format, debug))
+    }
+
+    /// `--debug` without `--log`: debug lines go to stderr, as runc's do. The logger writes to
+    /// a close-on-exec copy of the runtime's stderr, so that the lines the container's init
+    /// logs before it execs reach the caller, not the container's own stdio or terminal, and
+    /// the payload does not inherit it.
+    pub fn install_stderr(format: LogFormat) -> Result<&'static Logger> {
+        use std::os::fd::AsFd as _;
+        let fd = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("cannot duplicate stderr for the debug log")?;
+        Ok(Self::install_file(File::from(fd), format, true))
+    }
+
+    fn install_file(file: File, format: LogFormat, debug: bool) -> &'static Logger {
         let logger: &'static Logger = Box::leak(Box::new(Logger {
             file: Mutex::new(file),
             format,
@@ -40,7 +57,7 @@ impl Logger {
         }));
         // Only fails if a subscriber is already set, which main never does twice.
         let _ = tracing::subscriber::set_global_default(LoggerRef(logger));
-        Ok(logger)
+        logger
     }
 
     pub fn write(&self, level: Level, msg: &str) {

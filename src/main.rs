@@ -46,6 +46,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
+            // `nvbind foo -h`: runc's words, which scripts match (runc's help.bats).
+            if let Some(topic) = unknown_help_topic(&e) {
+                eprintln!("nvbind: No help topic for '{topic}' (see --help for the commands)");
+                return ExitCode::from(1);
+            }
             // clap's message is several lines (usage, hints); the first says what is wrong.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
@@ -60,12 +65,32 @@ fn main() -> ExitCode {
             Ok(l) => Some(l),
             Err(e) => return fail(None, &e),
         },
+        // The final error is printed to stderr anyway: `fail` gets no logger, or it would be
+        // printed twice.
+        None if cli.global.debug => match logging::Logger::install_stderr(cli.global.log_format) {
+            Ok(_) => None,
+            Err(e) => return fail(None, &e),
+        },
         None => None,
     };
     tracing::debug!(args = ?std::env::args().collect::<Vec<_>>(), "nvbind started");
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => fail(logger, &e),
+    }
+}
+
+/// The unknown command of `nvbind CMD -h` (help asked for a command that does not exist).
+fn unknown_help_topic(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::InvalidSubcommand
+        || !std::env::args().any(|a| a == "-h" || a == "--help")
+    {
+        return None;
+    }
+    match e.get(ContextKind::InvalidSubcommand)? {
+        ContextValue::String(s) => Some(s.clone()),
+        _ => None,
     }
 }
 
@@ -79,7 +104,7 @@ fn fail(logger: Option<&logging::Logger>, err: &anyhow::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
     // Verbs that need no state root must not create one.
     match cli.command {
         Command::Spec(args) => return cmd::spec::run(&args, &cli.global).map(|_| 0),
@@ -109,6 +134,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             "{}=1: the container can reach this nvbind binary",
             seal::DISABLE_VAR
         );
+    }
+    if let Command::Exec(a) = &mut cli.command {
+        cmd::exec::keep_process_file(a)?;
     }
     if let Some(n) = preserve_fds {
         seal::close_inherited_fds(n)?;

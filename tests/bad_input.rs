@@ -192,9 +192,24 @@ fn a_failing_create_leaves_nothing_behind() {
         "x",
     ]);
     assert!(err.contains("console-socket"), "{err}");
-    // terminal: true without a console socket is refused too.
+    // terminal: true without a console socket is refused too, and a console socket for a
+    // process without a terminal; the messages say what to change and name no library.
     let err = env.fails(&["create", "-b", b.to_str().unwrap(), "y"]);
-    assert!(!err.is_empty());
+    assert!(err.contains("pass --console-socket"), "{err}");
+    assert!(!err.contains("youki"), "{err}");
+    let sock = env.dir.path().join("console.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    env.edit(&b, |c| c["process"]["terminal"] = json!(false));
+    let err = env.fails(&[
+        "create",
+        "-b",
+        b.to_str().unwrap(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        "w",
+    ]);
+    assert!(err.contains("set process.terminal to true"), "{err}");
+    assert!(!err.contains("youki"), "{err}");
     // An invalid mount makes libcontainer fail mid-way, after cgroup and state dir exist.
     let b2 = env.bundle("b2", &["true"]);
     env.edit(&b2, |c| {
@@ -231,4 +246,31 @@ fn a_cgroup_that_is_not_the_containers_own_is_refused() {
     assert_eq!(env.ids(), ["a"]);
     env.ok(&["delete", "--force", "a"]);
     env.assert_clean();
+}
+
+#[test]
+fn an_unknown_command_is_one_line_and_help_for_it_says_so_as_runc() {
+    let run = |args: &[&str]| Command::new(NVBIND).args(args).output().unwrap();
+    let out = run(&["foo"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("'foo'"), "{err}");
+    // runc's help.bats: `runc foo -h` fails with "No help topic for 'foo'".
+    let out = run(&["foo", "-h"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("No help topic for 'foo'"), "{err}");
+    // runc's version.bats shape: `-v`, three lines, the last two `commit:` and `spec: X.Y.Z`.
+    for flag in ["-v", "-V", "--version"] {
+        let out = run(&[flag]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("nvbind version "), "{text}");
+        assert!(lines[1].starts_with("commit: "), "{text}");
+        let spec = lines[2].strip_prefix("spec: ").unwrap();
+        assert_eq!(spec.split('.').count(), 3, "{text}");
+    }
 }

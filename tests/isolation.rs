@@ -1,5 +1,5 @@
 //! Isolation, attacked from inside real containers (issue #9). Each test runs the attack with
-//! the bundle `nvbind spec` writes and asserts it fails with the expected errno, then runs
+//! the bundle `nvbind spec --hardened` writes and asserts it fails with the expected errno, then runs
 //! the same attack in a control container where the spec does not ask for that protection
 //! and asserts it succeeds, so a protection that silently stopped working fails the test.
 //!
@@ -50,7 +50,7 @@ impl Attacker {
         Self { bin }
     }
 
-    /// A bundle from `nvbind spec` whose process runs the attacker with OPS.
+    /// A bundle from `nvbind spec --hardened` whose process runs the attacker with OPS.
     fn bundle(&self, env: &Env, name: &str, ops: &[&str]) -> PathBuf {
         let mut args = vec!["/isolation"];
         args.extend_from_slice(ops);

@@ -18,7 +18,7 @@ fn run_passes_stdout_and_exit_code_through() {
     let b = env.bundle("b", &["sh", "-c", "echo out-$(hostname); exit 3"]);
     let out = env.nvbind(&["run", "--bundle", b.to_str().unwrap(), "r1"]);
     assert_eq!(out.status.code(), Some(3));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "out-nvbind\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out-runc\n");
     env.assert_clean();
 }
 
@@ -141,8 +141,15 @@ fn kill_takes_names_and_numbers_and_all() {
     );
     let err = env.fails(&["kill", "s1", "SIGNOPE"]);
     assert!(err.contains("SIGNOPE"), "{err}");
+    // Signal 0 only checks the process exists (runc's kill.bats): nothing is delivered.
+    env.ok(&["kill", "s1", "0"]);
+    env.ok(&["kill", "--all", "s1", "0"]);
+    assert_eq!(env.state("s1")["status"], "running");
     env.ok(&["kill", "s1", "10"]);
     assert!(wait_for(|| env.state("s1")["status"] == "stopped"));
+    // A stopped container: `kill -a ID 0` succeeds as runc's does, `kill ID 0` is refused.
+    env.ok(&["kill", "-a", "s1", "0"]);
+    env.fails(&["kill", "s1", "0"]);
     env.ok(&["delete", "s1"]);
 
     // busybox sh execs the last command: two sleeps, no shell.
@@ -191,7 +198,7 @@ fn exec_runs_in_the_container_and_returns_its_code() {
         "echo $FOO $(pwd) $(hostname); exit 5",
     ]);
     assert_eq!(out.status.code(), Some(5));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "bar /tmp nvbind\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bar /tmp runc\n");
 
     let out = env.ok(&["exec", "--user", "1000:1000", "e1", "--", "id", "-u"]);
     assert_eq!(out.trim(), "1000");
@@ -200,6 +207,37 @@ fn exec_runs_in_the_container_and_returns_its_code() {
     fs::write(&process, json!({"args": ["sh", "-c", "echo from-process-json"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}).to_string()).unwrap();
     let out = env.ok(&["exec", "--process", process.to_str().unwrap(), "e1"]);
     assert_eq!(out.trim(), "from-process-json");
+    // --process as an inherited descriptor, as bash's `-p <(...)` passes it (runc's
+    // tty.bats): main closes inherited descriptors, but not before it read this one. Without
+    // `user` the process runs as root, as runc reads it.
+    let no_user = env.dir.path().join("no-user.json");
+    fs::write(
+        &no_user,
+        json!({"args": ["sh", "-c", "echo from-fd-$(id -u)"], "cwd": "/", "env": ["PATH=/bin"]})
+            .to_string(),
+    )
+    .unwrap();
+    let file = fs::File::open(&no_user).unwrap();
+    // SAFETY: dup of a descriptor this test owns; the copy has no close-on-exec flag, so the
+    // nvbind child inherits it, and it is closed below.
+    let inherited =
+        unsafe { OwnedFd::from_raw_fd(libc::dup(std::os::fd::AsRawFd::as_raw_fd(&file))) };
+    let fd_path = format!("/dev/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&inherited));
+    let out = env.ok(&["exec", "-p", &fd_path, "e1"]);
+    drop(inherited);
+    assert_eq!(out.trim(), "from-fd-0");
+
+    // A paused container: exec is refused, and with --ignore-paused the process runs once
+    // the container is resumed (runc's cgroups.bats).
+    env.ok(&["pause", "e1"]);
+    env.fails(&["exec", "e1", "--", "echo", "x"]);
+    let out = std::thread::scope(|s| {
+        let exec = s.spawn(|| env.ok(&["exec", "--ignore-paused", "e1", "--", "echo", "thawed"]));
+        std::thread::sleep(Duration::from_millis(500));
+        env.ok(&["resume", "e1"]);
+        exec.join().unwrap()
+    });
+    assert_eq!(out.trim(), "thawed");
 
     let err = env.fails(&["exec", "e1"]);
     assert!(err.contains("no command"), "{err}");
@@ -404,6 +442,167 @@ fn features_is_valid_oci_features_json() {
         .as_ref()
         .unwrap()
         .contains(&"createContainer".to_string()));
+}
+
+/// `--debug` as runc's (issue 15, debug.bats and exec.bats): without --log the debug lines go
+/// to stderr, with it to the log only, and both carry the lines runc's init logs.
+#[test]
+fn debug_logs_runcs_init_lines() {
+    let env = Env::new();
+    let b = env.bundle("b", &["echo", "hello"]);
+    let out = env.nvbind(&["--debug", "run", "-b", b.to_str().unwrap(), "d1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    for line in [
+        "level=debug",
+        "nsexec container setup",
+        "child process in init()",
+        "init: closing the pipe to signal completion",
+    ] {
+        assert!(err.contains(line), "{line:?} not in {err}");
+    }
+
+    let b = env.bundle("s", &["sleep", "1000"]);
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "d2"]);
+    let log = env.dir.path().join("log.json");
+    let out = env.nvbind(&[
+        "--debug",
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "exec",
+        "d2",
+        "true",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("debug"), "{err}");
+    let log = fs::read_to_string(&log).unwrap();
+    for line in [
+        r#""level":"debug""#,
+        "nsexec container setup",
+        "child process in init()",
+        "setns_init: about to exec",
+    ] {
+        assert!(log.contains(line), "{line:?} not in {log}");
+    }
+    env.ok(&["delete", "--force", "d2"]);
+    env.assert_clean();
+}
+
+/// `events` as runc's (issue 15, events.bats): one `{"type":"stats","id":..,"data":..}` line
+/// per --interval (a Go duration), `{"type":"oom","id":..}` when the OOM killer acts in the
+/// container, and the stream ends when the container is deleted.
+#[test]
+fn events_stream_stats_and_oom_until_the_container_goes() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    env.edit(&b, |c| {
+        c["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432})
+    });
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "ev1"]);
+    let out = env.ok(&["events", "--stats", "ev1"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with(r#"{"type":"stats","id":"ev1","data":{"#),
+        "{out}"
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((&v["type"], &v["id"]), (&json!("stats"), &json!("ev1")));
+    assert!(v["data"].is_object(), "{v}");
+    let err = env.fails(&["events", "--interval", "5x", "ev1"]);
+    assert!(err.contains("not a duration"), "{err}");
+
+    let log = env.dir.path().join("events.log");
+    let mut events = std::process::Command::new(NVBIND)
+        .arg("--root")
+        .arg(&env.root)
+        .args(["events", "--interval", "100ms", "ev1"])
+        .stdout(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let lines = || -> Vec<Value> {
+        fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    assert!(
+        wait_for(|| lines().iter().filter(|l| l["type"] == "stats").count() >= 2),
+        "not two stats lines in {} lines",
+        lines().len()
+    );
+    // A process that eats memory until the OOM killer ends it (the shell drops NUL bytes, so
+    // /dev/zero would not do).
+    env.ok(&[
+        "exec",
+        "-d",
+        "ev1",
+        "--",
+        "sh",
+        "-c",
+        "x=$(cat /dev/urandom)",
+    ]);
+    let oom = r#"{"type":"oom","id":"ev1"}"#;
+    let has_oom = || fs::read_to_string(&log).unwrap().lines().any(|l| l == oom);
+    assert!(
+        (0..6).any(|_| wait_for(has_oom)),
+        "no oom line in {} lines",
+        lines().len()
+    );
+    env.ok(&["delete", "--force", "ev1"]);
+    let ended = wait_for(|| events.try_wait().unwrap().is_some());
+    if !ended {
+        let _ = events.kill();
+    }
+    let status = events.wait().unwrap();
+    assert!(
+        ended && status.success(),
+        "events did not end with the container: {status}"
+    );
+    env.assert_clean();
+}
+
+/// `nvbind spec` writes what `runc spec` writes (issue 15: runc's integration tests and
+/// engines make bundles with `spec` and run them with `--console-socket`, which needs
+/// `terminal: true`); `--hardened` adds only the seccomp profile.
+#[test]
+fn spec_is_what_runc_spec_writes() {
+    let env = Env::new();
+    let write = |cmd: &str, dir: &str, extra: &[&str]| -> Value {
+        let b = env.dir.path().join(dir);
+        fs::create_dir(&b).unwrap();
+        let out = std::process::Command::new(cmd)
+            .arg("spec")
+            .args(extra)
+            .args(["--bundle", b.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd} spec: {out:?}");
+        serde_json::from_slice(&fs::read(b.join("config.json")).unwrap()).unwrap()
+    };
+    let ours = write(NVBIND, "n", &[]);
+    assert_eq!(ours["process"]["terminal"], json!(true));
+    assert!(ours["linux"].get("seccomp").is_none(), "{}", ours["linux"]);
+    let mut hardened = write(NVBIND, "h", &["--hardened"]);
+    assert_eq!(
+        hardened["linux"]["seccomp"]["defaultAction"],
+        json!("SCMP_ACT_ALLOW")
+    );
+    hardened["linux"].as_object_mut().unwrap().remove("seccomp");
+    assert_eq!(hardened, ours);
+    if std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("runc is not installed: comparison with runc spec skipped");
+        return;
+    }
+    let runc = write("runc", "r", &[]);
+    assert_eq!(spec_order_free(&ours), spec_order_free(&runc));
 }
 
 #[test]

@@ -1,4 +1,6 @@
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -10,6 +12,7 @@ use crate::executor::NvbindExecutor;
 use crate::lifecycle::foreground::exit_code;
 use crate::lifecycle::guard::{ensure, Action};
 use crate::state_root::Ctx;
+use libcontainer::container::ContainerStatus;
 
 #[derive(clap::Args, Debug)]
 pub struct ExecArgs {
@@ -49,6 +52,12 @@ pub struct ExecArgs {
     /// Pass N extra file descriptors into the process
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: i32,
+    /// Exec into a paused container too (the process starts frozen, and runs on resume)
+    #[arg(long)]
+    pub ignore_paused: bool,
+    /// The --process object, read before main closes inherited descriptors
+    #[arg(skip)]
+    pub process_copy: Option<OwnedFd>,
     /// Container ID
     pub id: String,
     /// Command and arguments (after --)
@@ -74,16 +83,58 @@ fn parse_user(s: &str) -> Result<(u32, Option<u32>), String> {
     }
 }
 
+/// Reads --process before main closes inherited descriptors: given as one (`-p /dev/fd/63`, as
+/// bash's `<(...)` makes it) it would be gone by the time the exec reads it. The process
+/// object is checked here, where its error can name the file, and what runc takes as zero
+/// values is filled in (a missing `user` is uid 0, gid 0), then handed on in a close-on-exec
+/// memfd that --process points at.
+pub fn keep_process_file(args: &mut ExecArgs) -> Result<()> {
+    let Some(path) = &args.process else {
+        return Ok(());
+    };
+    let text = match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("--process {} does not exist", path.display())
+        }
+        r => r.with_context(|| format!("cannot read --process {}", path.display()))?,
+    };
+    let text = with_runc_defaults(&text)
+        .with_context(|| format!("--process {} is not an OCI process object", path.display()))?;
+    // SAFETY: memfd_create with a NUL-terminated name; the result is checked before use.
+    let raw = unsafe { libc::memfd_create(c"nvbind-exec-process".as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot create a memfd for --process");
+    }
+    // SAFETY: raw is a new descriptor nothing else owns.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    std::fs::File::from(fd.try_clone()?)
+        .write_all(&text)
+        .context("cannot copy --process into a memfd")?;
+    args.process = Some(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+    args.process_copy = Some(fd);
+    Ok(())
+}
+
+/// The process object with runc's zero values where the JSON leaves them out (runc's Go
+/// structs read a missing `user` as uid 0, gid 0; oci-spec requires the field), checked by
+/// parsing it as the exec will.
+fn with_runc_defaults(text: &[u8]) -> Result<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(text)?;
+    let obj = v.as_object_mut().context("not a JSON object")?;
+    obj.entry("user")
+        .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+    serde_json::from_value::<oci_spec::runtime::Process>(v.clone())?;
+    Ok(serde_json::to_vec(&v)?)
+}
+
 pub fn run(args: &ExecArgs, ctx: &Ctx) -> Result<u8> {
     let container = ctx.load(&args.id)?;
-    ensure(&container, Action::Exec)?;
+    // runc's --ignore-paused: the process joins the frozen cgroup and runs on resume.
+    if !(args.ignore_paused && container.status() == ContainerStatus::Paused) {
+        ensure(&container, Action::Exec)?;
+    }
     if args.process.is_none() && args.command.is_empty() {
         bail!("no command given; usage: nvbind exec ID -- CMD [ARGS...]");
-    }
-    if let Some(p) = &args.process {
-        if !p.exists() {
-            bail!("--process {} does not exist", p.display());
-        }
     }
     let env: HashMap<String, String> = args.env.iter().cloned().collect();
     let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
@@ -103,6 +154,7 @@ pub fn run(args: &ExecArgs, ctx: &Ctx) -> Result<u8> {
         .with_user(args.user.map(|(u, _)| u))
         .with_group(args.user.and_then(|(_, g)| g))
         .with_capabilities(args.cap.clone())
+        .with_ignore_paused(args.ignore_paused)
         .build()
         .with_context(|| format!("cannot exec in container {:?}", args.id))?;
     if args.detach {
@@ -110,4 +162,23 @@ pub fn run(args: &ExecArgs, ctx: &Ctx) -> Result<u8> {
     }
     let status = waitpid(pid, None).context("waiting for the exec'd process failed")?;
     Ok(exit_code(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_without_user_runs_as_root_as_with_runc() {
+        let out = with_runc_defaults(br#"{"args": ["true"], "cwd": "/"}"#).unwrap();
+        let p: oci_spec::runtime::Process = serde_json::from_slice(&out).unwrap();
+        assert_eq!((p.user().uid(), p.user().gid()), (0, 0));
+        let out =
+            with_runc_defaults(br#"{"args": ["id"], "cwd": "/", "user": {"uid": 7, "gid": 8}}"#)
+                .unwrap();
+        let p: oci_spec::runtime::Process = serde_json::from_slice(&out).unwrap();
+        assert_eq!((p.user().uid(), p.user().gid()), (7, 8));
+        assert!(with_runc_defaults(b"[1]").is_err());
+        assert!(with_runc_defaults(br#"{"args": 5, "cwd": "/"}"#).is_err());
+    }
 }

@@ -1,5 +1,9 @@
 use anyhow::{Context, Result};
+use libcgroups::common::CgroupManager as _;
+use libcontainer::container::ContainerStatus;
 use libcontainer::signal::Signal;
+use nix::errno::Errno;
+use nix::unistd::Pid;
 
 use crate::lifecycle::guard::{ensure, Action};
 use crate::state_root::Ctx;
@@ -11,7 +15,7 @@ pub struct KillArgs {
     pub all: bool,
     /// Container ID
     pub id: String,
-    /// Signal name (TERM, SIGTERM) or number
+    /// Signal name (TERM, SIGTERM) or number; 0 only checks that the process exists
     #[arg(default_value = "SIGTERM")]
     pub signal: String,
 }
@@ -22,13 +26,48 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
     })
 }
 
+/// Signal 0, as kill(2) takes it: no signal, only the check that the target exists.
+fn is_null_signal(s: &str) -> bool {
+    s.parse::<i32>() == Ok(0)
+}
+
 pub fn run(args: &KillArgs, ctx: &Ctx) -> Result<()> {
-    let signal = parse_signal(&args.signal)?;
+    let signal = (!is_null_signal(&args.signal))
+        .then(|| parse_signal(&args.signal))
+        .transpose()?;
     let (_lock, mut container) = ctx.load_locked(&args.id)?;
     ensure(&container, Action::Kill { all: args.all })?;
+    let Some(signal) = signal else {
+        return probe(&container, args.all, ctx)
+            .with_context(|| format!("cannot signal container {:?}", args.id));
+    };
     container
         .kill(signal, args.all)
         .with_context(|| format!("cannot signal container {:?}", args.id))
+}
+
+/// `kill ID 0`: succeeds when the init exists; with --all, checks each process of the
+/// container's cgroup, and a stopped container has none to fail on (runc's kill.bats sends
+/// `kill -a ID 0` after the container stopped). Nothing is signalled, nothing is saved.
+fn probe(container: &libcontainer::container::Container, all: bool, ctx: &Ctx) -> Result<()> {
+    if all {
+        if container.status() == ContainerStatus::Stopped {
+            return Ok(());
+        }
+        let pids = ctx.cgroup_manager(container)?.get_all_pids()?;
+        for pid in pids {
+            match nix::sys::signal::kill(pid, None) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot signal process {pid}")),
+            }
+        }
+        return Ok(());
+    }
+    let pid = container
+        .pid()
+        .filter(|p| *p > Pid::from_raw(0))
+        .context("the container has no init process")?;
+    nix::sys::signal::kill(pid, None).with_context(|| format!("init process {pid}"))
 }
 
 #[cfg(test)]
@@ -44,5 +83,6 @@ mod tests {
         assert_eq!(name("10"), "Signal(SIGUSR1)");
         let e = parse_signal("NOPE").unwrap_err().to_string();
         assert!(e.contains("NOPE"), "{e}");
+        assert!(is_null_signal("0") && !is_null_signal("SIGTERM") && !is_null_signal("10"));
     }
 }

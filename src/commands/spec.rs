@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use nvbind_atomic::write_atomic;
 
-use crate::default_spec::default_spec;
+use crate::default_spec::{default_spec, to_json};
 use crate::options::{GlobalOpts, Rootless};
 
 #[derive(clap::Args, Debug)]
@@ -14,6 +14,12 @@ pub struct SpecArgs {
     /// Write a spec for a rootless container (user namespace mapping the current user to 0)
     #[arg(long)]
     pub rootless: bool,
+    /// Add nvbind's seccomp profile: allow by default, refuse with EPERM the syscalls a
+    /// container has no use for and that reach the kernel's riskiest code (bpf, io_uring,
+    /// userfaultfd, kexec, module loading, keyrings, new user namespaces). Without it the
+    /// spec is what `runc spec` writes
+    #[arg(long)]
+    pub hardened: bool,
 }
 
 pub fn run(args: &SpecArgs, global: &GlobalOpts) -> Result<()> {
@@ -25,6 +31,6 @@ pub fn run(args: &SpecArgs, global: &GlobalOpts) -> Result<()> {
         bail!("bundle directory {} does not exist", args.bundle.display());
     }
     let rootless = args.rootless || global.rootless == Rootless::True;
-    let json = serde_json::to_vec_pretty(&default_spec(rootless))?;
+    let json = to_json(&default_spec(rootless, args.hardened))?;
     write_atomic(&path, &json, 0o644).with_context(|| format!("cannot write {}", path.display()))
 }

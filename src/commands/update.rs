@@ -17,14 +17,14 @@ pub struct UpdateArgs {
     /// JSON file with an OCI linux.resources object ("-" reads stdin); other flags are ignored
     #[arg(short, long, value_name = "FILE")]
     pub resources: Option<PathBuf>,
-    /// Memory limit in bytes (suffixes k, m, g accepted)
-    #[arg(long, value_parser = parse_bytes)]
+    /// Memory limit in bytes (suffixes k, m, g accepted; -1 for unlimited)
+    #[arg(long, value_parser = parse_bytes, allow_hyphen_values = true)]
     pub memory: Option<i64>,
     /// Memory + swap limit in bytes (-1 for unlimited)
     #[arg(long, value_parser = parse_bytes, allow_hyphen_values = true)]
     pub memory_swap: Option<i64>,
-    /// Memory soft limit in bytes
-    #[arg(long, value_parser = parse_bytes)]
+    /// Memory soft limit in bytes (-1 for none)
+    #[arg(long, value_parser = parse_bytes, allow_hyphen_values = true)]
     pub memory_reservation: Option<i64>,
     /// CPU CFS period in microseconds
     #[arg(long)]
@@ -32,9 +32,15 @@ pub struct UpdateArgs {
     /// CPU CFS quota in microseconds (-1 for unlimited)
     #[arg(long, allow_hyphen_values = true)]
     pub cpu_quota: Option<i64>,
-    /// CPU shares (relative weight)
-    #[arg(long)]
+    /// CPU shares (relative weight); runc spells it --cpu-share
+    #[arg(long = "cpu-share", visible_alias = "cpu-shares")]
     pub cpu_shares: Option<u64>,
+    /// CPU realtime period in microseconds
+    #[arg(long)]
+    pub cpu_rt_period: Option<u64>,
+    /// CPU realtime runtime in microseconds (the time allowed in each period)
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_rt_runtime: Option<i64>,
     /// CPUs allowed, e.g. 0-3,5
     #[arg(long)]
     pub cpuset_cpus: Option<String>,
@@ -89,6 +95,8 @@ fn resources_from_flags(a: &UpdateArgs) -> Result<LinuxResources> {
     if a.cpu_period.is_some()
         || a.cpu_quota.is_some()
         || a.cpu_shares.is_some()
+        || a.cpu_rt_period.is_some()
+        || a.cpu_rt_runtime.is_some()
         || a.cpuset_cpus.is_some()
         || a.cpuset_mems.is_some()
     {
@@ -101,6 +109,12 @@ fn resources_from_flags(a: &UpdateArgs) -> Result<LinuxResources> {
         }
         if let Some(v) = a.cpu_shares {
             c = c.shares(v);
+        }
+        if let Some(v) = a.cpu_rt_period {
+            c = c.realtime_period(v);
+        }
+        if let Some(v) = a.cpu_rt_runtime {
+            c = c.realtime_runtime(v);
         }
         if let Some(v) = &a.cpuset_cpus {
             c = c.cpus(v.clone());
@@ -169,5 +183,43 @@ mod tests {
         assert_eq!(parse_bytes("-1").unwrap(), -1);
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("99999999999999t").is_err());
+    }
+
+    /// runc's spellings (issue 15, update.bats): `--memory -1` is unlimited, not an unknown
+    /// option, and CPU shares are `--cpu-share` (`--cpu-shares` kept as an alias).
+    #[test]
+    fn runcs_flags_parse() {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            a: UpdateArgs,
+        }
+        let parse = |args: &[&str]| {
+            <Cmd as clap::Parser>::try_parse_from(
+                std::iter::once("update").chain(args.iter().copied()),
+            )
+            .map(|c| c.a)
+        };
+        let a = parse(&["--memory", "-1", "--memory-reservation", "-1", "c"]).unwrap();
+        assert_eq!((a.memory, a.memory_reservation), (Some(-1), Some(-1)));
+        for flag in ["--cpu-share", "--cpu-shares"] {
+            let a = parse(&[flag, "200", "c"]).unwrap();
+            assert_eq!(a.cpu_shares, Some(200));
+        }
+        let a = parse(&[
+            "--cpu-rt-period",
+            "900001",
+            "--cpu-rt-runtime",
+            "600001",
+            "c",
+        ])
+        .unwrap();
+        let r = resources_from_flags(&a).unwrap();
+        let cpu = r.cpu().clone().unwrap();
+        assert_eq!(
+            (cpu.realtime_period(), cpu.realtime_runtime()),
+            (Some(900001), Some(600001))
+        );
+        assert!(parse(&["--memory", "-2x", "c"]).is_err());
     }
 }

@@ -134,7 +134,7 @@ impl Env {
         fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
         let out = Command::new(NVBIND)
-            .args(["spec", "--bundle"])
+            .args(["spec", "--hardened", "--bundle"])
             .arg(&b)
             .output()
             .unwrap();
@@ -209,6 +209,25 @@ impl Drop for Env {
 }
 
 /// Cgroup directories (any v1 controller or the v2 tree) of one test: named `PREFIX-NAME`.
+/// A config.json with its capability lists, mount options and namespaces sorted: those
+/// orders mean nothing to a runtime, so two specs compare by what they say.
+pub fn spec_order_free(spec: &Value) -> Value {
+    let mut v = spec.clone();
+    let sort = |list: &mut Value| {
+        if let Some(list) = list.as_array_mut() {
+            list.sort_by_key(|o| o.to_string());
+        }
+    };
+    if let Some(caps) = v["process"]["capabilities"].as_object_mut() {
+        caps.values_mut().for_each(sort);
+    }
+    if let Some(mounts) = v["mounts"].as_array_mut() {
+        mounts.iter_mut().for_each(|m| sort(&mut m["options"]));
+    }
+    sort(&mut v["linux"]["namespaces"]);
+    v
+}
+
 pub fn leaked_cgroups(prefix: &str) -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = match fs::read_dir("/sys/fs/cgroup") {
         Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),

@@ -182,7 +182,7 @@ impl User {
         fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
         self.chown(&b);
         let b = b.to_str().unwrap().to_string();
-        self.ok(&["spec", "--rootless", "--bundle", &b]);
+        self.ok(&["spec", "--rootless", "--hardened", "--bundle", &b]);
         let path = Path::new(&b).join("config.json");
         let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         config["process"]["args"] = json!(args);

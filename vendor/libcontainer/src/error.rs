@@ -106,9 +106,9 @@ pub enum ErrInvalidSpec {
     IoPriority,
     #[error("invalid scheduler config for process: {0}")]
     Scheduler(String),
-    #[error("cannot allocate tty if youki will detach without setting console socket")]
+    #[error("a detached container with process.terminal true needs a console socket to receive its tty (pass --console-socket, or set process.terminal to false)")]
     ConsoleSocketRequired,
-    #[error("cannot use console socket if youki will not detach or allocate tty")]
+    #[error("a console socket is only used by a detached container with process.terminal true (set process.terminal to true, or drop --console-socket)")]
     InvalidConsoleSocket,
     #[error("idmapped mount requires bind mount")]
     MountIdmapNonBind,

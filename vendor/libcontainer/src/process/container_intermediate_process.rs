@@ -55,6 +55,9 @@ pub fn container_intermediate_process(
         // SAFETY: closing a descriptor number this process inherited and never uses.
         unsafe { libc::close(*fd) };
     }
+    // The debug lines runc's nsexec and init log at the same points: tools and runc's
+    // integration tests (debug.bats, exec.bats) look for them in a --debug log.
+    tracing::debug!("nsexec container setup");
     let runtime_pid = nix::unistd::getppid();
     let (inter_sender, inter_receiver) = intermediate_chan;
     let (init_sender, init_receiver) = init_chan;

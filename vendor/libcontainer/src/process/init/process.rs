@@ -44,6 +44,7 @@ pub fn container_init_process(
     main_sender: &mut channel::MainSender,
     init_receiver: &mut channel::InitReceiver,
 ) -> Result<()> {
+    tracing::debug!("child process in init()");
     let mut ctx = InitContext::try_from(args)?;
 
     setsid().map_err(|err| {
@@ -450,6 +451,11 @@ pub fn container_init_process(
     args.executor.validate(ctx.spec)?;
     args.executor.setup_envs(ctx.envs)?;
 
+    if matches!(args.container_type, ContainerType::InitContainer) {
+        tracing::debug!("init: closing the pipe to signal completion");
+    } else {
+        tracing::debug!("setns_init: about to exec");
+    }
     // Notify main process that the init process is ready to execute the
     // payload.  Note, because we are already inside the pid namespace, the pid
     // outside the pid namespace should be recorded by the intermediate process
