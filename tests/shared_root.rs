@@ -1,4 +1,4 @@
-//! A state root shared with runc (issue 21): Docker 26 hands every runc-compatible runtime
+//! A state root shared with runc (issue 21): Docker hands runc and every runtime of daemon.json
 //! /run/docker/runtime-runc/moby, and containerd's runc shims share one root per namespace.
 //! Real runc containers beside real nvbind containers in one --root: every nvbind verb on
 //! runc's ID fails with one line naming runc and changes nothing of runc's (state bytes,

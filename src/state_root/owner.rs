@@ -1,4 +1,4 @@
-//! Whose a state directory is. Engines point several runtimes at one --root (Docker 26 hands
+//! Whose a state directory is. Engines point several runtimes at one --root (Docker hands
 //! every runc-compatible runtime /run/docker/runtime-runc/moby; containerd's runc shims share
 //! /run/containerd/runc/NAMESPACE whatever binary they run), so the root may hold runc's, crun's
 //! or youki's containers beside nvbind's. nvbind acts only on a directory it has a record for
