@@ -30,6 +30,8 @@ pub fn run(args: &ManArgs, mut cli: clap::Command) -> Result<()> {
         .clone()
         .or_else(source_date)
         .unwrap_or_else(|| chrono::Utc::now().format("%Y-%m-%d").to_string());
+    // `-v` prints three lines (src/cli.rs); the page's VERSION section takes the number only.
+    cli = cli.version(env!("CARGO_PKG_VERSION"));
     cli.build();
     let written = write_pages(&cli, &args.output_dir, &date)?;
     println!("{written} pages in {}", args.output_dir.display());
@@ -67,4 +69,27 @@ pub fn write_pages(cmd: &clap::Command, dir: &Path, date: &str) -> Result<usize>
         n += write_pages(sub, dir, date)?;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_version_section_is_the_number() {
+        let dir = std::env::temp_dir().join(format!("nvbind-man-test-{}", std::process::id()));
+        let args = super::ManArgs {
+            output_dir: dir.clone(),
+            date: Some("2026-01-01".into()),
+        };
+        super::run(&args, crate::cli::Cli::command()).unwrap();
+        let page = std::fs::read_to_string(dir.join("nvbind.8")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let version = page.split(".SH VERSION\n").nth(1).unwrap();
+        assert_eq!(
+            version.lines().next(),
+            Some(concat!("v", env!("CARGO_PKG_VERSION"))),
+            "{page}"
+        );
+    }
 }
