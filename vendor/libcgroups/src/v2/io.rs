@@ -108,11 +108,14 @@ impl Io {
     // there is need to convert from the cgroup v1 configuration to cgroup v2
     // the formula for BlkIOWeight to IOWeight is y = (1 + (x - 10) * 9999 / 990)
     // convert linearly from [10-1000] to [1-10000]
-    fn convert_cfq_io_weight_to_bfq(v: u16) -> u16 {
+    // nvbind: computed in u64, as runc does. In u16 the product overflowed for every weight
+    // above 16 ((17 - 10) * 9999 > 65535): a debug build panicked in the container's
+    // intermediate process, a release build wrote a wrapped value.
+    fn convert_cfq_io_weight_to_bfq(v: u16) -> u64 {
         if v == 0 {
             return 0;
         }
-        1 + (v.saturating_sub(10)) * 9999 / 990
+        1 + u64::from(v.saturating_sub(10)) * 9999 / 990
     }
 
     fn io_max_path(path: &Path) -> PathBuf {
@@ -330,6 +333,22 @@ mod test {
                 cgroup_file: CGROUP_IO_WEIGHT,
                 weight: 10,
                 expected_weight: String::from("1"),
+            },
+            // nvbind: the values runc writes (fs2/io.go: 1 + (w - 10) * 9999 / 990).
+            TestCase {
+                cgroup_file: CGROUP_IO_WEIGHT,
+                weight: 17,
+                expected_weight: String::from("71"),
+            },
+            TestCase {
+                cgroup_file: CGROUP_IO_WEIGHT,
+                weight: 500,
+                expected_weight: String::from("4950"),
+            },
+            TestCase {
+                cgroup_file: CGROUP_IO_WEIGHT,
+                weight: 1000,
+                expected_weight: String::from("10000"),
             },
         ] {
             let (tmp, weight_file) = setup(case.cgroup_file);
