@@ -30,7 +30,8 @@ struct Opts {
     list: bool,
 }
 
-const USAGE: &str = "usage: conformance --runtime PATH [--filter SUBSTR] [--tap] [--json OUT] \
+const USAGE: &str =
+    "usage: conformance --runtime PATH [--filter SUBSTR[,SUBSTR...]] [--tap] [--json OUT] \
 [--probe PATH] [--jobs N] [--list]";
 
 fn parse_args() -> Result<Opts, String> {
@@ -109,11 +110,12 @@ fn is_static_elf(b: &[u8]) -> bool {
     })
 }
 
+/// The cases of `s` whose full name contains the filter, or one of its comma-separated parts.
 fn selected(s: &Scenario, filter: Option<&str>) -> Vec<String> {
     s.cases
         .iter()
         .map(|c| format!("{}.{}", s.name, c))
-        .filter(|full| filter.is_none_or(|f| full.contains(f)))
+        .filter(|full| filter.is_none_or(|f| f.split(',').any(|part| full.contains(part))))
         .collect()
 }
 
@@ -421,5 +423,32 @@ fn main() {
     );
     if pr.fail > 0 || interrupted {
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nothing(_: &Ctx, _: &mut Results) {}
+
+    #[test]
+    fn filter_parts_select_any() {
+        let s = Scenario {
+            name: "cgroups.limits",
+            cases: &["memory_limit", "pids_limit"],
+            run: nothing,
+        };
+        assert_eq!(selected(&s, None).len(), 2);
+        assert_eq!(
+            selected(&s, Some("memory")),
+            vec!["cgroups.limits.memory_limit"]
+        );
+        assert_eq!(
+            selected(&s, Some("devices.,pids")),
+            vec!["cgroups.limits.pids_limit"]
+        );
+        assert_eq!(selected(&s, Some("devices.,cgroups.")).len(), 2);
+        assert!(selected(&s, Some("devices.")).is_empty());
     }
 }
