@@ -94,6 +94,16 @@ pub enum CheckError {
         index: usize,
         action: LinuxSeccompAction,
     },
+    #[error(
+        "linux.seccomp.defaultAction: SCMP_ACT_NOTIFY cannot be used as default action; \
+         give SCMP_ACT_NOTIFY to the syscalls the agent handles"
+    )]
+    NotifyDefault,
+    #[error(
+        "linux.seccomp.syscalls[{0}]: SCMP_ACT_NOTIFY cannot be used for the write syscall \
+         (the init needs it to hand the listener to the agent); remove write from the rule"
+    )]
+    NotifyWrite(usize),
 }
 
 /// A bundle that passed every check we can make without touching the host.
@@ -169,7 +179,7 @@ pub fn check_spec(spec: &Spec, bundle: &Path) -> Result<(), CheckError> {
     check_device_paths(spec)?;
     check_cgroups_path(spec)?;
     check_device_rules(spec)?;
-    check_seccomp_errno(spec)
+    check_seccomp(spec)
 }
 
 /// The device rules, replayed as the cgroup will be (libcgroups, runc's semantics): a rule
@@ -227,7 +237,7 @@ fn check_device_paths(spec: &Spec) -> Result<(), CheckError> {
 /// runtime-spec config-linux.md: errnoRet / defaultErrnoRet apply to actions that return an
 /// errno (SCMP_ACT_ERRNO, SCMP_ACT_TRACE); "when the action doesn't support an errno, the
 /// runtime MUST print an error and fail". libcontainer would silently ignore them.
-fn check_seccomp_errno(spec: &Spec) -> Result<(), CheckError> {
+fn check_seccomp(spec: &Spec) -> Result<(), CheckError> {
     use LinuxSeccompAction as Action;
     let takes_errno = |a: Action| matches!(a, Action::ScmpActErrno | Action::ScmpActTrace);
     let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
@@ -236,7 +246,15 @@ fn check_seccomp_errno(spec: &Spec) -> Result<(), CheckError> {
     if seccomp.default_errno_ret().is_some() && !takes_errno(seccomp.default_action()) {
         return Err(CheckError::DefaultErrnoRet(seccomp.default_action()));
     }
+    // runc refuses these before it starts anything; libcontainer only noticed in the init,
+    // after the container was half made, and reported a failed listener.
+    if seccomp.default_action() == Action::ScmpActNotify {
+        return Err(CheckError::NotifyDefault);
+    }
     for (index, rule) in seccomp.syscalls().iter().flatten().enumerate() {
+        if rule.action() == Action::ScmpActNotify && rule.names().iter().any(|n| n == "write") {
+            return Err(CheckError::NotifyWrite(index));
+        }
         if rule.errno_ret().is_some() && !takes_errno(rule.action()) {
             return Err(CheckError::RuleErrnoRet {
                 index,

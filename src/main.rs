@@ -63,20 +63,27 @@ fn main() -> ExitCode {
         Some(path) => match logging::Logger::install(path, cli.global.log_format, cli.global.debug)
         {
             Ok(l) => Some(l),
-            Err(e) => return fail(None, &e),
+            Err(e) => return fail(None, &e, 1),
         },
         // The final error is printed to stderr anyway: `fail` gets no logger, or it would be
         // printed twice.
         None if cli.global.debug => match logging::Logger::install_stderr(cli.global.log_format) {
             Ok(_) => None,
-            Err(e) => return fail(None, &e),
+            Err(e) => return fail(None, &e, 1),
         },
         None => None,
     };
     tracing::debug!(args = ?std::env::args().collect::<Vec<_>>(), "nvbind started");
+    // runc's exec exits 255 when it could not run the process (so a caller tells that from
+    // the process's own exit status, which exec passes through); every other verb exits 1.
+    let failed = if matches!(cli.command, Command::Exec(_)) {
+        EXEC_FAILED
+    } else {
+        1
+    };
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => fail(logger, &e),
+        Err(e) => fail(logger, &e, failed),
     }
 }
 
@@ -94,14 +101,17 @@ fn unknown_help_topic(e: &clap::Error) -> Option<String> {
     }
 }
 
+/// The exit status of an `exec` that could not run its process (runc's).
+const EXEC_FAILED: u8 = 255;
+
 /// Prints one line: the error and its causes joined by ": ", as runc does.
-fn fail(logger: Option<&logging::Logger>, err: &anyhow::Error) -> ExitCode {
+fn fail(logger: Option<&logging::Logger>, err: &anyhow::Error, code: u8) -> ExitCode {
     let msg = format!("{err:#}");
     if let Some(l) = logger {
         l.write(tracing::Level::ERROR, &msg);
     }
     eprintln!("nvbind: {}", msg.replace('\n', " "));
-    ExitCode::from(1)
+    ExitCode::from(code)
 }
 
 fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {

@@ -136,7 +136,9 @@ fn operations_on_a_container_that_does_not_exist() {
         vec!["exec", "ghost", "--", "true"],
         vec!["ps", "ghost"],
     ] {
-        let err = env.fails(&args);
+        // exec exits 255 when it cannot run the process, as runc's
+        let code = if args[0] == "exec" { 255 } else { 1 };
+        let err = env.fails_with(&args, code);
         assert!(err.contains("\"ghost\" does not exist"), "{args:?}: {err}");
     }
     env.assert_clean();
@@ -273,4 +275,46 @@ fn an_unknown_command_is_one_line_and_help_for_it_says_so_as_runc() {
         let spec = lines[2].strip_prefix("spec: ").unwrap();
         assert_eq!(spec.split('.').count(), 3, "{text}");
     }
+}
+
+#[test]
+fn seccomp_notify_that_cannot_work_is_refused_up_front() {
+    // runc's wording (seccomp-notify.bats matches it); libcontainer noticed write only in the
+    // init, after the container was half made, and said "failed seccomp listener".
+    let env = Env::new();
+    let b = env.bundle("b", &["true"]);
+    let bs = b.to_str().unwrap();
+    let notify = |names: serde_json::Value, default: &str| {
+        json!({
+            "defaultAction": default,
+            "listenerPath": "/nonexistent/agent.sock",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{ "names": names, "action": "SCMP_ACT_NOTIFY" }]
+        })
+    };
+    env.edit(&b, |c| {
+        c["linux"]["seccomp"] = notify(json!(["mkdir", "write"]), "SCMP_ACT_ALLOW")
+    });
+    let err = env.fails(&["run", "-b", bs, "x"]);
+    assert!(
+        err.contains("syscalls[0]: SCMP_ACT_NOTIFY cannot be used for the write syscall"),
+        "{err}"
+    );
+    env.edit(&b, |c| {
+        c["linux"]["seccomp"] = notify(json!(["mkdir"]), "SCMP_ACT_NOTIFY")
+    });
+    let err = env.fails(&["run", "-b", bs, "x"]);
+    assert!(err.contains("cannot be used as default action"), "{err}");
+    // A valid profile whose agent is not there: the create fails when the init hands over
+    // its listener, naming the agent's socket, and leaves nothing.
+    env.edit(&b, |c| {
+        c["linux"]["seccomp"] = notify(json!(["mkdir"]), "SCMP_ACT_ALLOW")
+    });
+    let err = env.fails(&["run", "-b", bs, "x"]);
+    assert!(
+        err.contains("failed to connect with seccomp agent specified in the seccomp profile")
+            && err.contains("/nonexistent/agent.sock"),
+        "{err}"
+    );
+    env.assert_clean();
 }

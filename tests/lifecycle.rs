@@ -230,7 +230,7 @@ fn exec_runs_in_the_container_and_returns_its_code() {
     // A paused container: exec is refused, and with --ignore-paused the process runs once
     // the container is resumed (runc's cgroups.bats).
     env.ok(&["pause", "e1"]);
-    env.fails(&["exec", "e1", "--", "echo", "x"]);
+    env.fails_with(&["exec", "e1", "--", "echo", "x"], 255);
     let out = std::thread::scope(|s| {
         let exec = s.spawn(|| env.ok(&["exec", "--ignore-paused", "e1", "--", "echo", "thawed"]));
         std::thread::sleep(Duration::from_millis(500));
@@ -239,16 +239,62 @@ fn exec_runs_in_the_container_and_returns_its_code() {
     });
     assert_eq!(out.trim(), "thawed");
 
-    let err = env.fails(&["exec", "e1"]);
+    let err = env.fails_with(&["exec", "e1"], 255);
     assert!(err.contains("no command"), "{err}");
     let err = env.fails(&["exec", "--env", "NOEQUALS", "e1", "--", "true"]);
     assert!(err.contains("K=V"), "{err}");
 
     env.ok(&["kill", "e1", "KILL"]);
     assert!(wait_for(|| env.state("e1")["status"] == "stopped"));
-    let err = env.fails(&["exec", "e1", "--", "true"]);
+    let err = env.fails_with(&["exec", "e1", "--", "true"], 255);
     assert!(err.contains("not running"), "{err}");
     env.ok(&["delete", "e1"]);
+    env.assert_clean();
+}
+
+/// runc's exec: allowed into a created container (the init waits in its namespaces; it stays
+/// created), refused for a paused one, and a failure to run the process (a pid file that
+/// cannot be written, a container that does not exist) exits 255, apart from the process's
+/// own statuses (exec.bats "exit codes", create.bats "create exec", cgroups.bats).
+#[test]
+fn exec_states_and_exit_codes_are_runcs() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    env.ok(&["create", "-b", b.to_str().unwrap(), "x1"]);
+    let out = env.ok(&["exec", "x1", "--", "sh", "-c", "echo in-created"]);
+    assert_eq!(out.trim(), "in-created");
+    assert_eq!(env.state("x1")["status"], "created");
+    env.ok(&["start", "x1"]);
+
+    env.ok(&["pause", "x1"]);
+    let err = env.fails_with(&["exec", "x1", "--", "true"], 255);
+    assert!(err.contains("cannot exec in a paused container"), "{err}");
+    env.ok(&["resume", "x1"]);
+
+    let before = env.nvbind(&["ps", "x1"]);
+    let err = env.fails_with(
+        &[
+            "exec",
+            "--pid-file",
+            "/nonexistent/dir/pid",
+            "x1",
+            "--",
+            "sleep",
+            "1000",
+        ],
+        255,
+    );
+    assert!(err.contains("/nonexistent/dir/pid"), "{err}");
+    // the process it forked was killed: the container holds what it held before
+    assert!(wait_for(
+        || env.nvbind(&["ps", "x1"]).stdout == before.stdout
+    ));
+    let err = env.fails_with(&["exec", "no-such-container", "--", "true"], 255);
+    assert!(err.contains("no-such-container"), "{err}");
+    let out = env.nvbind(&["exec", "x1", "--", "sh", "-c", "exit 42"]);
+    assert_eq!(out.status.code(), Some(42));
+
+    env.ok(&["delete", "--force", "x1"]);
     env.assert_clean();
 }
 
@@ -648,4 +694,80 @@ fn json_log_carries_the_error_for_the_engine() {
     assert_eq!(v["level"], "error");
     assert!(v["msg"].as_str().unwrap().contains("does not exist"), "{v}");
     assert!(v["time"].as_str().is_some());
+}
+
+/// A foreground `run` (terminal true) or `exec -t` without --console-socket: nvbind takes the
+/// pty the process got and relays it to its own stdio, as runc does (tty.bats). Here nvbind's
+/// stdin is /dev/null and its stdout a pipe: the process still has the pty on fds 0-2, owned
+/// by its user, and what it writes comes out (pty line endings). A --console-socket is for a
+/// detached container only. exec's process is the container's user's unless --user is given.
+#[test]
+fn foreground_terminal_is_relayed_through_a_new_pty() {
+    let env = Env::new();
+    let script = "for f in /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2; do readlink $f; \
+                  done; stat -c %u $(tty); stty size >/dev/null 2>&1 && echo sized";
+    let b = env.bundle("b", &["sh", "-c", script]);
+    for applet in ["tty", "stty"] {
+        std::os::unix::fs::symlink("busybox", b.join("rootfs/bin").join(applet)).unwrap();
+    }
+    env.edit(&b, |c| c["process"]["terminal"] = json!(true));
+    let check = |out: &str, uid: &str| {
+        let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+        assert_eq!(lines.len(), 5, "{out:?}");
+        for l in &lines[..3] {
+            assert!(l.starts_with("/dev/pts/"), "{out:?}");
+        }
+        assert_eq!(lines[3], uid, "{out:?}");
+        assert_eq!(lines[4], "sized", "{out:?}");
+    };
+    check(&env.ok(&["run", "-b", b.to_str().unwrap(), "t1"]), "0");
+    env.edit(&b, |c| {
+        c["process"]["user"] = json!({"uid": 1000, "gid": 100})
+    });
+    check(&env.ok(&["run", "-b", b.to_str().unwrap(), "t2"]), "1000");
+
+    let sock = env.dir.path().join("unused.sock");
+    let _listener = UnixListener::bind(&sock).unwrap();
+    let s = sock.to_str().unwrap();
+    let err = env.fails(&[
+        "run",
+        "--console-socket",
+        s,
+        "-b",
+        b.to_str().unwrap(),
+        "t3",
+    ]);
+    assert!(
+        err.contains("--console-socket is for a container that detaches"),
+        "{err}"
+    );
+
+    // exec runs as the container's user unless --user says otherwise (runc)
+    env.edit(&b, |c| {
+        c["process"]["terminal"] = json!(false);
+        c["process"]["args"] = json!(["sleep", "1000"]);
+    });
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "t4"]);
+    assert_eq!(env.ok(&["exec", "t4", "--", "id", "-u"]).trim(), "1000");
+    assert_eq!(env.ok(&["exec", "t4", "--", "id", "-g"]).trim(), "100");
+    check(
+        &env.ok(&["exec", "-t", "t4", "--", "sh", "-c", script]),
+        "1000",
+    );
+    check(
+        &env.ok(&["exec", "-t", "-u", "0:0", "t4", "--", "sh", "-c", script]),
+        "0",
+    );
+    let out = env.nvbind(&["exec", "-t", "t4", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    let err = env.fails_with(
+        &["exec", "-t", "--console-socket", s, "t4", "--", "true"],
+        255,
+    );
+    assert!(
+        err.contains("--console-socket is for a container that detaches"),
+        "{err}"
+    );
+    env.ok(&["delete", "--force", "t4"]);
+    env.assert_clean();
 }

@@ -9,7 +9,10 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::waitpid;
 
 use crate::executor::NvbindExecutor;
-use crate::lifecycle::foreground::exit_code;
+use crate::lifecycle::console::ConsoleRelay;
+use crate::lifecycle::foreground::{
+    exit_code, forward_signals_until_exit, FOREGROUND_CONSOLE_SOCKET,
+};
 use crate::lifecycle::guard::{ensure, Action};
 use crate::state_root::Ctx;
 use libcontainer::container::ContainerStatus;
@@ -136,14 +139,33 @@ pub fn run(args: &ExecArgs, ctx: &Ctx) -> Result<u8> {
     if args.process.is_none() && args.command.is_empty() {
         bail!("no command given; usage: nvbind exec ID -- CMD [ARGS...]");
     }
+    if !args.detach && args.console_socket.is_some() {
+        bail!(FOREGROUND_CONSOLE_SOCKET);
+    }
+    // `-t` (or a --process with "terminal": true) in the foreground: nvbind relays the pty to
+    // its stdio (runc). --process is nvbind's memfd copy by now, so it can be read again.
+    let relay = match args.detach {
+        false if args.tty || process_wants_terminal(args.process.as_deref()) => {
+            Some(ConsoleRelay::new()?)
+        }
+        _ => None,
+    };
+    let console_socket = relay.as_ref().map(ConsoleRelay::path);
+    // Signals meant for the process are forwarded to it once it runs; blocked from before
+    // it exists (the relay's threads inherit the mask).
+    let all = nix::sys::signalfd::SigSet::all();
+    if relay.is_some() {
+        all.thread_block().context("cannot block signals")?;
+    }
     let env: HashMap<String, String> = args.env.iter().cloned().collect();
     let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(NvbindExecutor::for_exec())
         .with_root_path(ctx.root.clone())?
-        .with_console_socket(args.console_socket.as_ref())
+        .with_console_socket(console_socket.as_ref().or(args.console_socket.as_ref()))
         .with_pid_file(args.pid_file.as_ref())?
         .with_preserved_fds(args.preserve_fds)
         .as_tenant()
+        .with_tty(args.tty)
         .with_detach(args.detach)
         .with_cwd(args.cwd.as_ref())
         .with_env(env)
@@ -160,8 +182,31 @@ pub fn run(args: &ExecArgs, ctx: &Ctx) -> Result<u8> {
     if args.detach {
         return Ok(0);
     }
+    if let Some(relay) = relay {
+        let console = match relay.attach() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return Err(e);
+            }
+        };
+        let code = forward_signals_until_exit(pid, &all, &|| console.resize());
+        console.finish();
+        return code;
+    }
     let status = waitpid(pid, None).context("waiting for the exec'd process failed")?;
     Ok(exit_code(status))
+}
+
+/// Whether the --process object asks for a terminal (an unreadable one is libcontainer's to
+/// report).
+fn process_wants_terminal(process: Option<&std::path::Path>) -> bool {
+    process
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("terminal").and_then(|t| t.as_bool()))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

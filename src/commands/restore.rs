@@ -152,7 +152,7 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
     if args.detach {
         return Ok(0);
     }
-    let code = forward_signals_until_exit(nix::unistd::Pid::from_raw(pid), &all);
+    let code = forward_signals_until_exit(nix::unistd::Pid::from_raw(pid), &all, &|| {});
     remove_exited(ctx, &mut container)?;
     code
 }

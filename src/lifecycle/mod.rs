@@ -2,6 +2,7 @@
 //! container, running one in the foreground, deleting one, and the containers a killed nvbind
 //! left half-made.
 
+pub mod console;
 pub mod create;
 pub mod delete;
 pub mod foreground;

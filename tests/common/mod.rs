@@ -96,11 +96,16 @@ impl Env {
 
     /// Runs nvbind expecting failure; returns stderr and checks it is one line with exit 1.
     pub fn fails(&self, args: &[&str]) -> String {
+        self.fails_with(args, 1)
+    }
+
+    /// As `fails`, with exit status `code` (`exec` that cannot run its process: 255, as runc).
+    pub fn fails_with(&self, args: &[&str], code: i32) -> String {
         let out = self.nvbind(args);
         assert_eq!(
             out.status.code(),
-            Some(1),
-            "nvbind {args:?} should fail with 1, stdout: {}",
+            Some(code),
+            "nvbind {args:?} should fail with {code}, stdout: {}",
             String::from_utf8_lossy(&out.stdout)
         );
         let err = String::from_utf8_lossy(&out.stderr).into_owned();

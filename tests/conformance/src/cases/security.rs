@@ -34,7 +34,12 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "seccomp.args",
-            cases: &["arg_match_filtered", "arg_mismatch_allowed"],
+            cases: &[
+                "arg_match_filtered",
+                "arg_mismatch_allowed",
+                "masked_eq_value_is_the_mask",
+                "masked_eq_value_two_defaults_to_zero",
+            ],
             run: seccomp_args,
         },
         Scenario {
@@ -300,6 +305,31 @@ fn seccomp_args(ctx: &Ctx, r: &mut Results) {
         };
         let v = chk(&run.report, "mkdir:/tmp/d");
         r.eq(case, errno_of(v), want_errno);
+    }
+    // SCMP_CMP_MASKED_EQ: `value` is the mask, `valueTwo` the datum ((arg & value) ==
+    // valueTwo, runc's order). The probe's mkdirat passes mode 0o755: 0o755 & 0o070 == 0o050
+    // matches, while the operands swapped (0o755 & 0o050 == 0o070) would not; with no
+    // valueTwo the datum is 0, so the mask 0o002 matches too (mask 0, datum 0o002 never).
+    for (case, arg) in [
+        (
+            "masked_eq_value_is_the_mask",
+            json!({ "index": 2, "value": 0o070, "valueTwo": 0o050, "op": "SCMP_CMP_MASKED_EQ" }),
+        ),
+        (
+            "masked_eq_value_two_defaults_to_zero",
+            json!({ "index": 2, "value": 0o002, "op": "SCMP_CMP_MASKED_EQ" }),
+        ),
+    ] {
+        let Some(run) = run_probe(ctx, r, &[case], &["mkdir:/tmp/d"], |b| {
+            b.config["process"]["noNewPrivileges"] = json!(true);
+            b.config["linux"]["seccomp"] = seccomp(json!([{
+                "names": ["mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 95, "args": [arg]
+            }]));
+        }) else {
+            continue;
+        };
+        let v = chk(&run.report, "mkdir:/tmp/d");
+        r.eq(case, errno_of(v), Some(95));
     }
 }
 

@@ -386,7 +386,10 @@ impl ContainerBuilder {
         if requires_console_socket && !has_console_socket {
             Err(ErrInvalidSpec::ConsoleSocketRequired)?;
         }
-        if !requires_console_socket && has_console_socket {
+        // nvbind: a foreground caller may pass a socket of its own too: it receives the pty
+        // master and relays it to its stdio, as runc does for `run`/`exec -t` without
+        // --console-socket (the caller refuses a user's socket in the foreground itself).
+        if !terminal && has_console_socket {
             Err(ErrInvalidSpec::InvalidConsoleSocket)?;
         }
         Ok(())
@@ -577,16 +580,12 @@ mod tests {
     }
 
     #[test]
-    fn test_check_terminal_err_terminal_true_with_socket_foreground() {
-        let err = make_builder(Some("/tmp/console.sock"))
-            .check_terminal(&make_spec(true), false)
-            .unwrap_err();
+    fn test_check_terminal_ok_terminal_true_with_socket_foreground() {
+        // nvbind: the foreground caller's own relay socket
         assert!(
-            matches!(
-                err,
-                LibcontainerError::InvalidSpec(ErrInvalidSpec::InvalidConsoleSocket)
-            ),
-            "unexpected error: {err}"
+            make_builder(Some("/tmp/console.sock"))
+                .check_terminal(&make_spec(true), false)
+                .is_ok()
         );
     }
 

@@ -57,6 +57,8 @@ pub struct TenantContainerBuilder {
     user: Option<u32>,
     group: Option<u32>,
     ignore_paused: bool,
+    // nvbind: `exec -t` (a process given as a file keeps its own `terminal`)
+    tty: bool,
     sub_cgroup: Option<String>,
     process_label: Option<String>,
     apparmor: Option<String>,
@@ -156,6 +158,7 @@ impl TenantContainerBuilder {
             user: None,
             group: None,
             ignore_paused: false,
+            tty: false,
             sub_cgroup: None,
             process_label: None,
             apparmor: None,
@@ -219,6 +222,13 @@ impl TenantContainerBuilder {
 
     pub fn with_group(mut self, group: Option<u32>) -> Self {
         self.group = group;
+        self
+    }
+
+    /// nvbind: the exec'd process gets a tty (`process.terminal`), unless it comes from
+    /// `with_process`, whose file says.
+    pub fn with_tty(mut self, tty: bool) -> Self {
+        self.tty = tty;
         self
     }
 
@@ -382,7 +392,9 @@ impl TenantContainerBuilder {
         let container = Container::load(container_dir)?;
 
         match container.status() {
-            ContainerStatus::Running => Ok(container),
+            // nvbind: a created container's init waits in its namespaces and cgroup; runc
+            // execs into it too (create.bats "runc create exec")
+            ContainerStatus::Running | ContainerStatus::Created => Ok(container),
             ContainerStatus::Paused if self.ignore_paused => Ok(container),
             _ => {
                 tracing::error!(status = ?container.status(), "cannot exec: invalid container state");
@@ -406,6 +418,7 @@ impl TenantContainerBuilder {
                 .and_then(|p| p.env().as_ref().cloned())
                 .unwrap_or_default();
             let mut process_builder = ProcessBuilder::default()
+                .terminal(self.tty)
                 .args(self.get_args()?)
                 .env(self.get_environment(spec_env));
             if let Some(cwd) = self.get_working_dir()? {
@@ -429,10 +442,22 @@ impl TenantContainerBuilder {
             let capabilities = get_capabilities(&self.capabilities, spec)?;
             process_builder = process_builder.capabilities(capabilities);
 
+            // nvbind: the container's user is the base, as with runc (exec.go getProcess):
+            // `--user` overrides uid (and gid when given), additional gids are appended. The
+            // default was root, so `exec` in a container of a non-root user ran as root.
             let mut user_builder = UserBuilder::default();
+            let mut additional_gids = Vec::new();
+            if let Some(user) = spec.process().as_ref().map(|p| p.user()) {
+                user_builder = user_builder.uid(user.uid()).gid(user.gid());
+                if let Some(umask) = user.umask() {
+                    user_builder = user_builder.umask(umask);
+                }
+                additional_gids.extend(user.additional_gids().iter().flatten().copied());
+            }
+            additional_gids.extend(self.additional_gids.iter().copied());
 
-            if !self.additional_gids.is_empty() {
-                user_builder = user_builder.additional_gids(self.additional_gids.clone());
+            if !additional_gids.is_empty() {
+                user_builder = user_builder.additional_gids(additional_gids);
             }
 
             if let Some(uid) = self.user {

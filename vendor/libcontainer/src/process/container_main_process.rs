@@ -33,7 +33,9 @@ pub enum ProcessError {
     IntelRdt(#[from] crate::process::intel_rdt::IntelRdtError),
     #[error("failed to create intermediate process")]
     IntermediateProcessFailed(#[source] fork::CloneError),
-    #[error("failed seccomp listener")]
+    // nvbind: transparent, as the errors above: CreateContainerError shows only Display, and
+    // the listener's error says what failed (runc: "failed to connect with seccomp agent")
+    #[error(transparent)]
     #[cfg(feature = "libseccomp")]
     SeccompListener(#[from] crate::process::seccomp_listener::SeccompListenerError),
     #[error("failed setup network device")]
@@ -50,6 +52,13 @@ pub enum ProcessError {
     DeviceRulesCgroup(Box<libcgroups::common::CreateCgroupSetupError>),
     #[error(transparent)]
     DeviceRules(Box<libcgroups::common::AnyManagerError>),
+    // nvbind: see the pid file in container_main_process; the cause is in the message, as
+    // CreateContainerError shows only Display
+    #[error("failed to write the pid file {path:?}: {error}")]
+    PidFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, ProcessError>;
@@ -231,9 +240,15 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     if let Some(pid_file) = &container_args.pid_file {
         // nvbind: replaced atomically, as runc does: an engine reading it never sees an empty
         // or partial pid, also when the runtime is killed half-way
-        if let Err(err) = crate::utils::write_file_atomic(pid_file, format!("{init_pid}")) {
-            tracing::warn!("failed to write pid to file: {err}");
-        }
+        // nvbind: and a pid file that cannot be written fails the create or exec (the
+        // process forked is killed), as with runc: the caller that asked for it would wait on
+        // a file that never comes.
+        crate::utils::write_file_atomic(pid_file, format!("{init_pid}")).map_err(|error| {
+            ProcessError::PidFile {
+                path: pid_file.clone(),
+                error,
+            }
+        })?;
     }
 
     if matches!(container_args.container_type, ContainerType::InitContainer) {

@@ -104,16 +104,25 @@ fn translate_action(action: LinuxSeccompAction, errno: Option<u32>) -> Result<Sc
     Ok(action)
 }
 
-fn translate_op(op: LinuxSeccompOperator, datum_b: Option<u64>) -> ScmpCompareOp {
-    match op {
+/// nvbind: the comparison of one `linux.seccomp.syscalls[].args` entry. For
+/// `SCMP_CMP_MASKED_EQ` the spec's `value` is the mask and `valueTwo` the datum (runc passes
+/// them to libseccomp as operand 1 and 2 in that order: `(arg & value) == valueTwo`); the
+/// upstream code had them swapped, so a rule denying `socket` with protocol bits set in
+/// 0xF00 allowed them, and Docker's `clone` flag rule (mask only) never matched.
+fn translate_arg(arg: &oci_spec::runtime::LinuxSeccompArg) -> ScmpArgCompare {
+    let op = match arg.op() {
         LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
         LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
         LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
         LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
         LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
         LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
-        LinuxSeccompOperator::ScmpCmpMaskedEq => ScmpCompareOp::MaskedEqual(datum_b.unwrap_or(0)),
-    }
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            let (mask, datum) = (arg.value(), arg.value_two().unwrap_or(0));
+            return ScmpArgCompare::new(arg.index() as u32, ScmpCompareOp::MaskedEqual(mask), datum);
+        }
+    };
+    ScmpArgCompare::new(arg.index() as u32, op, arg.value())
 }
 
 fn check_seccomp(seccomp: &LinuxSeccomp) -> Result<()> {
@@ -235,11 +244,7 @@ pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
 
                         for arg in args {
                             let index = arg.index() as u32;
-                            let comparator = ScmpArgCompare::new(
-                                index,
-                                translate_op(arg.op(), arg.value_two()),
-                                arg.value(),
-                            );
+                            let comparator = translate_arg(arg);
                             if !seen.insert(index) {
                                 has_duplicate_index = true;
                             }

@@ -177,6 +177,16 @@ pub fn container_init_process(
             tracing::error!(?err, "failed to set up tty");
             InitProcessError::Tty(err)
         })?;
+        // nvbind: the pty (now fds 0-2) belongs to the process's user, as with runc
+        // (fixStdioPermissions: uid changed, gid kept, EINVAL/EPERM/EROFS ignored). Only the
+        // pty made here: runc chowns inherited stdio too, which can be a file of the host's.
+        let uid = ctx.process.user().uid();
+        if let Err(err) = unistd::fchown(0, Some(Uid::from_raw(uid)), None) {
+            if !matches!(err, nix::Error::EINVAL | nix::Error::EPERM | nix::Error::EROFS) {
+                tracing::error!(?err, uid, "failed to give the tty to the process's user");
+                return Err(InitProcessError::NixOther(err));
+            }
+        }
     }
 
     if let Some(personality) = ctx.linux.personality() {
