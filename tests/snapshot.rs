@@ -130,6 +130,20 @@ fn run_detached(env: &Env, bundle: &Path, id: &str) {
     env.ok(&["run", "-d", "-b", bundle.to_str().unwrap(), id]);
 }
 
+/// [`run_detached`], checking that the bundle is as the engine left it: the clone's
+/// root.path goes to libcontainer in memory, nothing is written in or beside config.json.
+fn run_detached_bundle_untouched(env: &Env, bundle: &Path, id: &str) {
+    env.own_cgroup(bundle, id);
+    let config = fs::read(bundle.join("config.json")).unwrap();
+    let entries = bundle_entries(bundle);
+    env.ok(&["run", "-d", "-b", bundle.to_str().unwrap(), id]);
+    assert!(
+        fs::read(bundle.join("config.json")).unwrap() == config,
+        "{id}: config.json was rewritten"
+    );
+    assert_eq!(bundle_entries(bundle), entries, "{id}: the bundle changed");
+}
+
 fn stop(env: &Env, id: &str) {
     env.ok(&["kill", id, "KILL"]);
     assert!(wait_for(|| env.state(id)["status"] == "stopped"));
@@ -327,8 +341,8 @@ fn from_snapshot(env: &Env, parent: &Path, subvolume: bool, want_backend: &str) 
         c["annotations"] = json!({"org.nvbind.snapshot.from": "golden"});
         c["process"]["args"] = json!(["sh", "-c", "echo mine > /etc/motd; sleep 1000"]);
     });
-    run_detached(env, &b, "c1");
-    run_detached(env, &b, "c2");
+    run_detached_bundle_untouched(env, &b, "c1");
+    run_detached_bundle_untouched(env, &b, "c2");
     let s1 = env.state("c1");
     let rootfs = PathBuf::from(s1["rootfs"].as_str().unwrap());
     assert_ne!(rootfs, b.join("rootfs"), "{s1}");
@@ -378,6 +392,16 @@ fn from_snapshot(env: &Env, parent: &Path, subvolume: bool, want_backend: &str) 
     // Clean up the kept clone by hand, as its owner would.
     let dir = kept.parent().unwrap().to_path_buf();
     sh(&format!("umount {0}/merged 2>/dev/null; btrfs -q subvolume delete {0}/rootfs >/dev/null 2>&1; rm -rf {0}", dir.display()));
+}
+
+/// The names in a bundle directory, sorted.
+fn bundle_entries(b: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 fn tree_listing(p: &Path) -> String {
@@ -432,7 +456,7 @@ fn bundle_from_a_path_and_from_an_unknown_name() {
     env.edit(&b, |c| {
         c["annotations"] = json!({"org.nvbind.snapshot.from": base_rootfs})
     });
-    run_detached(&env, &b, "c1");
+    run_detached_bundle_untouched(&env, &b, "c1");
     let rootfs = PathBuf::from(env.state("c1")["rootfs"].as_str().unwrap());
     assert!(wait_for(|| rootfs.join("made").exists()));
     assert!(!base.join("rootfs/made").exists());
