@@ -318,3 +318,21 @@ fn seccomp_notify_that_cannot_work_is_refused_up_front() {
     );
     env.assert_clean();
 }
+
+#[test]
+fn a_hook_killed_by_a_signal_names_it() {
+    // runc's seccomp.bats: a hook the container's filter kills says "signal: bad system call".
+    let env = Env::new();
+    let b = env.bundle("b", &["true"]);
+    env.edit(&b, |c| {
+        c["hooks"] = json!({"createRuntime": [
+            {"path": "/bin/sh", "args": ["sh", "-c", "cat >/dev/null; kill -SYS $$"]}
+        ]})
+    });
+    let err = env.fails(&["run", "-b", b.to_str().unwrap(), "x"]);
+    assert!(
+        err.contains("error running hook: signal: bad system call"),
+        "{err}"
+    );
+    env.assert_clean();
+}

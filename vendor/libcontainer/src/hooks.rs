@@ -19,8 +19,10 @@ pub enum HookError {
     EncodeContainerState(#[source] serde_json::Error),
     #[error("hook command exited with non-zero exit code: {0}")]
     NonZeroExitCode(i32),
-    #[error("hook command was killed by a signal")]
-    Killed,
+    // nvbind: which signal, in runc's words ("error running hook ...: signal: bad system
+    // call"), so a hook killed by the container's seccomp filter says so
+    #[error("error running hook: signal: {}", signal_text(*.0))]
+    Killed(i32),
     #[error("failed to execute hook command due to a timeout")]
     Timeout,
     #[error("container state is required to run hook")]
@@ -32,6 +34,20 @@ pub enum HookError {
 }
 
 type Result<T> = std::result::Result<T, HookError>;
+
+/// nvbind: the signal's description as Go prints it (lower case: "bad system call").
+fn signal_text(sig: i32) -> String {
+    // SAFETY: strsignal returns a pointer to a NUL-terminated string (static or thread-local)
+    // for any number; it is copied at once.
+    let text = unsafe {
+        let p = libc::strsignal(sig);
+        if p.is_null() {
+            return format!("signal {sig}");
+        }
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    };
+    text.to_lowercase()
+}
 
 pub fn run_hooks(
     hooks: Option<&Vec<Hook>>,
@@ -156,7 +172,9 @@ pub fn run_hooks(
                 Ok(exit_status) => match exit_status.code() {
                     Some(0) => Ok(()),
                     Some(exit_code) => Err(HookError::NonZeroExitCode(exit_code)),
-                    None => Err(HookError::Killed),
+                    None => Err(HookError::Killed(
+                        std::os::unix::process::ExitStatusExt::signal(&exit_status).unwrap_or(0),
+                    )),
                 },
                 Err(e) => Err(HookError::CommandExecute(e)),
             }?;

@@ -103,6 +103,7 @@ const ALL: &[&str] = &[
     "state_start_container",
     "state_poststart",
     "state_poststop",
+    "create_container_cwd_is_the_rootfs",
 ];
 
 fn all_hooks(ctx: &Ctx, r: &mut Results) {
@@ -125,6 +126,14 @@ fn all_hooks(ctx: &Ctx, r: &mut Results) {
                                       echo \"$0 $1\" > {d}/args"),
                      "zero", "one"]
         }));
+    // runc runs createContainer hooks in the rootfs (its init chdir'd there): the probe is
+    // ./probe.
+    hooks["createContainer"]
+        .as_array_mut()
+        .expect("createContainer")
+        .push(shell_hook(&format!(
+            "cat > /dev/null; test -x ./probe && echo rootfs > {d}/cc_cwd"
+        )));
     b.config["hooks"] = Value::Object(hooks);
     mount_hookout(&mut b);
     b.config["process"]["args"] = json!(["/probe", "report", "stat:/hookout/startContainer.json"]);
@@ -148,6 +157,12 @@ fn all_hooks(ctx: &Ctx, r: &mut Results) {
         matches!((pos(&after_create, "createRuntime"), pos(&after_create, "createContainer")),
                  (Some(a), Some(b)) if a < b),
         || format!("order {after_create:?}"),
+    );
+    let cwd = fs::read_to_string(dir.join("cc_cwd")).unwrap_or_default();
+    r.check(
+        "create_container_cwd_is_the_rootfs",
+        cwd.trim() == "rootfs",
+        || "the createContainer hook found no ./probe in its working directory".to_string(),
     );
     r.check(
         "multiple_hooks_in_order",

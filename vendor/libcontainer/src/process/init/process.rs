@@ -116,10 +116,12 @@ pub fn container_init_process(
         if let Some(hooks) = ctx.hooks {
             // create_container hook needs to be called after the namespace setup, but
             // before pivot_root is called. This runs in the container namespaces.
+            // nvbind: in the rootfs, as runc runs them (its init has chdir'd there): a hook
+            // may use paths relative to the rootfs (runc's hooks.bats touches ./lib/...).
             hooks::run_hooks(
                 hooks.create_container().as_ref(),
                 ctx.container.map(|c| &c.state),
-                None,
+                Some(ctx.rootfs),
                 None,
                 None,
             )
