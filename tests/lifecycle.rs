@@ -771,3 +771,32 @@ fn foreground_terminal_is_relayed_through_a_new_pty() {
     env.ok(&["delete", "--force", "t4"]);
     env.assert_clean();
 }
+
+/// A program only its owner (root) may execute runs for another user who has
+/// CAP_DAC_OVERRIDE, and not without it: execve decides, as with runc (start_hello.bats);
+/// libcontainer looked at the others' execute bit alone.
+#[test]
+fn execute_permission_is_left_to_execve() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let b = env.bundle("b", &["/bin/echo", "ran"]);
+    let busybox = b.join("rootfs/bin/busybox");
+    fs::set_permissions(&busybox, fs::Permissions::from_mode(0o744)).unwrap();
+    env.edit(&b, |c| {
+        c["process"]["user"] = json!({"uid": 1000, "gid": 100})
+    });
+    let out = env.nvbind(&["run", "-b", b.to_str().unwrap(), "x1"]);
+    assert!(!out.status.success(), "ran without CAP_DAC_OVERRIDE");
+    let _ = env.nvbind(&["delete", "--force", "x1"]);
+    env.edit(&b, |c| {
+        for set in ["bounding", "effective", "permitted"] {
+            let caps = c["process"]["capabilities"][set].as_array_mut().unwrap();
+            caps.push(json!("CAP_DAC_OVERRIDE"));
+        }
+    });
+    assert_eq!(
+        env.ok(&["run", "-b", b.to_str().unwrap(), "x2"]).trim(),
+        "ran"
+    );
+    env.assert_clean();
+}

@@ -133,7 +133,10 @@ fn is_executable(path: &Path) -> std::result::Result<bool, std::io::Error> {
     // we have to check if the path is file and the execute bit
     // is set. In case of directories, the execute bit is also set,
     // so have to check if this is a file or not
-    Ok(metadata.is_file() && permissions.mode() & 0o001 != 0)
+    // nvbind: any execute bit, not only the others' one: whether this process may run it
+    // (owner, group, CAP_DAC_OVERRIDE) is execve's to decide, as with runc; a file without
+    // any is refused by execve even for root.
+    Ok(metadata.is_file() && permissions.mode() & 0o111 != 0)
 }
 
 #[cfg(test)]
