@@ -433,6 +433,12 @@ impl Drop for KillOnError {
             let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
         }
         let _ = waitpid(self.intermediate, None);
+        // nvbind: and reap them where they are ours (the init is cloned as our child): left
+        // unreaped, an exec'd process became a zombie of the container's init, which may
+        // never reap it (ECHILD for one that is not ours)
+        for pid in &self.pids {
+            let _ = waitpid(*pid, None);
+        }
     }
 }
 
