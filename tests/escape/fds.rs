@@ -243,9 +243,10 @@ fn hostile_cwds() -> Vec<String> {
     cwds
 }
 
-/// Judges one attempt: nvbind refused it (exit 1, one line), or the process ran and reached
-/// nothing on the host. Returns "refused" or "inside".
-fn judge(cwd: &str, code: i32, out: &str, err: &str) -> &'static str {
+/// Judges one attempt: nvbind refused it (exit `refusal`, one line: 1 for run, 255 for exec as
+/// runc's exec), or the process ran and reached nothing on the host. Returns "refused" or
+/// "inside".
+fn judge(cwd: &str, refusal: i32, code: i32, out: &str, err: &str) -> &'static str {
     assert!(
         !out.contains("reached"),
         "cwd {cwd:?} reached the host:\n{out}"
@@ -254,7 +255,7 @@ fn judge(cwd: &str, code: i32, out: &str, err: &str) -> &'static str {
         assert!(out.contains("done"), "cwd {cwd:?}: {out} {err}");
         "inside"
     } else {
-        assert_eq!(code, 1, "cwd {cwd:?}: {err}");
+        assert_eq!(code, refusal, "cwd {cwd:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "cwd {cwd:?}: {err}");
         "refused"
     }
@@ -291,7 +292,7 @@ fn run_with_hostile_cwd_stays_in_rootfs() {
         let id = format!("c{i}");
         let args = ["run", "-b", b.to_str().unwrap(), &id];
         let (code, out, err) = nvbind_with(&env, &args, host.fds(6));
-        match judge(cwd, code, &out, &err) {
+        match judge(cwd, 1, code, &out, &err) {
             "refused" => refused += 1,
             _ => inside += 1,
         }
@@ -314,7 +315,7 @@ fn exec_with_hostile_cwd_stays_in_rootfs() {
     for cwd in hostile_cwds() {
         let args = ["exec", "--cwd", &cwd, "a", "/escape", "cwd", marker];
         let (code, out, err) = nvbind_with(&env, &args, host.fds(6));
-        match judge(&cwd, code, &out, &err) {
+        match judge(&cwd, 255, code, &out, &err) {
             "refused" => refused += 1,
             _ => inside += 1,
         }
