@@ -141,15 +141,23 @@ pub fn root_lock_holder(root: &Path) -> Option<i32> {
 /// takes the root lock while holding a container's, so the two cannot deadlock.
 ///
 /// Another runtime's state directory (a root shared with runc) is refused before it is locked:
-/// nvbind does not even flock what is not its own.
-pub fn lock_container(root: &Path, id: &str) -> Result<DirLock> {
+/// nvbind does not even flock what is not its own. `foreign` is `owner::foreign`, passed in
+/// because owner takes the root lock itself (an import either way would be a circle).
+pub fn lock_container<E>(
+    root: &Path,
+    id: &str,
+    foreign: impl Fn(&Path, &str) -> Option<E>,
+) -> Result<DirLock>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     validate_id(id)?;
     let dir = root.join(id);
     let missing = || anyhow::anyhow!("container {id:?} does not exist under {}", root.display());
     let mut root_lock = None;
     loop {
-        if let Some(foreign) = super::owner::foreign(root, id) {
-            return Err(foreign.into());
+        if let Some(theirs) = foreign(root, id) {
+            return Err(theirs.into());
         }
         if !State::file_path(&dir).exists() {
             return Err(missing());

@@ -76,7 +76,7 @@ impl Ctx {
 
     /// Takes the container's lock, then loads it: what every state-changing verb does first.
     pub fn load_locked(&self, id: &str) -> Result<(DirLock, Container)> {
-        let lock = lock_container(&self.root, id)?;
+        let lock = lock_container(&self.root, id, owner::foreign)?;
         let container = load_state_retrying(&self.container_dir(id))
             .with_context(|| format!("cannot load the state of container {id:?}"))?;
         Ok((lock, container))
