@@ -3,6 +3,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Barrier};
 
@@ -247,6 +248,46 @@ fn a_cgroup_that_is_not_the_containers_own_is_refused() {
     );
     assert_eq!(env.ids(), ["a"]);
     env.ok(&["delete", "--force", "a"]);
+    env.assert_clean();
+}
+
+#[test]
+fn a_frozen_cgroup_is_refused_at_once() {
+    // runc's cgroups.bats "refuse pre-existing frozen cgroup": the init would stop in the
+    // frozen cgroup before it could report, and create waited for it until a thaw.
+    let env = Env::new();
+    let b = env.bundle("f", &["true"]);
+    let leaf = format!("{}-f", env.cgroup_prefix);
+    let v1 = Path::new("/sys/fs/cgroup/freezer");
+    let (dir, file, frozen) = if v1.is_dir() {
+        (v1.join(&leaf), "freezer.state", "FROZEN")
+    } else {
+        (
+            Path::new("/sys/fs/cgroup").join(&leaf),
+            "cgroup.freeze",
+            "1",
+        )
+    };
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join(file), frozen).unwrap();
+    for verb in [&["create"][..], &["run", "-d"]] {
+        let mut args = verb.to_vec();
+        args.extend(["-b", b.to_str().unwrap(), "f"]);
+        let err = env.fails(&args);
+        assert!(
+            err.contains("container's cgroup unexpectedly frozen"),
+            "{err}"
+        );
+        assert!(err.contains(&leaf), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(env.ids().is_empty(), "{:?}", env.ids());
+        // The cgroup was there before: it is not nvbind's to thaw or remove.
+        assert_eq!(fs::read_to_string(dir.join(file)).unwrap().trim(), frozen);
+    }
+    // Thawed, the same cgroup takes the container.
+    fs::write(dir.join(file), if v1.is_dir() { "THAWED" } else { "0" }).unwrap();
+    env.ok(&["run", "-b", b.to_str().unwrap(), "f"]);
+    let _ = fs::remove_dir(&dir);
     env.assert_clean();
 }
 

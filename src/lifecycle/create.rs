@@ -56,6 +56,7 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
     // kept while the container lives: it is what makes the directory nvbind's.
     let intent = Intent::new(ctx, &opts.id, &bundle.dir, &bundle.spec);
     intent.check_cgroup_unused()?;
+    intent.check_cgroup_not_frozen()?;
     intent.record(ctx)?;
 
     match build(ctx, opts, detach, bundle, &root_lock) {

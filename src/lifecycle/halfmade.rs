@@ -119,6 +119,24 @@ impl Intent {
         Ok(())
     }
 
+    /// runc 1.1 (factory_linux.go) refuses a cgroup that is already frozen: the init would
+    /// join it and stop before it could report to us, so the create would wait for it until
+    /// somebody thawed the cgroup. A FROZEN state inherited from a frozen ancestor is not the
+    /// cgroup's own and is left alone, as runc does (freezer.self_freezing says which).
+    pub fn check_cgroup_not_frozen(&self) -> Result<()> {
+        let Some(cgroup_path) = self.cgroup_path.as_ref().filter(|_| !self.systemd) else {
+            return Ok(());
+        };
+        if let Some(state) = freezer_state(cgroup_path) {
+            anyhow::bail!(
+                "container's cgroup unexpectedly frozen: {} (linux.cgroupsPath) is {state}; \
+                 thaw it (or give the container another cgroup) and create it again",
+                cgroup_path.display(),
+            );
+        }
+        Ok(())
+    }
+
     pub fn load(ctx: &Ctx, id: &str) -> Option<Self> {
         let path = Self::path(ctx, id);
         let bytes = fs::read(&path).ok()?;
@@ -448,6 +466,39 @@ fn open_cgroup(path: &Path, systemd: bool, id: &str) -> Result<AnyCgroupManager>
         container_name: id.to_string(),
     })
     .with_context(|| format!("cannot open the cgroup {} of {id:?}", path.display()))
+}
+
+/// The freezer state of the cgroup at `path` when it is frozen (or being frozen) by itself;
+/// None when it is thawed, does not exist, or the host has no freezer. On cgroup v1 (hybrid
+/// hosts too) that is the freezer hierarchy, as libcgroups' v1 manager joins it; on v2,
+/// cgroup.freeze.
+fn freezer_state(path: &Path) -> Option<String> {
+    use libcgroups::common::{get_cgroup_setup, CgroupSetup, DEFAULT_CGROUP_ROOT};
+    use libcontainer::utils::PathBufExt;
+    let read = |p: PathBuf| fs::read_to_string(p).ok();
+    match get_cgroup_setup().ok()? {
+        CgroupSetup::Legacy | CgroupSetup::Hybrid => {
+            let mount = libcgroups::v1::util::get_subsystem_mount_point(
+                &libcgroups::v1::ControllerType::Freezer,
+            )
+            .ok()?;
+            let dir = mount.join_safely(path).ok()?;
+            let state = read(dir.join("freezer.state"))?;
+            v1_frozen(&state, read(dir.join("freezer.self_freezing")).as_deref())
+                .then(|| state.trim().to_string())
+        }
+        CgroupSetup::Unified => {
+            let dir = Path::new(DEFAULT_CGROUP_ROOT).join_safely(path).ok()?;
+            let freeze = read(dir.join("cgroup.freeze"))?;
+            (freeze.trim() == "1").then(|| "frozen (cgroup.freeze is 1)".to_string())
+        }
+    }
+}
+
+/// A v1 freezer.state of FROZEN or FREEZING is the cgroup's own unless freezer.self_freezing
+/// says 0 (an ancestor froze it); a kernel without self_freezing counts it as its own.
+fn v1_frozen(state: &str, self_freezing: Option<&str>) -> bool {
+    matches!(state.trim(), "FROZEN" | "FREEZING") && self_freezing.map(str::trim) != Some("0")
 }
 
 /// Thaws the cgroup where it exists. Not through libcgroups: its v1 freezer creates the

@@ -157,3 +157,14 @@ fn a_record_alone_is_half_made_and_forget_removes_it() {
         .collect();
     assert_eq!(left, [others]);
 }
+
+#[test]
+fn a_freezer_frozen_by_itself_is_frozen_and_one_frozen_by_an_ancestor_is_not() {
+    assert!(v1_frozen("FROZEN\n", Some("1\n")));
+    assert!(v1_frozen("FREEZING\n", Some("1\n")));
+    // A kernel without freezer.self_freezing: runc counts it as frozen too.
+    assert!(v1_frozen("FROZEN\n", None));
+    assert!(!v1_frozen("FROZEN\n", Some("0\n")));
+    assert!(!v1_frozen("THAWED\n", Some("0\n")));
+    assert!(!v1_frozen("THAWED\n", None));
+}

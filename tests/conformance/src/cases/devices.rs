@@ -24,6 +24,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 "read_rule_allows_read",
                 "read_rule_denies_write",
                 "rules_applied_in_order",
+                "unknown_access_letters_ignored",
             ],
             run: cgroup,
         },
@@ -258,5 +259,26 @@ fn cgroup(ctx: &Ctx, r: &mut Results) {
         );
     }) {
         r.eq(case, errno_of(chk(&run.report, "openr:/dev/cfuse")), eperm);
+    }
+    // runc keeps r, w and m of an access and ignores other letters (runc's own update.bats
+    // writes "rwa"): "ra" allows reading only, and the container is not refused.
+    let case = "unknown_access_letters_ignored";
+    if let Some(run) = run_probe(ctx, r, &[case], checks, |b| {
+        b.config["linux"]["devices"] = json!([fuse.clone()]);
+        b.config["linux"]["resources"]["devices"]
+            .as_array_mut()
+            .expect("device rules")
+            .push(
+                json!({ "allow": true, "type": "c", "major": 10, "minor": 229,
+                          "access": "ra" }),
+            );
+    }) {
+        let rd = chk(&run.report, "openr:/dev/cfuse");
+        let wr = chk(&run.report, "openw:/dev/cfuse");
+        r.check(
+            case,
+            ![eperm, Some(libc::ENOENT as i64)].contains(&errno_of(rd)) && errno_of(wr) == eperm,
+            || format!("open for reading: {rd}, for writing: {wr}"),
+        );
     }
 }
