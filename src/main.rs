@@ -137,13 +137,14 @@ fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Exec(a) => Some(a.preserve_fds),
         _ => None,
     };
-    if (preserve_fds.is_some() || matches!(cli.command, Command::Restore(_)))
-        && seal::ensure_sealed(&ctx.root)? == seal::Sealed::Disabled
-    {
-        tracing::warn!(
-            "{}=1: the container can reach this nvbind binary",
-            seal::DISABLE_VAR
-        );
+    if preserve_fds.is_some() || matches!(cli.command, Command::Restore(_)) {
+        match seal::ensure_sealed(&ctx.root)? {
+            seal::Sealed::Disabled => tracing::warn!(
+                "{}=1: the container can reach this nvbind binary",
+                seal::DISABLE_VAR
+            ),
+            how => tracing::debug!(?how, "nvbind binary out of the container's reach"),
+        }
     }
     if let Command::Exec(a) = &mut cli.command {
         cmd::exec::keep_process_file(a)?;

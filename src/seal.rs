@@ -18,6 +18,15 @@
 //!
 //! The re-exec'd process recognises that it runs from such a copy and goes on; an environment
 //! marker stops a second re-exec if the kernel did not give us what we expected.
+//!
+//! The re-exec is paid on every invocation (a second start of the binary: about 1.3 ms of CPU
+//! and 260 page faults, bench/analysis.md), and nothing cached can avoid it: the clones run
+//! whatever file the engine executed. It is paid not at all when that file already cannot be
+//! written through its /proc/PID/exe link: a binary on a read-only mount (a read-only /usr, or
+//! `mount --bind -o ro` of its directory) run by root in the initial user namespace. Writing
+//! through the link then fails with EROFS whatever the caller's capabilities, and making that
+//! mount writable again takes CAP_SYS_ADMIN over the host's mount namespace, which a container
+//! holding can mount the host's disks anyway.
 
 use std::ffi::{CStr, CString, OsString};
 use std::fs::File;
@@ -75,6 +84,8 @@ pub enum SealError {
 /// What protects the running binary, when nvbind goes on without re-executing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sealed {
+    /// The installed binary is on a read-only mount: nothing to copy, no re-exec.
+    ReadOnlyMount,
     Overlay,
     Memfd,
     /// An unlinked copy, recognised by the re-exec marker and a link count of 0.
@@ -108,6 +119,9 @@ pub fn ensure_sealed(scratch_dir: &Path) -> Result<Sealed, SealError> {
     if std::env::var_os(DISABLE_VAR).is_some_and(|v| v == "1") {
         return Ok(Sealed::Disabled);
     }
+    if on_read_only_mount(&exe) && in_initial_user_ns() {
+        return Ok(Sealed::ReadOnlyMount);
+    }
     let copy = match overlay_copy(&exe, scratch_dir) {
         Ok(fd) => fd,
         Err(overlay) => match memfd_copy(&exe) {
@@ -130,6 +144,9 @@ pub fn probe(scratch_dir: &Path) -> Result<Sealed, SealError> {
         return Ok(Sealed::Disabled);
     }
     let exe = File::open("/proc/self/exe").map_err(SealError::OpenExe)?;
+    if on_read_only_mount(&exe) && in_initial_user_ns() {
+        return Ok(Sealed::ReadOnlyMount);
+    }
     let overlay = match overlay_copy(&exe, scratch_dir) {
         Ok(_) => return Ok(Sealed::Overlay),
         Err(e) => e,
@@ -165,6 +182,33 @@ fn sealed_kind(exe: &File) -> Option<Sealed> {
     // SAFETY: F_GET_SEALS takes no argument; on a file that is not a memfd it fails (EINVAL).
     let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
     (seals >= 0 && seals & BASE_SEALS == BASE_SEALS).then_some(Sealed::Memfd)
+}
+
+/// Whether `f` is on a mount (or a filesystem) that refuses every write: opening it for
+/// writing through any of its links fails with EROFS.
+fn on_read_only_mount(f: &File) -> bool {
+    let mut vfs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: fstatvfs fills the buffer on success; it is read only then.
+    if unsafe { libc::fstatvfs(f.as_raw_fd(), vfs.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: initialised by the successful call above.
+    unsafe { vfs.assume_init() }.f_flag & libc::ST_RDONLY != 0
+}
+
+/// Whether this process is in the initial user namespace (uid_map maps all of it 1:1). In a
+/// user namespace of its own (rootless nvbind), a read-only mount may belong to a mount
+/// namespace that the same user, and so its containers, may make writable again.
+fn in_initial_user_ns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| is_initial_uid_map(&m))
+}
+
+fn is_initial_uid_map(map: &str) -> bool {
+    let mut lines = map.lines();
+    let first = lines
+        .next()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    lines.next().is_none() && first.as_deref() == Some(&["0", "0", "4294967295"][..])
 }
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
@@ -467,6 +511,23 @@ mod tests {
             .unwrap()
             .next()
             .is_none());
+    }
+
+    #[test]
+    fn writable_dir_is_not_a_read_only_mount() {
+        // The read-only side is tests/escape.rs (a bind mount made read-only).
+        let (_dir, f) = victim();
+        assert!(!on_read_only_mount(&f), "a temp dir is writable");
+    }
+
+    #[test]
+    fn only_the_identity_uid_map_is_initial() {
+        assert!(is_initial_uid_map("         0          0 4294967295\n"));
+        assert!(!is_initial_uid_map("         0       1000          1\n"));
+        assert!(!is_initial_uid_map(
+            "         0          0 4294967295\n         1          1 1\n"
+        ));
+        assert!(!is_initial_uid_map(""));
     }
 
     #[test]

@@ -185,15 +185,47 @@ fn install_libs(bin: &Path, rootfs: &Path) {
 fn attack_through_exec(unsealed: bool, beside_root: bool) -> (String, bool) {
     let env = Env::new();
     let victim = Victim::new(&env, beside_root);
+    let verdict = attack_through_exec_on(&env, &victim, unsealed, &[]);
+    env.assert_clean();
+    verdict
+}
+
+/// The attack of `attack_through_exec` on a given copy; `global` goes before each verb.
+fn attack_through_exec_on(
+    env: &Env,
+    victim: &Victim,
+    unsealed: bool,
+    global: &[&str],
+) -> (String, bool) {
     let b = env.bundle("a", &["/escape", "exe", "/proc/self/exe", "/out"]);
     install_attacker(&b);
     install_libs(&victim.path, &b.join("rootfs"));
     let bs = b.to_str().unwrap();
-    victim.ok(&env, unsealed, &["run", "-d", "-b", bs, "a"]);
+    let with = |args: &[&'static str]| -> Vec<String> {
+        global
+            .iter()
+            .map(|s| s.to_string())
+            .chain(args.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let run: Vec<String> = with(&["run", "-d", "-b"])
+        .into_iter()
+        .chain([bs.to_string(), "a".to_string()])
+        .collect();
+    victim.ok(
+        env,
+        unsealed,
+        &run.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
 
     let (r, w) = full_pipe();
+    let exec_args = with(&["exec", "a", "/proc/self/exe"]);
     let mut exec = victim
-        .cmd(&env, unsealed, &["exec", "a", "/proc/self/exe"])
+        .cmd(
+            env,
+            unsealed,
+            &exec_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
         .stdout(Stdio::from(w.try_clone().unwrap()))
         .stderr(Stdio::from(w))
         .spawn()
@@ -209,7 +241,6 @@ fn attack_through_exec(unsealed: bool, beside_root: bool) -> (String, bool) {
         "the attacker never found the process: {result}"
     );
     env.ok(&["delete", "-f", "a"]);
-    env.assert_clean();
     (result, victim.unchanged())
 }
 
@@ -291,6 +322,63 @@ fn exe_in_memfd_fallback_cannot_be_rewritten() {
         "expected the sealed memfd copy"
     );
     assert!(unchanged, "the nvbind copy was modified ({result})");
+}
+
+/// The copy's directory bind-mounted read-only onto itself, unmounted on drop (also when the
+/// test fails, so that no mount outlives it).
+struct ReadOnlyDir(PathBuf);
+
+impl ReadOnlyDir {
+    fn new(dir: &Path) -> Self {
+        let mount = |args: &[&str]| {
+            let out = Command::new("mount")
+                .args(args)
+                .arg(dir)
+                .arg(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "mount {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        mount(&["--bind"]);
+        let guard = Self(dir.to_path_buf());
+        mount(&["-o", "remount,bind,ro"]);
+        guard
+    }
+}
+
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A binary on a read-only mount runs without any re-exec or copy (nothing to pay), and the
+/// attack still cannot write it: the link leads to the read-only mount.
+#[test]
+fn exe_on_read_only_mount_is_not_copied_and_cannot_be_rewritten() {
+    let env = Env::new();
+    let victim = Victim::new(&env, false);
+    let ro = ReadOnlyDir::new(victim.path.parent().unwrap());
+    let log = env.dir.path().join("victim.log");
+    let log_arg = log.to_str().unwrap();
+    let (result, unchanged) =
+        attack_through_exec_on(&env, &victim, false, &["--debug", "--log", log_arg]);
+    drop(ro);
+    env.assert_clean();
+    assert_eq!(result, "open-denied EROFS", "expected the read-only mount");
+    assert!(unchanged, "the nvbind copy was modified ({result})");
+    let log = fs::read_to_string(&log).unwrap();
+    let kinds: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("out of the container's reach"))
+        .collect();
+    // run and exec: each said so once, from the binary the test started (no re-exec).
+    assert_eq!(kinds.len(), 2, "{log}");
+    assert!(kinds.iter().all(|l| l.contains("ReadOnlyMount")), "{log}");
 }
 
 #[test]

@@ -260,9 +260,13 @@ pub fn exe_protection(host: &dyn Host) -> Check {
         );
     }
     match host.exe_protection() {
+        Ok(Sealed::ReadOnlyMount) => Check::ok(
+            id,
+            "the nvbind binary is on a read-only mount: nothing to copy, no re-exec",
+        ),
         Ok(Sealed::Overlay) => Check::ok(
             id,
-            "/proc/self/exe protected by a detached read-only overlayfs (no copy)",
+            "/proc/self/exe protected by a detached read-only overlayfs (no copy; one re-exec per container, none with the binary on a read-only mount)",
         ),
         Ok(Sealed::Memfd) => Check::ok(
             id,

@@ -213,6 +213,12 @@ fn criu_present_and_recent_enough() {
 fn exe_protection_kinds() {
     let mut h = FakeHost::new();
     assert_eq!(system::exe_protection(&h).status, Status::Ok);
+    h.seal = Ok(Sealed::ReadOnlyMount);
+    let c = system::exe_protection(&h);
+    assert!(
+        c.status == Status::Ok && c.summary.contains("read-only mount"),
+        "{c:?}"
+    );
     h.seal = Ok(Sealed::Memfd);
     assert_eq!(system::exe_protection(&h).status, Status::Ok);
     h.seal = Ok(Sealed::Tmpfile);
