@@ -82,6 +82,11 @@ pub enum CheckError {
     #[error(transparent)]
     DeviceRule(#[from] libcgroups::devices::DeviceRuleError),
     #[error(
+        "the requested devices cannot be granted beside the bundle's own device rules: {0}; \
+         drop the bundle's deny rule for them or do not request them"
+    )]
+    InjectedDeviceRule(#[source] libcgroups::devices::DeviceRuleError),
+    #[error(
         "linux.seccomp.defaultErrnoRet is set but defaultAction {0} returns no errno; \
          remove it or use SCMP_ACT_ERRNO / SCMP_ACT_TRACE"
     )]
@@ -193,6 +198,18 @@ fn check_device_rules(spec: &Spec) -> Result<(), CheckError> {
         .and_then(|r| r.devices().as_deref());
     libcgroups::devices::Emulator::for_container(rules)?;
     Ok(())
+}
+
+/// The device rules once CDI injection has appended its own (an allow for each node it
+/// added): the bundle's rules passed alone, but an allow after the bundle's wildcard deny
+/// (e.g. `c 195:*`) cannot be expressed by a device cgroup, and create would otherwise fail
+/// only when libcontainer writes the half-built container's cgroup (found by
+/// fuzz/bundle_config).
+pub fn check_injected(spec: &Spec) -> Result<(), CheckError> {
+    check_device_rules(spec).map_err(|e| match e {
+        CheckError::DeviceRule(rule) => CheckError::InjectedDeviceRule(rule),
+        other => other,
+    })
 }
 
 /// The cgroup is the container's: `delete --force` of a half-made container kills what is

@@ -73,6 +73,7 @@ pub fn inject(spec: &Spec, dirs: &[PathBuf]) -> Result<Option<Injected>> {
     let injected = resolution
         .apply(spec, &RealHost)
         .context("cannot inject the requested devices")?;
+    crate::bundle::check_injected(&injected)?;
     Ok(Some(Injected {
         spec: injected,
         steps,

@@ -219,6 +219,31 @@ fn a_create_that_fails_after_injection_leaves_config_json_as_it_was() {
 }
 
 #[test]
+fn a_gpu_the_bundle_denies_by_wildcard_fails_create_in_one_line_before_anything_is_made() {
+    let env = Env::new();
+    let gpus = FakeGpus::new(&env);
+    let b = env.bundle("b", &["true"]);
+    env.edit(&b, |c| {
+        c["annotations"] = json!({"cdi.k8s.io/test": "nvidia.com/gpu=0"});
+        // Allow everything but the NVIDIA majors: the allow injection appends for
+        // /dev/nvidia0 (c 195:0) would punch a hole in that wildcard, which no device cgroup
+        // can express (found by fuzz/bundle_config).
+        c["linux"]["resources"]["devices"] = json!([
+            {"allow": true, "access": "rwm"},
+            {"allow": false, "type": "c", "major": 195, "access": "rwm"}
+        ]);
+    });
+    let before = fs::read(b.join("config.json")).unwrap();
+    let err = env.fails(&[&gpus.flag(), "create", "-b", b.to_str().unwrap(), "w1"]);
+    assert!(
+        err.contains("requested devices cannot be granted") && err.contains("c 195:*"),
+        "names the conflict and the bundle's wildcard: {err}"
+    );
+    assert_eq!(fs::read(b.join("config.json")).unwrap(), before);
+    env.assert_clean();
+}
+
+#[test]
 fn cdi_list_shows_devices_and_rejected_files() {
     let env = Env::new();
     let gpus = FakeGpus::new(&env);

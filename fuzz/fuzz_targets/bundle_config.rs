@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use common::{bundle_dir, FixedHost};
 use libfuzzer_sys::fuzz_target;
-use nvbind::bundle::{check_spec, parse_spec};
+use nvbind::bundle::{check_injected, check_spec, parse_spec};
 use nvbind_cdi::registry::{Registry, Trust};
 use nvbind_cdi::requests::{inject, DriverCapabilities};
 
@@ -45,7 +45,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = DriverCapabilities::from_spec(&spec);
     let spec = match inject(&spec, registry(), &FixedHost) {
-        Ok(Some(injected)) => injected,
+        // What create does next: the bundle's rules with the injected ones must still make a
+        // device cgroup, or create refuses before anything is made.
+        Ok(Some(injected)) => match check_injected(&injected) {
+            Ok(()) => injected,
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                return;
+            }
+        },
         Ok(None) => spec,
         Err(e) => {
             assert!(!e.to_string().is_empty());
