@@ -292,6 +292,28 @@ fn a_frozen_cgroup_is_refused_at_once() {
 }
 
 #[test]
+fn unified_resources_on_a_cgroup_v1_host_are_refused() {
+    // runc's cgroups.bats "cgroup v1 + unified resources should fail": v1's manager would
+    // ignore them, and the limit would silently not be applied.
+    let env = Env::new();
+    let b = env.bundle("u", &["true"]);
+    env.edit(&b, |c| {
+        c["linux"]["resources"]["unified"] = json!({"memory.min": "131072", "pids.max": "10"})
+    });
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        env.ok(&["run", "-b", b.to_str().unwrap(), "u"]);
+    } else {
+        let err = env.fails(&["run", "-d", "-b", b.to_str().unwrap(), "u"]);
+        assert!(err.contains("invalid configuration"), "{err}");
+        assert!(
+            err.contains("(memory.min, pids.max) needs cgroup v2"),
+            "{err}"
+        );
+    }
+    env.assert_clean();
+}
+
+#[test]
 fn an_unknown_command_is_one_line_and_help_for_it_says_so_as_runc() {
     let run = |args: &[&str]| Command::new(NVBIND).args(args).output().unwrap();
     let out = run(&["foo"]);

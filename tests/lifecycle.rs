@@ -7,6 +7,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -177,6 +178,41 @@ fn delete_force_stops_a_running_container() {
     // Deleting what is gone is fine with --force, an error without.
     env.ok(&["delete", "--force", "f1"]);
     assert!(env.fails(&["delete", "f1"]).contains("does not exist"));
+    env.assert_clean();
+}
+
+#[test]
+fn the_cgroups_are_joined_everywhere_and_delete_force_removes_sub_cgroups() {
+    // runc's cgroups.bats "cgroup v1+hybrid joins correct cgroup" and delete.bats "delete
+    // --force in cgroupv1 with subcgroups".
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "s1"]);
+    let pid = env.state("s1")["pid"].as_i64().unwrap();
+    let leaf = format!("{}-b", env.cgroup_prefix);
+    let hybrid = Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
+    if hybrid {
+        // The controller-less cgroup2 hierarchy of a hybrid host: the "0::" line.
+        let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let unified = own.lines().find(|l| l.starts_with("0::")).unwrap();
+        assert_eq!(unified, format!("0::/{leaf}"), "{own}");
+        let exec = env.ok(&["exec", "s1", "cat", "/proc/self/cgroup"]);
+        assert!(exec.lines().any(|l| l == unified), "{exec}");
+    }
+    // A sub-cgroup holding the init, in two v1 controllers (or the v2 tree), as a container
+    // with a cgroup namespace and a writable /sys/fs/cgroup can make one.
+    let v1 = ["memory", "freezer"].map(|c| Path::new("/sys/fs/cgroup").join(c).join(&leaf));
+    let dirs: Vec<PathBuf> = if v1.iter().all(|d| d.is_dir()) {
+        v1.to_vec()
+    } else {
+        vec![Path::new("/sys/fs/cgroup").join(&leaf)]
+    };
+    for d in &dirs {
+        fs::create_dir(d.join("sub")).unwrap();
+        fs::write(d.join("sub/cgroup.procs"), pid.to_string()).unwrap();
+    }
+    env.ok(&["delete", "--force", "s1"]);
+    assert!(wait_for(|| !process_alive(pid)));
     env.assert_clean();
 }
 

@@ -26,12 +26,17 @@ use crate::state_root::Ctx;
 /// the ID; a failure here leaves no state dir, cgroup or process behind.
 pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Container> {
     validate_id(&opts.id)?;
-    let bundle = Bundle::load(&opts.bundle)?;
+    let mut bundle = Bundle::load(&opts.bundle)?;
     crate::rootless::check_spec(&bundle.spec, &opts.id)?;
     if let Some(sock) = &opts.console_socket {
         if !sock.exists() {
             bail!("--console-socket {} does not exist", sock.display());
         }
+    }
+
+    check_unified_resources(&bundle.spec)?;
+    if !ctx.systemd_cgroup {
+        resolve_cgroups_path(&mut bundle.spec, &opts.id, &own_cgroup()?);
     }
 
     // Two creates of one ID race on libcontainer's exists-then-mkdir; serialising the build
@@ -65,6 +70,76 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
             undo(ctx, &opts.id, &dir);
             Err(e)
         }
+    }
+}
+
+/// runc's cgroupfs driver puts a container without linux.cgroupsPath in a cgroup named after
+/// its ID, and reads a relative cgroupsPath, under the cgroup of the runtime that creates it
+/// (libcontainer's default was ":youki:ID" at the hierarchy's root, and a relative path was
+/// taken from the root too). The absolute path goes into the in-memory spec, so the create
+/// record, libcontainer's config and every later command name the same cgroup.
+fn resolve_cgroups_path(spec: &mut oci_spec::runtime::Spec, id: &str, own: &Path) {
+    let Some(linux) = spec.linux_mut() else {
+        return;
+    };
+    let rel = match linux.cgroups_path() {
+        Some(p) if p.is_absolute() => return,
+        Some(p) => p.clone(),
+        None => std::path::PathBuf::from(id),
+    };
+    let own = own.strip_prefix("/").unwrap_or(own);
+    linux.set_cgroups_path(Some(Path::new("/").join(own).join(rel)));
+}
+
+/// This process's cgroup, as the cgroup-v1 devices controller (the one libcgroups counts a
+/// cgroup's processes in) or the cgroup2 line of /proc/self/cgroup lists it.
+fn own_cgroup() -> Result<std::path::PathBuf> {
+    let text = fs::read_to_string("/proc/self/cgroup").context("cannot read /proc/self/cgroup")?;
+    Ok(own_cgroup_in(&text).unwrap_or_else(|| "/".into()))
+}
+
+fn own_cgroup_in(text: &str) -> Option<std::path::PathBuf> {
+    let mut unified = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if ctrls.split(',').any(|c| c == "devices") {
+            return Some(path.into());
+        }
+        if ctrls.is_empty() {
+            unified = Some(path.into());
+        }
+    }
+    unified
+}
+
+/// linux.resources.unified is cgroup v2's key-value form; on a host whose controllers are on
+/// cgroup v1 (hybrid too) libcgroups' v1 manager ignores it, so the limit would silently not
+/// be applied. runc refuses it with "invalid configuration" as well.
+fn check_unified_resources(spec: &oci_spec::runtime::Spec) -> Result<()> {
+    let unified = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.unified().as_ref())
+        .filter(|u| !u.is_empty());
+    let Some(unified) = unified else {
+        return Ok(());
+    };
+    use libcgroups::common::{get_cgroup_setup, CgroupSetup};
+    match get_cgroup_setup() {
+        Ok(CgroupSetup::Unified) => Ok(()),
+        Ok(setup) => {
+            let mut keys: Vec<&str> = unified.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            bail!(
+                "invalid configuration: linux.resources.unified ({}) needs cgroup v2, and this \
+                 host's controllers are on cgroup v1 ({setup}); remove it or give the limits in \
+                 linux.resources' v1 fields",
+                keys.join(", ")
+            )
+        }
+        Err(e) => Err(e).context("cannot tell the host's cgroup setup"),
     }
 }
 
@@ -151,5 +226,41 @@ fn cleanup_failed_create(dir: &Path) {
         if let Err(e) = fs::remove_dir_all(dir) {
             tracing::warn!("cannot remove {}: {e}", dir.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_and_relative_cgroup_paths_are_under_the_callers_cgroup() {
+        let v1 = "12:pids:/a\n5:devices:/user.slice/s\n1:name=systemd:/x\n0::/u\n";
+        assert_eq!(own_cgroup_in(v1).unwrap(), Path::new("/user.slice/s"));
+        assert_eq!(
+            own_cgroup_in("0::/init.scope\n").unwrap(),
+            Path::new("/init.scope")
+        );
+        let path = |spec: &oci_spec::runtime::Spec| {
+            spec.linux()
+                .as_ref()
+                .unwrap()
+                .cgroups_path()
+                .clone()
+                .unwrap()
+        };
+        let mut spec = oci_spec::runtime::Spec::default();
+        spec.linux_mut().as_mut().unwrap().set_cgroups_path(None);
+        resolve_cgroups_path(&mut spec, "ct", Path::new("/"));
+        assert_eq!(path(&spec), Path::new("/ct"));
+        spec.linux_mut()
+            .as_mut()
+            .unwrap()
+            .set_cgroups_path(Some("pod/ct".into()));
+        resolve_cgroups_path(&mut spec, "ct", Path::new("/user.slice/s"));
+        assert_eq!(path(&spec), Path::new("/user.slice/s/pod/ct"));
+        // An absolute path is the spec's own.
+        resolve_cgroups_path(&mut spec, "ct", Path::new("/elsewhere"));
+        assert_eq!(path(&spec), Path::new("/user.slice/s/pod/ct"));
     }
 }

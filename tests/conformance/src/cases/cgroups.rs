@@ -32,7 +32,11 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "cgroups.default_path",
-            cases: &["default_path_not_root", "default_path_removed_on_delete"],
+            cases: &[
+                "default_path_not_root",
+                "default_path_is_id_under_callers_cgroup",
+                "default_path_removed_on_delete",
+            ],
             run: default_path,
         },
         Scenario {
@@ -249,7 +253,11 @@ fn pids_enforced(ctx: &Ctx, r: &mut Results) {
 
 fn default_path(ctx: &Ctx, r: &mut Results) {
     let case = "default_path_not_root";
-    let both = &[case, "default_path_removed_on_delete"];
+    let both = &[
+        case,
+        "default_path_is_id_under_callers_cgroup",
+        "default_path_removed_on_delete",
+    ];
     let mut b = match ctx.bundle() {
         Ok(b) => b,
         Err(e) => return r.fail_rest(both, &e),
@@ -272,6 +280,28 @@ fn default_path(ctx: &Ctx, r: &mut Results) {
         d.as_ref()
             .is_some_and(|d| *d != base && Some(d) != mine.as_ref()),
         || format!("container cgroup {d:?}, the runtime's own {mine:?}"),
+    );
+    // runc's cgroupfs driver: a cgroup named after the ID, under the cgroup of the process
+    // that ran the runtime (runc's delete.bats finds it by that name). runc takes the
+    // caller's cgroup per v1 controller; nvbind takes the devices controller's for all (one
+    // absolute path, so that a later command run from another cgroup finds the same one), so
+    // the case looks at that controller.
+    let dev = if cgroup_v2_unified() { "" } else { "devices" };
+    let (theirs, ours) = (
+        c.pid.and_then(|p| host_cgroup_dir(p, dev)),
+        host_cgroup_dir(std::process::id() as i32, dev),
+    );
+    r.check(
+        "default_path_is_id_under_callers_cgroup",
+        theirs.as_ref().is_some_and(|d| {
+            d.file_name().is_some_and(|n| *n == *c.id) && d.parent() == ours.as_deref()
+        }),
+        || {
+            format!(
+                "container cgroup {theirs:?}, the runtime's own {ours:?}, id {}",
+                c.id
+            )
+        },
     );
     let del = c.delete();
     let left = d.as_ref().is_some_and(|d| *d != base && d.exists());

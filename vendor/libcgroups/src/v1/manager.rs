@@ -32,6 +32,11 @@ use crate::stats::{PidStatsError, Stats, StatsProvider};
 
 pub struct Manager {
     subsystems: HashMap<CtrlType, PathBuf>,
+    // nvbind: the container's cgroup in the controller-less cgroup2 hierarchy of a hybrid host
+    // (/sys/fs/cgroup/unified), which runc's fs manager joins too: the last line of
+    // /proc/PID/cgroup ("0::/...") then names the container's cgroup, as systemd and tools
+    // that read it expect.
+    hybrid_unified: Option<PathBuf>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -97,7 +102,19 @@ impl Manager {
             }
         }
 
-        Ok(Manager { subsystems })
+        let hybrid_unified = match common::get_cgroup_setup() {
+            Ok(common::CgroupSetup::Hybrid) if !cgroup_path.as_os_str().is_empty() => Some(
+                Path::new(common::DEFAULT_CGROUP_ROOT)
+                    .join("unified")
+                    .join_safely(cgroup_path)?,
+            ),
+            _ => None,
+        };
+
+        Ok(Manager {
+            subsystems,
+            hybrid_unified,
+        })
     }
 
     fn get_subsystem_path(
@@ -168,6 +185,32 @@ impl Manager {
     }
 }
 
+/// nvbind: removes a cgroup with the sub-cgroups the container made in it (with a cgroup
+/// namespace and a writable /sys/fs/cgroup it may), deepest first, killing what each holds;
+/// rmdir of a cgroup with children fails with EBUSY. runc's `RemovePath` is recursive too.
+fn remove_tree(cgroup_path: &Path) -> Result<(), V1ManagerError> {
+    let entries = fs::read_dir(cgroup_path).wrap_read(cgroup_path)?;
+    for entry in entries {
+        let entry = entry.wrap_read(cgroup_path)?;
+        if entry.file_type().wrap_read(entry.path())?.is_dir() {
+            remove_tree(&entry.path())?;
+        }
+    }
+    let procs_path = cgroup_path.join(CGROUP_PROCS);
+    let procs = fs::read_to_string(&procs_path).wrap_read(&procs_path)?;
+
+    for line in procs.lines() {
+        let pid: i32 = line
+            .parse()
+            .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
+            .wrap_other(&procs_path)?;
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+
+    common::delete_with_retry(cgroup_path, 4, Duration::from_millis(100))?;
+    Ok(())
+}
+
 impl CgroupManager for Manager {
     type Error = V1ManagerError;
 
@@ -197,6 +240,10 @@ impl CgroupManager for Manager {
                 CtrlType::Freezer => Freezer::add_task(pid, cgroup_path)?,
             }
         }
+        if let Some(unified) = &self.hybrid_unified {
+            fs::create_dir_all(unified).wrap_create_dir(unified)?;
+            common::write_cgroup_file(unified.join(CGROUP_PROCS), pid)?;
+        }
 
         Ok(())
     }
@@ -225,21 +272,10 @@ impl CgroupManager for Manager {
     }
 
     fn remove(&self) -> Result<(), Self::Error> {
-        for cgroup_path in self.subsystems.values() {
+        for cgroup_path in self.subsystems.values().chain(&self.hybrid_unified) {
             if cgroup_path.exists() {
                 tracing::debug!("remove cgroup {:?}", cgroup_path);
-                let procs_path = cgroup_path.join(CGROUP_PROCS);
-                let procs = fs::read_to_string(&procs_path).wrap_read(&procs_path)?;
-
-                for line in procs.lines() {
-                    let pid: i32 = line
-                        .parse()
-                        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
-                        .wrap_other(&procs_path)?;
-                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-                }
-
-                common::delete_with_retry(cgroup_path, 4, Duration::from_millis(100))?;
+                remove_tree(cgroup_path)?;
             }
         }
 
