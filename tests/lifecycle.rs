@@ -419,6 +419,111 @@ fn update_changes_memory_and_pids_limits() {
 }
 
 #[test]
+fn update_to_a_smaller_cpu_period_under_a_parent_quota() {
+    // runc's update.bats "update cpu period in a pod cgroup with pod limit set": the new
+    // period with the old quota exceeds the pod's limit, so the period is refused until the
+    // new quota is written (runc writes it again after the quota). cgroup v1's cpu files.
+    let cpu = Path::new("/sys/fs/cgroup/cpu");
+    if !cpu.join("cpu.cfs_period_us").exists() {
+        return;
+    }
+    let env = Env::new();
+    let pod = cpu.join(format!("{}-pod", env.cgroup_prefix));
+    fs::create_dir(&pod).unwrap();
+    fs::write(pod.join("cpu.cfs_quota_us"), "50000").unwrap();
+    let b = env.bundle("c", &["sleep", "1000"]);
+    env.edit(&b, |c| {
+        c["linux"]["cgroupsPath"] = json!(format!("/{}-pod/c", env.cgroup_prefix));
+        c["linux"]["resources"]["cpu"] = json!({"quota": 500000, "period": 1000000});
+    });
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "u1"]);
+    // More than the pod allows: refused, and nothing changes.
+    env.fails(&["update", "--cpu-quota", "600000", "u1"]);
+    env.ok(&[
+        "update",
+        "--cpu-period",
+        "10000",
+        "--cpu-quota",
+        "3000",
+        "u1",
+    ]);
+    let read = |f: &str| fs::read_to_string(pod.join("c").join(f)).unwrap();
+    assert_eq!(
+        (
+            read("cpu.cfs_quota_us").trim(),
+            read("cpu.cfs_period_us").trim()
+        ),
+        ("3000", "10000")
+    );
+    env.ok(&["delete", "-f", "u1"]);
+    // The pod's cgroup in every hierarchy: made by the create as the container's parent and
+    // left by delete, as runc leaves a parent.
+    for dir in leaked_cgroups(&env.cgroup_prefix) {
+        fs::remove_dir(&dir).unwrap();
+    }
+    env.assert_clean();
+}
+
+#[test]
+fn per_device_blkio_weight_goes_to_the_bfq_file() {
+    // runc's cgroups.bats "per-device io weight for bfq": on cgroup v1 without CFQ's
+    // blkio.weight, the weight and weightDevice go to blkio.bfq.weight(_device).
+    if !Path::new("/sys/fs/cgroup/blkio").is_dir() {
+        return;
+    }
+    let env = Env::new();
+    let img = env.dir.path().join("backing.img");
+    fs::write(&img, vec![0u8; 4096]).unwrap();
+    let out = std::process::Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return; // no loop device here
+    }
+    let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+    let _detach = Detach(dev.clone());
+    let name = dev.trim_start_matches("/dev/");
+    if fs::write(format!("/sys/block/{name}/queue/scheduler"), "bfq").is_err() {
+        return; // no BFQ
+    }
+    let rdev = fs::metadata(&dev)
+        .map(|m| std::os::unix::fs::MetadataExt::rdev(&m))
+        .unwrap();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let b = env.bundle("w", &["sleep", "1000"]);
+    env.edit(&b, |c| {
+        c["linux"]["resources"]["blockIO"] = json!({
+            "weight": 333, "weightDevice": [{"major": major, "minor": minor, "weight": 444}]
+        });
+    });
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "w1"]);
+    let cfq = cgroup_file(&env, "w", "blkio", "blkio.weight").exists();
+    let file = if cfq {
+        "blkio.weight_device"
+    } else {
+        "blkio.bfq.weight_device"
+    };
+    let weights = fs::read_to_string(cgroup_file(&env, "w", "blkio", file)).unwrap();
+    assert!(cfq || weights.contains("default 333"), "{weights}");
+    assert!(
+        weights.contains(&format!("{major}:{minor} 444")),
+        "{weights}"
+    );
+    env.ok(&["delete", "-f", "w1"]);
+    env.assert_clean();
+}
+
+#[test]
 fn resources_in_config_are_applied() {
     let env = Env::new();
     let b = env.bundle("lim", &["sleep", "1000"]);

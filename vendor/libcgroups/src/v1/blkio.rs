@@ -40,8 +40,11 @@ const BLKIO_BFQ_WEIGHT: &str = "blkio.bfq.weight";
 // Specifies the relative proportion of block I/O access for specific devices available
 // to the cgroup. This overrides the the blkio.weight value for the specified device
 // Format: Major:Minor weight (weight can range from 100 to 1000)
-#[allow(dead_code)]
 const BLKIO_WEIGHT_DEVICE: &str = "blkio.weight_device";
+// The same for BFQ (blkio.bfq.weight's per-device form)
+const BLKIO_BFQ_WEIGHT_DEVICE: &str = "blkio.bfq.weight_device";
+const BLKIO_LEAF_WEIGHT: &str = "blkio.leaf_weight";
+const BLKIO_LEAF_WEIGHT_DEVICE: &str = "blkio.leaf_weight_device";
 
 // Common parameters which may be used for either policy but seem to be used only for
 // proportional weight division policy in practice
@@ -121,16 +124,32 @@ impl StatsProvider for Blkio {
 
 impl Blkio {
     fn apply(root_path: &Path, blkio: &LinuxBlockIo) -> Result<(), WrappedIoError> {
-        if let Some(blkio_weight) = blkio.weight() {
-            // be aligned with what runc does
-            // See also: https://github.com/opencontainers/runc/blob/81044ad7c902f3fc153cb8ffadaf4da62855193f/libcontainer/cgroups/fs/blkio.go#L28-L33
-            if blkio_weight != 0 {
-                let cgroup_file = root_path.join(BLKIO_WEIGHT);
-                if cgroup_file.exists() {
-                    common::write_cgroup_file(&cgroup_file, blkio_weight)?;
-                } else {
-                    common::write_cgroup_file(root_path.join(BLKIO_BFQ_WEIGHT), blkio_weight)?;
-                }
+        // nvbind: the weight files as runc's detectWeightFilenames picks them: CFQ's when the
+        // kernel has them, BFQ's otherwise, for the weight and the per-device weights alike
+        // (weightDevice was not written at all), and the leaf weights, as runc's fs/blkio.go.
+        let (weight_file, weight_device_file) = if root_path.join(BLKIO_WEIGHT).exists() {
+            (BLKIO_WEIGHT, BLKIO_WEIGHT_DEVICE)
+        } else {
+            (BLKIO_BFQ_WEIGHT, BLKIO_BFQ_WEIGHT_DEVICE)
+        };
+        if let Some(blkio_weight) = blkio.weight().filter(|w| *w != 0) {
+            common::write_cgroup_file(root_path.join(weight_file), blkio_weight)?;
+        }
+        if let Some(leaf_weight) = blkio.leaf_weight().filter(|w| *w != 0) {
+            common::write_cgroup_file(root_path.join(BLKIO_LEAF_WEIGHT), leaf_weight)?;
+        }
+        for wd in blkio.weight_device().iter().flatten() {
+            if let Some(weight) = wd.weight().filter(|w| *w != 0) {
+                common::write_cgroup_file_str(
+                    root_path.join(weight_device_file),
+                    &format!("{}:{} {}", wd.major(), wd.minor(), weight),
+                )?;
+            }
+            if let Some(leaf_weight) = wd.leaf_weight().filter(|w| *w != 0) {
+                common::write_cgroup_file_str(
+                    root_path.join(BLKIO_LEAF_WEIGHT_DEVICE),
+                    &format!("{}:{} {}", wd.major(), wd.minor(), leaf_weight),
+                )?;
             }
         }
 
@@ -271,6 +290,36 @@ mod tests {
             Blkio::apply(tmp.path(), &blkio).expect("apply blkio");
             let content = fs::read_to_string(weight_file).expect("read blkio weight");
             assert_eq!("200", content);
+        }
+    }
+
+    #[test]
+    fn test_set_blkio_weight_device_in_the_files_of_the_weight() {
+        use oci_spec::runtime::LinuxWeightDeviceBuilder;
+        // CFQ's files when blkio.weight exists, BFQ's otherwise (runc's cgroups.bats "per-device
+        // io weight for bfq" reads "MAJ:MIN 444" from blkio.bfq.weight_device).
+        for (weight, device) in [
+            (BLKIO_WEIGHT, BLKIO_WEIGHT_DEVICE),
+            (BLKIO_BFQ_WEIGHT, BLKIO_BFQ_WEIGHT_DEVICE),
+        ] {
+            let (tmp, weight_file) = setup(weight);
+            let device_file = set_fixture(tmp.path(), device, "").unwrap();
+            let blkio = LinuxBlockIoBuilder::default()
+                .weight(333_u16)
+                .weight_device(vec![
+                    LinuxWeightDeviceBuilder::default()
+                        .major(7)
+                        .minor(3)
+                        .weight(444_u16)
+                        .build()
+                        .unwrap(),
+                ])
+                .build()
+                .unwrap();
+
+            Blkio::apply(tmp.path(), &blkio).expect("apply blkio");
+            assert_eq!(fs::read_to_string(weight_file).unwrap(), "333");
+            assert_eq!(fs::read_to_string(device_file).unwrap(), "7:3 444");
         }
     }
 
