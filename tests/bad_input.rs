@@ -314,6 +314,25 @@ fn unified_resources_on_a_cgroup_v1_host_are_refused() {
 }
 
 #[test]
+fn a_rootfs_whose_proc_is_a_symlink_says_so() {
+    // runc's mask.bats "prohibit symlink /proc" (GHSA-fh74-hm69-rqjw): the init's error
+    // reaches the user whole, not as "failed to prepare rootfs" alone.
+    let env = Env::new();
+    let b = env.bundle("p", &["true"]);
+    let proc_dir = b.join("rootfs/proc");
+    let _ = fs::remove_dir(&proc_dir);
+    std::os::unix::fs::symlink("/symlink", &proc_dir).unwrap();
+    let err = env.fails(&["run", "-d", "-b", b.to_str().unwrap(), "p"]);
+    assert!(
+        err.contains("failed to prepare rootfs")
+            && err.contains("filesystem proc must be mounted on ordinary directory"),
+        "{err}"
+    );
+    assert!(!err.contains("unexpected message"), "{err}");
+    env.assert_clean();
+}
+
+#[test]
 fn an_unknown_command_is_one_line_and_help_for_it_says_so_as_runc() {
     let run = |args: &[&str]| Command::new(NVBIND).args(args).output().unwrap();
     let out = run(&["foo"]);

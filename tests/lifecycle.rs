@@ -861,7 +861,12 @@ fn foreground_terminal_is_relayed_through_a_new_pty() {
         assert_eq!(lines[3], uid, "{out:?}");
         assert_eq!(lines[4], "sized", "{out:?}");
     };
-    check(&env.ok(&["run", "-b", b.to_str().unwrap(), "t1"]), "0");
+    // Byte for byte, as runc relays it: ONLCR is off on the pty ("\n", not "\r\n"). Only
+    // for run: its process waits for start, after nvbind took the pty; an exec'd process can
+    // write before that (with runc too).
+    let out = env.ok(&["run", "-b", b.to_str().unwrap(), "t1"]);
+    assert!(!out.contains('\r'), "{out:?}");
+    check(&out, "0");
     env.edit(&b, |c| {
         c["process"]["user"] = json!({"uid": 1000, "gid": 100})
     });
@@ -901,6 +906,25 @@ fn foreground_terminal_is_relayed_through_a_new_pty() {
     );
     let out = env.nvbind(&["exec", "-t", "t4", "--", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
+    // A --process object says itself whether it wants a terminal (runc ignores -t with it:
+    // tty.bats "exec [tty consolesize]"), and one without PATH runs a program given by its
+    // path, as runc's does.
+    let process = env.dir.path().join("process.json");
+    fs::write(
+        &process,
+        json!({"args": ["/bin/sh", "-c", "readlink /proc/self/fd/1"], "cwd": "/"}).to_string(),
+    )
+    .unwrap();
+    let p = process.to_str().unwrap();
+    let out = env.ok(&["exec", "-t", "-p", p, "t4"]);
+    assert!(!out.starts_with("/dev/pts/"), "{out:?}");
+    fs::write(
+        &process,
+        json!({"args": ["sh", "-c", "true"], "cwd": "/"}).to_string(),
+    )
+    .unwrap();
+    let err = env.fails_with(&["exec", "-p", p, "t4"], 255);
+    assert!(err.contains("PATH is not set"), "{err}");
     let err = env.fails_with(
         &["exec", "-t", "--console-socket", s, "t4", "--", "true"],
         255,

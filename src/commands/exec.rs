@@ -143,11 +143,15 @@ pub fn run(args: &ExecArgs, ctx: &Ctx) -> Result<u8> {
         bail!(FOREGROUND_CONSOLE_SOCKET);
     }
     // `-t` (or a --process with "terminal": true) in the foreground: nvbind relays the pty to
-    // its stdio (runc). --process is nvbind's memfd copy by now, so it can be read again.
+    // its stdio (runc). --process is nvbind's memfd copy by now, so it can be read again. A
+    // --process object says itself whether it wants a terminal: runc ignores -t with it
+    // (tty.bats "exec [tty consolesize]" runs `exec -t -p` of a process without one).
+    let terminal = match args.process.as_deref() {
+        Some(process) => process_wants_terminal(Some(process)),
+        None => args.tty,
+    };
     let relay = match args.detach {
-        false if args.tty || process_wants_terminal(args.process.as_deref()) => {
-            Some(ConsoleRelay::new()?)
-        }
+        false if terminal => Some(ConsoleRelay::new()?),
         _ => None,
     };
     let console_socket = relay.as_ref().map(ConsoleRelay::path);

@@ -111,6 +111,9 @@ impl Attached {
             // not a terminal (a pipe, /dev/null): nothing to set
             Err(_) => None,
         };
+        // As runc's recvtty: no "\n" -> "\r\n" on the process's output, which nvbind's own
+        // terminal (raw now) or the pipe it writes to gets byte for byte.
+        clear_onlcr(&master).context("cannot set up the container's terminal")?;
         resize(&master);
         // stdin to the process. Its end (EOF) leaves the pty open: closing it would hang up
         // the process. The thread ends with nvbind.
@@ -154,6 +157,12 @@ impl Drop for Attached {
 }
 
 /// Gives the pty nvbind's window size, when its stdin is a terminal.
+fn clear_onlcr(master: &File) -> nix::Result<()> {
+    let mut t = termios::tcgetattr(master.as_fd())?;
+    t.output_flags.remove(termios::OutputFlags::ONLCR);
+    termios::tcsetattr(master.as_fd(), SetArg::TCSANOW, &t)
+}
+
 fn resize(master: &File) {
     // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write one winsize through a valid pointer.
     unsafe {

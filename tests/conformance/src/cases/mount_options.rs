@@ -18,6 +18,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: options,
         },
         Scenario {
+            name: "mounts.modes",
+            cases: &["dev_ro_after_nodes", "tmpfs_takes_directory_mode"],
+            run: modes,
+        },
+        Scenario {
             name: "mounts.destination",
             cases: &["relative_destination_from_root"],
             run: relative_destination,
@@ -90,6 +95,49 @@ fn options_main(ctx: &Ctx, r: &mut Results) {
         "bind_remount_nodev_noexec",
         has_opt(&d, "nodev") && has_opt(&d, "noexec"),
         || format!("{d}"),
+    );
+}
+
+/// runc's mounts.bats "ro /dev mount" and run.bats "run with tmpfs": a "ro" /dev is made
+/// read-only once its device nodes exist; a tmpfs over an existing directory without a mode=
+/// option takes the directory's mode, setuid, setgid and sticky bits included (runc#3952).
+fn modes(ctx: &Ctx, r: &mut Results) {
+    let cases = &["dev_ro_after_nodes", "tmpfs_takes_directory_mode"];
+    let checks = &["stat:/dev/null", "stat:/mnt/t", "openw:/dev/null"];
+    let Some(run) = run_probe(ctx, r, cases, checks, |b| {
+        if let Some(mounts) = b.config["mounts"].as_array_mut() {
+            for m in mounts.iter_mut().filter(|m| m["destination"] == "/dev") {
+                if let Some(o) = m["options"].as_array_mut() {
+                    o.push(json!("ro"));
+                }
+            }
+        }
+        let dir = b.rootfs().join("mnt/t");
+        let _ = fs::create_dir_all(&dir);
+        let _ = fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o7777));
+        push_mount(
+            &mut b.config,
+            json!({ "destination": "/mnt/t", "type": "tmpfs", "source": "tmpfs",
+                    "options": ["nosuid", "nodev"] }),
+        );
+    }) else {
+        return;
+    };
+    let rep = &run.report;
+    let dev = mount_at(rep, "/dev").cloned().unwrap_or_default();
+    let null = chk(rep, "stat:/dev/null");
+    r.check(
+        "dev_ro_after_nodes",
+        has_opt(&dev, "ro")
+            && null["type"] == "c"
+            && errno_of(chk(rep, "openw:/dev/null")).is_none(),
+        || format!("/dev {dev}, /dev/null {null}"),
+    );
+    let t = chk(rep, "stat:/mnt/t");
+    r.eq(
+        "tmpfs_takes_directory_mode",
+        t["mode"].as_u64(),
+        Some(0o7777),
     );
 }
 

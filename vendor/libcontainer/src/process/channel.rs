@@ -282,6 +282,11 @@ impl MainReceiver {
             })?;
         match msg {
             Message::HookRequest => Ok(()),
+            // nvbind: the init fails before its hooks (a rootfs it cannot prepare) as it can
+            // fail before it is ready: say why, not "unexpected message".
+            Message::ExecFailed(err) => Err(ChannelError::ExecError(format!(
+                "error in executing process : {err}"
+            ))),
             msg => Err(ChannelError::unexpected("HookRequest", msg)),
         }
     }

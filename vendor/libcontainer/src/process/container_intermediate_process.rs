@@ -207,7 +207,9 @@ pub fn container_intermediate_process(
                 Ok(_) => 0,
                 Err(e) => {
                     tracing::error!("failed to initialize container process: {e}");
-                    if let Err(err) = init_main_sender.exec_failed(e.to_string()) {
+                    // nvbind: the whole chain, not only the outermost error ("failed to
+                    // prepare rootfs" said nothing of which mount or why).
+                    if let Err(err) = init_main_sender.exec_failed(error_chain(&e)) {
                         tracing::error!(?err, "failed sending error to main sender");
                     }
                     if let ContainerType::TenantContainer { exec_notify_fd } = args.container_type {
@@ -579,5 +581,47 @@ mod tests {
         );
         assert!(!cmanager.apply_called());
         Ok(())
+    }
+}
+
+/// nvbind: an error and its sources joined by ": ", as runc prints them; a source whose text
+/// the message already holds (thiserror's "{0}" formats) is not repeated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("failed to prepare rootfs")]
+        Rootfs(#[source] Inner),
+    }
+    #[derive(Debug, thiserror::Error)]
+    enum Inner {
+        #[error("mount error: {0}")]
+        Mount(#[source] std::io::Error),
+    }
+
+    #[test]
+    fn the_chain_is_joined_and_repeats_are_left_out() {
+        let e = Outer::Rootfs(Inner::Mount(std::io::Error::other(
+            "filesystem proc must be mounted on ordinary directory",
+        )));
+        assert_eq!(
+            super::error_chain(&e),
+            "failed to prepare rootfs: mount error: filesystem proc must be mounted on \
+             ordinary directory"
+        );
     }
 }

@@ -679,6 +679,19 @@ impl Mount {
 
             src
         } else {
+            // nvbind: a tmpfs over a directory that exists takes the directory's mode
+            // (setuid, setgid and sticky bits too) unless the options give one, as runc does
+            // (runc#3952); tmpfs's own default is 1777.
+            if typ == Some("tmpfs") && !data_options.iter().any(|o| o.starts_with("mode=")) {
+                if let Ok(existing) = root.resolve(container_dest) {
+                    let fd: OwnedFd = existing.into();
+                    if let Ok(st) = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)) {
+                        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                            data_options.push(format!("mode={:o}", st.st_mode & 0o7777));
+                        }
+                    }
+                }
+            }
             root.mkdir_all(container_dest, &dir_perm)?;
             PathBuf::from(source)
         };

@@ -56,14 +56,20 @@ impl Executor for DefaultExecutor {
 
         if let Some(args) = proc.args() {
             let envs: Vec<String> = proc.env().as_ref().unwrap_or(&vec![]).clone();
-            let path_vars: Vec<&String> = envs.iter().filter(|&e| e.starts_with("PATH=")).collect();
-            if path_vars.is_empty() {
+            // nvbind: a process without PATH runs a program given by its path, as runc's
+            // (exec.LookPath) does; only a bare name needs PATH to be found.
+            let path_var = envs
+                .iter()
+                .find_map(|e| e.strip_prefix("PATH="))
+                .unwrap_or_default();
+            if path_var.is_empty() && !args[0].contains('/') {
                 tracing::error!("PATH environment variable is not set");
-                Err(ExecutorValidationError::ArgValidationError(
-                    "PATH environment variable is not set".into(),
-                ))?;
+                Err(ExecutorValidationError::ArgValidationError(format!(
+                    "executable '{}' not found: PATH is not set; give its full path or set PATH \
+                     in process.env",
+                    args[0]
+                )))?;
             }
-            let path_var = path_vars[0].trim_start_matches("PATH=");
             match get_executable_path(&args[0], path_var) {
                 None => {
                     tracing::error!(

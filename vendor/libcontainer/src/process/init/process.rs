@@ -230,6 +230,38 @@ pub fn container_init_process(
     }
 
     if matches!(args.container_type, ContainerType::InitContainer) {
+        // nvbind: /dev is mounted read-write whatever its options say, so that the device
+        // nodes and symlinks can be made in it; a "ro" in the spec's /dev mount makes it
+        // read-only once they are, as runc's finalizeRootfs does.
+        let dev_ro = ctx.spec.mounts().iter().flatten().any(|m| {
+            m.destination() == Path::new("/dev")
+                && m.options().iter().flatten().any(|o| o == "ro")
+        });
+        if dev_ro {
+            let current_flags = statfs("/dev")
+                .map_err(|err| {
+                    tracing::error!(?err, "failed to statfs /dev to get current mount flags");
+                    InitProcessError::SyscallOther(SyscallError::Nix(err))
+                })?
+                .flags()
+                .bits();
+            ctx.syscall
+                .mount(
+                    None,
+                    Path::new("/dev"),
+                    None,
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_REMOUNT
+                        | MsFlags::MS_BIND
+                        | MsFlags::from_bits_truncate(current_flags),
+                    None,
+                )
+                .map_err(|err| {
+                    tracing::error!(?err, "failed to remount /dev as readonly");
+                    InitProcessError::SyscallOther(err)
+                })?;
+        }
+
         if ctx.rootfs_ro {
             let current_flags = statfs("/")
                 .map_err(|err| {
