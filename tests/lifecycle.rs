@@ -568,6 +568,78 @@ fn recv_fd(stream: &std::os::unix::net::UnixStream) -> OwnedFd {
     panic!("no fd received on the console socket");
 }
 
+/// The notify fd and the message a seccomp agent receives on `listener`.
+fn recv_seccomp(listener: &UnixListener) -> (OwnedFd, Value) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let (stream, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 8192];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    let mut fd = None;
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just installed this descriptor for us.
+            fd = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        }
+    }
+    let n = msg.bytes;
+    let body: Value = serde_json::from_slice(&buf[..n]).unwrap();
+    (fd.expect("no seccomp fd"), body)
+}
+
+#[test]
+fn exec_with_a_notify_profile_sends_the_containers_state_to_the_agent() {
+    // runc's seccomp-notify.bats "runc exec [seccomp] (SCMP_ACT_NOTIFY ...)": the exec'd
+    // process has the container's profile, so its listener fd goes to the agent too, with
+    // the state of the container it joined (libcontainer had none: "container state is
+    // required").
+    let env = Env::new();
+    let b = env.bundle("n", &["sleep", "1000"]);
+    let sock = env.dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    env.edit(&b, |c| {
+        c["process"]["noNewPrivileges"] = json!(true);
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": sock.to_str().unwrap(),
+            "listenerMetadata": "m1",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+        });
+    });
+    let agent = std::thread::spawn(move || {
+        let init = recv_seccomp(&listener);
+        let exec = recv_seccomp(&listener);
+        (init.1, exec.1)
+    });
+    env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "n1"]);
+    let init_pid = env.state("n1")["pid"].as_i64().unwrap();
+    // With the agent's fd closed, the kernel answers mkdir with ENOSYS.
+    let out = env.nvbind(&["exec", "n1", "sh", "-c", "mkdir /tmp/x; echo $?"]);
+    // Before the join: an exec that never reached the agent would leave it waiting.
+    assert!(out.status.success(), "{out:?}");
+    let (init, exec) = agent.join().unwrap();
+    assert_eq!(init["state"]["id"], "n1", "{init}");
+    assert_eq!(init["metadata"], "m1", "{init}");
+    assert_eq!(exec["state"]["id"], "n1", "{exec}");
+    assert_eq!(exec["state"]["status"], "running", "{exec}");
+    assert_eq!(exec["state"]["pid"], init_pid, "{exec}");
+    assert_eq!(exec["metadata"], "m1", "{exec}");
+    assert!(
+        exec["pid"].as_i64().is_some_and(|p| p > 0 && p != init_pid),
+        "{exec}"
+    );
+    env.ok(&["delete", "--force", "n1"]);
+    env.assert_clean();
+}
+
 #[test]
 fn console_socket_receives_a_working_pty() {
     let env = Env::new();

@@ -44,6 +44,8 @@ pub(super) struct ContainerBuilderImpl {
     pub notify_path: PathBuf,
     /// Container state
     pub container: Option<Container>,
+    /// nvbind: see `ContainerArgs::tenant_of`.
+    pub tenant_of: Option<Container>,
     /// File descriptos preserved/passed to the container init process.
     pub preserve_fds: i32,
     /// The runtime's own descriptors, closed in the cloned processes.
@@ -185,6 +187,7 @@ impl ContainerBuilderImpl {
             preserve_fds: self.preserve_fds,
             runtime_fds: self.runtime_fds.clone(),
             container: self.container.to_owned(),
+            tenant_of: self.tenant_of.to_owned(),
             user_ns_config: self.user_ns_config.to_owned(),
             cgroup_config,
             detached: self.detached,

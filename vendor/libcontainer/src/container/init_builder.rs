@@ -141,6 +141,7 @@ impl InitContainerBuilder {
             user_ns_config,
             notify_path,
             container: Some(container.clone()),
+            tenant_of: None,
             preserve_fds: self.base.preserve_fds,
             runtime_fds: self.base.runtime_fds,
             detached: self.detached,

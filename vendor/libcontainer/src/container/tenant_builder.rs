@@ -292,6 +292,7 @@ impl TenantContainerBuilder {
             user_ns_config,
             notify_path: notify_path.clone(),
             container: None,
+            tenant_of: Some(container.clone()),
             preserve_fds: self.base.preserve_fds,
             runtime_fds: self.base.runtime_fds,
             rootfs_hook: None,

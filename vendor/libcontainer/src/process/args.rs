@@ -36,6 +36,9 @@ pub struct ContainerArgs {
     pub runtime_fds: Vec<RawFd>,
     /// Container state
     pub container: Option<Container>,
+    /// nvbind: the container an exec (tenant) joins, for the state a seccomp agent receives
+    /// (SCMP_ACT_NOTIFY); read only, unlike `container`, whose state the create saves.
+    pub tenant_of: Option<Container>,
     /// Options for new namespace creation
     pub user_ns_config: Option<UserNamespaceConfig>,
     /// Cgroup Manager Config

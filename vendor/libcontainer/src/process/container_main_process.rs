@@ -304,15 +304,24 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
             .as_ref()
             .filter(|s| crate::seccomp::is_notify(s))
         {
+            // nvbind: an exec sends the state of the container it joins (runc does), whose
+            // pid is the container's init; it had none and failed "container state is
+            // required".
             let container = container_args
                 .container
                 .as_ref()
+                .or(container_args.tenant_of.as_ref())
                 .ok_or(ProcessError::ContainerStateRequired)?;
 
             // Determine OCI status based on container type (matching runc behavior)
-            let oci_status = match container_args.container_type {
-                ContainerType::InitContainer => oci_spec::runtime::ContainerState::Creating,
-                ContainerType::TenantContainer { .. } => oci_spec::runtime::ContainerState::Running,
+            let (oci_status, state_pid) = match container_args.container_type {
+                ContainerType::InitContainer => {
+                    (oci_spec::runtime::ContainerState::Creating, init_pid.as_raw())
+                }
+                ContainerType::TenantContainer { .. } => (
+                    oci_spec::runtime::ContainerState::Running,
+                    container.pid().map_or(init_pid.as_raw(), |p| p.as_raw()),
+                ),
             };
 
             // Build OCI-compliant ContainerProcessState using builder pattern
@@ -320,7 +329,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
                 .version(OCI_VERSION)
                 .id(container.state.id.clone())
                 .status(oci_status)
-                .pid(init_pid.as_raw())
+                .pid(state_pid)
                 .bundle(container.state.bundle.clone())
                 .annotations(container.state.annotations.clone().unwrap_or_default())
                 .build()
