@@ -91,26 +91,40 @@ fn resolve_cgroups_path(spec: &mut oci_spec::runtime::Spec, id: &str, own: &Path
     linux.set_cgroups_path(Some(Path::new("/").join(own).join(rel)));
 }
 
-/// This process's cgroup, as the cgroup-v1 devices controller (the one libcgroups counts a
-/// cgroup's processes in) or the cgroup2 line of /proc/self/cgroup lists it.
+/// The cgroup a relative cgroupsPath is read under. With v1 controllers (hybrid too) it is
+/// this process's own, as the devices controller (the one libcgroups counts a cgroup's
+/// processes in) lists it. On pure cgroup v2 it is the parent of our own, as runc's fs2 takes
+/// it: our cgroup holds processes (a service, a login scope), and a child made under it cannot
+/// take any: enabling the threaded controllers there turns it into a thread root, and moving
+/// the container's init into the child fails with EOPNOTSUPP (seen in the Debian VMs, from
+/// nvbind-hosts.service).
 fn own_cgroup() -> Result<std::path::PathBuf> {
     let text = fs::read_to_string("/proc/self/cgroup").context("cannot read /proc/self/cgroup")?;
-    Ok(own_cgroup_in(&text).unwrap_or_else(|| "/".into()))
+    let unified = matches!(
+        libcgroups::common::get_cgroup_setup(),
+        Ok(libcgroups::common::CgroupSetup::Unified)
+    );
+    Ok(own_cgroup_in(&text, unified).unwrap_or_else(|| "/".into()))
 }
 
-fn own_cgroup_in(text: &str) -> Option<std::path::PathBuf> {
-    let mut unified = None;
+fn own_cgroup_in(text: &str, unified: bool) -> Option<std::path::PathBuf> {
+    let mut v2 = None;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-        if ctrls.split(',').any(|c| c == "devices") {
+        if !unified && ctrls.split(',').any(|c| c == "devices") {
             return Some(path.into());
         }
         if ctrls.is_empty() {
-            unified = Some(path.into());
+            v2 = Some(Path::new(path));
         }
     }
-    unified
+    let v2 = v2?;
+    Some(if unified {
+        v2.parent().unwrap_or(v2).to_path_buf()
+    } else {
+        v2.to_path_buf()
+    })
 }
 
 /// linux.resources.unified is cgroup v2's key-value form; on a host whose controllers are on
@@ -236,9 +250,17 @@ mod tests {
     #[test]
     fn the_default_and_relative_cgroup_paths_are_under_the_callers_cgroup() {
         let v1 = "12:pids:/a\n5:devices:/user.slice/s\n1:name=systemd:/x\n0::/u\n";
-        assert_eq!(own_cgroup_in(v1).unwrap(), Path::new("/user.slice/s"));
         assert_eq!(
-            own_cgroup_in("0::/init.scope\n").unwrap(),
+            own_cgroup_in(v1, false).unwrap(),
+            Path::new("/user.slice/s")
+        );
+        // Pure v2: the parent of ours (runc's fs2), never a cgroup that holds processes.
+        let v2 = "0::/system.slice/nvbind-hosts.service\n";
+        assert_eq!(own_cgroup_in(v2, true).unwrap(), Path::new("/system.slice"));
+        assert_eq!(own_cgroup_in("0::/\n", true).unwrap(), Path::new("/"));
+        // Hybrid without a devices line: the unified one, as it is.
+        assert_eq!(
+            own_cgroup_in("0::/init.scope\n", false).unwrap(),
             Path::new("/init.scope")
         );
         let path = |spec: &oci_spec::runtime::Spec| {

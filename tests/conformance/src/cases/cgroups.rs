@@ -285,12 +285,17 @@ fn default_path(ctx: &Ctx, r: &mut Results) {
     // that ran the runtime (runc's delete.bats finds it by that name). runc takes the
     // caller's cgroup per v1 controller; nvbind takes the devices controller's for all (one
     // absolute path, so that a later command run from another cgroup finds the same one), so
-    // the case looks at that controller.
+    // the case looks at that controller. On pure cgroup v2 runc (fs2) takes the parent of the
+    // caller's cgroup: the caller's own holds processes, so a child of it could hold none.
     let dev = if cgroup_v2_unified() { "" } else { "devices" };
-    let (theirs, ours) = (
-        c.pid.and_then(|p| host_cgroup_dir(p, dev)),
-        host_cgroup_dir(std::process::id() as i32, dev),
-    );
+    let mut ours = host_cgroup_dir(std::process::id() as i32, dev);
+    if cgroup_v2_unified() {
+        ours = ours.map(|o| match o.parent() {
+            Some(p) if o != Path::new("/sys/fs/cgroup") => p.to_path_buf(),
+            _ => o,
+        });
+    }
+    let theirs = c.pid.and_then(|p| host_cgroup_dir(p, dev));
     r.check(
         "default_path_is_id_under_callers_cgroup",
         theirs.as_ref().is_some_and(|d| {
