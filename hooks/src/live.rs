@@ -376,6 +376,9 @@ pub fn apply(plan: &LivePlan, target: &Target) -> Result<Report, LiveError> {
                 }
                 DeviceCgroup::V2(dir) => {
                     if devbpf::allow(&dir, &plan.rules)? {
+                        if let Some(w) = allow_in_systemd_unit(&dir, &plan.rules) {
+                            warnings.push(w);
+                        }
                         RulesOutcome::Written(dir)
                     } else {
                         RulesOutcome::None
@@ -386,4 +389,60 @@ pub fn apply(plan: &LivePlan, target: &Target) -> Result<Report, LiveError> {
         }
     };
     Ok(Report { rules, warnings })
+}
+
+/// The systemd unit that holds a container's cgroup: the cgroup itself when it is a scope
+/// (runc's and Docker's, containerd's, Podman's `--systemd-cgroup` layout), or its parent
+/// (crun puts the container in a `container` child of the scope). None for cgroupfs layouts.
+pub fn systemd_unit_of(dir: &std::path::Path) -> Option<String> {
+    let name = |p: &std::path::Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let own = name(dir)?;
+    if own.ends_with(".scope") {
+        return Some(own);
+    }
+    name(dir.parent()?).filter(|n| n.ends_with(".scope"))
+}
+
+/// The runtime's systemd driver put the container in a unit whose `DeviceAllow` says what the
+/// spec said (runc: `DevicePolicy=strict`); systemd attaches that list as its own device
+/// program again at every `systemctl daemon-reload`, and a device the hook granted only in
+/// the runtime's program is then denied ("Failed to initialize NVML: Unknown Error", the
+/// NVIDIA toolkit's issues 48 and 251). So the granted devices go into the unit too. Not
+/// fatal (a warning): the container works until the next reload.
+fn allow_in_systemd_unit(
+    dir: &std::path::Path,
+    rules: &[oci_spec::runtime::LinuxDeviceCgroup],
+) -> Option<String> {
+    if !libcgroups::systemd::booted() {
+        return None;
+    }
+    let unit = systemd_unit_of(dir)?;
+    match libcgroups::systemd::add_device_allow(&unit, rules) {
+        Ok(()) => None,
+        Err(e) => Some(format!(
+            "cannot add the devices to the DeviceAllow of systemd unit {unit} ({e}): they are denied again after the next `systemctl daemon-reload`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::systemd_unit_of;
+
+    #[test]
+    fn the_unit_of_a_cgroup() {
+        let unit = |p: &str| systemd_unit_of(Path::new(p));
+        assert_eq!(
+            unit("/sys/fs/cgroup/system.slice/runc-c1.scope").as_deref(),
+            Some("runc-c1.scope")
+        );
+        assert_eq!(
+            unit("/sys/fs/cgroup/machine.slice/libpod-c1.scope/container").as_deref(),
+            Some("libpod-c1.scope")
+        );
+        assert_eq!(unit("/sys/fs/cgroup/docker/c1"), None);
+        assert_eq!(unit("/sys/fs/cgroup/system.slice"), None);
+    }
 }

@@ -164,7 +164,12 @@ impl std::fmt::Display for CreateContainerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "failed to create container: {}", self.0)?;
         if let Some(cleanup_err) = &self.1 {
-            write!(f, ". error during cleanup: {}", cleanup_err)?;
+            // nvbind: a cleanup that failed the same way (the cgroup manager could not be
+            // made, again: systemd unreachable) would only repeat the line
+            let cleanup = cleanup_err.to_string();
+            if !self.0.to_string().ends_with(&cleanup) {
+                write!(f, ". error during cleanup: {}", cleanup)?;
+            }
         }
         Ok(())
     }

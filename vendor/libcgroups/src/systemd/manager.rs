@@ -28,13 +28,17 @@ use crate::systemd::io::Io;
 use crate::systemd::unified::Unified;
 use crate::v2::manager::{Manager as FsManager, V2ManagerError};
 
-const CONNECT_MAX_RETRIES: u32 = 7;
+// nvbind: 3, not 7: each try waits RECV_TIMEOUT_SECS for a systemd that accepted the
+// connection but does not answer a call; connecting itself fails fast (see DbusConnection).
+const CONNECT_MAX_RETRIES: u32 = 3;
 const CONNECT_BASE_DELAY_MS: u64 = 100;
 const CONNECT_JITTER_DIVISOR: u64 = 8; // jitter up to 1/8 of delay (~12.5%)
 
 const CGROUP_CONTROLLERS: &str = "cgroup.controllers";
 const CGROUP_SUBTREE_CONTROL: &str = "cgroup.subtree_control";
 pub const PROCESS_IN_CGROUP_TIMEOUT_DURATION: Duration = Duration::from_secs(5);
+// nvbind: runc waits as long for its StopUnit job
+const UNIT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Manager {
     /// Root path of the cgroup hierarchy e.g. /sys/fs/cgroup
@@ -165,6 +169,10 @@ pub enum SystemdManagerError {
     #[error("in v2 manager: {0}")]
     V2Manager(#[from] V2ManagerError),
 
+    // nvbind
+    #[error("systemd did not stop unit {unit} within 30 s (it is {state})")]
+    UnitStopTimeout { unit: String, state: String },
+
     #[error("Timeout waiting for pid {0} to be added to cgroup")]
     WaitForProcessInCgroupTimeout(String),
 
@@ -184,6 +192,9 @@ pub enum SystemdManagerError {
     #[cfg(feature = "cgroupsv2_devices")]
     #[error(transparent)]
     Devices(#[from] crate::v2::devices::controller::DevicesControllerError),
+    // nvbind: the device rules as DevicePolicy/DeviceAllow
+    #[error(transparent)]
+    DeviceRule(#[from] crate::devices::DeviceRuleError),
     #[error(
         "systemd cgroup flag passed, but systemd support for managing cgroups is not available"
     )]
@@ -542,17 +553,31 @@ impl CgroupManager for Manager {
         tracing::debug!("applying properties {:?}", properties);
         Unified::apply(controller_opt, systemd_version, &mut properties)?;
 
-        if !properties.is_empty() {
+        // nvbind: the device rules as unit properties too (runc's systemd managers set them):
+        // systemd re-applies a unit's own device program at every daemon-reload and
+        // SetUnitProperties, so the unit must allow what the spec allows (injected GPUs
+        // included) or those devices stop working after the next reload. In one call with
+        // the other properties, in order (see devices::properties). `update` skips them
+        // (skip_devices), as runc's does: the unit keeps what create set.
+        let mut ordered: Vec<(&str, Variant)> =
+            properties.iter().map(|(k, v)| (*k, v.clone())).collect();
+        if !controller_opt.skip_devices {
+            ordered.extend(super::devices::properties(
+                controller_opt.resources.devices().as_deref(),
+                systemd_version,
+            )?);
+        }
+
+        if !ordered.is_empty() {
             self.ensure_controllers_attached()?;
             self.client
-                .set_unit_properties(&self.unit_name, &properties)?;
+                .set_unit_properties_list(&self.unit_name, ordered)?;
         }
 
         // nvbind: the device rules were dropped under systemd. As runc's systemd v2 manager
         // does (it calls its fs manager's Set after setting the unit's properties), the
         // unit's cgroup gets the same eBPF device filter as with cgroupfs. systemd leaves a
-        // program it did not attach in place when it changes the unit. (DevicePolicy and
-        // DeviceAllow, which runc also sets, are not set here.)
+        // program it did not attach in place when it changes the unit.
         #[cfg(feature = "cgroupsv2_devices")]
         if !controller_opt.skip_devices {
             crate::v2::devices::Devices::apply_devices(
@@ -566,8 +591,26 @@ impl CgroupManager for Manager {
 
     fn remove(&self) -> Result<(), Self::Error> {
         tracing::debug!("remove {}", self.unit_name);
+        // nvbind: as runc's stopUnit: stop the unit, wait for the stop to finish (StopUnit
+        // only queues a job), and reset it when it failed (a scope whose processes were
+        // killed ends "failed" and stays listed until reset). Otherwise a delete, or the
+        // cleanup of a failed create, returned with the unit still there.
         if self.client.transient_unit_exists(&self.unit_name) {
             self.client.stop_transient_unit(&self.unit_name)?;
+            let start = Instant::now();
+            while let Some(state) = self.client.unit_active_state(&self.unit_name) {
+                if state == "inactive" || state == "failed" {
+                    break;
+                }
+                if start.elapsed() > UNIT_STOP_TIMEOUT {
+                    return Err(SystemdManagerError::UnitStopTimeout {
+                        unit: self.unit_name.clone(),
+                        state,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.client.reset_failed_unit(&self.unit_name);
         }
 
         Ok(())

@@ -20,6 +20,8 @@ pub trait SystemdClient {
 
     fn stop_transient_unit(&self, unit_name: &str) -> Result<(), SystemdClientError>;
 
+    // nvbind: the manager uses DbusConnection::set_unit_properties_list (ordered)
+    #[allow(dead_code)]
     fn set_unit_properties(
         &self,
         unit_name: &str,

@@ -32,6 +32,24 @@ const SYSTEMD_PRIVATE_SOCKET: &str = "/run/systemd/private";
 /// This SO_RCVTIMEO approach is youki's equivalent fix.
 const RECV_TIMEOUT_SECS: i64 = 10;
 
+/// nvbind: how long the server may take to answer the authentication. systemd (or the bus
+/// daemon) answers it from its event loop at once; a listener that accepts and never answers
+/// (a hung or stopped systemd) is reported after this instead of RECV_TIMEOUT_SECS times the
+/// manager's retries.
+const AUTH_TIMEOUT_MS: i64 = 2000;
+
+/// nvbind: a connection error in a few words, for the one-line "cannot reach systemd" error.
+fn short_error(e: &SystemdClientError) -> String {
+    match e {
+        SystemdClientError::DBus(DbusError::Nix(Errno::EAGAIN)) => {
+            format!("no answer within {} s", AUTH_TIMEOUT_MS / 1000)
+        }
+        SystemdClientError::DBus(DbusError::Nix(errno)) => errno.desc().to_string(),
+        SystemdClientError::DBus(e) => e.to_string(),
+        e => e.to_string(),
+    }
+}
+
 /// NOTE that this is meant for a single-threaded use, and concurrent
 /// usage can cause errors, primarily because then the message received over
 /// socket can be out of order and we need to manager buffer and check with message counter
@@ -153,33 +171,33 @@ impl DbusConnection {
     }
 
     pub fn new_system() -> Result<Self> {
-        // Try the standard system bus first (DBUS_SYSTEM_BUS_ADDRESS or well-known path).
-        // and_then chains address lookup + connection so either failure falls through.
-        let standard = get_system_bus_address().and_then(|addr| Self::new(&addr, 0, true));
-        match standard {
-            Ok(conn) => return Ok(conn),
-            Err(ref e) => tracing::debug!("standard system bus unavailable: {}", e),
+        // nvbind: as root, systemd's private socket first (what runc's go-systemd and
+        // systemctl use): it needs no dbus daemon, and a daemon that is down or restarting
+        // cannot stall container creation. The system bus is the fallback (and the only way
+        // for anyone else: /run/systemd/private is root's). Each attempt fails fast (connect
+        // errors at once, an unanswered authentication after AUTH_TIMEOUT), so an unreachable
+        // systemd is one error naming both sockets, not minutes of retries.
+        let mut failures = Vec::new();
+        if nix::unistd::geteuid().is_root() {
+            match Self::new_direct(SYSTEMD_PRIVATE_SOCKET, true) {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    tracing::debug!("systemd private socket {SYSTEMD_PRIVATE_SOCKET}: {e}");
+                    failures.push(format!("{SYSTEMD_PRIVATE_SOCKET}: {}", short_error(&e)));
+                }
+            }
         }
-
-        // Fallback: connect directly to systemd without a dbus daemon (root only).
-        // /run/systemd/private is created by systemd itself and exists even when
-        // dbus-daemon is not installed, e.g. in kind nodes.
-        // Any error from the standard bus (including EACCES) falls through to this path,
-        // matching go-systemd's NewSystemdConnectionContext() behavior.
-        // register() must be skipped because systemd does not implement org.freedesktop.DBus.Hello.
-        if nix::unistd::getuid().is_root() && std::path::Path::new(SYSTEMD_PRIVATE_SOCKET).exists()
-        {
-            tracing::debug!(
-                "falling back to systemd private socket {}",
-                SYSTEMD_PRIVATE_SOCKET
-            );
-            return Self::new_direct(SYSTEMD_PRIVATE_SOCKET, true);
+        match get_system_bus_address() {
+            Ok(addr) => match Self::new(&addr, nix::unistd::geteuid().as_raw(), true) {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    tracing::debug!("system bus {addr}: {e}");
+                    failures.push(format!("{addr}: {}", short_error(&e)));
+                }
+            },
+            Err(e) => failures.push(short_error(&e)),
         }
-
-        Err(DbusError::BusAddressError(
-            "could not connect to system bus or systemd private socket".into(),
-        )
-        .into())
+        Err(DbusError::Unreachable(failures.join("; ")).into())
     }
 
     pub fn new_session() -> Result<Self> {
@@ -205,10 +223,12 @@ impl DbusConnection {
 
         // Set SO_RCVTIMEO so that every recv() on this socket times out instead
         // of blocking indefinitely.  See RECV_TIMEOUT_SECS for rationale.
+        // nvbind: the authentication gets AUTH_TIMEOUT_MS; auth() sets RECV_TIMEOUT_SECS for
+        // the method calls once it has succeeded.
         socket::setsockopt(
             &socket.as_fd(),
             socket::sockopt::ReceiveTimeout,
-            &TimeVal::new(RECV_TIMEOUT_SECS, 0),
+            &TimeVal::new(AUTH_TIMEOUT_MS / 1000, (AUTH_TIMEOUT_MS % 1000) * 1000),
         )?;
 
         Ok(Self {
@@ -222,20 +242,32 @@ impl DbusConnection {
     /// Perform the dbus SASL AUTH EXTERNAL / BEGIN exchange.
     /// Must be called immediately after connect(), before any method calls.
     fn auth(&mut self, uid: u32) -> Result<()> {
-        let mut buf = [0; 64];
-
-        // dbus connection always start with a 0 byte sent as first thing
-        socket::send(self.socket, &[0], socket::MsgFlags::empty())?;
-
-        let msg = format!("AUTH EXTERNAL {}\r\n", uid_to_hex_str(uid));
-
-        // then we send our auth with uid
+        // nvbind: the NUL byte, AUTH and BEGIN go in one write, as sd-bus's own client sends
+        // them (the protocol allows a client to pipeline BEGIN). Sending BEGIN only after the
+        // OK let BEGIN and the first method call reach systemd's private socket in one read
+        // on a slow machine, and systemd then left the call unanswered until the
+        // connection's next event: a 10 s receive timeout, retried up to 7 times (79 s), in
+        // a Debian 12 VM without a dbus daemon.
+        let msg = format!("\0AUTH EXTERNAL {}\r\nBEGIN\r\n", uid_to_hex_str(uid));
         socket::send(self.socket, msg.as_bytes(), socket::MsgFlags::empty())?;
 
-        // we get the reply and check if all went well or not
-        socket::recv(self.socket, &mut buf, socket::MsgFlags::empty())?;
-
-        let reply: Vec<u8> = buf.iter().filter(|v| **v != 0).copied().collect();
+        // The reply is one line ("OK <guid>" or "REJECTED <mechanisms>"); a read may return
+        // part of it.
+        let mut reply = Vec::with_capacity(64);
+        let mut buf = [0; 64];
+        while !reply.ends_with(b"\r\n") && reply.len() < 512 {
+            match socket::recv(self.socket, &mut buf, socket::MsgFlags::empty()) {
+                Ok(0) => {
+                    return Err(DbusError::ConnectionError(
+                        "connection closed during authentication".into(),
+                    )
+                    .into());
+                }
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
 
         // we can use _lossy as we know dbus communication is always ascii
         let reply = String::from_utf8_lossy(&reply);
@@ -244,18 +276,18 @@ impl DbusConnection {
         if !reply.starts_with("OK") {
             return Err(DbusError::AuthenticationErr(format!(
                 "Authentication failed, got message : {}",
-                reply
+                reply.trim_end()
             ))
             .into());
         }
 
-        // we must send the BEGIN before starting any actual communication
-        // we can also send AGREE_UNIX_FD before this if we need to deal with sending/receiving
-        // fds over the connection, but because youki doesn't need it, we can skip that
-        socket::send(
-            self.socket,
-            "BEGIN\r\n".as_bytes(),
-            socket::MsgFlags::empty(),
+        // Set SO_RCVTIMEO so that every recv() on this socket times out instead
+        // of blocking indefinitely.  See RECV_TIMEOUT_SECS for rationale.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.socket) };
+        socket::setsockopt(
+            &fd,
+            socket::sockopt::ReceiveTimeout,
+            &TimeVal::new(RECV_TIMEOUT_SECS, 0),
         )?;
 
         Ok(())
@@ -444,6 +476,40 @@ impl DbusConnection {
 
     fn create_proxy(&self) -> Proxy<'_> {
         self.proxy("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
+    }
+
+    /// nvbind: SetUnitProperties with the properties in this order (a HashMap cannot say
+    /// "reset DeviceAllow, then set it").
+    pub fn set_unit_properties_list(
+        &self,
+        unit_name: &str,
+        properties: Vec<(&str, Variant)>,
+    ) -> Result<()> {
+        let props = properties
+            .into_iter()
+            .map(|(k, v)| Structure::new(k.to_string(), v))
+            .collect();
+        self.create_proxy()
+            .set_unit_properties(unit_name, true, props)
+            .map_err(|err| SystemdClientError::FailedProperties {
+                err: Box::new(err),
+                unit_name: unit_name.into(),
+            })
+    }
+
+    /// nvbind: the unit's ActiveState, None when systemd has no such unit (loaded).
+    pub fn unit_active_state(&self, unit_name: &str) -> Option<String> {
+        let path = self.create_proxy().get_unit(unit_name).ok()?;
+        self.proxy("org.freedesktop.systemd1", &path)
+            .unit_string_property("ActiveState")
+            .ok()
+    }
+
+    /// nvbind: ResetFailedUnit; a unit that is not failed (or gone) is not an error.
+    pub fn reset_failed_unit(&self, unit_name: &str) {
+        if let Err(e) = self.create_proxy().reset_failed_unit(unit_name) {
+            tracing::debug!("reset-failed {unit_name}: {e}");
+        }
     }
 }
 

@@ -241,6 +241,31 @@ impl<'conn> Proxy<'conn> {
             v => panic!("control group expected string variant, got {:?} instead", v),
         }
     }
+    // nvbind: for remove(), as runc's resetFailedUnit
+    pub fn reset_failed_unit(&self, name: &str) -> Result<()> {
+        self.method_call::<_, ()>(
+            "org.freedesktop.systemd1.Manager",
+            "ResetFailedUnit",
+            Some(name.to_string()),
+        )
+    }
+
+    // nvbind: a property of type string of the unit at this proxy's path
+    pub fn unit_string_property(&self, name: &str) -> Result<String> {
+        let t = self.method_call::<_, Variant>(
+            "org.freedesktop.DBus.Properties",
+            "Get",
+            Some(("org.freedesktop.systemd1.Unit".to_string(), name.to_string())),
+        )?;
+        match t {
+            Variant::String(s) => Ok(s),
+            v => Err(DbusError::DeserializationError(format!(
+                "unit property {name}: expected a string, got {v:?}"
+            ))
+            .into()),
+        }
+    }
+
     pub fn attach_process(&self, name: &str, cgroup: &str, pid: u32) -> Result<()> {
         self.method_call::<_, ()>(
             "org.freedesktop.systemd1.Manager",

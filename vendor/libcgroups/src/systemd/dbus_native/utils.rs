@@ -40,6 +40,9 @@ pub enum DbusError {
     MethodCallErr(String),
     #[error("dbus bus address error: {0}")]
     BusAddressError(String),
+    // nvbind: neither systemd's private socket nor the system bus answered
+    #[error("cannot reach systemd ({0}); is systemd PID 1? Without systemd, leave out --systemd-cgroup (the cgroupfs driver)")]
+    Unreachable(String),
     #[error("dbus busctl error")]
     BusctlError(String),
     #[error("could not parse uid from busctl: {0}")]
