@@ -142,8 +142,12 @@ struct DirLib {
     is_link: bool,
 }
 
+/// The ELF reading of each file already read in this update, by (device, inode): a soname
+/// link and the file it names are the same file, read once.
+type ElfSeen = std::collections::HashMap<(u64, u64), Option<elf::ElfLib>>;
+
 /// ldconfig's `search_dir` for one directory: the libraries to index, one per soname.
-fn scan_dir(root: &Root, dir: &Path) -> Vec<DirLib> {
+fn scan_dir(root: &Root, dir: &Path, seen: &mut ElfSeen) -> Vec<DirLib> {
     let Ok(mut entries) = root.read_dir(dir) else {
         return Vec::new();
     };
@@ -169,11 +173,14 @@ fn scan_dir(root: &Root, dir: &Path) -> Vec<DirLib> {
         let Ok(file) = root.open_read(&path) else {
             continue;
         };
-        match file.metadata() {
-            Ok(m) if m.is_file() => {}
+        let id = match file.metadata() {
+            Ok(m) if m.is_file() => {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            }
             _ => continue,
-        }
-        let Some(lib) = elf::read(&file) else {
+        };
+        let Some(lib) = seen.entry(id).or_insert_with(|| elf::read(&file)).clone() else {
             continue;
         };
         let Some(flags) = elf::cache_flags(&lib) else {
@@ -290,8 +297,9 @@ pub fn update(root: &Root, req: &LdRequest) -> Result<LdReport, LdsoError> {
     }
     let mut entries = Vec::new();
     let mut links = 0;
+    let mut seen = ElfSeen::new();
     for (dir, _) in &dirs {
-        for lib in scan_dir(root, dir) {
+        for lib in scan_dir(root, dir, &mut seen) {
             if link_soname(root, dir, &lib) {
                 links += 1;
             }
