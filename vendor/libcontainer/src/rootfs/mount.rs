@@ -1,6 +1,6 @@
 use std::fs::{Permissions, canonicalize};
 use std::io::{BufRead, BufReader, ErrorKind};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -638,65 +638,76 @@ impl Mount {
         }
 
         let root = Root::open(rootfs)?;
-        // nvbind: resolve symlinks in the destination inside the rootfs first (runc:
-        // securejoin), so a destination under a dangling symlink is created at the symlink's
-        // target inside the rootfs; pathrs' mkdir_all refuses dangling symlinks outright.
-        let resolved_dest = resolve_in_root(rootfs, m.destination());
-        let container_dest = resolved_dest.as_path();
-
         let source = m.source().as_ref().ok_or(MountError::NoSource)?;
         let dir_perm = Permissions::from_mode(0o755);
-        let src = if is_bind(m) {
-            let src = canonicalize(source).map_err(|err| {
+        let (src, src_is_dir) = if is_bind(m) {
+            let (src, is_dir) = canonical_source(source).map_err(|err| {
                 tracing::error!("failed to canonicalize {:?}: {}", source, err);
                 err
             })?;
-
-            if src.is_dir() {
-                root.mkdir_all(container_dest, &dir_perm)?;
-            } else {
-                let parent = container_dest
-                    .parent()
-                    .ok_or(MountError::Custom("destination has no parent".to_string()))?;
-                root.mkdir_all(parent, &dir_perm)?;
-
-                match root.create_file(
-                    container_dest,
-                    OpenFlags::O_EXCL
-                        | OpenFlags::O_CREAT
-                        | OpenFlags::O_NOFOLLOW
-                        | OpenFlags::O_CLOEXEC,
-                    &Permissions::from_mode(0o644),
-                ) {
-                    Ok(_) => Ok(()),
-                    // If we get here, the file is already present, so continue.
-                    Err(create_err) => root
-                        .resolve(container_dest)
-                        .map(|_| ())
-                        .map_err(|_| create_err),
-                }?;
-            };
-
-            src
+            (src, is_dir)
         } else {
-            // nvbind: a tmpfs over a directory that exists takes the directory's mode
-            // (setuid, setgid and sticky bits too) unless the options give one, as runc does
-            // (runc#3952); tmpfs's own default is 1777.
-            if typ == Some("tmpfs") && !data_options.iter().any(|o| o.starts_with("mode=")) {
-                if let Ok(existing) = root.resolve(container_dest) {
-                    let fd: OwnedFd = existing.into();
-                    if let Ok(st) = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)) {
-                        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                            data_options.push(format!("mode={:o}", st.st_mode & 0o7777));
-                        }
+            (PathBuf::from(source), true)
+        };
+        // nvbind: a destination that already exists in the rootfs (symlinks followed inside
+        // it) is used as it is; a missing file whose parent directory exists is created in it
+        // directly. pathrs' mkdir_all and create_file check each step through procfs (about
+        // 40 syscalls a mount), which only matters for the directories they create; anything
+        // else takes the pathrs path below, with its errors.
+        let existing = existing_destination(&root, m.destination(), src_is_dir);
+        // nvbind: resolve symlinks in the destination inside the rootfs first (runc:
+        // securejoin), so a destination under a dangling symlink is created at the symlink's
+        // target inside the rootfs; pathrs' mkdir_all refuses dangling symlinks outright.
+        let resolved_dest = match existing {
+            Some(_) => m.destination().clone(),
+            None => resolve_in_root(rootfs, m.destination()),
+        };
+        let container_dest = resolved_dest.as_path();
+
+        // nvbind: a tmpfs over a directory that exists takes the directory's mode
+        // (setuid, setgid and sticky bits too) unless the options give one, as runc does
+        // (runc#3952); tmpfs's own default is 1777.
+        if typ == Some("tmpfs") && !data_options.iter().any(|o| o.starts_with("mode=")) {
+            if let Some(fd) = &existing {
+                if let Ok(st) = nix::sys::stat::fstat(fd.as_raw_fd()) {
+                    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                        data_options.push(format!("mode={:o}", st.st_mode & 0o7777));
                     }
                 }
             }
-            root.mkdir_all(container_dest, &dir_perm)?;
-            PathBuf::from(source)
-        };
+        }
 
-        let dest: OwnedFd = root.resolve(container_dest)?.into();
+        if existing.is_some() {
+            // nvbind: nothing to make.
+        } else if src_is_dir {
+            root.mkdir_all(container_dest, &dir_perm)?;
+        } else if !create_in_existing_parent(&root, container_dest) {
+            let parent = container_dest
+                .parent()
+                .ok_or(MountError::Custom("destination has no parent".to_string()))?;
+            root.mkdir_all(parent, &dir_perm)?;
+
+            match root.create_file(
+                container_dest,
+                OpenFlags::O_EXCL
+                    | OpenFlags::O_CREAT
+                    | OpenFlags::O_NOFOLLOW
+                    | OpenFlags::O_CLOEXEC,
+                &Permissions::from_mode(0o644),
+            ) {
+                Ok(_) => Ok(()),
+                // If we get here, the file is already present, so continue.
+                Err(create_err) => root
+                    .resolve(container_dest)
+                    .map(|_| ())
+                    .map_err(|_| create_err),
+            }?;
+        }
+
+        let dest: OwnedFd = match existing {
+            Some(fd) => fd,
+            None => root.resolve(container_dest)?.into(),
+        };
         let dest_fd = dest.as_fd();
 
         // fd-based mount flow:
@@ -1122,6 +1133,68 @@ impl Mount {
 /// pathrs-scoped operations that follow (which still refuse anything escaping the root), so a
 /// race here can make a mount fail but not escape. On an unexpected error the path is returned
 /// unchanged and pathrs decides.
+/// nvbind: what `canonicalize(source)` and `is_dir()` give, in three syscalls instead of one
+/// readlink per path component and a stat: the source opened `O_PATH` (every symlink
+/// followed, as realpath follows them) and its path read back from procfs. Errors are
+/// canonicalize's (the open's); std's canonicalize is used when procfs cannot tell.
+fn canonical_source(source: &Path) -> std::io::Result<(PathBuf, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(source)?;
+    let is_dir = f.metadata()?.is_dir();
+    match fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())) {
+        Ok(p) if p.is_absolute() && fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir() == is_dir) => {
+            Ok((p, is_dir))
+        }
+        _ => Ok((canonicalize(source)?, is_dir)),
+    }
+}
+
+/// nvbind: `dest` resolved in the rootfs when it already exists, and is a directory if
+/// `want_dir`; what `mkdir_all` (for a directory) or `create_file` + `resolve` (for a file)
+/// would end with, without their procfs checks.
+fn existing_destination(root: &Root, dest: &Path, want_dir: bool) -> Option<OwnedFd> {
+    let fd: OwnedFd = root.resolve(dest).ok()?.into();
+    if want_dir {
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return None;
+        }
+    }
+    Some(fd)
+}
+
+/// nvbind: creates the file `dest` (0644, as `create_file` would) in its parent directory when
+/// that exists in the rootfs; false when it does not, or on any error (the caller then takes
+/// the pathrs path, which reports it). An `EEXIST` counts as created, as in the caller.
+fn create_in_existing_parent(root: &Root, dest: &Path) -> bool {
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return false;
+    };
+    let Ok(dir) = root.resolve(parent) else {
+        return false;
+    };
+    let dir: OwnedFd = dir.into();
+    match nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_EXCL
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    ) {
+        Ok(fd) => {
+            let _ = nix::unistd::close(fd);
+            true
+        }
+        Err(Errno::EEXIST) => true,
+        Err(_) => false,
+    }
+}
+
 fn resolve_in_root(rootfs: &Path, path: &Path) -> PathBuf {
     use std::collections::VecDeque;
     use std::ffi::OsString;
@@ -1809,6 +1882,45 @@ mod tests {
         assert_eq!(r("/real/up/dir/x"), PathBuf::from("/real/dir/x"));
         assert_eq!(r("/climb"), PathBuf::from("/real/dir"));
         assert_eq!(r("/../../new"), PathBuf::from("/new"));
+        Ok(())
+    }
+
+    // nvbind
+    #[test]
+    fn test_fast_destination_paths() -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir()?;
+        let rootfs = tmp.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("usr/lib"))?;
+        fs::write(rootfs.join("usr/lib/present.so"), b"")?;
+        std::os::unix::fs::symlink("/usr/lib", rootfs.join("lib"))?;
+        let root = Root::open(&rootfs).unwrap();
+        let ino = |fd: &OwnedFd| nix::sys::stat::fstat(fd.as_raw_fd()).unwrap().st_ino;
+        // An existing file, also through a symlink inside the rootfs; a directory only when
+        // one is wanted.
+        let f = existing_destination(&root, Path::new("/lib/present.so"), false).unwrap();
+        assert_eq!(ino(&f), fs::metadata(rootfs.join("usr/lib/present.so"))?.ino());
+        assert!(existing_destination(&root, Path::new("/usr/lib/present.so"), true).is_none());
+        assert!(existing_destination(&root, Path::new("/usr/lib"), true).is_some());
+        assert!(existing_destination(&root, Path::new("/usr/lib/missing.so"), false).is_none());
+        // A file is made in an existing parent (0644 less the umask), never above the rootfs.
+        assert!(create_in_existing_parent(&root, Path::new("/usr/lib/new.so")));
+        assert!(rootfs.join("usr/lib/new.so").is_file());
+        assert!(create_in_existing_parent(&root, Path::new("/usr/lib/new.so")), "EEXIST");
+        assert!(create_in_existing_parent(&root, Path::new("/../../escaped.so")));
+        assert!(rootfs.join("escaped.so").is_file());
+        assert!(!tmp.path().join("escaped.so").exists());
+        assert!(!create_in_existing_parent(&root, Path::new("/no/such/dir/x.so")));
+        // canonical_source (a host path): realpath's answer and whether it is a directory.
+        std::os::unix::fs::symlink("usr/lib", rootfs.join("rel"))?;
+        let (p, dir) = canonical_source(&rootfs.join("rel/present.so"))?;
+        assert_eq!(p, fs::canonicalize(rootfs.join("usr/lib/present.so"))?);
+        assert!(!dir);
+        let (p, dir) = canonical_source(&rootfs.join("rel"))?;
+        assert_eq!(p, fs::canonicalize(rootfs.join("usr/lib"))?);
+        assert!(dir);
+        let err = canonical_source(&rootfs.join("missing")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
         Ok(())
     }
 }
