@@ -641,6 +641,39 @@ fn exec_with_a_notify_profile_sends_the_containers_state_to_the_agent() {
 }
 
 #[test]
+fn a_syscall_newer_than_the_profile_gets_enosys() {
+    // runc's seccomp.bats "-ENOSYS handling", with its own test program and profile (in
+    // tests/runc-integration): a default-EPERM profile, syscall 1000 must see ENOSYS (runc's
+    // stub), named syscalls their rules; the program exits non-zero on any difference.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/runc-integration/upstream/tests/integration/testdata");
+    let env = Env::new();
+    let b = env.bundle("e", &["/seccomp_test"]);
+    let out = std::process::Command::new("gcc")
+        .args(["-static", "-o"])
+        .arg(b.join("rootfs/seccomp_test"))
+        .arg(data.join("seccomp_syscall_test1.c"))
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        // gcc and a static libc are the suite's packages (scripts/runc-integration installs them)
+        _ => return,
+    }
+    let profile: Value =
+        serde_json::from_slice(&fs::read(data.join("seccomp_syscall_test1.json")).unwrap())
+            .unwrap();
+    env.edit(&b, |c| c["linux"]["seccomp"] = profile);
+    let out = env.nvbind(&["run", "-b", b.to_str().unwrap(), "e1"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.assert_clean();
+}
+
+#[test]
 fn console_socket_receives_a_working_pty() {
     let env = Env::new();
     let b = env.bundle("tty", &["sh"]);

@@ -308,6 +308,7 @@ pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
     // Ref: https://man7.org/linux/man-pages/man2/seccomp.2.html
     ctx.load()
         .map_err(|err| SeccompError::LoadContext { source: err })?;
+    load_enosys_stub(seccomp);
 
     let fd = if is_notify(seccomp) {
         Some(
@@ -319,6 +320,119 @@ pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
     };
 
     Ok(fd)
+}
+
+/// nvbind: runc 1.1 answers a syscall newer than every syscall the profile names with ENOSYS
+/// rather than the default action's errno (its patchbpf stub), so that a program probing for
+/// a new syscall (clone3, faccessat2, ...) falls back to the old one instead of failing on
+/// EPERM. runc prepends the stub to libseccomp's program; here it is a second filter loaded
+/// after the profile's, which the kernel runs too: for a number above the profile's highest on
+/// the native architecture it returns ERRNO(ENOSYS), which wins over the profile's ERRNO
+/// default (same precedence, newer filter), and ALLOW otherwise, which leaves the profile's
+/// verdict. Like runc, not for a default that allows (ALLOW, LOG) or already says ENOSYS. A
+/// KILL or TRAP default still wins (runc's stub answers ENOSYS there too); other
+/// architectures and x32 numbers are left to the profile. A profile that denies seccomp(2)
+/// itself keeps its default answer (the stub cannot be loaded; logged).
+fn load_enosys_stub(seccomp: &LinuxSeccomp) {
+    let Some(program) = enosys_stub(seccomp) else {
+        return;
+    };
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    let tsync = seccomp
+        .flags()
+        .iter()
+        .flatten()
+        .any(|f| *f == LinuxSeccompFilterFlag::SeccompFilterFlagTsync);
+    let flags: libc::c_ulong = if tsync { 1 } else { 0 }; // SECCOMP_FILTER_FLAG_TSYNC
+    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        tracing::warn!(
+            err = ?std::io::Error::last_os_error(),
+            "cannot load the ENOSYS stub filter: syscalls newer than the profile get its default action"
+        );
+    }
+}
+
+/// The stub's program for the native architecture, or None when there is nothing to do.
+fn enosys_stub(seccomp: &LinuxSeccomp) -> Option<Vec<libc::sock_filter>> {
+    if matches!(
+        seccomp.default_action(),
+        LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog
+    ) || seccomp.default_errno_ret() == Some(libc::ENOSYS as u32)
+    {
+        return None;
+    }
+    let arch = audit_arch(ScmpArch::native())?;
+    let last = seccomp
+        .syscalls()
+        .iter()
+        .flatten()
+        .flat_map(|s| s.names())
+        .filter_map(|name| ScmpSyscall::from_name(name).ok())
+        .map(|sc| sc.as_raw_syscall())
+        .filter(|nr| *nr >= 0)
+        .max()?;
+    Some(stub_program(arch, last as u32))
+}
+
+/// AUDIT_ARCH_* of the 64-bit architectures the stub knows (runc's list, less the 32-bit
+/// compat ones).
+fn audit_arch(arch: ScmpArch) -> Option<u32> {
+    Some(match arch {
+        ScmpArch::X8664 => 0xC000_003E,
+        ScmpArch::Aarch64 => 0xC000_00B7,
+        ScmpArch::Ppc64Le => 0xC000_0015,
+        ScmpArch::S390X => 0x8000_0016,
+        ScmpArch::Riscv64 => 0xC000_00F3,
+        _ => return None,
+    })
+}
+
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+
+fn stub_program(arch: u32, last: u32) -> Vec<libc::sock_filter> {
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGT: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
+    const JSET: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+    const RET: u16 = 0x06; // BPF_RET | BPF_K
+    const ERRNO_ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32; // SECCOMP_RET_ERRNO
+    const ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
+    let x32 = arch == AUDIT_ARCH_X86_64;
+    let skip = if x32 { 1 } else { 0 };
+    let mut p = vec![
+        stmt(LD_W_ABS, 4),                  // seccomp_data.arch
+        jump(JEQ, arch, 0, 3 + skip),       // another arch: allow
+        stmt(LD_W_ABS, 0),                  // seccomp_data.nr
+    ];
+    if x32 {
+        p.push(jump(JSET, X32_SYSCALL_BIT, 2, 0)); // an x32 number: allow
+    }
+    p.extend([
+        jump(JGT, last, 0, 1), // not newer than the profile: allow
+        stmt(RET, ERRNO_ENOSYS),
+        stmt(RET, ALLOW),
+    ]);
+    p
 }
 
 pub fn is_notify(seccomp: &LinuxSeccomp) -> bool {
@@ -562,4 +676,67 @@ mod tests {
 
         Ok(())
     }
+
+    /// Runs the stub's few opcodes over (arch, nr).
+    fn run_stub(p: &[libc::sock_filter], arch: u32, nr: u32) -> u32 {
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = p[pc];
+            let (taken, jumped) = match i.code {
+                0x20 => {
+                    acc = if i.k == 4 { arch } else { nr };
+                    (false, false)
+                }
+                0x15 => (acc == i.k, true),
+                0x25 => (acc > i.k, true),
+                0x45 => (acc & i.k != 0, true),
+                0x06 => return i.k,
+                c => panic!("opcode {c:#x}"),
+            };
+            pc += 1;
+            if jumped {
+                pc += if taken { i.jt } else { i.jf } as usize;
+            }
+        }
+    }
+
+    #[test]
+    fn enosys_stub_answers_only_numbers_above_the_profiles_last() {
+        const ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+        const ALLOW: u32 = 0x7fff_0000;
+        for arch in [AUDIT_ARCH_X86_64, 0xC000_00B7] {
+            let p = super::stub_program(arch, 435);
+            assert_eq!(run_stub(&p, arch, 1000), ENOSYS);
+            assert_eq!(run_stub(&p, arch, 436), ENOSYS);
+            assert_eq!(run_stub(&p, arch, 435), ALLOW);
+            assert_eq!(run_stub(&p, arch, 0), ALLOW);
+            // Another architecture is the profile's business.
+            assert_eq!(run_stub(&p, 0x4000_0003, 1000), ALLOW);
+        }
+        // x32 numbers (with the x32 bit) are left to the profile on x86_64.
+        let p = super::stub_program(AUDIT_ARCH_X86_64, 435);
+        assert_eq!(run_stub(&p, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | 1), ALLOW);
+    }
+
+    #[test]
+    fn enosys_stub_only_where_runc_adds_one() {
+        let profile = |default: LinuxSeccompAction, errno: Option<u32>| {
+            LinuxSeccompBuilder::default()
+                .default_action(default)
+                .default_errno_ret(errno.unwrap_or(1))
+                .syscalls(vec![LinuxSyscallBuilder::default()
+                    .names(vec!["getcwd".to_string(), "mkdir".to_string()])
+                    .action(LinuxSeccompAction::ScmpActAllow)
+                    .build()
+                    .unwrap()])
+                .build()
+                .unwrap()
+        };
+        assert!(super::enosys_stub(&profile(LinuxSeccompAction::ScmpActErrno, None)).is_some());
+        assert!(super::enosys_stub(&profile(LinuxSeccompAction::ScmpActAllow, None)).is_none());
+        assert!(super::enosys_stub(&profile(LinuxSeccompAction::ScmpActLog, None)).is_none());
+        let enosys = Some(libc::ENOSYS as u32);
+        assert!(super::enosys_stub(&profile(LinuxSeccompAction::ScmpActErrno, enosys)).is_none());
+    }
+
 }
