@@ -37,6 +37,8 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
     check_unified_resources(&bundle.spec)?;
     if !ctx.systemd_cgroup {
         resolve_cgroups_path(&mut bundle.spec, &opts.id, &own_cgroup()?);
+    } else {
+        default_systemd_unit(&mut bundle.spec, &opts.id);
     }
 
     // Two creates of one ID race on libcontainer's exists-then-mkdir; serialising the build
@@ -89,6 +91,17 @@ fn resolve_cgroups_path(spec: &mut oci_spec::runtime::Spec, id: &str, own: &Path
     };
     let own = own.strip_prefix("/").unwrap_or(own);
     linux.set_cgroups_path(Some(Path::new("/").join(own).join(rel)));
+}
+
+/// runc's systemd driver names the scope of a container without linux.cgroupsPath
+/// `runc-ID.scope` (":runc:ID"); libcontainer's default would be `youki-ID.scope`, a name
+/// nobody running nvbind would look for in `systemctl list-units`.
+fn default_systemd_unit(spec: &mut oci_spec::runtime::Spec, id: &str) {
+    if let Some(linux) = spec.linux_mut() {
+        if linux.cgroups_path().is_none() {
+            linux.set_cgroups_path(Some(format!(":nvbind:{id}").into()));
+        }
+    }
 }
 
 /// The cgroup a relative cgroupsPath is read under. With v1 controllers (hybrid too) it is
@@ -284,5 +297,11 @@ mod tests {
         // An absolute path is the spec's own.
         resolve_cgroups_path(&mut spec, "ct", Path::new("/elsewhere"));
         assert_eq!(path(&spec), Path::new("/user.slice/s/pod/ct"));
+        // The systemd driver's default is a scope of nvbind's name; a given path stays.
+        default_systemd_unit(&mut spec, "ct");
+        assert_eq!(path(&spec), Path::new("/user.slice/s/pod/ct"));
+        spec.linux_mut().as_mut().unwrap().set_cgroups_path(None);
+        default_systemd_unit(&mut spec, "ct");
+        assert_eq!(path(&spec), Path::new(":nvbind:ct"));
     }
 }
