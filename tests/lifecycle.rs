@@ -545,36 +545,15 @@ fn resources_in_config_are_applied() {
     env.assert_clean();
 }
 
-/// Receives one fd sent with SCM_RIGHTS on a connected unix stream.
-fn recv_fd(stream: &std::os::unix::net::UnixStream) -> OwnedFd {
+/// One message on a connected unix stream into `buf`: its length and the fd it carried with
+/// SCM_RIGHTS, if any.
+fn recv_with_fd(
+    stream: &std::os::unix::net::UnixStream,
+    buf: &mut [u8],
+) -> (usize, Option<OwnedFd>) {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     use std::os::fd::AsRawFd;
-    let mut buf = [0u8; 4096];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::empty(),
-    )
-    .unwrap();
-    for c in msg.cmsgs().unwrap() {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY: the kernel just installed this descriptor for us.
-            return unsafe { OwnedFd::from_raw_fd(fds[0]) };
-        }
-    }
-    panic!("no fd received on the console socket");
-}
-
-/// The notify fd and the message a seccomp agent receives on `listener`.
-fn recv_seccomp(listener: &UnixListener) -> (OwnedFd, Value) {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::os::fd::AsRawFd;
-    let (stream, _) = listener.accept().unwrap();
-    let mut buf = [0u8; 8192];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut iov = [std::io::IoSliceMut::new(buf)];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let msg = recvmsg::<()>(
         stream.as_raw_fd(),
@@ -590,7 +569,22 @@ fn recv_seccomp(listener: &UnixListener) -> (OwnedFd, Value) {
             fd = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
         }
     }
-    let n = msg.bytes;
+    (msg.bytes, fd)
+}
+
+/// Receives one fd sent with SCM_RIGHTS on a connected unix stream.
+fn recv_fd(stream: &std::os::unix::net::UnixStream) -> OwnedFd {
+    let mut buf = [0u8; 4096];
+    recv_with_fd(stream, &mut buf)
+        .1
+        .expect("no fd received on the console socket")
+}
+
+/// The notify fd and the message a seccomp agent receives on `listener`.
+fn recv_seccomp(listener: &UnixListener) -> (OwnedFd, Value) {
+    let (stream, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 8192];
+    let (n, fd) = recv_with_fd(&stream, &mut buf);
     let body: Value = serde_json::from_slice(&buf[..n]).unwrap();
     (fd.expect("no seccomp fd"), body)
 }
