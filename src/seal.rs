@@ -119,7 +119,7 @@ pub fn ensure_sealed(scratch_dir: &Path) -> Result<Sealed, SealError> {
     if std::env::var_os(DISABLE_VAR).is_some_and(|v| v == "1") {
         return Ok(Sealed::Disabled);
     }
-    if on_read_only_mount(&exe) && in_initial_user_ns() {
+    if read_only_install(&exe) {
         return Ok(Sealed::ReadOnlyMount);
     }
     let copy = match overlay_copy(&exe, scratch_dir) {
@@ -144,7 +144,7 @@ pub fn probe(scratch_dir: &Path) -> Result<Sealed, SealError> {
         return Ok(Sealed::Disabled);
     }
     let exe = File::open("/proc/self/exe").map_err(SealError::OpenExe)?;
-    if on_read_only_mount(&exe) && in_initial_user_ns() {
+    if read_only_install(&exe) {
         return Ok(Sealed::ReadOnlyMount);
     }
     let overlay = match overlay_copy(&exe, scratch_dir) {
@@ -168,20 +168,23 @@ pub fn probe(scratch_dir: &Path) -> Result<Sealed, SealError> {
 fn sealed_kind(exe: &File) -> Option<Sealed> {
     let fd = exe.as_raw_fd();
     let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    let mut vfs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: both calls fill their buffer on success; each is read only then.
+    // SAFETY: fstatfs fills the buffer on success; it is read only then.
     if unsafe { libc::fstatfs(fd, st.as_mut_ptr()) } == 0
-        && unsafe { libc::fstatvfs(fd, vfs.as_mut_ptr()) } == 0
+        // SAFETY: initialised by the successful call above.
+        && unsafe { st.assume_init() }.f_type == libc::OVERLAYFS_SUPER_MAGIC
+        && on_read_only_mount(exe)
     {
-        // SAFETY: initialised by the successful calls above.
-        let (st, vfs) = unsafe { (st.assume_init(), vfs.assume_init()) };
-        if st.f_type == libc::OVERLAYFS_SUPER_MAGIC && vfs.f_flag & libc::ST_RDONLY != 0 {
-            return Some(Sealed::Overlay);
-        }
+        return Some(Sealed::Overlay);
     }
     // SAFETY: F_GET_SEALS takes no argument; on a file that is not a memfd it fails (EINVAL).
     let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
     (seals >= 0 && seals & BASE_SEALS == BASE_SEALS).then_some(Sealed::Memfd)
+}
+
+/// A binary that its /proc/PID/exe link cannot be used to rewrite, with no copy: on a
+/// read-only mount, and this process is in the initial user namespace (see the module's doc).
+fn read_only_install(exe: &File) -> bool {
+    on_read_only_mount(exe) && in_initial_user_ns()
 }
 
 /// Whether `f` is on a mount (or a filesystem) that refuses every write: opening it for
