@@ -204,6 +204,19 @@ fn extra(ctx: &Ctx, r: &mut Results) {
     r.eq("fifo_created", f["type"].as_str(), Some("p"));
 }
 
+/// A device cgroup rule for /dev/cfuse (c 10:229).
+fn fuse_rule(allow: bool, access: &str) -> serde_json::Value {
+    json!({ "allow": allow, "type": "c", "major": 10, "minor": 229, "access": access })
+}
+
+/// Appends `rule` to the bundle's linux.resources.devices.
+fn push_rule(b: &mut crate::harness::Bundle, rule: serde_json::Value) {
+    b.config["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .expect("device rules")
+        .push(rule);
+}
+
 fn cgroup(ctx: &Ctx, r: &mut Results) {
     let fuse = json!({ "path": "/dev/cfuse", "type": "c", "major": 10, "minor": 229,
                        "fileMode": 0o666 });
@@ -224,13 +237,7 @@ fn cgroup(ctx: &Ctx, r: &mut Results) {
     let checks = &["openr:/dev/cfuse", "openw:/dev/cfuse"];
     if let Some(run) = run_probe(ctx, r, cases, checks, |b| {
         b.config["linux"]["devices"] = json!([fuse.clone()]);
-        b.config["linux"]["resources"]["devices"]
-            .as_array_mut()
-            .expect("device rules")
-            .push(
-                json!({ "allow": true, "type": "c", "major": 10, "minor": 229,
-                          "access": "r" }),
-            );
+        push_rule(b, fuse_rule(true, "r"));
     }) {
         let rd = chk(&run.report, "openr:/dev/cfuse");
         let enoent = Some(libc::ENOENT as i64);
@@ -249,14 +256,8 @@ fn cgroup(ctx: &Ctx, r: &mut Results) {
         let rules = b.config["linux"]["resources"]["devices"]
             .as_array_mut()
             .expect("device rules");
-        rules.push(
-            json!({ "allow": true, "type": "c", "major": 10, "minor": 229,
-                           "access": "rwm" }),
-        );
-        rules.push(
-            json!({ "allow": false, "type": "c", "major": 10, "minor": 229,
-                           "access": "rwm" }),
-        );
+        rules.push(fuse_rule(true, "rwm"));
+        rules.push(fuse_rule(false, "rwm"));
     }) {
         r.eq(case, errno_of(chk(&run.report, "openr:/dev/cfuse")), eperm);
     }
@@ -265,13 +266,7 @@ fn cgroup(ctx: &Ctx, r: &mut Results) {
     let case = "unknown_access_letters_ignored";
     if let Some(run) = run_probe(ctx, r, &[case], checks, |b| {
         b.config["linux"]["devices"] = json!([fuse.clone()]);
-        b.config["linux"]["resources"]["devices"]
-            .as_array_mut()
-            .expect("device rules")
-            .push(
-                json!({ "allow": true, "type": "c", "major": 10, "minor": 229,
-                          "access": "ra" }),
-            );
+        push_rule(b, fuse_rule(true, "ra"));
     }) {
         let rd = chk(&run.report, "openr:/dev/cfuse");
         let wr = chk(&run.report, "openw:/dev/cfuse");
