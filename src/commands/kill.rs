@@ -1,6 +1,7 @@
 use anyhow::{Context, Result};
 use libcgroups::common::CgroupManager as _;
 use libcontainer::container::ContainerStatus;
+use libcontainer::error::LibcontainerError;
 use libcontainer::signal::Signal;
 use nix::errno::Errno;
 use nix::unistd::Pid;
@@ -41,9 +42,16 @@ pub fn run(args: &KillArgs, ctx: &Ctx) -> Result<()> {
         return probe(&container, args.all, ctx)
             .with_context(|| format!("cannot signal container {:?}", args.id));
     };
-    container
-        .kill(signal, args.all)
-        .with_context(|| format!("cannot signal container {:?}", args.id))
+    match container.kill(signal, args.all) {
+        // libcontainer looks at the init again before signalling it: one that ended since
+        // `ensure` (a load test's kill racing the container's exit) gets the same refusal as
+        // one that had ended before, not libcontainer's "incompatible container status".
+        Err(e @ LibcontainerError::IncorrectStatus(_)) => {
+            ensure(&container, Action::Kill { all: args.all })?;
+            Err(e).with_context(|| format!("cannot signal container {:?}", args.id))
+        }
+        r => r.with_context(|| format!("cannot signal container {:?}", args.id)),
+    }
 }
 
 /// `kill ID 0`: succeeds when the init exists; with --all, checks each process of the
