@@ -146,8 +146,47 @@ fn resources_from_file(path: &PathBuf) -> Result<LinuxResources> {
         text =
             fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     }
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not an OCI linux.resources object", path.display()))
+    let r: LinuxResources = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an OCI linux.resources object", path.display()))?;
+    Ok(zero_means_unchanged(r))
+}
+
+/// A resources file as runc's `update --resources` reads it: a zero is "leave as it is" (runc
+/// decodes into Go values where absent and 0 are one, and its cgroup managers write only what is
+/// non-zero), and kernel memory is ignored (runc 1.1 warns; cgroup v2 has none). Engines count on
+/// it: Docker 20.10's `docker update --memory 128m` sends `"reservation": 0, "kernel": 0` and
+/// zero CPU values beside the limit, which libcgroups refused ("invalid memory reservation value:
+/// 0" from the systemd driver) or would write (a memory.max of 0).
+fn zero_means_unchanged(mut r: LinuxResources) -> LinuxResources {
+    fn nz<T: Default + PartialEq>(v: Option<T>) -> Option<T> {
+        v.filter(|v| *v != T::default())
+    }
+    if let Some(m) = r.memory_mut() {
+        m.set_limit(nz(m.limit()));
+        m.set_reservation(nz(m.reservation()));
+        m.set_swap(nz(m.swap()));
+        #[allow(deprecated)]
+        {
+            m.set_kernel(None);
+            m.set_kernel_tcp(None);
+        }
+    }
+    if let Some(c) = r.cpu_mut() {
+        c.set_shares(nz(c.shares()));
+        c.set_quota(nz(c.quota()));
+        c.set_period(nz(c.period()));
+        c.set_realtime_period(nz(c.realtime_period()));
+        c.set_realtime_runtime(nz(c.realtime_runtime()));
+        c.set_cpus(nz(c.cpus().clone()));
+        c.set_mems(nz(c.mems().clone()));
+    }
+    if r.pids().is_some_and(|p| p.limit() == 0) {
+        r.set_pids(None);
+    }
+    if let Some(b) = r.block_io_mut() {
+        b.set_weight(nz(b.weight()));
+    }
+    r
 }
 
 pub fn run(args: &UpdateArgs, ctx: &Ctx) -> Result<()> {
@@ -183,6 +222,46 @@ mod tests {
         assert_eq!(parse_bytes("-1").unwrap(), -1);
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("99999999999999t").is_err());
+    }
+
+    /// What Docker 20.10's `docker update --memory 128m --memory-swap 256m` hands the runtime
+    /// (zeros for every value not given): only the limit and the swap are left to apply.
+    #[test]
+    fn zeros_in_a_resources_file_leave_the_values_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        fs::write(
+            &path,
+            r#"{"memory":{"limit":134217728,"reservation":0,"swap":268435456,"kernel":0},
+                "cpu":{"shares":0,"quota":0,"period":0,"realtimeRuntime":0,"realtimePeriod":0,
+                "cpus":"","mems":""},"pids":{"limit":0},"blockIO":{"weight":0}}"#,
+        )
+        .unwrap();
+        let r = resources_from_file(&path).unwrap();
+        let m = r.memory().unwrap();
+        assert_eq!(
+            (m.limit(), m.reservation(), m.swap()),
+            (Some(134217728), None, Some(268435456))
+        );
+        #[allow(deprecated)]
+        let kernel = m.kernel();
+        assert_eq!(kernel, None);
+        let c = r.cpu().clone().unwrap();
+        assert_eq!(c, LinuxCpuBuilder::default().build().unwrap());
+        assert!(r.pids().is_none());
+        assert_eq!(r.block_io().as_ref().and_then(|b| b.weight()), None);
+        // Values that mean something stay: -1 (unlimited) and real numbers.
+        fs::write(
+            &path,
+            r#"{"memory":{"limit":-1,"reservation":1048576},"cpu":{"quota":-1,"cpus":"0"},"pids":{"limit":-1}}"#,
+        )
+        .unwrap();
+        let r = resources_from_file(&path).unwrap();
+        let m = r.memory().unwrap();
+        assert_eq!((m.limit(), m.reservation()), (Some(-1), Some(1048576)));
+        let c = r.cpu().clone().unwrap();
+        assert_eq!((c.quota(), c.cpus().as_deref()), (Some(-1), Some("0")));
+        assert_eq!(r.pids().unwrap().limit(), -1);
     }
 
     /// runc's spellings (issue 15, update.bats): `--memory -1` is unlimited, not an unknown
