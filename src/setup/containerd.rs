@@ -86,6 +86,15 @@ impl Engine for Containerd {
 
         let shown = format!("plugins.\"{plugin}\".containerd");
         let cri = table_at(doc.as_table_mut(), "", &["plugins", plugin, "containerd"])?;
+        // The cgroup driver of the runc handler, which the kubelet's must match (kubeadm sets
+        // `SystemdCgroup = true` on systemd hosts): a handler without it would put pods in
+        // cgroupfs paths under a systemd kubelet.
+        let runc_systemd = cri
+            .get("runtimes")
+            .and_then(|r| r.get("runc"))
+            .and_then(|r| r.get("options"))
+            .and_then(|o| o.get("SystemdCgroup"))
+            .and_then(Item::as_bool);
         if reg.default && cri.get("default_runtime_name").and_then(Item::as_str) != Some(&reg.name)
         {
             cri["default_runtime_name"] = value(reg.name.as_str());
@@ -105,6 +114,12 @@ impl Engine for Containerd {
         if options.get("BinaryName").and_then(Item::as_str) != Some(&path) {
             options["BinaryName"] = value(path.as_str());
             changed = true;
+        }
+        if let Some(systemd) = runc_systemd {
+            if !options.contains_key("SystemdCgroup") {
+                options["SystemdCgroup"] = value(systemd);
+                changed = true;
+            }
         }
         options.set_implicit(false);
         // containerd replaces (not merges) its built-in `runtimes` map with the one in the file:
@@ -208,6 +223,22 @@ mod tests {
         let mine = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\nSystemdCgroup = true\n";
         let out = Containerd.merge(Some(mine), &reg(false)).unwrap().unwrap();
         assert!(out.contains("SystemdCgroup = true"), "{out}");
+        // ... and nvbind's handler gets runc's cgroup driver, which the kubelet's matches.
+        let doc: toml_edit::DocumentMut = out.parse().unwrap();
+        let runtimes = &doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+        assert_eq!(
+            runtimes["nvbind"]["options"]["SystemdCgroup"].as_bool(),
+            Some(true),
+            "{out}"
+        );
+        assert_eq!(
+            Containerd.merge(Some(&out), &reg(false)).unwrap(),
+            None,
+            "a second run changes nothing"
+        );
+        // Without a driver on runc's handler, none is written on ours (containerd's default).
+        let out = Containerd.merge(None, &reg(false)).unwrap().unwrap();
+        assert!(!out.contains("SystemdCgroup"), "{out}");
         // Another default runtime: not ours to fix.
         let other = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"kata\"\n";
         let out = Containerd.merge(Some(other), &reg(false)).unwrap().unwrap();
