@@ -236,7 +236,10 @@ fn a_cgroup_that_is_not_the_containers_own_is_refused() {
     let b = env.bundle("b", &["true"]);
     env.edit(&b, |c| c["linux"]["cgroupsPath"] = json!(shared));
     let err = env.fails(&["create", "-b", b.to_str().unwrap(), "b"]);
-    assert!(err.contains("already holds 1 process"), "{err}");
+    assert!(
+        err.contains("container's cgroup is not empty: 1 process(es) found"),
+        "{err}"
+    );
     for bad in ["/", "/..", ""] {
         env.edit(&b, |c| c["linux"]["cgroupsPath"] = json!(bad));
         let err = env.fails(&["create", "-b", b.to_str().unwrap(), "b"]);

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::PathBuf;
@@ -58,6 +58,10 @@ pub struct ExecArgs {
     /// Exec into a paused container too (the process starts frozen, and runs on resume)
     #[arg(long)]
     pub ignore_paused: bool,
+    /// Run the process in a sub-cgroup of the container's, which must exist: PATH for every
+    /// hierarchy, or CONTROLLER[,CONTROLLER]:PATH per cgroup v1 controller (repeatable)
+    #[arg(long = "cgroup", value_name = "[CONTROLLER:]PATH")]
+    pub cgroup: Vec<String>,
     /// The --process object, read before main closes inherited descriptors
     #[arg(skip)]
     pub process_copy: Option<OwnedFd>,
@@ -130,7 +134,40 @@ fn with_runc_defaults(text: &[u8]) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(&v)?)
 }
 
+/// runc's `--cgroup` arguments as sub-cgroup paths by controller ("" for every hierarchy): a
+/// bare PATH only alone, `a,b:PATH` for each controller named.
+fn sub_cgroup_paths(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut paths = BTreeMap::new();
+    for arg in args {
+        match arg.split_once(':') {
+            None if args.len() == 1 => {
+                paths.insert(String::new(), arg.clone());
+            }
+            None => bail!(
+                "invalid --cgroup argument: {arg} (missing <controller>: prefix; a PATH for \
+                 every controller can only be given alone)"
+            ),
+            Some((_, path)) if path.contains(':') => {
+                bail!("invalid --cgroup argument: {arg} (give [CONTROLLER[,CONTROLLER]:]PATH)")
+            }
+            Some((controllers, path)) => {
+                for controller in controllers.split(',') {
+                    if controller.is_empty() {
+                        bail!(
+                            "invalid --cgroup argument: {arg} (an empty controller name; give \
+                             CONTROLLER[,CONTROLLER]:PATH)"
+                        );
+                    }
+                    paths.insert(controller.to_string(), path.to_string());
+                }
+            }
+        }
+    }
+    Ok(paths)
+}
+
 pub fn run(args: &ExecArgs, ctx: &Ctx) -> Result<u8> {
+    let sub_cgroups = sub_cgroup_paths(&args.cgroup)?;
     let container = ctx.load(&args.id)?;
     // runc's --ignore-paused: the process joins the frozen cgroup and runs on resume.
     if !(args.ignore_paused && container.status() == ContainerStatus::Paused) {
@@ -181,6 +218,7 @@ pub fn run(args: &ExecArgs, ctx: &Ctx) -> Result<u8> {
         .with_group(args.user.and_then(|(_, g)| g))
         .with_capabilities(args.cap.clone())
         .with_ignore_paused(args.ignore_paused)
+        .with_sub_cgroups(sub_cgroups)
         .build()
         .with_context(|| format!("cannot exec in container {:?}", args.id))?;
     if args.detach {
@@ -229,5 +267,35 @@ mod tests {
         assert_eq!((p.user().uid(), p.user().gid()), (7, 8));
         assert!(with_runc_defaults(b"[1]").is_err());
         assert!(with_runc_defaults(br#"{"args": 5, "cwd": "/"}"#).is_err());
+    }
+
+    #[test]
+    fn cgroup_arguments_as_runc_reads_them() {
+        let s = |v: &[&str]| sub_cgroup_paths(&v.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        let m = |v: &[(&str, &str)]| -> BTreeMap<String, String> {
+            v.iter()
+                .map(|(k, p)| (k.to_string(), p.to_string()))
+                .collect()
+        };
+        assert_eq!(s(&[]).unwrap(), m(&[]));
+        assert_eq!(s(&["sub"]).unwrap(), m(&[("", "sub")]));
+        assert_eq!(
+            s(&["memory:submem", "cpu,cpuacct:subcpu"]).unwrap(),
+            m(&[
+                ("memory", "submem"),
+                ("cpu", "subcpu"),
+                ("cpuacct", "subcpu")
+            ])
+        );
+        for bad in [
+            &["a", "b"][..],
+            &["memory:x", "y"],
+            &["a:b:c"],
+            &[":x"],
+            &["cpu,:x"],
+        ] {
+            let e = s(bad).unwrap_err().to_string();
+            assert!(e.starts_with("invalid --cgroup argument: "), "{bad:?}: {e}");
+        }
     }
 }

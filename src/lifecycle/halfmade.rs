@@ -109,11 +109,12 @@ impl Intent {
         // A cgroup that does not exist (the usual case) lists nothing.
         let pids = manager.get_all_pids().unwrap_or_default();
         if !pids.is_empty() {
+            // runc's words (1.2 refuses too; 1.1 warned with them, announcing the refusal).
             anyhow::bail!(
-                "the cgroup {} (linux.cgroupsPath) already holds {} process(es); give the \
-                 container a cgroup of its own",
-                cgroup_path.display(),
-                pids.len()
+                "container's cgroup is not empty: {} process(es) found in {} \
+                 (linux.cgroupsPath); give the container a cgroup of its own",
+                pids.len(),
+                cgroup_path.display()
             );
         }
         Ok(())

@@ -693,9 +693,15 @@ def cmd_report(a: argparse.Namespace) -> int:
         L.append("")
     L.append("## Deliberate differences")
     L.append("")
-    L.append("Tests nvbind fails on purpose, each with its reason and the option that gives "
-             "runc's behaviour: none.")
+    # The rows of expected-failures.tsv whose symptom starts "deliberate:".
+    deliberate = [k for k in nv_only if k in expected and expected[k][1].startswith("deliberate")]
+    L.append("Tests nvbind fails on purpose, each with its reason (expected-failures.tsv rows "
+             "whose symptom starts \"deliberate:\")" + (": none." if not deliberate else ":"))
     L.append("")
+    for k in deliberate:
+        L.append(f"- `{md(k[0])}`: {md(k[1])}: {md(expected[k][1].removeprefix('deliberate: '))}")
+    if deliberate:
+        L.append("")
     L.append("## Every test")
     L.append("")
     L.append(f"| test | {ref['label']} | {cand['label']} | why |")

@@ -119,6 +119,19 @@ impl CgroupManager for AnyCgroupManager {
 }
 
 impl AnyCgroupManager {
+    /// nvbind: the directories a process joins to be in the sub-cgroups `subs` of this
+    /// cgroup (see `crate::sub_cgroups`): one per hierarchy, each existing or not.
+    pub fn sub_cgroup_dirs(
+        &self,
+        subs: &crate::sub_cgroups::SubCgroupPaths,
+    ) -> Result<Vec<PathBuf>, crate::sub_cgroups::SubCgroupError> {
+        match self {
+            AnyCgroupManager::Systemd(m) => m.sub_cgroup_dirs(subs),
+            AnyCgroupManager::V1(m) => m.sub_cgroup_dirs(subs),
+            AnyCgroupManager::V2(m) => m.sub_cgroup_dirs(subs),
+        }
+    }
+
     /// Marks the cgroup manager as operating in a rootless environment.
     ///
     /// Only affects the v2 manager.

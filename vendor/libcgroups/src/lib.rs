@@ -17,6 +17,8 @@ pub mod common;
 #[cfg(any(feature = "cgroupsv2_devices", feature = "v1"))]
 pub mod devices;
 pub mod stats;
+// nvbind: runc's `exec --cgroup` (sub-cgroups a process joins, never creates).
+pub mod sub_cgroups;
 #[cfg(feature = "systemd")]
 pub mod systemd;
 #[cfg(not(feature = "systemd"))]

@@ -489,6 +489,14 @@ impl Manager {
         Ok(())
     }
 
+    /// nvbind: see `AnyCgroupManager::sub_cgroup_dirs`.
+    pub fn sub_cgroup_dirs(
+        &self,
+        subs: &crate::sub_cgroups::SubCgroupPaths,
+    ) -> Result<Vec<PathBuf>, crate::sub_cgroups::SubCgroupError> {
+        crate::sub_cgroups::unified_dirs(&self.full_path, subs)
+    }
+
     pub fn any(self) -> AnyCgroupManager {
         AnyCgroupManager::Systemd(Box::new(self))
     }

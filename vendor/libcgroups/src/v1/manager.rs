@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -180,6 +180,56 @@ impl Manager {
         Ok(required_controllers)
     }
 
+    /// nvbind: see `AnyCgroupManager::sub_cgroup_dirs`. Controllers not named in `subs` take
+    /// the "" entry, or stay in the container's cgroup; controllers mounted together (often
+    /// cpu and cpuacct) are one hierarchy, so naming one of them moves the process in both,
+    /// and naming them with different sub-cgroups is refused (the last write would win).
+    pub fn sub_cgroup_dirs(
+        &self,
+        subs: &crate::sub_cgroups::SubCgroupPaths,
+    ) -> Result<Vec<PathBuf>, crate::sub_cgroups::SubCgroupError> {
+        use crate::sub_cgroups::{SubCgroupError, join_sub};
+        let name_of = |c: &CtrlType| c.to_string();
+        if let Some(unknown) = subs
+            .keys()
+            .find(|k| !k.is_empty() && !self.subsystems.keys().any(|c| name_of(c) == **k))
+        {
+            let mut known: Vec<String> = self.subsystems.keys().map(name_of).collect();
+            known.sort();
+            return Err(SubCgroupError::UnknownController {
+                controller: unknown.clone(),
+                known: format!("this host's cgroup v1 controllers are {}", known.join(", ")),
+            });
+        }
+        let mut ctrls: Vec<&CtrlType> = self.subsystems.keys().collect();
+        ctrls.sort_by_key(|c| name_of(c));
+        // base dir (one per hierarchy) -> (controller that named a sub-cgroup, the sub-cgroup)
+        let mut chosen: BTreeMap<&PathBuf, Option<(String, &PathBuf)>> = BTreeMap::new();
+        for ctrl in ctrls {
+            let entry = chosen.entry(&self.subsystems[ctrl]).or_insert(None);
+            if let Some(sub) = subs.get(&name_of(ctrl)) {
+                match entry {
+                    Some((first, other)) if *other != sub => {
+                        return Err(SubCgroupError::SharedHierarchy {
+                            first: first.clone(),
+                            second: name_of(ctrl),
+                        });
+                    }
+                    _ => *entry = Some((name_of(ctrl), sub)),
+                }
+            }
+        }
+        let all = subs.get("");
+        let mut dirs: Vec<PathBuf> = chosen
+            .into_iter()
+            .map(|(base, named)| join_sub(base, named.map(|(_, sub)| sub).or(all)))
+            .collect();
+        if let Some(unified) = &self.hybrid_unified {
+            dirs.push(join_sub(unified, all));
+        }
+        Ok(dirs)
+    }
+
     pub fn any(self) -> AnyCgroupManager {
         AnyCgroupManager::V1(self)
     }
@@ -314,5 +364,69 @@ impl CgroupManager for Manager {
         }
 
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sub_cgroups::{SubCgroupError, SubCgroupPaths};
+
+    // nvbind: runc's `exec --cgroup` on a host where cpu and cpuacct share a hierarchy.
+    fn manager() -> Manager {
+        let c = Path::new("/sys/fs/cgroup");
+        Manager {
+            subsystems: HashMap::from([
+                (CtrlType::Memory, c.join("memory/ct")),
+                (CtrlType::Cpu, c.join("cpu,cpuacct/ct")),
+                (CtrlType::CpuAcct, c.join("cpu,cpuacct/ct")),
+            ]),
+            hybrid_unified: Some(c.join("unified/ct")),
+        }
+    }
+
+    fn subs(pairs: &[(&str, &str)]) -> SubCgroupPaths {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), PathBuf::from(v)))
+            .collect()
+    }
+
+    #[test]
+    fn sub_cgroups_per_controller_and_for_all() {
+        let m = manager();
+        let c = Path::new("/sys/fs/cgroup");
+        assert_eq!(
+            m.sub_cgroup_dirs(&subs(&[("memory", "m")])).unwrap(),
+            vec![c.join("cpu,cpuacct/ct"), c.join("memory/ct/m"), c.join("unified/ct")]
+        );
+        // Naming cpu moves the process in the hierarchy cpuacct shares.
+        assert_eq!(
+            m.sub_cgroup_dirs(&subs(&[("cpu", "s"), ("memory", "m")])).unwrap(),
+            vec![c.join("cpu,cpuacct/ct/s"), c.join("memory/ct/m"), c.join("unified/ct")]
+        );
+        assert_eq!(
+            m.sub_cgroup_dirs(&subs(&[("", "x")])).unwrap(),
+            vec![c.join("cpu,cpuacct/ct/x"), c.join("memory/ct/x"), c.join("unified/ct/x")]
+        );
+        assert_eq!(
+            m.sub_cgroup_dirs(&subs(&[("", "")])).unwrap(),
+            vec![c.join("cpu,cpuacct/ct"), c.join("memory/ct"), c.join("unified/ct")]
+        );
+    }
+
+    #[test]
+    fn bad_sub_cgroups_are_refused() {
+        let m = manager();
+        let e = m.sub_cgroup_dirs(&subs(&[("whaaat", "/")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown controller whaaat for a sub-cgroup; this host's cgroup v1 controllers are \
+             cpu, cpuacct, memory"
+        );
+        let e = m
+            .sub_cgroup_dirs(&subs(&[("cpu", "a"), ("cpuacct", "b")]))
+            .unwrap_err();
+        assert!(matches!(e, SubCgroupError::SharedHierarchy { .. }), "{e}");
     }
 }

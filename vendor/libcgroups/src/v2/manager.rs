@@ -197,6 +197,14 @@ impl Manager {
         }
     }
 
+    /// nvbind: see `AnyCgroupManager::sub_cgroup_dirs`.
+    pub fn sub_cgroup_dirs(
+        &self,
+        subs: &crate::sub_cgroups::SubCgroupPaths,
+    ) -> Result<Vec<PathBuf>, crate::sub_cgroups::SubCgroupError> {
+        crate::sub_cgroups::unified_dirs(&self.full_path, subs)
+    }
+
     pub fn any(self) -> AnyCgroupManager {
         AnyCgroupManager::V2(self)
     }

@@ -67,7 +67,8 @@ pub(super) struct ContainerBuilderImpl {
     // Indicate if the init process should be a sibling of the main process.
     pub as_sibling: bool,
     // Run the process in an (existing) sub-cgroup(s)
-    pub sub_cgroup_path: Option<String>,
+    /// nvbind: sub-cgroups an exec joins (runc's `exec --cgroup`), by controller ("": all).
+    pub sub_cgroup_paths: std::collections::BTreeMap<String, String>,
     // Asm process label for the process commonly used with selinux.
     // TODO: youki does not support selinux yet
     #[allow(dead_code)]
@@ -99,21 +100,23 @@ impl ContainerBuilderImpl {
     fn run_container(&mut self) -> Result<Pid, LibcontainerError> {
         let linux = self.spec.linux().as_ref().ok_or(MissingSpecError::Linux)?;
         let base_cgroups_path = utils::get_cgroup_path(linux.cgroups_path(), &self.container_id);
-        let mut final_cgroups_path = base_cgroups_path;
+        let final_cgroups_path = base_cgroups_path;
 
-        if let Some(sub_cgroup_path) = &self.sub_cgroup_path
-            && sub_cgroup_path != "/"
-        {
-            let potential_path = final_cgroups_path.join(sub_cgroup_path);
-            let normalized = potential_path.normalize();
-
-            if !normalized.starts_with(&final_cgroups_path) {
+        // nvbind: checked here, before anything is started, as runc checks them; joined by
+        // the intermediate process, which creates none of them.
+        let mut sub_cgroups = libcgroups::sub_cgroups::SubCgroupPaths::new();
+        for (controller, sub_cgroup_path) in &self.sub_cgroup_paths {
+            // runc's path.Join: a leading / is still under the container's cgroup.
+            let normalized = final_cgroups_path
+                .join(sub_cgroup_path.trim_start_matches('/'))
+                .normalize();
+            let Ok(relative) = normalized.strip_prefix(&final_cgroups_path) else {
                 return Err(LibcontainerError::OtherCgroup(format!(
                     "{} is not a sub cgroup path",
                     sub_cgroup_path
                 )));
-            }
-            final_cgroups_path = normalized;
+            };
+            sub_cgroups.insert(controller.clone(), relative.to_path_buf());
         }
 
         let cgroup_config = libcgroups::common::CgroupConfig {
@@ -190,6 +193,7 @@ impl ContainerBuilderImpl {
             tenant_of: self.tenant_of.to_owned(),
             user_ns_config: self.user_ns_config.to_owned(),
             cgroup_config,
+            sub_cgroups,
             detached: self.detached,
             executor: self.executor.clone(),
             rootfs_hook: self.rootfs_hook.clone(),

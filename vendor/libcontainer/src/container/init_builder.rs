@@ -152,7 +152,7 @@ impl InitContainerBuilder {
             stdout: self.base.stdout,
             stderr: self.base.stderr,
             as_sibling: self.as_sibling,
-            sub_cgroup_path: None,
+            sub_cgroup_paths: Default::default(),
             process_label: None,
         };
 

@@ -59,7 +59,8 @@ pub struct TenantContainerBuilder {
     ignore_paused: bool,
     // nvbind: `exec -t` (a process given as a file keeps its own `terminal`)
     tty: bool,
-    sub_cgroup: Option<String>,
+    // nvbind: runc's `exec --cgroup`: "" for every hierarchy, or a v1 controller's name.
+    sub_cgroups: std::collections::BTreeMap<String, String>,
     process_label: Option<String>,
     apparmor: Option<String>,
 }
@@ -159,7 +160,7 @@ impl TenantContainerBuilder {
             group: None,
             ignore_paused: false,
             tty: false,
-            sub_cgroup: None,
+            sub_cgroups: Default::default(),
             process_label: None,
             apparmor: None,
         }
@@ -238,7 +239,14 @@ impl TenantContainerBuilder {
     }
 
     pub fn with_sub_cgroup(mut self, sub_cgroup: Option<String>) -> Self {
-        self.sub_cgroup = sub_cgroup;
+        self.sub_cgroups = sub_cgroup.map(|s| (String::new(), s)).into_iter().collect();
+        self
+    }
+
+    /// nvbind: runc's `exec --cgroup`, several: sub-cgroups of the container's cgroup (which
+    /// must exist) keyed by cgroup v1 controller, or by "" for every hierarchy.
+    pub fn with_sub_cgroups(mut self, sub_cgroups: std::collections::BTreeMap<String, String>) -> Self {
+        self.sub_cgroups = sub_cgroups;
         self
     }
 
@@ -303,7 +311,7 @@ impl TenantContainerBuilder {
             stdout: self.base.stdout,
             stderr: self.base.stderr,
             as_sibling: self.as_sibling,
-            sub_cgroup_path: self.sub_cgroup,
+            sub_cgroup_paths: self.sub_cgroups,
             process_label: self.process_label,
         };
 

@@ -43,6 +43,9 @@ pub struct ContainerArgs {
     pub user_ns_config: Option<UserNamespaceConfig>,
     /// Cgroup Manager Config
     pub cgroup_config: CgroupConfig,
+    /// nvbind: sub-cgroups of `cgroup_config`'s cgroup an exec joins instead (checked: relative,
+    /// no `..`); empty: the cgroup itself.
+    pub sub_cgroups: libcgroups::sub_cgroups::SubCgroupPaths,
     /// If the container is to be run in detached mode
     pub detached: bool,
     /// Manage the functions that actually run on the container

@@ -95,12 +95,22 @@ pub fn container_intermediate_process(
     // In addition this needs to be done before we enter the cgroup namespace as
     // the cgroup of the process will form the root of the cgroup hierarchy in
     // the cgroup namespace.
-    apply_cgroups(
-        &cgroup_manager,
-        linux.resources().as_ref(),
-        matches!(args.container_type, ContainerType::InitContainer),
-        rootless,
-    )?;
+    if args.sub_cgroups.is_empty() {
+        apply_cgroups(
+            &cgroup_manager,
+            linux.resources().as_ref(),
+            matches!(args.container_type, ContainerType::InitContainer),
+            rootless,
+        )?;
+    } else {
+        // nvbind: runc's `exec --cgroup`: sub-cgroups that must exist; a failure to join one
+        // fails the exec, rootless or not (the caller asked for that cgroup).
+        let dirs = cgroup_manager
+            .sub_cgroup_dirs(&args.sub_cgroups)
+            .map_err(|e| IntermediateProcessError::Cgroup(e.to_string()))?;
+        libcgroups::sub_cgroups::join(&dirs, getpid())
+            .map_err(|e| IntermediateProcessError::Cgroup(e.to_string()))?;
+    }
 
     // setting CPU affinity for tenant container after cgroup move
     if matches!(args.container_type, ContainerType::TenantContainer { .. }) {

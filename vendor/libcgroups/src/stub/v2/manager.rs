@@ -9,6 +9,13 @@ pub enum V2ManagerError {
 pub struct Manager {}
 
 impl Manager {
+    pub fn sub_cgroup_dirs(
+        &self,
+        _subs: &crate::sub_cgroups::SubCgroupPaths,
+    ) -> Result<Vec<std::path::PathBuf>, crate::sub_cgroups::SubCgroupError> {
+        Err(crate::sub_cgroups::SubCgroupError::NotEnabled)
+    }
+
     pub fn any(self) -> AnyCgroupManager {
         crate::common::AnyCgroupManager::V2(self)
     }
