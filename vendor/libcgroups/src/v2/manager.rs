@@ -287,8 +287,19 @@ impl CgroupManager for Manager {
 
     fn stats(&self) -> Result<Stats, Self::Error> {
         let mut stats = Stats::default();
+        // nvbind: only the controllers enabled for this cgroup have their files; in a
+        // delegated subtree (user@UID.service: cpu, memory, pids) hugetlb and io are absent.
+        // cpu.stat is a core file of every cgroup. runc skips the missing files the same way.
+        let enabled = fs::read_to_string(self.full_path.join("cgroup.controllers"))
+            .unwrap_or_default();
+        let enabled: Vec<&str> = enabled.split_whitespace().collect();
 
         for subsystem in CONTROLLER_TYPES {
+            if *subsystem != ControllerType::Cpu
+                && !enabled.contains(&subsystem.to_string().as_str())
+            {
+                continue;
+            }
             match subsystem {
                 ControllerType::Cpu => stats.cpu = Cpu::stats(&self.full_path)?,
                 ControllerType::HugeTlb => stats.hugetlb = HugeTlb::stats(&self.full_path)?,
