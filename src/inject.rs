@@ -68,11 +68,15 @@ pub fn inject(spec: &Spec, dirs: &[PathBuf]) -> Result<Option<Injected>> {
     for w in &resolution.warnings {
         tracing::warn!("{w}");
     }
+    let gids = std::mem::take(&mut resolution.edits.additional_gids);
+    resolution.edits.additional_gids = crate::rootless::container_gids(spec, &gids);
     let steps =
         steps::take(&mut resolution.edits).context("cannot inject the requested devices")?;
-    let injected = resolution
+    let nodes = resolution.edits.device_nodes.clone();
+    let mut injected = resolution
         .apply(spec, &RealHost)
         .context("cannot inject the requested devices")?;
+    crate::rootless::bind_device_nodes(&mut injected, &nodes)?;
     crate::bundle::check_injected(&injected)?;
     Ok(Some(Injected {
         spec: injected,

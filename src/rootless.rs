@@ -25,6 +25,24 @@ pub fn unprivileged() -> bool {
     !geteuid().is_root()
 }
 
+/// `--rootless auto`, as runc decides where its state goes (shouldHonorXDGRuntimeDir): an
+/// unprivileged caller, or root inside a user namespace that another user made (rootless
+/// Podman's conmon runs the runtime so, with that user's XDG_RUNTIME_DIR and USER), unless
+/// USER says root. There, /run/nvbind belongs to the host's root and cannot be written.
+pub fn auto() -> bool {
+    let in_userns = libcontainer::utils::is_in_new_userns().unwrap_or(false);
+    auto_for(
+        geteuid().as_raw(),
+        in_userns,
+        std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| !d.is_empty()),
+        std::env::var("USER").ok().as_deref(),
+    )
+}
+
+fn auto_for(euid: u32, in_userns: bool, xdg_runtime_dir: bool, user: Option<&str>) -> bool {
+    euid != 0 || (in_userns && xdg_runtime_dir && user != Some("root"))
+}
+
 /// $XDG_RUNTIME_DIR/nvbind, or /tmp/nvbind-UID where there is no (usable) XDG_RUNTIME_DIR.
 pub fn default_root() -> PathBuf {
     root_for(std::env::var_os("XDG_RUNTIME_DIR"), geteuid().as_raw())
@@ -65,8 +83,10 @@ pub fn check_root_owner(root: &Path) -> Result<()> {
 
 /// Refuses, for an unprivileged caller, a spec the kernel would refuse half-way through the
 /// create: no user namespace, ID mappings the user may not write, supplementary groups, or
-/// resource limits without a cgroup the user can write.
-pub fn check_spec(spec: &Spec, id: &str) -> Result<()> {
+/// resource limits without a cgroup the user can write. With the systemd driver the user's
+/// own manager makes the cgroup (a scope in its delegated subtree) and applies the limits as
+/// unit properties, so no cgroup path of ours is checked then.
+pub fn check_spec(spec: &Spec, id: &str, systemd: bool) -> Result<()> {
     if !unprivileged() {
         return Ok(());
     }
@@ -104,7 +124,7 @@ pub fn check_spec(spec: &Spec, id: &str) -> Result<()> {
             let cgroups_path = linux
                 .and_then(|l| l.cgroups_path().clone())
                 .unwrap_or_else(|| PathBuf::from(format!(":youki:{id}")));
-            if let Some(why) = limits_unavailable(&cgroups_path, field) {
+            if let Some(why) = limits_unavailable(&cgroups_path, field, systemd) {
                 bail!(why);
             }
         }
@@ -112,11 +132,120 @@ pub fn check_spec(spec: &Spec, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// CDI's additionalGids name host groups (a device node's group). In a user namespace, the
+/// spec's own or the one the runtime runs in (rootless Podman's), a host gid is whatever the
+/// namespace maps it to, and one it does not map cannot be given at all (setgroups fails with
+/// EINVAL, or is denied). Such a group reaches the container only as one the caller already
+/// has: the init keeps the caller's groups when no setgroups runs, so it is left out (logged).
+pub fn container_gids(spec: &Spec, host_gids: &[u32]) -> Vec<u32> {
+    if host_gids.is_empty() {
+        return Vec::new();
+    }
+    let linux = spec.linux().as_ref();
+    let spec_ns = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|ns| ns.iter().find(|n| n.typ() == LinuxNamespaceType::User));
+    let map: Vec<(u32, u32, u32)> = match spec_ns {
+        Some(ns) if ns.path().is_none() => linux
+            .and_then(|l| l.gid_mappings().as_ref())
+            .map(|m| {
+                m.iter()
+                    .map(|m| (m.container_id(), m.host_id(), m.size()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        // Joining a namespace by path, or none: ours (identity outside any user namespace).
+        _ => std::fs::read_to_string("/proc/self/gid_map")
+            .map(|t| parse_id_map(&t))
+            .unwrap_or_default(),
+    };
+    host_gids
+        .iter()
+        .filter_map(|&g| {
+            let inside = to_container_id(&map, g);
+            if inside.is_none() {
+                tracing::warn!(
+                    "the CDI additionalGid {g} is not mapped in the container's user namespace                      and cannot be added there; the container has that group only if the                      caller does (rootless: the caller's own groups are kept)"
+                );
+            }
+            inside
+        })
+        .collect()
+}
+
+/// In a user namespace no device node can be made: libcontainer bind-mounts each of
+/// linux.devices instead, from the host file at the node's path in the container (as runc
+/// does), which a CDI node with a hostPath elsewhere does not have. Such nodes become bind
+/// mounts of their hostPath here; their device cgroup rules stay.
+pub fn bind_device_nodes(spec: &mut Spec, nodes: &[nvbind_cdi::spec::DeviceNode]) -> Result<()> {
+    let user_ns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    if !user_ns && !libcontainer::utils::is_in_new_userns().unwrap_or(false) {
+        return Ok(());
+    }
+    let elsewhere: Vec<(&str, &str)> = nodes
+        .iter()
+        .filter_map(|n| Some((n.path.as_str(), n.host_path.as_deref()?)))
+        .filter(|(path, host)| path != host)
+        .collect();
+    if elsewhere.is_empty() {
+        return Ok(());
+    }
+    if let Some(devices) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.devices_mut().as_mut())
+    {
+        devices.retain(|d| {
+            !elsewhere
+                .iter()
+                .any(|(path, _)| d.path() == Path::new(path))
+        });
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for (path, host) in elsewhere {
+        mounts.push(
+            oci_spec::runtime::MountBuilder::default()
+                .destination(path)
+                .typ("bind")
+                .source(host)
+                .options(vec!["bind".to_string()])
+                .build()
+                .with_context(|| format!("cannot make a bind mount of the device node {host}"))?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
+/// /proc/PID/gid_map: "inside outside count" a line.
+fn parse_id_map(text: &str) -> Vec<(u32, u32, u32)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().map(|f| f.parse::<u32>().ok());
+            Some((f.next()??, f.next()??, f.next()??))
+        })
+        .collect()
+}
+
+fn to_container_id(map: &[(u32, u32, u32)], host: u32) -> Option<u32> {
+    map.iter()
+        .find(|&&(_, outside, count)| {
+            host >= outside && u64::from(host) < u64::from(outside) + u64::from(count)
+        })
+        .map(|&(inside, outside, _)| inside + (host - outside))
+}
+
 /// A rootless container has a cgroup only where one was delegated to the user. The verbs
 /// that work through it (ps, pause, resume, events, update) say so up front instead of
 /// failing on a cgroup file that is not there.
 pub fn require_cgroup(container: &Container) -> Result<()> {
-    if !unprivileged() {
+    // With the systemd driver the user's manager made a scope for the container, or the create
+    // failed; cgroup_path is then `slice:prefix:name`, no path under /sys/fs/cgroup.
+    if !unprivileged() || container.systemd() {
         return Ok(());
     }
     let config = container
@@ -195,8 +324,8 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 /// Why this user cannot have `field` applied, if it cannot. On cgroup v1 (legacy or hybrid)
 /// never: libcgroups writes device rules with every apply, which need host root. On v2 the
 /// cgroup (or the nearest existing parent, where it would be made) must be writable: a
-/// delegated one.
-fn limits_unavailable(cgroups_path: &Path, field: &str) -> Option<String> {
+/// delegated one, unless the user's systemd manager makes it (the systemd driver).
+fn limits_unavailable(cgroups_path: &Path, field: &str, systemd: bool) -> Option<String> {
     let base = Path::new("/sys/fs/cgroup");
     if !base.join("cgroup.controllers").exists() {
         return Some(format!(
@@ -204,6 +333,9 @@ fn limits_unavailable(cgroups_path: &Path, field: &str) -> Option<String> {
              v1 host (applying limits writes device rules, which need host root); remove the \
              limit, or use a cgroup v2 host with a cgroup delegated to this user"
         ));
+    }
+    if systemd {
+        return None;
     }
     let dir = base.join(cgroups_path.strip_prefix("/").unwrap_or(cgroups_path));
     let existing = dir.ancestors().find(|a| a.exists()).unwrap_or(base);
@@ -252,6 +384,91 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn host_gids_are_translated_through_the_gid_map_and_unmapped_ones_dropped() {
+        // rootless Podman: own gid at 0, a subordinate range, the GPU group 44 granted last
+        let map = parse_id_map("         0       1000          1\n         1     100000      65536\n     65537         44          1\n");
+        assert_eq!(map.len(), 3);
+        assert_eq!(to_container_id(&map, 1000), Some(0));
+        assert_eq!(to_container_id(&map, 100009), Some(10));
+        assert_eq!(to_container_id(&map, 44), Some(65537));
+        assert_eq!(to_container_id(&map, 45), None);
+        assert_eq!(to_container_id(&map, 165536), None);
+        assert_eq!(
+            to_container_id(&parse_id_map("0 0 4294967295"), 44),
+            Some(44)
+        );
+
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {
+                "namespaces": [{"type": "user"}],
+                "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+                "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1},
+                                {"containerID": 5, "hostID": 44, "size": 1}]
+            }
+        }))
+        .unwrap();
+        assert_eq!(container_gids(&spec, &[44, 1000, 45]), [5, 0]);
+        assert!(container_gids(&spec, &[]).is_empty());
+    }
+
+    #[test]
+    fn in_a_user_namespace_cdi_nodes_with_a_host_path_elsewhere_are_bind_mounted() {
+        let spec = |ns: &str| -> Spec {
+            serde_json::from_value(serde_json::json!({
+                "ociVersion": "1.0.2",
+                "mounts": [],
+                "linux": {
+                    "namespaces": [{"type": ns}],
+                    "devices": [
+                        {"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0},
+                        {"path": "/dev/nvidiactl", "type": "c", "major": 195, "minor": 255}
+                    ]
+                }
+            }))
+            .unwrap()
+        };
+        let node = |path: &str, host: Option<&str>| nvbind_cdi::spec::DeviceNode {
+            path: path.into(),
+            host_path: host.map(Into::into),
+            ..Default::default()
+        };
+        let nodes = [
+            node("/dev/nvidia0", Some("/var/tmp/gpu/nvidia0")),
+            node("/dev/nvidiactl", Some("/dev/nvidiactl")),
+        ];
+        let mut s = spec("user");
+        bind_device_nodes(&mut s, &nodes).unwrap();
+        let devices = s.linux().as_ref().unwrap().devices().clone().unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices[0].path(), Path::new("/dev/nvidiactl"));
+        let mounts = s.mounts().clone().unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].destination(), Path::new("/dev/nvidia0"));
+        assert_eq!(
+            mounts[0].source().as_deref(),
+            Some(Path::new("/var/tmp/gpu/nvidia0"))
+        );
+        // No user namespace (the test does not run in one): nodes are made, nothing changes.
+        if !libcontainer::utils::is_in_new_userns().unwrap() {
+            let mut s = spec("pid");
+            bind_device_nodes(&mut s, &nodes).unwrap();
+            assert_eq!(s, spec("pid"));
+        }
+    }
+
+    #[test]
+    fn auto_is_rootless_for_a_user_and_for_root_in_a_users_namespace() {
+        assert!(auto_for(1000, false, false, None));
+        assert!(!auto_for(0, false, true, Some("alice")));
+        // rootless Podman: root in the user's namespace, with the user's environment
+        assert!(auto_for(0, true, true, Some("alice")));
+        assert!(auto_for(0, true, true, None));
+        assert!(!auto_for(0, true, true, Some("root")));
+        assert!(!auto_for(0, true, false, Some("alice")));
     }
 
     #[test]

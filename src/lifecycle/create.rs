@@ -27,7 +27,7 @@ use crate::state_root::Ctx;
 pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Container> {
     validate_id(&opts.id)?;
     let mut bundle = Bundle::load(&opts.bundle)?;
-    crate::rootless::check_spec(&bundle.spec, &opts.id)?;
+    crate::rootless::check_spec(&bundle.spec, &opts.id, ctx.systemd_cgroup)?;
     if let Some(sock) = &opts.console_socket {
         if !sock.exists() {
             bail!("--console-socket {} does not exist", sock.display());

@@ -34,7 +34,7 @@ impl Ctx {
         let rootless = match opts.rootless {
             Rootless::True => true,
             Rootless::False => false,
-            Rootless::Auto => !nix::unistd::geteuid().is_root(),
+            Rootless::Auto => crate::rootless::auto(),
         };
         let root = match &opts.root {
             Some(root) => root.clone(),

@@ -26,9 +26,20 @@ pub enum Trust {
 }
 
 impl Trust {
-    /// [`Trust::RootOwned`] when this process runs as root, else [`Trust::Any`].
+    /// [`Trust::RootOwned`] when this process runs as the host's root, else [`Trust::Any`]:
+    /// root in a user namespace that another user made (rootless Podman runs its runtime so)
+    /// has only that user's privileges, and sees the host's root as the overflow uid.
     pub fn for_current_user() -> Trust {
-        if nix::unistd::geteuid().is_root() {
+        let uid_map = std::fs::read_to_string("/proc/self/uid_map").ok();
+        Trust::for_user(nix::unistd::geteuid().as_raw(), uid_map.as_deref())
+    }
+
+    /// The policy for effective uid `euid` with `uid_map` (/proc/self/uid_map; unreadable:
+    /// None, taken as the initial namespace).
+    pub fn for_user(euid: u32, uid_map: Option<&str>) -> Trust {
+        // The initial namespace maps all IDs: "0 0 4294967295".
+        let initial = uid_map.is_none_or(|m| m.contains("4294967295"));
+        if euid == 0 && initial {
             Trust::RootOwned
         } else {
             Trust::Any

@@ -366,3 +366,18 @@ fn hook_problems_say_what_to_do() {
         assert!(problem.remedy().contains(want), "{problem}");
     }
 }
+
+#[test]
+fn root_in_a_users_namespace_trusts_as_that_user() {
+    assert_eq!(
+        Trust::for_user(0, Some("         0          0 4294967295\n")),
+        Trust::RootOwned
+    );
+    assert_eq!(Trust::for_user(0, None), Trust::RootOwned);
+    // rootless Podman: root inside maps to the user outside
+    assert_eq!(
+        Trust::for_user(0, Some("0 1000 1\n1 100000 65536\n")),
+        Trust::Any
+    );
+    assert_eq!(Trust::for_user(1000, None), Trust::Any);
+}
