@@ -35,7 +35,9 @@ pub struct ElfLib {
 /// How much of the file the first read takes.
 const HEAD: usize = 16 * 1024;
 
-/// The file with its first `HEAD` bytes (fewer at its end) already read.
+/// The file with its first `HEAD` bytes (fewer at its end) already read. A short read is
+/// not taken for the end of the file: what lies past the head is read from the file, so the
+/// answers are those of reading each piece where it lies.
 struct Reader<'a> {
     f: &'a File,
     head: Vec<u8>,
@@ -44,16 +46,9 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn new(f: &'a File) -> Option<Self> {
         let mut head = vec![0u8; HEAD];
-        let mut got = 0;
-        // read_at may return short before the end of the file; only 0 means the end.
-        while got < HEAD {
-            match f.read_at(&mut head[got..], got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
+        // One read: a file shorter than the head (a library of a few KiB) is read whole
+        // without a second call to find its end.
+        let got = f.read_at(&mut head, 0).ok()?;
         head.truncate(got);
         Some(Self { f, head })
     }
@@ -65,10 +60,6 @@ impl<'a> Reader<'a> {
             return Some(std::borrow::Cow::Borrowed(
                 &self.head[off as usize..end as usize],
             ));
-        }
-        if self.head.len() < HEAD {
-            // The head is the whole file: nothing lies past it.
-            return None;
         }
         let mut buf = vec![0u8; len];
         self.f.read_exact_at(&mut buf, off).ok()?;
@@ -82,11 +73,9 @@ impl<'a> Reader<'a> {
             let window = &window[..window.len().min(MAX_STRING)];
             match window.iter().position(|&b| b == 0) {
                 Some(end) => window[..end].to_vec(),
-                None if window.len() == MAX_STRING || self.head.len() < HEAD => return None,
+                None if window.len() == MAX_STRING => return None,
                 None => self.string_read(off)?,
             }
-        } else if self.head.len() < HEAD {
-            return None;
         } else {
             self.string_read(off)?
         };
