@@ -165,7 +165,9 @@ pub fn container_gids(spec: &Spec, host_gids: &[u32]) -> Vec<u32> {
             let inside = to_container_id(&map, g);
             if inside.is_none() {
                 tracing::warn!(
-                    "the CDI additionalGid {g} is not mapped in the container's user namespace                      and cannot be added there; the container has that group only if the                      caller does (rootless: the caller's own groups are kept)"
+                    "the CDI additionalGid {g} is not mapped in the container's user namespace \
+                     and cannot be added there; the container has that group only if the \
+                     caller does (rootless: the caller's own groups are kept)"
                 );
             }
             inside
