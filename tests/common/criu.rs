@@ -47,7 +47,12 @@ pub fn working_criu() -> Option<PathBuf> {
     None
 }
 
-pub const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done";
+/// Counts into /tmp/count, rewriting it in place at a fixed width (`1<>` opens without
+/// truncating): CRIU records the size of every open file and refuses a restore where it
+/// differs, so a dump that caught `echo > file` between its truncate and its write made a
+/// `--leave-running` image unrestorable once the counter went on (CI of 73dd847).
+pub const COUNTER: &str =
+    "i=0; while true; do i=$((i+1)); printf '%08d\\n' $i 1<>/tmp/count; sleep 0.05; done";
 
 /// A counter bundle with a writable rootfs.
 pub fn counter_bundle(env: &Env, name: &str, script: &str) -> PathBuf {
