@@ -499,6 +499,26 @@ def loadavg() -> "list[str]":
         return f.read().split()[:3]
 
 
+def open_to_mapped_users(work: str) -> "list[str]":
+    """Lets users other than root traverse the work directory (mode o+x), and names each
+    directory above it they cannot traverse. The bundles of userns.bats live under it, and a
+    runtime mounts the rootfs after joining the user namespace, as the mapped root (uid
+    100000 there): runc's helpers.bash opens its own directories with `chmod a+x` for this,
+    but mktemp makes the work directory 0700, and runc failed every userns test with
+    "mount ...rootfs... permission denied"."""
+    st = os.stat(work)
+    if not st.st_mode & 0o001:
+        os.chmod(work, (st.st_mode & 0o7777) | 0o111)
+    closed = []
+    parent = os.path.dirname(work)
+    while True:
+        if not os.stat(parent).st_mode & 0o001:
+            closed.append(parent)
+        if parent == os.path.dirname(parent):
+            return closed
+        parent = os.path.dirname(parent)
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("runner.py: run as root (the tests create containers)", file=sys.stderr)
@@ -523,6 +543,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     os.umask(0o022)
     work = os.path.abspath(a.work)
     os.makedirs(work, exist_ok=True)
+    for d in open_to_mapped_users(work):
+        print(f"runner.py: warning: other users cannot traverse {d}: the user-namespace tests "
+              "(userns.bats) will fail for every runtime; use a --work directory under one "
+              "they can", file=sys.stderr)
     integ = prepare_suite(work, os.path.abspath(a.busybox), os.path.abspath(a.debian),
                           os.path.abspath(a.helpers))
     tests = list_tests(integ, a.files.split(",") if a.files else None)

@@ -55,6 +55,17 @@ class Suite(unittest.TestCase):
             with self.assertRaises(SystemExit):
                 runner.patch_suite(d)
 
+    def test_work_dir_is_opened_to_the_mapped_root(self):
+        # userns.bats mounts its bundles as uid 100000: mktemp's 0700 failed them for runc too.
+        with tempfile.TemporaryDirectory() as d:
+            os.chmod(d, 0o700)
+            work = os.path.join(d, "work")
+            os.mkdir(work, 0o700)
+            self.assertIn(d, runner.open_to_mapped_users(work))
+            self.assertEqual(os.stat(work).st_mode & 0o777, 0o711)
+            os.chmod(d, 0o755)
+            self.assertNotIn(d, runner.open_to_mapped_users(work))
+
 
 class Tap(unittest.TestCase):
     def test_results(self):
