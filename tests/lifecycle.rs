@@ -183,21 +183,36 @@ fn delete_force_stops_a_running_container() {
 
 #[test]
 fn the_cgroups_are_joined_everywhere_and_delete_force_removes_sub_cgroups() {
-    // runc's cgroups.bats "cgroup v1+hybrid joins correct cgroup" and delete.bats "delete
-    // --force in cgroupv1 with subcgroups".
+    // runc's cgroups.bats "cgroup v1+hybrid joins correct cgroup", exec.bats "runc exec
+    // --cgroup sub-cgroups [v1]" (its implicit join) and delete.bats "delete --force in
+    // cgroupv1 with subcgroups".
     let env = Env::new();
     let b = env.bundle("b", &["sleep", "1000"]);
     env.ok(&["run", "-d", "-b", b.to_str().unwrap(), "s1"]);
     let pid = env.state("s1")["pid"].as_i64().unwrap();
     let leaf = format!("{}-b", env.cgroup_prefix);
     let hybrid = Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
+    // Every hierarchy, the controller-less ones too: the cgroup2 one of a hybrid host (the
+    // "0::" line) and the named v1 `name=systemd` one hybrid and legacy hosts mount, systemd
+    // running or not. runc's fs manager joins both; an exec joins them as the init did.
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mut tables = vec![own.clone()];
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        // No cgroup namespace in a v1 spec (as runc's): the exec reads the host's paths too.
+        tables.push(env.ok(&["exec", "s1", "cat", "/proc/self/cgroup"]));
+    }
+    for table in &tables {
+        for line in table.lines() {
+            assert!(line.ends_with(&format!(":/{leaf}")), "{line} in\n{table}");
+        }
+    }
     if hybrid {
-        // The controller-less cgroup2 hierarchy of a hybrid host: the "0::" line.
-        let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        let unified = own.lines().find(|l| l.starts_with("0::")).unwrap();
-        assert_eq!(unified, format!("0::/{leaf}"), "{own}");
-        let exec = env.ok(&["exec", "s1", "cat", "/proc/self/cgroup"]);
-        assert!(exec.lines().any(|l| l == unified), "{exec}");
+        assert!(own.lines().any(|l| l == format!("0::/{leaf}")), "{own}");
+    }
+    if is_named_v1_mount("systemd") {
+        let named = format!(":name=systemd:/{leaf}");
+        assert!(own.lines().any(|l| l.ends_with(&named)), "{own}");
+        assert!(Path::new("/sys/fs/cgroup/systemd").join(&leaf).is_dir());
     }
     // A sub-cgroup holding the init, in two v1 controllers (or the v2 tree), as a container
     // with a cgroup namespace and a writable /sys/fs/cgroup can make one.
@@ -214,6 +229,19 @@ fn the_cgroups_are_joined_everywhere_and_delete_force_removes_sub_cgroups() {
     env.ok(&["delete", "--force", "s1"]);
     assert!(wait_for(|| !process_alive(pid)));
     env.assert_clean();
+}
+
+/// Whether this mount namespace has the named cgroup v1 hierarchy NAME (`-o none,name=NAME`).
+fn is_named_v1_mount(name: &str) -> bool {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo.lines().any(|l| {
+        let mut halves = l.splitn(2, " - ");
+        let (_, fs_part) = (halves.next(), halves.next().unwrap_or(""));
+        let mut f = fs_part.split(' ');
+        f.next() == Some("cgroup")
+            && f.nth(1)
+                .is_some_and(|opts| opts.split(',').any(|o| o == format!("name={name}")))
+    })
 }
 
 #[test]

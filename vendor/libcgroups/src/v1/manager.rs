@@ -30,6 +30,11 @@ use crate::common::{
 };
 use crate::stats::{PidStatsError, Stats, StatsProvider};
 
+/// The named hierarchy runc's fs manager joins beside the controllers' (its key in runc's
+/// cgroup paths and in `exec --cgroup name=systemd:PATH`).
+const NAME_SYSTEMD: &str = "systemd";
+const NAME_SYSTEMD_KEY: &str = "name=systemd";
+
 pub struct Manager {
     subsystems: HashMap<CtrlType, PathBuf>,
     // nvbind: the container's cgroup in the controller-less cgroup2 hierarchy of a hybrid host
@@ -37,6 +42,12 @@ pub struct Manager {
     // /proc/PID/cgroup ("0::/...") then names the container's cgroup, as systemd and tools
     // that read it expect.
     hybrid_unified: Option<PathBuf>,
+    // nvbind: the container's cgroup in the `name=systemd` v1 hierarchy, where the host mounts
+    // one (hybrid and legacy hosts, with or without systemd running). runc's fs manager joins
+    // it too (its NameGroup "name=systemd"): every line of /proc/PID/cgroup then names the
+    // container's cgroup, and systemd on the host does not see the container's processes as
+    // its caller's.
+    name_systemd: Option<PathBuf>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -111,9 +122,17 @@ impl Manager {
             _ => None,
         };
 
+        let name_systemd = match util::get_named_hierarchy_mount_point(NAME_SYSTEMD)? {
+            Some(mount_point) if !cgroup_path.as_os_str().is_empty() => {
+                Some(mount_point.join_safely(cgroup_path)?)
+            }
+            _ => None,
+        };
+
         Ok(Manager {
             subsystems,
             hybrid_unified,
+            name_systemd,
         })
     }
 
@@ -192,9 +211,16 @@ impl Manager {
         let name_of = |c: &CtrlType| c.to_string();
         if let Some(unknown) = subs
             .keys()
-            .find(|k| !k.is_empty() && !self.subsystems.keys().any(|c| name_of(c) == **k))
+            .find(|k| {
+                !k.is_empty()
+                    && !self.subsystems.keys().any(|c| name_of(c) == **k)
+                    && !(k.as_str() == NAME_SYSTEMD_KEY && self.name_systemd.is_some())
+            })
         {
             let mut known: Vec<String> = self.subsystems.keys().map(name_of).collect();
+            if self.name_systemd.is_some() {
+                known.push(NAME_SYSTEMD_KEY.to_owned());
+            }
             known.sort();
             return Err(SubCgroupError::UnknownController {
                 controller: unknown.clone(),
@@ -224,6 +250,9 @@ impl Manager {
             .into_iter()
             .map(|(base, named)| join_sub(base, named.map(|(_, sub)| sub).or(all)))
             .collect();
+        if let Some(named) = &self.name_systemd {
+            dirs.push(join_sub(named, subs.get(NAME_SYSTEMD_KEY).or(all)));
+        }
         if let Some(unified) = &self.hybrid_unified {
             dirs.push(join_sub(unified, all));
         }
@@ -290,9 +319,9 @@ impl CgroupManager for Manager {
                 CtrlType::Freezer => Freezer::add_task(pid, cgroup_path)?,
             }
         }
-        if let Some(unified) = &self.hybrid_unified {
-            fs::create_dir_all(unified).wrap_create_dir(unified)?;
-            common::write_cgroup_file(unified.join(CGROUP_PROCS), pid)?;
+        for joined in self.hybrid_unified.iter().chain(&self.name_systemd) {
+            fs::create_dir_all(joined).wrap_create_dir(joined)?;
+            common::write_cgroup_file(joined.join(CGROUP_PROCS), pid)?;
         }
 
         Ok(())
@@ -322,7 +351,12 @@ impl CgroupManager for Manager {
     }
 
     fn remove(&self) -> Result<(), Self::Error> {
-        for cgroup_path in self.subsystems.values().chain(&self.hybrid_unified) {
+        for cgroup_path in self
+            .subsystems
+            .values()
+            .chain(&self.hybrid_unified)
+            .chain(&self.name_systemd)
+        {
             if cgroup_path.exists() {
                 tracing::debug!("remove cgroup {:?}", cgroup_path);
                 remove_tree(cgroup_path)?;
@@ -382,6 +416,7 @@ mod tests {
                 (CtrlType::CpuAcct, c.join("cpu,cpuacct/ct")),
             ]),
             hybrid_unified: Some(c.join("unified/ct")),
+            name_systemd: Some(c.join("systemd/ct")),
         }
     }
 
@@ -398,20 +433,50 @@ mod tests {
         let c = Path::new("/sys/fs/cgroup");
         assert_eq!(
             m.sub_cgroup_dirs(&subs(&[("memory", "m")])).unwrap(),
-            vec![c.join("cpu,cpuacct/ct"), c.join("memory/ct/m"), c.join("unified/ct")]
+            vec![
+                c.join("cpu,cpuacct/ct"),
+                c.join("memory/ct/m"),
+                c.join("systemd/ct"),
+                c.join("unified/ct")
+            ]
         );
         // Naming cpu moves the process in the hierarchy cpuacct shares.
         assert_eq!(
             m.sub_cgroup_dirs(&subs(&[("cpu", "s"), ("memory", "m")])).unwrap(),
-            vec![c.join("cpu,cpuacct/ct/s"), c.join("memory/ct/m"), c.join("unified/ct")]
+            vec![
+                c.join("cpu,cpuacct/ct/s"),
+                c.join("memory/ct/m"),
+                c.join("systemd/ct"),
+                c.join("unified/ct")
+            ]
         );
         assert_eq!(
             m.sub_cgroup_dirs(&subs(&[("", "x")])).unwrap(),
-            vec![c.join("cpu,cpuacct/ct/x"), c.join("memory/ct/x"), c.join("unified/ct/x")]
+            vec![
+                c.join("cpu,cpuacct/ct/x"),
+                c.join("memory/ct/x"),
+                c.join("systemd/ct/x"),
+                c.join("unified/ct/x")
+            ]
         );
         assert_eq!(
             m.sub_cgroup_dirs(&subs(&[("", "")])).unwrap(),
-            vec![c.join("cpu,cpuacct/ct"), c.join("memory/ct"), c.join("unified/ct")]
+            vec![
+                c.join("cpu,cpuacct/ct"),
+                c.join("memory/ct"),
+                c.join("systemd/ct"),
+                c.join("unified/ct")
+            ]
+        );
+        // The named hierarchy has its own key, as in runc's cgroup paths.
+        assert_eq!(
+            m.sub_cgroup_dirs(&subs(&[("name=systemd", "n"), ("", "x")])).unwrap(),
+            vec![
+                c.join("cpu,cpuacct/ct/x"),
+                c.join("memory/ct/x"),
+                c.join("systemd/ct/n"),
+                c.join("unified/ct/x")
+            ]
         );
     }
 
@@ -422,7 +487,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "unknown controller whaaat for a sub-cgroup; this host's cgroup v1 controllers are \
-             cpu, cpuacct, memory"
+             cpu, cpuacct, memory, name=systemd"
         );
         let e = m
             .sub_cgroup_dirs(&subs(&[("cpu", "a"), ("cpuacct", "b")]))

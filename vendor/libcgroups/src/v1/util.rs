@@ -47,6 +47,26 @@ pub fn list_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> 
         })
 }
 
+/// nvbind: the mount point of the named cgroup v1 hierarchy `name` (a hierarchy without
+/// controllers, mounted with `-o none,name=NAME`, as `name=systemd` is on hybrid and legacy
+/// hosts), if this mount namespace has one.
+pub fn get_named_hierarchy_mount_point(name: &str) -> Result<Option<PathBuf>, V1MountPointError> {
+    let reader = BufReader::new(ProcfsHandle::new()?.open(
+        ProcfsBase::ProcSelf,
+        "mountinfo",
+        OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
+    )?);
+    for line in reader.lines() {
+        let m = MountInfo::from_line(&line?).map_err(V1MountPointError::MountInfo)?;
+        if m.fs_type == "cgroup"
+            && m.super_options.get("name") == Some(&Some(name.to_owned()))
+        {
+            return Ok(Some(m.mount_point));
+        }
+    }
+    Ok(None)
+}
+
 /// List the mount points of all currently supported cgroup subsystems.
 pub fn list_supported_mount_points() -> Result<HashMap<ControllerType, PathBuf>, V1MountPointError>
 {
