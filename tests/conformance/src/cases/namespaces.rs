@@ -24,6 +24,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: user,
         },
         Scenario {
+            name: "namespaces.user_bind_sources",
+            cases: USER_BIND_SOURCES,
+            run: user_bind_sources,
+        },
+        Scenario {
             name: "namespaces.join",
             cases: &["join_net", "join_ipc", "join_uts", "join_pid"],
             run: join,
@@ -173,6 +178,90 @@ fn user(ctx: &Ctx, r: &mut Results) {
         "dev_null_usable",
         chk(rep, "openw:/dev/null")["ok"].is_number(),
         || format!("{}", chk(rep, "openw:/dev/null")),
+    );
+}
+
+const USER_BIND_SOURCES: &[&str] = &[
+    "bind_source_behind_a_dir_only_host_root_reaches",
+    "bind_source_behind_a_dir_only_host_root_reaches_ro",
+];
+
+/// Bind mounts whose sources sit below a 0700 directory of the host's root: the container's
+/// mapped root (uid 100000) cannot look them up, the runtime can, and must mount them before
+/// it becomes that user (runc's userns.bats "userns with 2 inaccessible mounts").
+fn user_bind_sources(ctx: &Ctx, r: &mut Results) {
+    let checks = &[
+        "stat:/mnt/hidden/foo",
+        "write:/mnt/hidden/new",
+        "stat:/mnt/hidden-ro/foo",
+        "write:/mnt/hidden-ro/new",
+    ];
+    let Some(run) = run_probe(ctx, r, USER_BIND_SOURCES, checks, |b| {
+        set_namespace(&mut b.config, "user", None);
+        b.config["linux"]["uidMappings"] =
+            json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+        b.config["linux"]["gidMappings"] =
+            json!([{ "containerID": 0, "hostID": 200000, "size": 65536 }]);
+        b.config["mounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .retain(|m| m["type"] != "cgroup");
+        let _ = chown_tree(&b.rootfs(), 100000, 200000);
+        let mut mounts = vec![];
+        for (name, opts) in [
+            ("hidden", json!(["bind"])),
+            ("hidden-ro", json!(["bind", "ro"])),
+        ] {
+            // shared/NAME (0700, the host's root) / dir (the mapped root's) / foo
+            let outer = b.shared().join(name);
+            let dir = outer.join("dir");
+            let made = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(dir.join("foo"), "x"))
+                .and_then(|()| chown_tree(&dir, 100000, 200000))
+                .and_then(|()| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&outer, std::fs::Permissions::from_mode(0o700))
+                });
+            if let Err(e) = made {
+                eprintln!("user_bind_sources: {}: {e}", dir.display());
+            }
+            mounts.push(
+                json!({ "destination": format!("/mnt/{name}"), "type": "bind",
+                "source": dir, "options": opts }),
+            );
+        }
+        b.config["mounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .extend(mounts);
+    }) else {
+        return;
+    };
+    let rep = &run.report;
+    // stat gives the file's fields or {"err": errno}; write gives {"ok": 0} or {"err": errno}.
+    let ok = |k: &str| chk(rep, k)["type"] == json!("f") || chk(rep, k)["ok"].is_number();
+    r.check(
+        "bind_source_behind_a_dir_only_host_root_reaches",
+        ok("stat:/mnt/hidden/foo") && ok("write:/mnt/hidden/new"),
+        || {
+            format!(
+                "stat {}, write {}",
+                chk(rep, "stat:/mnt/hidden/foo"),
+                chk(rep, "write:/mnt/hidden/new")
+            )
+        },
+    );
+    r.check(
+        "bind_source_behind_a_dir_only_host_root_reaches_ro",
+        ok("stat:/mnt/hidden-ro/foo")
+            && chk(rep, "write:/mnt/hidden-ro/new")["err"] == json!(libc::EROFS),
+        || {
+            format!(
+                "stat {}, write {} (want EROFS)",
+                chk(rep, "stat:/mnt/hidden-ro/foo"),
+                chk(rep, "write:/mnt/hidden-ro/new")
+            )
+        },
     );
 }
 

@@ -11,6 +11,7 @@ use super::init::process as init_process;
 use crate::error::MissingSpecError;
 use crate::namespaces::Namespaces;
 use crate::process::{channel, cpu_affinity, fork};
+use crate::rootfs::BindSources;
 use crate::utils::rootless_required;
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +130,20 @@ pub fn container_intermediate_process(
     // namespace will be created, check
     // https://man7.org/linux/man-pages/man7/user_namespaces.7.html for more
     // information
+    // nvbind: bind sources are cloned while this process is still the runtime's root in the
+    // runtime's user namespace: the container's mapped root may not be able to reach them
+    // (runc passes descriptors opened before the user namespace for the same reason).
+    let bind_sources = match (namespaces.get(LinuxNamespaceType::User)?, spec.mounts()) {
+        (Some(userns), Some(mounts))
+            if userns.path().is_none()
+                && !rootless
+                && matches!(args.container_type, ContainerType::InitContainer) =>
+        {
+            BindSources::open(mounts, command.as_ref())
+        }
+        _ => BindSources::default(),
+    };
+
     if let Some(user_namespace) = namespaces.get(LinuxNamespaceType::User)? {
         setup_userns(
             &namespaces,
@@ -213,7 +228,12 @@ pub fn container_intermediate_process(
                 );
                 return -1;
             }
-            match init_process::container_init_process(args, init_main_sender, init_receiver) {
+            match init_process::container_init_process(
+                args,
+                init_main_sender,
+                init_receiver,
+                &bind_sources,
+            ) {
                 Ok(_) => 0,
                 Err(e) => {
                     tracing::error!("failed to initialize container process: {e}");

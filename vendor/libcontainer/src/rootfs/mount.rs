@@ -1,11 +1,12 @@
 use std::fs::{Permissions, canonicalize};
 use std::io::{BufRead, BufReader, ErrorKind};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use std::collections::HashMap;
 #[cfg(feature = "v1")]
-use std::{borrow::Cow, collections::HashMap};
+use std::borrow::Cow;
 use std::{fs, mem};
 
 use libcgroups::common::CgroupSetup::{Hybrid, Legacy, Unified};
@@ -108,6 +109,56 @@ pub struct MountOptions<'a> {
     pub label: Option<&'a str>,
     #[allow(dead_code)]
     pub cgroup_ns: bool,
+    /// nvbind: the bind mount's source as a detached tree the runtime cloned before the
+    /// process joined the user namespace (see `BindSources`); mounted instead of the path.
+    pub source_tree: Option<BorrowedFd<'a>>,
+}
+
+/// nvbind: the sources of a spec's bind mounts, cloned (`open_tree(OPEN_TREE_CLONE)`) by the
+/// intermediate process while it is still the runtime's root, before it joins a new user
+/// namespace, keyed by the mount's index in `spec.mounts()`. The container's mapped root may
+/// not reach a source (runc's userns.bats "userns with 2 inaccessible mounts": a 0700
+/// directory owned by the host's root); runc opens such sources before joining the user
+/// namespace and passes the descriptors for the same reason (`_LIBCONTAINER_MOUNT_FDS`). A
+/// detached tree can be attached in another mount namespace by a process with CAP_SYS_ADMIN
+/// in the owner of that namespace, which the init has.
+#[derive(Default)]
+pub struct BindSources(HashMap<usize, OwnedFd>);
+
+impl BindSources {
+    /// Clones the source of every bind mount that can be cloned. A source that cannot is left
+    /// out: the init tries it again by its path and reports the error then, in its words.
+    pub fn open(mounts: &[SpecMount], syscall: &dyn Syscall) -> Self {
+        let mut trees = HashMap::new();
+        for (i, m) in mounts.iter().enumerate() {
+            if !is_bind(m) {
+                continue;
+            }
+            let Some(source) = m.source().as_ref().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            let recursive = m
+                .options()
+                .as_ref()
+                .is_some_and(|v| v.iter().any(|o| o == "rbind"));
+            let mut flags = (libc::OPEN_TREE_CLOEXEC as libc::c_uint)
+                | (libc::OPEN_TREE_CLONE as libc::c_uint);
+            if recursive {
+                flags |= libc::AT_RECURSIVE as libc::c_uint;
+            }
+            match syscall.open_tree(libc::AT_FDCWD, Some(source), flags) {
+                Ok(fd) => {
+                    trees.insert(i, fd);
+                }
+                Err(err) => tracing::debug!(?err, source, "bind source not cloned ahead"),
+            }
+        }
+        Self(trees)
+    }
+
+    pub fn get(&self, index: usize) -> Option<BorrowedFd<'_>> {
+        self.0.get(&index).map(|fd| fd.as_fd())
+    }
 }
 
 pub struct Mount {
@@ -226,11 +277,12 @@ impl Mount {
                         err
                     })?;
                 } else {
-                    self.mount_into_container(
+                    self.mount_into_container_from(
                         mount,
                         options.root,
                         &mount_option_config,
                         options.label,
+                        options.source_tree,
                     )
                     .map_err(|err| {
                         tracing::error!("failed to mount {:?}: {}", mount, err);
@@ -624,6 +676,20 @@ impl Mount {
         mount_option_config: &MountOptionConfig,
         label: Option<&str>,
     ) -> Result<()> {
+        self.mount_into_container_from(m, rootfs, mount_option_config, label, None)
+    }
+
+    /// nvbind: `mount_into_container`, with a bind mount's source already cloned as a
+    /// detached tree (`BindSources`): it is attached as it is, and the source path is not
+    /// looked up again (the process may no longer be able to reach it).
+    fn mount_into_container_from(
+        &self,
+        m: &SpecMount,
+        rootfs: &Path,
+        mount_option_config: &MountOptionConfig,
+        label: Option<&str>,
+        source_tree: Option<BorrowedFd<'_>>,
+    ) -> Result<()> {
         let typ = m.typ().as_deref();
         let mut data_options = mount_option_config.data.clone();
 
@@ -640,7 +706,11 @@ impl Mount {
         let root = Root::open(rootfs)?;
         let source = m.source().as_ref().ok_or(MountError::NoSource)?;
         let dir_perm = Permissions::from_mode(0o755);
-        let (src, src_is_dir) = if is_bind(m) {
+        let source_tree = source_tree.filter(|_| is_bind(m));
+        let (src, src_is_dir) = if let Some(tree) = source_tree {
+            let st = nix::sys::stat::fstat(tree.as_raw_fd()).map_err(SyscallError::Nix)?;
+            (PathBuf::from(source), st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        } else if is_bind(m) {
             let (src, is_dir) = canonical_source(source).map_err(|err| {
                 tracing::error!("failed to canonicalize {:?}: {}", source, err);
                 err
@@ -726,11 +796,17 @@ impl Mount {
                 open_tree_flags |= libc::AT_RECURSIVE as libc::c_uint;
             };
 
-            let src_str = src.to_str().ok_or(SyscallError::Nix(Errno::EINVAL))?;
-            let mount_fd_owned =
-                self.syscall
-                    .open_tree(libc::AT_FDCWD, Some(src_str), open_tree_flags)?;
-            let mount_fd = mount_fd_owned.as_fd();
+            let opened;
+            let mount_fd = match source_tree {
+                Some(tree) => tree,
+                None => {
+                    let src_str = src.to_str().ok_or(SyscallError::Nix(Errno::EINVAL))?;
+                    opened = self
+                        .syscall
+                        .open_tree(libc::AT_FDCWD, Some(src_str), open_tree_flags)?;
+                    opened.as_fd()
+                }
+            };
 
             // mount_setattr
             let attr_set_from_flags = self.mount_flag_to_attr(&mount_option_config.flags);
@@ -1657,6 +1733,7 @@ mod tests {
             root: tmp.path(),
             label: None,
             cgroup_ns: true,
+            source_tree: None,
         };
 
         let mounter = Mount::new();
@@ -1818,6 +1895,7 @@ mod tests {
             root: rootfs,
             label: None,
             cgroup_ns: true,
+            source_tree: None,
         };
 
         let m = Mount::new();
@@ -1853,6 +1931,7 @@ mod tests {
             root: rootfs,
             label: None,
             cgroup_ns: true,
+            source_tree: None,
         };
 
         let m = Mount::new();

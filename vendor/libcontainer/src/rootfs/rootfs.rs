@@ -5,7 +5,7 @@ use nix::mount::MsFlags;
 use oci_spec::runtime::{Linux, Spec};
 
 use super::device::Device;
-use super::mount::{Mount, MountOptions};
+use super::mount::{BindSources, Mount, MountOptions};
 use super::symlink::Symlink;
 use super::utils::default_devices;
 use super::{Result, RootfsError};
@@ -37,6 +37,7 @@ impl RootFS {
         spec: &Spec,
         rootfs: &Path,
         cgroup_ns: bool,
+        bind_sources: &BindSources,
     ) -> Result<()> {
         let mut flags = MsFlags::MS_REC;
         match linux.rootfs_propagation().as_deref() {
@@ -78,15 +79,15 @@ impl RootFS {
                 err
             })?;
 
-        let global_options = MountOptions {
-            root: rootfs,
-            label: linux.mount_label().as_deref(),
-            cgroup_ns,
-        };
-
         if let Some(mounts) = spec.mounts() {
-            for mount in mounts {
-                mounter.setup_mount(mount, &global_options)?;
+            for (i, mount) in mounts.iter().enumerate() {
+                let options = MountOptions {
+                    root: rootfs,
+                    label: linux.mount_label().as_deref(),
+                    cgroup_ns,
+                    source_tree: bind_sources.get(i),
+                };
+                mounter.setup_mount(mount, &options)?;
             }
         }
         Ok(())
@@ -98,11 +99,12 @@ impl RootFS {
         rootfs: &Path,
         bind_devices: bool,
         cgroup_ns: bool,
+        bind_sources: &BindSources,
     ) -> Result<()> {
         tracing::debug!(?rootfs, "prepare rootfs");
         let linux = spec.linux().as_ref().ok_or(MissingSpecError::Linux)?;
 
-        self.mount_to_rootfs(linux, spec, rootfs, cgroup_ns)?;
+        self.mount_to_rootfs(linux, spec, rootfs, cgroup_ns, bind_sources)?;
 
         let symlinker = Symlink::new();
         symlinker.setup_kcore_symlink(rootfs)?;

@@ -29,7 +29,7 @@ use crate::network::network_device::{resolve_device_name, setup_addresses_in_net
 use crate::network::wrapper::create_network_client;
 use crate::process::args::{ContainerArgs, ContainerType};
 use crate::process::{channel, memory_policy};
-use crate::rootfs::RootFS;
+use crate::rootfs::{BindSources, RootFS};
 use crate::rootfs::device::{open_device_fd, verify_dev_null};
 #[cfg(feature = "libseccomp")]
 use crate::seccomp;
@@ -43,6 +43,7 @@ pub fn container_init_process(
     args: &ContainerArgs,
     main_sender: &mut channel::MainSender,
     init_receiver: &mut channel::InitReceiver,
+    bind_sources: &BindSources,
 ) -> Result<()> {
     tracing::debug!("child process in init()");
     let mut ctx = InitContext::try_from(args)?;
@@ -90,6 +91,7 @@ pub fn container_init_process(
                 ctx.rootfs,
                 bind_service,
                 ctx.ns.get(LinuxNamespaceType::Cgroup)?.is_some(),
+                bind_sources,
             )
             .map_err(|err| {
                 tracing::error!(?err, "failed to prepare rootfs");
