@@ -170,6 +170,98 @@ fn foreground_restore_waits_and_returns_the_exit_code() {
 }
 
 #[test]
+fn runcs_mount_layouts_and_criu_config_file_across_checkpoint_and_restore() {
+    // runc's checkpoint.bats "bind mount, destination is symlink", "nested bind mounts" and
+    // "with container specific CRIU config", in one container.
+    let _turn = take_turn();
+    let Some(criu) = working_criu() else { return };
+    let env = Env::new();
+    let b = counter_bundle(&env, "b", COUNTER);
+    let rootfs = b.join("rootfs");
+    fs::create_dir_all(rootfs.join("real/conf")).unwrap();
+    std::os::unix::fs::symlink("/real/conf", rootfs.join("conf")).unwrap();
+    let (outer, inner) = (env.dir.path().join("outer"), env.dir.path().join("inner"));
+    fs::create_dir(&outer).unwrap();
+    fs::create_dir(&inner).unwrap();
+    fs::write(inner.join("mark"), "inner").unwrap();
+    // What CRIU reads from the annotation's file overrides the request: its own log file.
+    let conf = env.dir.path().join("criu.conf");
+    fs::write(&conf, "log-file=from-config.log\n").unwrap();
+    env.edit(&b, |c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.push(json!({"destination": "/conf", "source": ".", "options": ["bind"]}));
+        mounts.push(
+            json!({"destination": "/test", "type": "bind", "source": outer,
+            "options": ["rw", "bind"]}),
+        );
+        mounts.push(
+            json!({"destination": "/test/for/nested", "type": "bind", "source": inner,
+            "options": ["rw", "bind"]}),
+        );
+        c["annotations"] = json!({"org.criu.config": conf});
+    });
+    let bs = b.to_str().unwrap();
+    let mut keep = Vec::new();
+    detached(&env, &criu, &["run", "-d", "-b", bs, "c1"], &mut keep);
+    assert!(wait_for(|| count(&b) > 2));
+    assert!(
+        outer.join("for/nested").is_dir(),
+        "the create made the nested mountpoint"
+    );
+    let img = env.dir.path().join("img");
+    let work = env.dir.path().join("work");
+    let (imgs, works) = (img.to_str().unwrap(), work.to_str().unwrap());
+    env.ok(&with_criu(
+        &criu,
+        &[
+            "checkpoint",
+            "--image-path",
+            imgs,
+            "--work-path",
+            works,
+            "c1",
+        ],
+    ));
+    assert!(work.join("from-config.log").is_file());
+    assert!(!work.join("dump.log").exists());
+    let frozen = count(&b);
+    // The restore makes the nested mountpoint again, in /test's source.
+    fs::remove_dir_all(outer.join("for")).unwrap();
+    let work2 = env.dir.path().join("work2");
+    detached(
+        &env,
+        &criu,
+        &[
+            "restore",
+            "-d",
+            "-b",
+            bs,
+            "--image-path",
+            imgs,
+            "--work-path",
+            work2.to_str().unwrap(),
+            "c1",
+        ],
+        &mut keep,
+    );
+    assert!(work2.join("from-config.log").is_file());
+    assert!(wait_for(|| count(&b) > frozen + 2));
+    assert_eq!(
+        env.ok(&["exec", "c1", "cat", "/test/for/nested/mark"])
+            .trim(),
+        "inner"
+    );
+    assert!(env
+        .ok(&["exec", "c1", "ls", "/conf"])
+        .lines()
+        .any(|l| l == "config.json"));
+    env.ok(&["kill", "c1", "KILL"]);
+    assert!(wait_for(|| env.state("c1")["status"] == "stopped"));
+    env.ok(&["delete", "c1"]);
+    env.assert_clean();
+}
+
+#[test]
 fn disk_full_during_checkpoint_changes_nothing() {
     let _turn = take_turn();
     let Some(criu) = working_criu() else { return };

@@ -214,7 +214,10 @@ fn dump_into(
     o.set_leave_running(opts.leave_running);
     o.set_orphan_pts_master(true);
     o.set_notify_scripts(true);
-    for (key, val) in external_mounts(pid, spec) {
+    if let Some(conf) = super::config_file(spec) {
+        o.set_config_file(conf);
+    }
+    for (key, val) in external_mounts(pid, spec, rootfs) {
         o.ext_mnt.push(ext_mount(key, val));
     }
     for ns in [LinuxNamespaceType::Network, LinuxNamespaceType::Pid] {
@@ -258,13 +261,16 @@ pub(crate) fn ext_mount(key: String, val: String) -> rpc::Ext_mount_map {
 }
 
 /// Mounts whose source lies outside the container: CRIU records them by name and the restore
-/// maps each name to a host path again (runc's addCriuDumpMount / addMaskPaths).
-fn external_mounts(pid: i32, spec: &Spec) -> Vec<(String, String)> {
+/// maps each name to a host path again (runc's addCriuDumpMount / addMaskPaths). A bind mount
+/// is named by the destination it was made at, symlinks in the rootfs followed (runc
+/// securejoins it too): CRIU sees the mount at "/real/conf", not at the "/conf" that leads
+/// there.
+fn external_mounts(pid: i32, spec: &Spec, rootfs: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let has_cgroupns = has_namespace(spec, LinuxNamespaceType::Cgroup);
     for m in spec.mounts().iter().flatten() {
-        let dest = m.destination().display().to_string();
         if is_bind(m) {
+            let dest = mount_destination(rootfs, m).display().to_string();
             out.push((dest.clone(), dest));
         } else if m.typ().as_deref() == Some("cgroup") && !has_cgroupns {
             for mp in cgroup_v1_mount_points() {
@@ -285,6 +291,12 @@ fn external_mounts(pid: i32, spec: &Spec) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Where `m` was mounted in the container: its destination with the rootfs's symlinks
+/// followed, as the mount itself followed them.
+pub(crate) fn mount_destination(rootfs: &Path, m: &oci_spec::runtime::Mount) -> PathBuf {
+    libcontainer::rootfs::resolve_in_root(rootfs, m.destination())
 }
 
 pub(crate) fn is_bind(m: &oci_spec::runtime::Mount) -> bool {

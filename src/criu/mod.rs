@@ -71,6 +71,29 @@ impl CriuFlags {
     }
 }
 
+/// The annotation naming a container's own CRIU configuration file (runc's).
+pub const CONFIG_ANNOTATION: &str = "org.criu.config";
+/// The configuration file CRIU is told to read when the annotation is absent: runc's, so
+/// that a host set up for runc's checkpoints (CRIU reads its options from there) behaves
+/// the same under nvbind.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/criu/runc.conf";
+
+/// The configuration file CRIU reads for this container's dump and restore (runc's
+/// handleCriuConfigurationFile): the `org.criu.config` annotation's path, none when it is
+/// empty, `DEFAULT_CONFIG_FILE` when it is absent. CRIU ignores a file that does not exist,
+/// and what the file says overrides the request's options (its log-file, for one).
+pub fn config_file(spec: &oci_spec::runtime::Spec) -> Option<String> {
+    match spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(CONFIG_ANNOTATION))
+    {
+        Some(path) if path.is_empty() => None,
+        Some(path) => Some(path.clone()),
+        None => Some(DEFAULT_CONFIG_FILE.to_string()),
+    }
+}
+
 /// Name of the file, in the image directory, that records the init's stdio at dump time
 /// (the same name and format runc and youki use, so images are interchangeable).
 pub const DESCRIPTORS_JSON: &str = "descriptors.json";
@@ -217,6 +240,23 @@ pub fn version_string(v: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_config_file_is_the_annotations_or_runcs() {
+        use oci_spec::runtime::SpecBuilder;
+        let with = |a: Option<&str>| {
+            let mut b = SpecBuilder::default();
+            if let Some(v) = a {
+                let a: std::collections::HashMap<String, String> =
+                    [(CONFIG_ANNOTATION.to_string(), v.to_string())].into();
+                b = b.annotations(a);
+            }
+            config_file(&b.build().unwrap())
+        };
+        assert_eq!(with(Some("/tmp/c.conf")).as_deref(), Some("/tmp/c.conf"));
+        assert_eq!(with(Some("")), None);
+        assert_eq!(with(None).as_deref(), Some("/etc/criu/runc.conf"));
+    }
 
     #[test]
     fn explicit_path_wins_and_missing_is_not_found() {

@@ -28,7 +28,8 @@ use rust_criu::rust_criu_protobuf::rpc;
 
 use super::dump::COMMIT_MARKER;
 use super::dump::{
-    cgroup_v1_mount_points, ext_mount, has_namespace, is_bind, namespace_path, ns_key,
+    cgroup_v1_mount_points, ext_mount, has_namespace, is_bind, mount_destination, namespace_path,
+    ns_key,
 };
 use super::swrk::{self, Call, NotifyError};
 use super::{Criu, CriuError, DESCRIPTORS_JSON};
@@ -143,7 +144,7 @@ pub fn restore(
     })
     .map_err(|e| RestoreError::Cgroup(e.into()))?;
 
-    prepare_mountpoints(spec, rootfs)?;
+    prepare_mountpoints(spec, bundle, rootfs)?;
     let root = CriuRoot::mount(rootfs, &dir.join("criu-root"))?;
 
     let mut o = rpc::Criu_opts::new();
@@ -162,18 +163,15 @@ pub fn restore(
     opts.flags.apply(&mut o);
     o.set_notify_scripts(true);
     o.set_orphan_pts_master(true);
+    if let Some(conf) = super::config_file(spec) {
+        o.set_config_file(conf);
+    }
 
     for m in spec.mounts().iter().flatten() {
         if is_bind(m) {
-            let src = m.source().clone().unwrap_or_default();
-            let src = if src.is_relative() {
-                bundle.join(src)
-            } else {
-                src
-            };
             o.ext_mnt.push(ext_mount(
-                m.destination().display().to_string(),
-                src.display().to_string(),
+                mount_destination(rootfs, m).display().to_string(),
+                bind_source(bundle, m).display().to_string(),
             ));
         }
     }
@@ -358,24 +356,28 @@ fn send_console(socket: Option<&Path>, fd: Option<OwnedFd>) -> Result<(), Notify
 
 /// Creates missing mount points for bind mounts that are not below a tmpfs (CRIU restores
 /// tmpfs contents itself), as runc's prepareCriuRestoreMounts does.
-fn prepare_mountpoints(spec: &Spec, rootfs: &Path) -> Result<(), RestoreError> {
+fn prepare_mountpoints(spec: &Spec, bundle: &Path, rootfs: &Path) -> Result<(), RestoreError> {
     let mounts: Vec<_> = spec.mounts().iter().flatten().collect();
     let tmpfs: Vec<&Path> = mounts
         .iter()
         .filter(|m| m.typ().as_deref() == Some("tmpfs"))
         .map(|m| m.destination().as_path())
         .collect();
+    // (destination as mounted, host source) of the bind mounts made so far, in spec order.
+    let mut binds: Vec<(PathBuf, PathBuf)> = Vec::new();
     for m in mounts.iter().filter(|m| is_bind(m)) {
         let dest = m.destination();
+        let resolved = mount_destination(rootfs, m);
+        let source = bind_source(bundle, m);
+        binds.push((resolved.clone(), source.clone()));
         if tmpfs.iter().any(|t| dest.starts_with(t) && dest != *t) {
             continue;
         }
-        let target = rootfs.join(dest.strip_prefix("/").unwrap_or(dest));
+        let target = host_mountpoint(rootfs, &binds[..binds.len() - 1], &resolved);
         if target.symlink_metadata().is_ok() {
             continue;
         }
-        let src_is_dir = m.source().as_ref().is_none_or(|s| s.is_dir());
-        let made = if src_is_dir {
+        let made = if source.is_dir() || m.source().is_none() {
             fs::create_dir_all(&target)
         } else {
             target
@@ -389,6 +391,34 @@ fn prepare_mountpoints(spec: &Spec, rootfs: &Path) -> Result<(), RestoreError> {
         })?;
     }
     Ok(())
+}
+
+/// A bind mount's source on the host (a relative one is the bundle's).
+fn bind_source(bundle: &Path, m: &oci_spec::runtime::Mount) -> PathBuf {
+    let src = m.source().clone().unwrap_or_default();
+    if src.is_relative() {
+        bundle.join(src)
+    } else {
+        src
+    }
+}
+
+/// Where the mountpoint `dest` (inside the container) lives on the host, given the bind
+/// mounts made before it: a destination below an earlier bind mount's (runc's checkpoint.bats
+/// "nested bind mounts": /test/for/nested under /test) is in that mount's source, which the
+/// container's create wrote it into; otherwise it is in the rootfs. runc gets the same by
+/// bind-mounting each source over the rootfs while it makes the mountpoints.
+fn host_mountpoint(rootfs: &Path, earlier: &[(PathBuf, PathBuf)], dest: &Path) -> PathBuf {
+    // The deepest holder; of two at the same destination the later one, which covers the
+    // other (`max_by_key` keeps the last of equal keys).
+    let holder = earlier
+        .iter()
+        .filter(|(at, _)| dest.starts_with(at) && dest != at)
+        .max_by_key(|(at, _)| at.components().count());
+    match holder {
+        Some((at, source)) => source.join(dest.strip_prefix(at).unwrap_or(dest)),
+        None => rootfs.join(dest.strip_prefix("/").unwrap_or(dest)),
+    }
 }
 
 /// The rootfs bind-mounted where CRIU wants it; unmounted and removed on drop.
@@ -461,6 +491,38 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, RestoreError::Incomplete { .. }), "{err}");
         assert!(err.to_string().contains("checkpoint the container again"));
+    }
+
+    #[test]
+    fn mountpoints_are_made_where_the_mounts_were_made() {
+        // runc's checkpoint.bats "nested bind mounts" and "bind mount, destination is
+        // symlink": /test/for/nested goes into /test's source, /conf follows its symlink.
+        let dir = tempfile::tempdir().unwrap();
+        let (bundle, rootfs) = (dir.path(), dir.path().join("rootfs"));
+        fs::create_dir_all(rootfs.join("real")).unwrap();
+        std::os::unix::fs::symlink("/real/conf", rootfs.join("conf")).unwrap();
+        for d in ["bind1", "bind2", "conf-src"] {
+            fs::create_dir(bundle.join(d)).unwrap();
+        }
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "mounts": [
+                {"destination": "/test", "type": "bind", "source": "bind1", "options": ["bind"]},
+                {"destination": "/test/for/nested", "type": "bind", "source": "bind2",
+                 "options": ["bind"]},
+                {"destination": "/conf", "source": "conf-src", "options": ["bind"]},
+            ]
+        }))
+        .unwrap();
+        prepare_mountpoints(&spec, bundle, &rootfs).unwrap();
+        assert!(rootfs.join("test").is_dir());
+        assert!(bundle.join("bind1/for/nested").is_dir());
+        assert!(!rootfs.join("test/for").exists());
+        assert!(rootfs.join("real/conf").is_dir());
+        assert!(fs::symlink_metadata(rootfs.join("conf"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod device;
 pub use device::Device;
 
 pub(super) mod mount;
-pub use mount::{BindSources, Mount};
+pub use mount::{BindSources, Mount, resolve_in_root};
 
 pub(super) mod symlink;
 

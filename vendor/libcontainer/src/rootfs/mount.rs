@@ -1271,7 +1271,10 @@ fn create_in_existing_parent(root: &Root, dest: &Path) -> bool {
     }
 }
 
-fn resolve_in_root(rootfs: &Path, path: &Path) -> PathBuf {
+/// nvbind: the destination a mount was made at (securejoin-like, described with
+/// `canonical_source` above); public so that a checkpoint names each mount as it was made
+/// (CRIU's external mount keys).
+pub fn resolve_in_root(rootfs: &Path, path: &Path) -> PathBuf {
     use std::collections::VecDeque;
     use std::ffi::OsString;
     use std::path::Component;
