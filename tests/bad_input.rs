@@ -220,6 +220,13 @@ fn a_failing_create_leaves_nothing_behind() {
     });
     let out = env.nvbind(&["create", "-b", b2.to_str().unwrap(), "z"]);
     assert!(!out.status.success());
+    // The error names the source (it said "io error: No such file or directory").
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bind mount source \"/nonexistent/source\" (for \"/x\")")
+            && err.contains("No such file or directory"),
+        "{err}"
+    );
     env.assert_clean();
 }
 

@@ -67,6 +67,15 @@ pub enum MountError {
     UnsupportedMountOption(String),
     #[error(transparent)]
     Pathrs(#[from] pathrs::error::Error),
+    /// nvbind: a bind mount's source that cannot be opened, named (runc: "error mounting SRC
+    /// to rootfs at DEST: stat SRC: ..."); a bare "io error" said neither.
+    #[error("cannot open the bind mount source {path:?} (for {dest:?})")]
+    BindSource {
+        path: PathBuf,
+        dest: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, MountError>;
@@ -711,9 +720,10 @@ impl Mount {
             let st = nix::sys::stat::fstat(tree.as_raw_fd()).map_err(SyscallError::Nix)?;
             (PathBuf::from(source), st.st_mode & libc::S_IFMT == libc::S_IFDIR)
         } else if is_bind(m) {
-            let (src, is_dir) = canonical_source(source).map_err(|err| {
-                tracing::error!("failed to canonicalize {:?}: {}", source, err);
-                err
+            let (src, is_dir) = canonical_source(source).map_err(|err| MountError::BindSource {
+                path: source.clone(),
+                dest: m.destination().clone(),
+                source: err,
             })?;
             (src, is_dir)
         } else {
