@@ -23,6 +23,7 @@ use std::fmt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::apply::HostNode;
 use crate::discover::host::{read_text, sorted_dir_names, HostRoots};
 use crate::discover::Vendor;
 use crate::name::QualifiedName;
@@ -173,6 +174,8 @@ struct Host<'a> {
     gpus: Option<Option<GpuTable>>,
     /// Capability minor -> `gpu0/gi1/ci0/access`.
     mig_minors: Option<Option<HashMap<u32, String>>>,
+    /// Every device node `lstat`ed, by host path (the resolve applies the edits from these).
+    nodes: HashMap<PathBuf, HostNode>,
 }
 
 impl<'a> Host<'a> {
@@ -182,6 +185,7 @@ impl<'a> Host<'a> {
             proc_devices: None,
             gpus: None,
             mig_minors: None,
+            nodes: HashMap::new(),
         }
     }
 
@@ -318,6 +322,8 @@ fn check_node(
             }
         }
         Ok(meta) => {
+            host.nodes
+                .insert(PathBuf::from(&host_path), HostNode::of(&meta));
             let ft = meta.file_type();
             let host_type = if ft.is_char_device() {
                 "c"
@@ -430,7 +436,28 @@ pub fn first_stale(
     names: &[QualifiedName],
     roots: &HostRoots,
 ) -> Option<StaleSpec> {
+    first_stale_noting(registry, names, roots, &mut HashMap::new())
+}
+
+/// [`first_stale`], adding what each device node it `lstat`ed is to `nodes` (by host path),
+/// for [`crate::apply::Remembered`].
+pub fn first_stale_noting(
+    registry: &Registry,
+    names: &[QualifiedName],
+    roots: &HostRoots,
+    nodes: &mut HashMap<PathBuf, HostNode>,
+) -> Option<StaleSpec> {
     let mut host = Host::new(roots);
+    let stale = first_stale_in(registry, names, &mut host);
+    nodes.extend(host.nodes);
+    stale
+}
+
+fn first_stale_in(
+    registry: &Registry,
+    names: &[QualifiedName],
+    host: &mut Host,
+) -> Option<StaleSpec> {
     let mut specs_done: HashSet<PathBuf> = HashSet::new();
     for name in names {
         let Some((loaded, device)) = registry.device(name) else {
@@ -447,7 +474,7 @@ pub fn first_stale(
             change,
         };
         if specs_done.insert(loaded.path.clone()) {
-            if let Some(c) = check_edits(&loaded.spec.container_edits, &kind, None, &mut host) {
+            if let Some(c) = check_edits(&loaded.spec.container_edits, &kind, None, host) {
                 return Some(stale("containerEdits".into(), c));
             }
         }
@@ -455,7 +482,7 @@ pub fn first_stale(
             &device.container_edits,
             &kind,
             Some(device.name.as_str()),
-            &mut host,
+            host,
         ) {
             return Some(stale(format!("device {name}"), c));
         }

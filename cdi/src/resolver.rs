@@ -17,10 +17,12 @@
 //!    selects the driver files ([`crate::capabilities`]); CDI names get what their specs say,
 //!    exactly as the CDI reference applies them.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec as OciSpec;
 
+use crate::apply::{HostNode, Remembered};
 use crate::capabilities;
 use crate::discover::amd::AmdDiscoverer;
 use crate::discover::intel::IntelDiscoverer;
@@ -189,6 +191,9 @@ pub struct Resolution {
     pub capabilities_applied: bool,
     /// Things the caller should log (stale specs regenerated, discovery notes).
     pub warnings: Vec<String>,
+    /// The host device nodes the live check `lstat`ed, by host path: [`Resolution::apply`]
+    /// takes a node's missing type and numbers from here instead of a second `lstat`.
+    pub host_nodes: HashMap<PathBuf, HostNode>,
 }
 
 impl Resolution {
@@ -199,7 +204,11 @@ impl Resolution {
         spec: &OciSpec,
         host: &dyn crate::apply::HostDevices,
     ) -> Result<OciSpec, crate::apply::ApplyError> {
-        let mut out = crate::apply::apply(&self.edits, spec, host)?;
+        let host = Remembered {
+            nodes: &self.host_nodes,
+            host,
+        };
+        let mut out = crate::apply::apply(&self.edits, spec, &host)?;
         out.annotations_mut()
             .get_or_insert_with(Default::default)
             .insert(INJECTED_ANNOTATION.to_string(), self.names_line());
@@ -313,7 +322,10 @@ impl Resolver {
         }
 
         // Spec files the request uses must still describe this host.
-        while let Some(stale) = livecheck::first_stale(&registry, &names, &self.config.roots) {
+        let mut host_nodes = HashMap::new();
+        while let Some(stale) =
+            livecheck::first_stale_noting(&registry, &names, &self.config.roots, &mut host_nodes)
+        {
             let kind = vendor_of(&stale.kind).map(|v| v.kind());
             match (self.config.stale, kind) {
                 (StalePolicy::Regenerate, Some(kind)) => {
@@ -369,6 +381,7 @@ impl Resolver {
             generated,
             capabilities_applied,
             warnings,
+            host_nodes,
         })
     }
 

@@ -386,3 +386,50 @@ fn on_wsl2_the_spec_made_at_create_time_is_the_dxg_one() {
         "{line}"
     );
 }
+
+/// Fails every lstat: what a resolution of a spec file must not need when it applies its
+/// edits, since the live check has just lstat'ed every node the request uses.
+struct NoSecondLstat;
+
+impl nvbind_cdi::apply::HostDevices for NoSecondLstat {
+    fn stat(&self, path: &Path) -> std::io::Result<nvbind_cdi::apply::HostNode> {
+        Err(std::io::Error::other(format!(
+            "second lstat of {}",
+            path.display()
+        )))
+    }
+}
+
+#[test]
+fn nodes_the_live_check_saw_are_applied_without_a_second_lstat() {
+    let host = FakeHost::h100x8();
+    let dir = host.path("/etc/cdi");
+    write_spec(&dir, &generated(&host));
+    let r = resolver(&dir, &host, StalePolicy::Fail)
+        .resolve(&config("all"))
+        .unwrap()
+        .unwrap();
+    assert!(
+        r.edits.device_nodes.iter().all(|n| n.major.is_none()),
+        "the generated spec leaves type and numbers to the host: {:?}",
+        r.edits.device_nodes
+    );
+    let base = config("all");
+    let remembered = r.apply(&base, &NoSecondLstat).unwrap();
+    // The same as lstat-ing each node now (and the annotation apply adds).
+    let mut now = nvbind_cdi::apply::apply(&r.edits, &base, &nvbind_cdi::apply::RealHost).unwrap();
+    now.annotations_mut()
+        .get_or_insert_with(Default::default)
+        .insert(
+            nvbind_cdi::requests::INJECTED_ANNOTATION.to_string(),
+            r.names_line(),
+        );
+    assert_eq!(remembered, now);
+    let ctl = remembered
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .and_then(|d| d.iter().find(|d| d.path() == Path::new("/dev/nvidiactl")))
+        .expect("/dev/nvidiactl injected");
+    assert_eq!((ctl.major(), ctl.minor()), (195, 255));
+}

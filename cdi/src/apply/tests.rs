@@ -626,3 +626,29 @@ fn repeated_paths_in_one_edit_keep_the_last_like_remove_then_append() {
         .len();
     assert_eq!(rules, 1 + 3);
 }
+
+/// Nodes remembered from the live check are answered from memory; any other path still goes
+/// to the host, and a remembered answer is what the host said then (no second lstat).
+#[test]
+fn remembered_nodes_answer_from_memory() {
+    let then = FakeHost::default().with("/dev/nvidia0", NodeKind::Char, 195, 0);
+    let now = FakeHost::default()
+        .with("/dev/nvidia0", NodeKind::Char, 195, 7)
+        .with("/dev/nvidiactl", NodeKind::Char, 195, 255);
+    let remembered = Remembered {
+        nodes: &then.0,
+        host: &now,
+    };
+    assert_eq!(remembered.stat(Path::new("/dev/nvidia0")).unwrap().minor, 0);
+    assert_eq!(
+        remembered.stat(Path::new("/dev/nvidiactl")).unwrap().minor,
+        255
+    );
+    assert_eq!(
+        remembered
+            .stat(Path::new("/dev/nvidia1"))
+            .unwrap_err()
+            .kind(),
+        io::ErrorKind::NotFound
+    );
+}
