@@ -119,6 +119,16 @@ impl CgroupManager for AnyCgroupManager {
 }
 
 impl AnyCgroupManager {
+    /// nvbind: the cgroup, created and opened for `clone3(CLONE_INTO_CGROUP)`, when this is a
+    /// cgroup v2 manager of a cgroupfs path (`v2::manager::Manager::open_for_clone`); None
+    /// for v1 and systemd managers, whose process joins with `add_task` after the clone.
+    pub fn open_for_clone(&self) -> Option<Result<std::os::fd::OwnedFd, AnyManagerError>> {
+        match self {
+            AnyCgroupManager::V2(m) => Some(m.open_for_clone().map_err(AnyManagerError::from)),
+            _ => None,
+        }
+    }
+
     /// nvbind: the directories a process joins to be in the sub-cgroups `subs` of this
     /// cgroup (see `crate::sub_cgroups`): one per hierarchy, each existing or not.
     pub fn sub_cgroup_dirs(

@@ -116,6 +116,37 @@ impl Manager {
 
     /// Creates a unified cgroup at `self.full_path` and attaches a process to it
     fn create_unified_cgroup(&self, pid: Pid) -> Result<(), V2ManagerError> {
+        // nvbind: the directories are made by `create_dirs`, shared with `open_for_clone`
+        if !self.create_dirs()? {
+            return Ok(());
+        }
+        self.attach_pid(pid)
+    }
+
+    /// nvbind: creates the cgroup as `add_task` does, without moving any process into it,
+    /// and opens it (`O_PATH`) for `clone3` with `CLONE_INTO_CGROUP`: a process cloned into
+    /// its cgroup never migrates, and a migration (a write to `cgroup.procs`) takes the
+    /// `cgroup_threadgroup_rwsem` for writing, which waits for an RCU grace period (crun and
+    /// runc 1.2+ clone into the cgroup the same way). Not for rootless callers, whose cgroup
+    /// may be best-effort: the caller falls back to `add_task`.
+    pub fn open_for_clone(&self) -> Result<std::os::fd::OwnedFd, V2ManagerError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if !self.full_path.exists() {
+            // false (a rootless caller that may not create it): the open below fails
+            self.create_dirs()?;
+        }
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&self.full_path)
+            .wrap_open(&self.full_path)?;
+        Ok(dir.into())
+    }
+
+    /// Creates the directories down to `self.full_path`, enabling the available controllers
+    /// on the way; false when a rootless caller may not create them (the process stays in its
+    /// parent cgroup).
+    fn create_dirs(&self) -> Result<bool, V2ManagerError> {
         let controllers: Vec<String> = util::get_available_controllers(&self.root_path)?
             .iter()
             .map(|c| format!("+{c}"))
@@ -147,7 +178,7 @@ impl Manager {
                             "rootless cgroup: cannot create {current_path:?}: {err}; \
                              leaving process in its parent cgroup"
                         );
-                        return Ok(());
+                        return Ok(false);
                     }
                     Err(err) => return Err(err.into()),
                 }
@@ -160,7 +191,7 @@ impl Manager {
             }
         }
 
-        self.attach_pid(pid)
+        Ok(true)
     }
 
     fn attach_pid(&self, pid: Pid) -> Result<(), V2ManagerError> {

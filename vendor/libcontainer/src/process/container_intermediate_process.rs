@@ -46,6 +46,8 @@ pub fn container_intermediate_process(
     init_chan: &mut (channel::InitSender, channel::InitReceiver),
     intermediate_main_sender: &mut channel::MainSender,
     init_main_sender: &mut channel::MainSender,
+    // nvbind: cloned into the container's cgroup already (CLONE_INTO_CGROUP)
+    in_cgroup: bool,
 ) -> Result<()> {
     // nvbind: the runtime's own descriptors (its root lock) must not reach the container's
     // init, which keeps every inherited descriptor until it execs the payload: a process in
@@ -102,6 +104,7 @@ pub fn container_intermediate_process(
             linux.resources().as_ref(),
             matches!(args.container_type, ContainerType::InitContainer),
             rootless,
+            in_cgroup,
         )?;
     } else {
         // nvbind: runc's `exec --cgroup`: sub-cgroups that must exist; a failure to join one
@@ -387,9 +390,12 @@ fn apply_cgroups<
     resources: Option<&LinuxResources>,
     init: bool,
     rootless: bool,
+    // nvbind: already in the cgroup (cloned into it): nothing to join, the limits still apply
+    joined: bool,
 ) -> Result<()> {
     let pid = getpid();
-    if let Err(err) = cmanager.add_task(pid) {
+    let added = if joined { Ok(()) } else { cmanager.add_task(pid) };
+    if let Err(err) = added {
         // nvbind: a rootless container on a host where the user may not create cgroups
         // (cgroup v1, or v2 without delegation) runs without one, as runc's does, unless the
         // spec asks for limits that only a cgroup could enforce.
@@ -522,7 +528,7 @@ mod tests {
         let resources = LinuxResources::default();
 
         // act
-        apply_cgroups(&cmanager, Some(&resources), true, false)?;
+        apply_cgroups(&cmanager, Some(&resources), true, false, false)?;
 
         // assert
         assert!(cmanager.get_add_task_args().len() == 1);
@@ -541,7 +547,7 @@ mod tests {
         let resources = LinuxResources::default();
 
         // act
-        apply_cgroups(&cmanager, Some(&resources), false, false)?;
+        apply_cgroups(&cmanager, Some(&resources), false, false, false)?;
 
         // assert
         assert_eq!(
@@ -597,13 +603,24 @@ mod tests {
         )));
     }
 
+    // nvbind: cloned into its cgroup: nothing joined, the limits applied
+    #[test]
+    fn apply_cgroup_already_joined() -> Result<()> {
+        let cmanager = TestManager::default();
+        let resources = LinuxResources::default();
+        apply_cgroups(&cmanager, Some(&resources), true, false, true)?;
+        assert!(cmanager.get_add_task_args().is_empty());
+        assert!(cmanager.apply_called());
+        Ok(())
+    }
+
     #[test]
     fn apply_cgroup_no_resources() -> Result<()> {
         // arrange
         let cmanager = TestManager::default();
 
         // act
-        apply_cgroups(&cmanager, None, true, false)?;
+        apply_cgroups(&cmanager, None, true, false, false)?;
         // assert
         assert_eq!(
             cmanager.get_add_task_args()[0],

@@ -1,6 +1,7 @@
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -101,6 +102,29 @@ fn apply_device_rules(container_args: &ContainerArgs) -> Result<()> {
         .map_err(|e| ProcessError::DeviceRules(Box::new(e)))
 }
 
+/// nvbind: the container's cgroup, created and opened for `clone3(CLONE_INTO_CGROUP)`,
+/// where the intermediate can be cloned into it: a container's init (an exec joins an
+/// existing cgroup or sub-cgroups), not rootless (its cgroup may be best-effort), on a cgroup
+/// v2 cgroupfs path (v1 has no such clone; the systemd driver makes the cgroup for a pid).
+/// None otherwise, and on any failure: the intermediate then joins as before and reports
+/// what is wrong with the cgroup.
+fn cgroup_to_clone_into(args: &ContainerArgs) -> Option<OwnedFd> {
+    if !matches!(args.container_type, ContainerType::InitContainer)
+        || !args.sub_cgroups.is_empty()
+        || crate::utils::rootless_required(args.syscall.create_syscall().as_ref()).unwrap_or(true)
+    {
+        return None;
+    }
+    let manager = libcgroups::common::create_cgroup_manager(args.cgroup_config.clone()).ok()?;
+    match manager.open_for_clone()? {
+        Ok(dir) => Some(dir),
+        Err(err) => {
+            tracing::debug!(%err, "cannot open the cgroup to clone into");
+            None
+        }
+    }
+}
+
 pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     // We use a set of channels to communicate between parent and child process.
     // Each channel is uni-directional. Because we will pass these channel to
@@ -113,7 +137,10 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     let mut init_chan = channel::init_channel()?;
 
     let main_pid = Pid::this();
-    let cb: CloneCb = {
+    // nvbind: whether the intermediate was cloned into the container's cgroup (cgroup v2,
+    // `cgroup_to_clone_into`); the child sees the value set before the clone that made it.
+    let cloned_into_cgroup = Cell::new(false);
+    let mut cb: CloneCb = {
         Box::new(|| {
             // nvbind: the intermediate dies with the runtime. Killed half-way, the runtime
             // left it building the container on its own (joining and creating the cgroup,
@@ -142,6 +169,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
                 &mut init_chan,
                 &mut intermediate_main_sender,
                 &mut init_main_sender,
+                cloned_into_cgroup.get(),
             ) {
                 Ok(_) => 0,
                 Err(err) => {
@@ -168,10 +196,32 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
         fork::container_clone
     };
 
-    let intermediate_pid = container_clone_fn(cb).map_err(|err| {
-        tracing::error!("failed to fork intermediate process: {}", err);
-        ProcessError::IntermediateProcessFailed(err)
-    })?;
+    // nvbind: cloned straight into its cgroup where the kernel allows (crun does the same),
+    // else cloned as before and the intermediate joins the cgroup itself.
+    let cgroup = cgroup_to_clone_into(container_args);
+    let cloned = cgroup.as_ref().and_then(|dir| {
+        cloned_into_cgroup.set(true);
+        match fork::container_clone_into_cgroup(&mut cb, container_args.as_sibling, dir.as_fd()) {
+            Ok(pid) => Some(pid),
+            Err(err) => {
+                tracing::debug!(%err, "cannot clone into the cgroup; the intermediate joins it");
+                cloned_into_cgroup.set(false);
+                None
+            }
+        }
+    });
+    drop(cgroup);
+    let intermediate_pid = match cloned {
+        Some(pid) => {
+            // the callback borrows the channels that are closed and split below
+            drop(cb);
+            pid
+        }
+        None => container_clone_fn(cb).map_err(|err| {
+            tracing::error!("failed to fork intermediate process: {}", err);
+            ProcessError::IntermediateProcessFailed(err)
+        })?,
+    };
     // nvbind: from here on a failure kills what was forked
     let mut forked = KillOnError::new(intermediate_pid);
 

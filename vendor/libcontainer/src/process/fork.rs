@@ -1,4 +1,5 @@
 use std::ffi::c_int;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::num::NonZeroUsize;
 
 use libc::SIGCHLD;
@@ -55,13 +56,38 @@ pub fn container_clone(cb: CloneCb) -> Result<Pid, CloneError> {
     clone_internal(cb, 0, Some(SIGCHLD as u64))
 }
 
+/// nvbind: `clone3` with `CLONE_INTO_CGROUP`: the child starts in the cgroup v2 directory
+/// `cgroup` (an open descriptor) instead of migrating into it later (see
+/// `libcgroups::v2::manager::Manager::open_for_clone`). `sibling` as in
+/// [`container_clone_sibling`]. There is no fallback here: on any error (a kernel before 5.7,
+/// a seccomp filter, a busy or threaded cgroup, an unprivileged caller) nothing was cloned
+/// and the caller clones the usual way with the same callback.
+pub fn container_clone_into_cgroup(
+    cb: &mut CloneCb,
+    sibling: bool,
+    cgroup: BorrowedFd,
+) -> Result<Pid, CloneError> {
+    const CLONE_INTO_CGROUP: u64 = 0x200000000;
+    let (flags, exit_signal) = if sibling {
+        (libc::CLONE_PARENT as u64, None)
+    } else {
+        (0, Some(SIGCHLD as u64))
+    };
+    clone3(
+        cb,
+        flags | CLONE_INTO_CGROUP,
+        exit_signal,
+        Some(cgroup.as_raw_fd()),
+    )
+}
+
 // An internal wrapper to manage the clone3 vs clone fallback logic.
 fn clone_internal(
     mut cb: CloneCb,
     flags: u64,
     exit_signal: Option<u64>,
 ) -> Result<Pid, CloneError> {
-    match clone3(&mut cb, flags, exit_signal) {
+    match clone3(&mut cb, flags, exit_signal, None) {
         Ok(pid) => Ok(pid),
         // For now, we decide to only fallback on ENOSYS
         Err(CloneError::Clone(nix::Error::ENOSYS)) => {
@@ -77,7 +103,13 @@ fn clone_internal(
 // Unlike the clone call, clone3 is currently using the kernel syscall, mimicking
 // the interface of fork. There is not need to explicitly manage the memory, so
 // we can safely passing the callback closure as reference.
-fn clone3(cb: &mut CloneCb, flags: u64, exit_signal: Option<u64>) -> Result<Pid, CloneError> {
+// nvbind: `cgroup` is the descriptor for CLONE_INTO_CGROUP (flags must carry it too).
+fn clone3(
+    cb: &mut CloneCb,
+    flags: u64,
+    exit_signal: Option<u64>,
+    cgroup: Option<RawFd>,
+) -> Result<Pid, CloneError> {
     #[repr(C)]
     struct clone3_args {
         flags: u64,
@@ -103,7 +135,7 @@ fn clone3(cb: &mut CloneCb, flags: u64, exit_signal: Option<u64>) -> Result<Pid,
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
-        cgroup: 0,
+        cgroup: cgroup.map_or(0, |fd| fd as u64),
     };
     let args_ptr = &mut args as *mut clone3_args;
     let args_size = std::mem::size_of::<clone3_args>();
@@ -385,6 +417,66 @@ mod test {
             Ok(())
         })?;
 
+        Ok(())
+    }
+
+    // nvbind: a child cloned with CLONE_INTO_CGROUP starts in that cgroup, and a descriptor
+    // that is no cgroup directory fails the clone (nothing cloned) so the caller can fall
+    // back. Needs root and a cgroup v2 hierarchy: /sys/fs/cgroup on a unified host,
+    // /sys/fs/cgroup/unified on a hybrid one (this test's machines have one or the other).
+    #[test]
+    fn test_container_clone_into_cgroup() -> Result<()> {
+        use std::os::fd::{AsFd, OwnedFd};
+        use std::os::unix::fs::OpenOptionsExt;
+
+        let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(std::path::Path::new)
+            .find(|p| {
+                use std::os::unix::ffi::OsStrExt;
+                const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+                let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+                // SAFETY: a valid C string and a zeroed statfs for the kernel to fill in.
+                let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+                let found = unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0;
+                found && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+            });
+        let Some(v2) = v2 else {
+            bail!("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+        };
+        let name = format!("nvbind-clone-into-{}", std::process::id());
+        let dir = v2.join(&name);
+        std::fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        struct Rmdir(std::path::PathBuf);
+        impl Drop for Rmdir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let _rmdir = Rmdir(dir.clone());
+        let open = |p: &std::path::Path| -> Result<OwnedFd> {
+            Ok(std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(p)?
+                .into())
+        };
+        let cgroup = open(&dir)?;
+        let want = format!("0::/{name}\n");
+        let mut cb: CloneCb = Box::new(|| {
+            // cgroup v2's line of /proc/self/cgroup is "0::/PATH"
+            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            if own.lines().any(|l| format!("{l}\n") == want) { 0 } else { 1 }
+        });
+        let pid = container_clone_into_cgroup(&mut cb, false, cgroup.as_fd())?;
+        match waitpid(pid, None)? {
+            WaitStatus::Exited(p, 0) if p == pid => {}
+            status => bail!("the child was not in {}: {status:?}", dir.display()),
+        }
+
+        let not_a_cgroup = open(std::path::Path::new("/tmp"))?;
+        let mut never: CloneCb = Box::new(|| 0);
+        assert!(container_clone_into_cgroup(&mut never, false, not_a_cgroup.as_fd()).is_err());
         Ok(())
     }
 }
