@@ -7,6 +7,7 @@
 pub mod criu;
 
 use std::fs;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -291,4 +292,39 @@ pub fn wait_for(mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     false
+}
+
+/// One message on a connected unix stream into `buf`: its length and the fd it carried with
+/// SCM_RIGHTS, if any.
+pub fn recv_with_fd(
+    stream: &std::os::unix::net::UnixStream,
+    buf: &mut [u8],
+) -> (usize, Option<OwnedFd>) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    let mut fd = None;
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel just installed this descriptor for us.
+            fd = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        }
+    }
+    (msg.bytes, fd)
+}
+
+/// Receives one fd sent with SCM_RIGHTS on a connected unix stream.
+pub fn recv_fd(stream: &std::os::unix::net::UnixStream) -> OwnedFd {
+    let mut buf = [0u8; 4096];
+    recv_with_fd(stream, &mut buf)
+        .1
+        .expect("no fd received on the socket")
 }
