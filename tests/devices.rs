@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::v2view::{is_cgroup2, View};
 use common::*;
 use libcgroups::v2::devices::bpf;
 use serde_json::{json, Value};
@@ -36,64 +37,6 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 fn systemd() -> bool {
     std::env::var_os("NVBIND_TEST_SYSTEMD_CGROUP").is_some_and(|v| v == "1")
-}
-
-fn is_cgroup2(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false)
-}
-
-/// A mount namespace where /sys/fs/cgroup is the cgroup2 hierarchy, held by a sleeping
-/// process that commands enter with nsenter; None where /sys/fs/cgroup is cgroup2 already.
-struct View {
-    holder: Child,
-}
-
-impl View {
-    fn new() -> Option<View> {
-        if is_cgroup2(Path::new("/sys/fs/cgroup")) {
-            return None;
-        }
-        let mut holder = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c"])
-            .arg("mount -t cgroup2 none /sys/fs/cgroup && echo ready && exec sleep 3600")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("unshare (util-linux)");
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(holder.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "cannot mount cgroup2 in a mount namespace"
-        );
-        Some(View { holder })
-    }
-
-    fn command(view: &Option<View>, program: &str) -> Command {
-        match view {
-            None => Command::new(program),
-            Some(v) => {
-                let mut c = Command::new("nsenter");
-                c.arg("-t")
-                    .arg(v.holder.id().to_string())
-                    .args(["-m", "--"])
-                    .arg(program);
-                c
-            }
-        }
-    }
-}
-
-impl Drop for View {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod criu;
+pub mod v2view;
 
 use std::fs;
 use std::os::fd::{FromRawFd, OwnedFd};

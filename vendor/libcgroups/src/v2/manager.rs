@@ -147,7 +147,8 @@ impl Manager {
     /// on the way; false when a rootless caller may not create them (the process stays in its
     /// parent cgroup).
     fn create_dirs(&self) -> Result<bool, V2ManagerError> {
-        let controllers: Vec<String> = util::get_available_controllers(&self.root_path)?
+        // nvbind: all of the root's controllers, not only those libcgroups manages (runc)
+        let controllers: Vec<String> = util::available_controller_names(&self.root_path)?
             .iter()
             .map(|c| format!("+{c}"))
             .collect();
@@ -228,6 +229,30 @@ impl Manager {
         }
     }
 
+    /// nvbind: removes `path` and the cgroups below it, deepest first, killing what each
+    /// holds first where `kill` (a kernel without cgroup.kill).
+    fn remove_tree(path: &Path, kill: bool) -> Result<(), V2ManagerError> {
+        for entry in fs::read_dir(path).wrap_read(path)? {
+            let entry = entry.wrap_read(path)?;
+            if entry.file_type().wrap_read(entry.path())?.is_dir() {
+                Self::remove_tree(&entry.path(), kill)?;
+            }
+        }
+        if kill {
+            let procs_path = path.join(CGROUP_PROCS);
+            let procs = fs::read_to_string(&procs_path).wrap_read(&procs_path)?;
+            for line in procs.lines() {
+                let pid: i32 = line
+                    .parse()
+                    .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
+                    .wrap_other(&procs_path)?;
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            }
+        }
+        common::delete_with_retry(path, 4, Duration::from_millis(100))?;
+        Ok(())
+    }
+
     /// nvbind: see `AnyCgroupManager::sub_cgroup_dirs`.
     pub fn sub_cgroup_dirs(
         &self,
@@ -284,22 +309,16 @@ impl CgroupManager for Manager {
         if self.full_path.exists() {
             tracing::debug!("remove cgroup {:?}", self.full_path);
             let kill_file = self.full_path.join(CGROUP_KILL);
-            if kill_file.exists() {
+            // cgroup.kill kills the sub-cgroups' processes too
+            let killed = kill_file.exists();
+            if killed {
                 fs::write(&kill_file, "1").wrap_write(&kill_file, "1")?;
-            } else {
-                let procs_path = self.full_path.join(CGROUP_PROCS);
-                let procs = fs::read_to_string(&procs_path).wrap_read(&procs_path)?;
-
-                for line in procs.lines() {
-                    let pid: i32 = line
-                        .parse()
-                        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
-                        .wrap_other(&procs_path)?;
-                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-                }
             }
-
-            common::delete_with_retry(&self.full_path, 4, Duration::from_millis(100))?;
+            // nvbind: with the sub-cgroups a container made in its cgroup (runc's delete.bats
+            // "delete --force in cgroupv2 with subcgroups", or a container that moved its init
+            // into one), deepest first: rmdir of a cgroup with children fails (EBUSY), and
+            // runc's RemovePath is recursive too.
+            Self::remove_tree(&self.full_path, !killed)?;
         }
 
         Ok(())

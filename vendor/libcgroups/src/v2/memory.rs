@@ -146,11 +146,29 @@ impl Memory {
                     Memory::set(path.join(CGROUP_MEMORY_MAX), limit)?;
                 }
             },
-            None => {
-                if memory.swap().is_some() {
-                    return Err(V2MemoryControllerError::SwapWithoutLimit);
+            // nvbind: a swap limit without a memory limit is runc's `update --memory-swap N`
+            // alone; runc takes the memory limit the container already has (its stored
+            // config: the current memory.max), and -1 needs none ("max"). As runc's
+            // ConvertMemorySwapToCgroupV2Value: 0 is unset; any other value needs a limit.
+            None => match memory.swap() {
+                Some(swap) if swap < -1 => return Err(V2MemoryControllerError::SwapValue(swap)),
+                Some(swap) if swap == -1 || swap == 0 => {
+                    Memory::set(path.join(CGROUP_MEMORY_SWAP), swap)?
                 }
-            }
+                Some(swap) => {
+                    let current = common::read_cgroup_file(path.join(CGROUP_MEMORY_MAX))?;
+                    match current.trim().parse::<i64>() {
+                        Ok(limit) if limit > 0 => {
+                            if swap < limit {
+                                return Err(V2MemoryControllerError::SwapTooSmall { swap, limit });
+                            }
+                            Memory::set(path.join(CGROUP_MEMORY_SWAP), swap - limit)?;
+                        }
+                        _ => return Err(V2MemoryControllerError::SwapWithoutLimit),
+                    }
+                }
+                None => {}
+            },
         };
 
         if let Some(reservation) = memory.reservation() {
@@ -243,6 +261,29 @@ mod tests {
         assert!(result.is_err());
     }
 
+    /// nvbind: runc's `update --memory-swap` alone (update.bats "update cgroup v1/v2 common
+    /// limits"): -1 needs no limit, a size takes the cgroup's current memory.max.
+    #[test]
+    fn swap_alone_takes_the_current_memory_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        set_fixture(tmp.path(), CGROUP_MEMORY_MAX, "max").unwrap();
+        set_fixture(tmp.path(), CGROUP_MEMORY_SWAP, "0").unwrap();
+        let swap_only = |v| LinuxMemoryBuilder::default().swap(v).build().unwrap();
+
+        Memory::apply(tmp.path(), &swap_only(-1)).expect("swap -1 without a limit");
+        assert_eq!(read_to_string(tmp.path().join(CGROUP_MEMORY_SWAP)).unwrap(), "max");
+        assert_eq!(read_to_string(tmp.path().join(CGROUP_MEMORY_MAX)).unwrap(), "max");
+
+        let err = Memory::apply(tmp.path(), &swap_only(1 << 20)).unwrap_err();
+        assert!(matches!(err, V2MemoryControllerError::SwapWithoutLimit), "{err}");
+
+        set_fixture(tmp.path(), CGROUP_MEMORY_MAX, "33554432\n").unwrap();
+        Memory::apply(tmp.path(), &swap_only(100663296)).expect("swap with the current limit");
+        assert_eq!(read_to_string(tmp.path().join(CGROUP_MEMORY_SWAP)).unwrap(), "67108864");
+        let err = Memory::apply(tmp.path(), &swap_only(1 << 20)).unwrap_err();
+        assert!(matches!(err, V2MemoryControllerError::SwapTooSmall { .. }), "{err}");
+    }
+
     #[test]
     fn test_err_bad_limit() {
         let tmp = tempfile::tempdir().unwrap();
@@ -298,7 +339,9 @@ mod tests {
                 if swap < -1 {
                     return result.is_err();
                 }
-                if linux_memory.limit().is_none() {
+                // nvbind: without a limit, -1 and 0 need none; others take the current
+                // memory.max, "0" in the fixture (no limit): an error
+                if linux_memory.limit().is_none() && swap != -1 && swap != 0 {
                     return result.is_err();
                 }
                 if let Some(limit) = linux_memory.limit() {
@@ -334,7 +377,7 @@ mod tests {
                             swap_content == (swap - linux_memory.limit().unwrap()).to_string()
                         }
                     } else {
-                        false
+                        swap == 0 && swap_content == "0"
                     }
                 }
                 None => {

@@ -51,6 +51,21 @@ pub fn get_unified_mount_point() -> Result<PathBuf, V2UtilError> {
         .ok_or(V2UtilError::CouldNotFind)
 }
 
+/// nvbind: every controller `{root_path}/cgroup.controllers` lists, by name, those libcgroups
+/// has no type for (rdma, misc, ...) too: a new cgroup gets them all enabled, as runc's
+/// `CreateCgroupPath` enables every controller the root offers, so that limits the runtime
+/// does not manage (written by the container or through `unified`) are available in it.
+pub fn available_controller_names<P: AsRef<Path>>(root_path: P) -> Result<Vec<String>, V2UtilError> {
+    let controllers_path = root_path.as_ref().join(CGROUP_CONTROLLERS);
+    if !controllers_path.exists() {
+        return Err(V2UtilError::DoesNotExist(controllers_path));
+    }
+    Ok(common::read_cgroup_file(controllers_path)?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Reads the `{root_path}/cgroup.controllers` file to get the list of the controllers that are
 /// available in this cgroup
 pub fn get_available_controllers<P: AsRef<Path>>(
@@ -76,4 +91,25 @@ pub fn get_available_controllers<P: AsRef<Path>>(
     }
 
     Ok(controllers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test::set_fixture;
+
+    /// nvbind: a new cgroup gets every controller of the root enabled, those libcgroups has
+    /// no type for too (runc's cgroups.bats wants the root's list in the container's
+    /// cgroup.controllers).
+    #[test]
+    fn every_available_controller_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        set_fixture(tmp.path(), CGROUP_CONTROLLERS, "cpuset cpu io memory hugetlb pids rdma misc\n")
+            .unwrap();
+        assert_eq!(
+            available_controller_names(tmp.path()).unwrap(),
+            ["cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc"]
+        );
+        assert_eq!(get_available_controllers(tmp.path()).unwrap().len(), 6);
+    }
 }

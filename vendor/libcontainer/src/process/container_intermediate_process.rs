@@ -105,6 +105,8 @@ pub fn container_intermediate_process(
             matches!(args.container_type, ContainerType::InitContainer),
             rootless,
             in_cgroup,
+            // nvbind: an exec's fallback when the container's cgroup is no longer a leaf
+            args.tenant_of.as_ref().and_then(|c| c.pid()),
         )?;
     } else {
         // nvbind: runc's `exec --cgroup`: sub-cgroups that must exist; a failure to join one
@@ -392,9 +394,23 @@ fn apply_cgroups<
     rootless: bool,
     // nvbind: already in the cgroup (cloned into it): nothing to join, the limits still apply
     joined: bool,
+    // nvbind: for an exec, the container's init, whose cgroup is joined when the container's
+    // own cannot take a process (see `join_cgroup_of_init`)
+    exec_of: Option<Pid>,
 ) -> Result<()> {
     let pid = getpid();
     let added = if joined { Ok(()) } else { cmanager.add_task(pid) };
+    if let Err(err) = &added
+        && let Some(init_pid) = exec_of
+        && !rootless
+        && cgroup_busy(err)
+    {
+        return join_cgroup_of_init(init_pid, pid).map_err(|e| {
+            IntermediateProcessError::Cgroup(format!(
+                "{err}; joining the cgroup of the container's init (pid {init_pid}) instead: {e}"
+            ))
+        });
+    }
     if let Err(err) = added {
         // nvbind: a rootless container on a host where the user may not create cgroups
         // (cgroup v1, or v2 without delegation) runs without one, as runc's does, unless the
@@ -454,6 +470,49 @@ fn apply_cgroups<
     }
 
     Ok(())
+}
+
+/// nvbind: whether joining a cgroup failed with EBUSY: on cgroup v2 a cgroup with
+/// controllers enabled in its `cgroup.subtree_control` takes no process (the no internal
+/// processes rule), which is what a container that made sub-cgroups, moved its init into one
+/// and enabled controllers for them (a systemd or a nested runtime inside) leaves.
+fn cgroup_busy(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let io = e
+            .downcast_ref::<libcgroups::common::WrappedIoError>()
+            .map(|w| w.inner())
+            .or_else(|| e.downcast_ref::<std::io::Error>());
+        if io.and_then(|io| io.raw_os_error()) == Some(libc::EBUSY) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// nvbind: as runc 1.1's exec (setnsProcess.start, runc issue 2356): on a cgroup v2 host,
+/// when the container's cgroup refuses the process (EBUSY), it joins the cgroup2 directory
+/// the container's init is in now (the "0::" line of /proc/INIT/cgroup, read in the host's
+/// namespaces: the intermediate has not entered the container's yet).
+fn join_cgroup_of_init(init_pid: Pid, pid: Pid) -> std::result::Result<(), String> {
+    if !matches!(
+        libcgroups::common::get_cgroup_setup(),
+        Ok(libcgroups::common::CgroupSetup::Unified)
+    ) {
+        return Err("not a cgroup v2 host".into());
+    }
+    let table_path = format!("/proc/{init_pid}/cgroup");
+    let table = std::fs::read_to_string(&table_path).map_err(|e| format!("{table_path}: {e}"))?;
+    let cgroup = table
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| format!("{table_path} has no cgroup v2 line"))?;
+    let dir = std::path::Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT)
+        .join(cgroup.trim_start_matches('/'));
+    tracing::debug!(?pid, ?dir, "the container's cgroup is busy; joining its init's");
+    libcgroups::common::write_cgroup_file(dir.join(libcgroups::common::CGROUP_PROCS), pid)
+        .map_err(|e| e.to_string())
 }
 
 /// nvbind: whether a cgroup operation failed because the caller may not write the cgroup
@@ -528,7 +587,7 @@ mod tests {
         let resources = LinuxResources::default();
 
         // act
-        apply_cgroups(&cmanager, Some(&resources), true, false, false)?;
+        apply_cgroups(&cmanager, Some(&resources), true, false, false, None)?;
 
         // assert
         assert!(cmanager.get_add_task_args().len() == 1);
@@ -547,7 +606,7 @@ mod tests {
         let resources = LinuxResources::default();
 
         // act
-        apply_cgroups(&cmanager, Some(&resources), false, false, false)?;
+        apply_cgroups(&cmanager, Some(&resources), false, false, false, None)?;
 
         // assert
         assert_eq!(
@@ -608,7 +667,7 @@ mod tests {
     fn apply_cgroup_already_joined() -> Result<()> {
         let cmanager = TestManager::default();
         let resources = LinuxResources::default();
-        apply_cgroups(&cmanager, Some(&resources), true, false, true)?;
+        apply_cgroups(&cmanager, Some(&resources), true, false, true, None)?;
         assert!(cmanager.get_add_task_args().is_empty());
         assert!(cmanager.apply_called());
         Ok(())
@@ -620,7 +679,7 @@ mod tests {
         let cmanager = TestManager::default();
 
         // act
-        apply_cgroups(&cmanager, None, true, false, false)?;
+        apply_cgroups(&cmanager, None, true, false, false, None)?;
         // assert
         assert_eq!(
             cmanager.get_add_task_args()[0],
