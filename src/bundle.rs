@@ -109,6 +109,10 @@ pub enum CheckError {
          (the init needs it to hand the listener to the agent); remove write from the rule"
     )]
     NotifyWrite(usize),
+    #[error(
+        "linux.resources.hugepageLimits[{0}] has no pageSize; give the page size, e.g. \"2MB\""
+    )]
+    NoPageSize(usize),
 }
 
 /// A bundle that passed every check we can make without touching the host.
@@ -150,7 +154,8 @@ pub fn parse_spec(bytes: &[u8]) -> Result<Spec, SpecError> {
     if !value.is_object() {
         return Err(SpecError::NotObject);
     }
-    serde_json::from_value(value).map_err(SpecError::Fields)
+    // keys matched as runc's Go decoder matches them (specs written for runc rely on it)
+    crate::gojson::from_value(value).map_err(SpecError::Fields)
 }
 
 /// The checks that need the bundle directory (root.path) as well as the spec.
@@ -183,8 +188,24 @@ pub fn check_spec(spec: &Spec, bundle: &Path) -> Result<(), CheckError> {
     check_namespaces(spec)?;
     check_device_paths(spec)?;
     check_cgroups_path(spec)?;
+    check_hugepage_limits(spec)?;
     check_device_rules(spec)?;
     check_seccomp(spec)
+}
+
+/// A hugetlb limit without a page size would reach the cgroup as a file name without its
+/// size ("malformed page size : cannot parse integer from empty string").
+fn check_hugepage_limits(spec: &Spec) -> Result<(), CheckError> {
+    let limits = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.hugepage_limits().as_deref())
+        .unwrap_or_default();
+    match limits.iter().position(|h| h.page_size().is_empty()) {
+        Some(i) => Err(CheckError::NoPageSize(i)),
+        None => Ok(()),
+    }
 }
 
 /// The device rules, replayed as the cgroup will be (libcgroups, runc's semantics): a rule

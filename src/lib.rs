@@ -3,4 +3,5 @@
 //! (fuzz/), which need to call it without a container runtime around it.
 
 pub mod bundle;
+pub mod gojson;
 pub mod state_doc;

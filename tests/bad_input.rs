@@ -428,3 +428,25 @@ fn a_hook_killed_by_a_signal_names_it() {
     );
     env.assert_clean();
 }
+
+#[test]
+fn a_hugetlb_limit_without_a_page_size_is_refused_naming_the_field() {
+    // A key of another case is the field (runc's Go decoder matches it), so only a limit that
+    // has no page size at all gets here; libcgroups said "malformed page size : cannot parse
+    // integer from empty string" once the container was half made.
+    let env = Env::new();
+    let b = env.bundle("b", &["true"]);
+    env.edit(
+        &b,
+        |c| {
+            c["linux"]["resources"]["hugepageLimits"] =
+                json!([{ "pageSize": "2MB", "limit": 2097152 }, { "limit": 2097152 }])
+        },
+    );
+    let err = env.fails(&["run", "-b", b.to_str().unwrap(), "x"]);
+    assert!(
+        err.contains("linux.resources.hugepageLimits[1] has no pageSize"),
+        "{err}"
+    );
+    env.assert_clean();
+}

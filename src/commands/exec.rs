@@ -123,15 +123,17 @@ pub fn keep_process_file(args: &mut ExecArgs) -> Result<()> {
 }
 
 /// The process object with runc's zero values where the JSON leaves them out (runc's Go
-/// structs read a missing `user` as uid 0, gid 0; oci-spec requires the field), checked by
-/// parsing it as the exec will.
+/// structs read a missing `user` as uid 0, gid 0; oci-spec requires the field), its keys
+/// matched as runc's Go decoder matches them (`gojson`), written back in the spec's spelling
+/// for the exec to read.
 fn with_runc_defaults(text: &[u8]) -> Result<Vec<u8>> {
     let mut v: serde_json::Value = serde_json::from_slice(text)?;
     let obj = v.as_object_mut().context("not a JSON object")?;
-    obj.entry("user")
-        .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
-    serde_json::from_value::<oci_spec::runtime::Process>(v.clone())?;
-    Ok(serde_json::to_vec(&v)?)
+    if !obj.keys().any(|k| k.eq_ignore_ascii_case("user")) {
+        obj.insert("user".into(), serde_json::json!({"uid": 0, "gid": 0}));
+    }
+    let process: oci_spec::runtime::Process = nvbind::gojson::from_value(v)?;
+    Ok(serde_json::to_vec(&process)?)
 }
 
 /// runc's `--cgroup` arguments as sub-cgroup paths by controller ("" for every hierarchy): a

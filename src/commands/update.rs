@@ -146,7 +146,9 @@ fn resources_from_file(path: &PathBuf) -> Result<LinuxResources> {
         text =
             fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     }
+    // keys matched as runc's Go decoder matches them (`pageSize` or `pagesize`)
     let r: LinuxResources = serde_json::from_str(&text)
+        .and_then(nvbind::gojson::from_value)
         .with_context(|| format!("{} is not an OCI linux.resources object", path.display()))?;
     Ok(zero_means_unchanged(r))
 }

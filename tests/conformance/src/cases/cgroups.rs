@@ -46,7 +46,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "cgroups.hugetlb",
-            cases: &["hugetlb_limit"],
+            cases: HUGETLB,
             run: hugetlb,
         },
     ]
@@ -353,10 +353,11 @@ fn unlimited(ctx: &Ctx, r: &mut Results) {
     r.eq("pids_minus_one_is_max", pids.as_deref(), Some("max"));
 }
 
+const HUGETLB: &[&str] = &["hugetlb_limit", "hugetlb_page_size_key_in_another_case"];
+
 fn hugetlb(ctx: &Ctx, r: &mut Results) {
-    let case = "hugetlb_limit";
     if !Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists() {
-        return r.skip(case, "no 2MB huge pages on this kernel");
+        return r.skip_rest(HUGETLB, "no 2MB huge pages on this kernel");
     }
     let v1 = Path::new("/sys/fs/cgroup/hugetlb").exists();
     let v2_controllers = if cgroup_v2_unified() {
@@ -366,37 +367,51 @@ fn hugetlb(ctx: &Ctx, r: &mut Results) {
     };
     let v2 = fs::read_to_string(v2_controllers).is_ok_and(|s| s.contains("hugetlb"));
     if !v1 && !v2 {
-        return r.skip(case, "no hugetlb controller on this machine");
+        return r.skip_rest(HUGETLB, "no hugetlb controller on this machine");
     }
-    let mut b = match ctx.bundle() {
-        Ok(b) => b,
-        Err(e) => return r.fail(case, e),
-    };
-    b.config["linux"]["cgroupsPath"] = json!(cgroups_path(ctx, &b.id));
-    b.config["linux"]["resources"]["hugepageLimits"] =
-        json!([{ "pageSize": "2MB", "limit": 4194304 }]);
-    let c = match Container::create(ctx, &b) {
-        Ok(c) => c,
-        Err(o) => return r.fail(case, format!("create failed: {}", o.brief())),
-    };
-    let Some(pid) = c.pid else {
-        return r.fail(case, "no pid");
-    };
-    let (dir, file) = if v1 {
-        (
-            host_cgroup_dir(pid, "hugetlb"),
-            "hugetlb.2MB.limit_in_bytes",
-        )
-    } else {
-        (host_cgroup_dir(pid, ""), "hugetlb.2MB.max")
-    };
-    let got = dir.as_deref().and_then(|d| read(d, file));
-    r.check(case, got.as_deref() == Some("4194304"), || {
-        format!(
-            "{file} in {dir:?}: {got:?} (controller in {})",
-            if v1 { "v1" } else { "v2" }
-        )
-    });
+    // The second as runc's cgroups.bats writes it: Go's encoding/json, which runc decodes
+    // config.json with, matches `pagesize` to the field `pageSize`.
+    for (case, key, limit) in [
+        (HUGETLB[0], "pageSize", 4194304),
+        (HUGETLB[1], "pagesize", 6291456),
+    ] {
+        let mut b = match ctx.bundle() {
+            Ok(b) => b,
+            Err(e) => {
+                r.fail(case, e);
+                continue;
+            }
+        };
+        b.config["linux"]["cgroupsPath"] = json!(cgroups_path(ctx, &b.id));
+        b.config["linux"]["resources"]["hugepageLimits"] = json!([{ key: "2MB", "limit": limit }]);
+        let c = match Container::create(ctx, &b) {
+            Ok(c) => c,
+            Err(o) => {
+                r.fail(case, format!("create failed: {}", o.brief()));
+                continue;
+            }
+        };
+        let Some(pid) = c.pid else {
+            r.fail(case, "no pid");
+            continue;
+        };
+        let (dir, file) = if v1 {
+            (
+                host_cgroup_dir(pid, "hugetlb"),
+                "hugetlb.2MB.limit_in_bytes",
+            )
+        } else {
+            (host_cgroup_dir(pid, ""), "hugetlb.2MB.max")
+        };
+        let got = dir.as_deref().and_then(|d| read(d, file));
+        let want = limit.to_string();
+        r.check(case, got.as_deref() == Some(want.as_str()), || {
+            format!(
+                "{file} in {dir:?}: {got:?} (controller in {})",
+                if v1 { "v1" } else { "v2" }
+            )
+        });
+    }
 }
 
 /// Remove the parent cgroups the suite asked for (`/<prefix>`), in every hierarchy.

@@ -22,6 +22,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: settings,
         },
         Scenario {
+            name: "process.key_case",
+            cases: &["keys_in_another_case_read"],
+            run: key_case,
+        },
+        Scenario {
             name: "process.user",
             cases: USER,
             run: user,
@@ -189,6 +194,28 @@ fn settings(ctx: &Ctx, r: &mut Results) {
     r.eq("umask_set", rep["umask"].as_str(), Some("0077"));
     r.eq("no_new_privs_on", rep["no_new_privs"].as_str(), Some("1"));
     r.eq("oom_score_adj", rep["oom_score_adj"].as_str(), Some("423"));
+}
+
+/// runc decodes config.json with Go's encoding/json, which matches a key to a field ignoring
+/// case when none is spelled exactly; specs written for runc rely on it (runc's cgroups.bats
+/// writes hugetlb limits with `pagesize`).
+fn key_case(ctx: &Ctx, r: &mut Results) {
+    let Some(run) = run_probe(ctx, r, &["keys_in_another_case_read"], &[], |b| {
+        let p = b.config["process"].as_object_mut().unwrap();
+        p.remove("oomScoreAdj");
+        p.insert("OOMScoreAdj".into(), json!(419));
+        let user = p["user"].as_object_mut().unwrap();
+        user.remove("umask");
+        user.insert("Umask".into(), json!(0o027));
+    }) else {
+        return;
+    };
+    let rep = &run.report;
+    r.eq(
+        "keys_in_another_case_read",
+        (rep["oom_score_adj"].as_str(), rep["umask"].as_str()),
+        (Some("419"), Some("0027")),
+    );
 }
 
 const USER: &[&str] = &[
