@@ -85,7 +85,7 @@ pub fn run(args: &CheckpointArgs, ctx: &Ctx, criu: Option<&std::path::Path>) -> 
                     args.id
                 )
             })?;
-        // The root lock is never taken under a container's.
+        // An ID's lock is never taken under a container's.
         drop(lock);
         Intent::forget_deleted(ctx, &args.id)?;
         drop(record);

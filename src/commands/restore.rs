@@ -84,7 +84,7 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
     }
 
     // The same lock as create's, so a create and a restore of one ID cannot both win.
-    let root_lock = ctx.lock_root()?;
+    let id_lock = ctx.lock_id(&args.id)?;
     let dir = ctx.container_dir(&args.id);
     if let Some(theirs) = foreign(&ctx.root, &args.id) {
         bail!(
@@ -144,7 +144,7 @@ pub fn run(args: &RestoreArgs, ctx: &Ctx, criu: Option<&Path>) -> Result<u8> {
             return Err(e.context(format!("cannot restore container {:?}", args.id)));
         }
     };
-    drop(root_lock);
+    drop(id_lock);
     if let Some(f) = &args.pid_file {
         nvbind_atomic::write_atomic(f, pid.to_string().as_bytes(), 0o644)
             .with_context(|| format!("cannot write --pid-file {}", f.display()))?;

@@ -42,8 +42,9 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
     }
 
     // Two creates of one ID race on libcontainer's exists-then-mkdir; serialising the build
-    // on the root makes exactly one of them win and the other fail cleanly.
-    let root_lock = ctx.lock_root()?;
+    // on the ID makes exactly one of them win and the other fail cleanly. Creates of other
+    // IDs go on meanwhile (the lock is the ID's byte of the root's lock file).
+    let id_lock = ctx.lock_id(&opts.id)?;
     let dir = ctx.container_dir(&opts.id);
     if let Some(theirs) = foreign(&ctx.root, &opts.id) {
         bail!(
@@ -62,11 +63,13 @@ pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Co
     // cgroup only it knew of, an init waiting for `start`) is found by `delete --force`, and
     // kept while the container lives: it is what makes the directory nvbind's.
     let intent = Intent::new(ctx, &opts.id, &bundle.dir, &bundle.spec);
+    // Until the init is in it, so that a create of another ID naming the same cgroup sees it.
+    let _cgroup_lock = intent.lock_cgroup(ctx)?;
     intent.check_cgroup_unused()?;
     intent.check_cgroup_not_frozen()?;
     intent.record(ctx)?;
 
-    match build(ctx, opts, detach, bundle, &root_lock) {
+    match build(ctx, opts, detach, bundle, &id_lock) {
         Ok(container) => Ok(container),
         Err(e) => {
             undo(ctx, &opts.id, &dir);
@@ -177,7 +180,7 @@ fn build(
     opts: &CreateOpts,
     detach: bool,
     bundle: Bundle,
-    root_lock: &crate::state_root::lock::FileLock,
+    id_lock: &crate::state_root::lock::FileLock,
 ) -> Result<Container> {
     let (mut spec, rootfs_hook) = match crate::inject::inject(&bundle.spec, &ctx.cdi_spec_dirs)? {
         Some(i) => (
@@ -207,7 +210,7 @@ fn build(
             b.with_console_socket(opts.console_socket.as_ref())
                 .with_preserved_fds(opts.preserve_fds)
                 // The created init keeps what it inherits until start; the lock is ours alone.
-                .with_runtime_fds(root_lock.descriptor().into_iter().collect())
+                .with_runtime_fds(vec![id_lock.descriptor()])
                 .as_init(&bundle.dir)
                 .with_spec(spec)
                 .with_systemd(ctx.systemd_cgroup)
@@ -230,7 +233,7 @@ fn undo(ctx: &Ctx, id: &str, dir: &Path) {
 }
 
 /// libcontainer removes what it made for most failures, but not for errors raised before its
-/// own cleanup is armed (bad console socket, rootfs resolution). We hold the root lock and the
+/// own cleanup is armed (bad console socket, rootfs resolution). We hold the ID's lock and the
 /// directory did not exist before, so whatever is there now is ours to remove, unless another
 /// runtime sharing the root (which does not take our lock) made it meanwhile for the same ID.
 fn cleanup_failed_create(dir: &Path) {

@@ -18,9 +18,9 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
         Entry::Missing if force => {
             if Intent::left_by_a_create(ctx, id) {
                 // A create killed while writing its record leaves a temporary file. One still
-                // running had written its record: once it is done (we hold the root lock) that
+                // running had written its record: once it is done (we hold the ID's lock) that
                 // record is its container's, and stays.
-                let _root_lock = ctx.lock_root()?;
+                let _id_lock = ctx.lock_id(id)?;
                 Intent::forget_leftovers(ctx, id);
             }
             crate::snapshot::release(ctx, id)
@@ -33,9 +33,9 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
             bail!("{}", half.warning())
         }
         Entry::HalfMade(_) => {
-            // A create that is still running holds the root lock until it is done; once we
+            // A create that is still running holds the ID's lock until it is done; once we
             // hold it, whatever is there was left by a process that is gone.
-            let root_lock = ctx.lock_root()?;
+            let id_lock = ctx.lock_id(id)?;
             match inspect(ctx, id)? {
                 // Without --force, what the create we waited for left is judged as usual.
                 Entry::Missing if !force => bail!(
@@ -48,12 +48,12 @@ pub fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
                     .remove(ctx)
                     .with_context(|| format!("cannot delete container {id:?}"))?,
                 Entry::Complete(_) => {
-                    drop(root_lock);
+                    drop(id_lock);
                     return delete_complete(ctx, id, force);
                 }
                 Entry::Foreign(theirs) => return Err(theirs.into()),
             }
-            drop(root_lock);
+            drop(id_lock);
             crate::snapshot::release(ctx, id)
         }
         Entry::Complete(_) => delete_complete(ctx, id, force),
@@ -93,7 +93,7 @@ pub fn remove_exited(ctx: &Ctx, container: &mut Container) -> Result<()> {
     container
         .delete(true)
         .with_context(|| format!("cannot delete container {id:?}"))?;
-    // The root lock is never taken under a container's.
+    // An ID's lock is never taken under a container's.
     drop(lock);
     Intent::forget_deleted(ctx, &id)?;
     drop(record);

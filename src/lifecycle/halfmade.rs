@@ -14,7 +14,7 @@
 //! directory: it is nvbind's claim on the ID, what tells its containers from those of another
 //! runtime sharing the root (src/state_root/owner.rs), so a directory without one is never
 //! taken for a half-made container of nvbind's. `delete --force` of a half-made container
-//! waits for the root lock (a create still running holds it until it is done), thaws and kills
+//! waits for the ID's lock (a create still running holds it until it is done), thaws and kills
 //! what is in the recorded cgroup (or the one youki_config.json names), removes the cgroup, the
 //! directory and the record. `state` and `list` report such a container as stopped (creating,
 //! while its create still runs) with a warning.
@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::retry::patiently;
 use crate::state_root::id::validate_id;
-use crate::state_root::lock::{root_lock_holder, root_lock_path, DirLock, FileLock};
+use crate::state_root::lock::{id_lock_held_here, id_lock_holder, lock_cgroup, DirLock, FileLock};
 use crate::state_root::owner::{foreign, record_path, Foreign, RECORD_PREFIX};
 use crate::state_root::{load_state_retrying, Ctx};
 
@@ -56,7 +56,7 @@ pub struct Intent {
     /// with --leave-running may still share; a half-made restore goes by its youki_config.json.
     pub cgroup_path: Option<PathBuf>,
     pub systemd: bool,
-    /// The creating nvbind; while it holds the root lock, the create is still running.
+    /// The creating nvbind; while it holds the ID's lock, the create is still running.
     pub pid: u32,
 }
 
@@ -87,7 +87,7 @@ impl Intent {
         }
     }
 
-    /// The caller holds the root lock.
+    /// The caller holds the ID's lock.
     pub fn record(&self, ctx: &Ctx) -> Result<()> {
         let path = Self::path(ctx, &self.id);
         // It has to outlive the process, not a power loss (which takes the cgroup and the
@@ -95,6 +95,15 @@ impl Intent {
         let bytes = serde_json::to_vec(self).context("cannot serialize the create record")?;
         write_atomic_nosync(&path, &bytes, 0o600)
             .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The lock on the cgroup this create will make, for `check_cgroup_unused` (see
+    /// `lock::lock_cgroup`); None where that check does not apply.
+    pub fn lock_cgroup(&self, ctx: &Ctx) -> Result<Option<FileLock>> {
+        match self.cgroup_path.as_ref().filter(|_| !self.systemd) {
+            Some(path) => lock_cgroup(&ctx.root, path).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// runc 1.2 (factory_linux.go) refuses a cgroup that already holds processes: the
@@ -180,20 +189,20 @@ impl Intent {
     }
 
     /// Removes the record of a container that `delete` removed (or a create failed to make),
-    /// under the root lock: once the directory is gone a new create of the ID may record it
+    /// under the ID's lock: once the directory is gone a new create of the ID may record it
     /// again, and its record must stay.
     pub fn forget_deleted(ctx: &Ctx, id: &str) -> Result<()> {
         if !Self::exists(ctx, id) {
             return Ok(());
         }
-        let _root_lock = ctx.lock_root()?;
+        let _id_lock = ctx.lock_id(id)?;
         if !ctx.container_dir(id).exists() {
             Self::forget(ctx, id);
         }
         Ok(())
     }
 
-    /// Removes the record; the caller holds the root lock.
+    /// Removes the record; the caller holds the ID's lock.
     pub fn forget(ctx: &Ctx, id: &str) {
         let path = Self::path(ctx, id);
         if let Err(e) = fs::remove_file(&path) {
@@ -222,14 +231,14 @@ impl Intent {
     }
 
     /// `forget`, and the temporary files a create killed while writing the record left; the
-    /// caller holds the root lock, so no create is writing one.
+    /// caller holds the ID's lock, so no create is writing one.
     pub fn forget_all(ctx: &Ctx, id: &str) {
         Self::forget(ctx, id);
         Self::forget_leftovers(ctx, id);
     }
 
     /// The temporary files a create killed while writing the record left; the caller holds
-    /// the root lock.
+    /// the ID's lock.
     pub fn forget_leftovers(ctx: &Ctx, id: &str) {
         for temp in Self::leftovers(ctx, id) {
             let _ = fs::remove_file(temp);
@@ -261,7 +270,7 @@ pub struct HalfMade {
 pub fn inspect(ctx: &Ctx, id: &str) -> Result<Entry> {
     // A directory without state.json may be one a delete is emptying (under the container's
     // lock, state.json first), or one whose create ended between our look at the directory
-    // and our look at the root lock. So a half-made one is judged again after waiting for the
+    // and our look at the ID's lock. So a half-made one is judged again after waiting for the
     // container's lock, until two looks agree (tests/load.rs: list and state racing create
     // and delete must not warn about containers that are merely coming or going).
     let mut entry = inspect_now(ctx, id)?;
@@ -275,17 +284,17 @@ pub fn inspect(ctx: &Ctx, id: &str) -> Result<Entry> {
         // Fails at once when the directory is gone (deleted meanwhile): look again anyway.
         drop(DirLock::exclusive(&half.dir));
         // A record without a directory is also what a delete leaves for a moment, holding the
-        // record until it removes it (`Intent::hold`). Not under the root lock: that delete
-        // takes the root lock to remove the record.
-        if !half.dir.exists() && !FileLock::held_here(&root_lock_path(&ctx.root)) {
+        // record until it removes it (`Intent::hold`). Not under the ID's lock: that delete
+        // takes the ID's lock to remove the record.
+        if !half.dir.exists() && !id_lock_held_here(&ctx.root, id) {
             drop(Intent::hold(ctx, id));
         }
         let again = inspect_now(ctx, id)?;
-        // Another process holding the root lock may be removing it right now (a `delete
+        // Another process holding the ID's lock may be removing it right now (a `delete
         // --force` of a half-made container removes its directory, then its record, under
-        // the root lock): two equal looks then say nothing yet (tests/load.rs saw list warn
+        // the ID's lock): two equal looks then say nothing yet (tests/load.rs saw list warn
         // so). Not waiting for that lock here: a caller may hold a container's lock.
-        let busy = root_lock_holder(&ctx.root).is_some();
+        let busy = id_lock_holder(&ctx.root, id).is_some();
         let settled =
             !busy && matches!(&again, Entry::HalfMade(h) if h.why == half.why && !h.in_progress());
         entry = again;
@@ -312,7 +321,7 @@ fn inspect_now(ctx: &Ctx, id: &str) -> Result<Entry> {
             dir: dir.clone(),
             creating: intent
                 .as_ref()
-                .is_some_and(|i| root_lock_holder(&ctx.root) == Some(i.pid as i32)),
+                .is_some_and(|i| id_lock_holder(&ctx.root, id) == Some(i.pid as i32)),
             intent,
             why,
         })
@@ -341,7 +350,7 @@ fn inspect_now(ctx: &Ctx, id: &str) -> Result<Entry> {
             if c.pid().is_none()
                 && intent
                     .as_ref()
-                    .is_some_and(|i| root_lock_holder(&ctx.root) == Some(i.pid as i32))
+                    .is_some_and(|i| id_lock_holder(&ctx.root, id) == Some(i.pid as i32))
             {
                 c.set_status(ContainerStatus::Creating);
             }
@@ -356,7 +365,7 @@ fn inspect_now(ctx: &Ctx, id: &str) -> Result<Entry> {
 }
 
 impl HalfMade {
-    /// Whether its create was still running (that nvbind held the root lock) when inspected.
+    /// Whether its create was still running (that nvbind held the ID's lock) when inspected.
     pub fn in_progress(&self) -> bool {
         self.creating
     }
@@ -397,7 +406,7 @@ impl HalfMade {
     }
 
     /// Removes what there is of it: the processes in its cgroup, the cgroup, its directory
-    /// and the create record. The caller holds the root lock, so no create of it is running.
+    /// and the create record. The caller holds the ID's lock, so no create of it is running.
     pub fn remove(&self, ctx: &Ctx) -> Result<()> {
         let (cgroup, systemd) = match &self.intent {
             Some(Intent {
@@ -434,7 +443,7 @@ impl HalfMade {
 
 /// A create killed while it rewrote the bundle's config.json (CDI injection) left a temp file
 /// in the bundle. Only that create's own (its pid is in the name, and it is gone: we hold the
-/// root lock it held): the bundle may be another root's too.
+/// ID's lock it held): the bundle may be another root's too.
 fn remove_config_temp(intent: &Intent) {
     for entry in fs::read_dir(&intent.bundle).into_iter().flatten().flatten() {
         let name = entry.file_name();

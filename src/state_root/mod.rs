@@ -82,9 +82,9 @@ impl Ctx {
         Ok((lock, container))
     }
 
-    /// Serialises creates on this root (see `lock::lock_root`).
-    pub fn lock_root(&self) -> Result<FileLock> {
-        lock::lock_root(&self.root)
+    /// Serialises the creates of `id` and what waits for one (see `lock::lock_id`).
+    pub fn lock_id(&self, id: &str) -> Result<FileLock> {
+        lock::lock_id(&self.root, id)
     }
 
     pub fn cgroup_manager(&self, container: &Container) -> Result<AnyCgroupManager> {

@@ -83,10 +83,10 @@ impl std::error::Error for Foreign {}
 /// contents are another runtime's, or one without nvbind's record. `None` when it is nvbind's
 /// or does not exist.
 ///
-/// Create writes the record (under the root lock) before the directory, and delete removes it
-/// (under the root lock) after the directory, so a directory of nvbind's always has one. Looked
+/// Create writes the record (under the ID's lock) before the directory, and delete removes it
+/// (under the ID's lock) after the directory, so a directory of nvbind's always has one. Looked
 /// at without a lock, a delete and a new create of the ID between the two looks could hide it;
-/// so an answer of "not ours" that the files do not prove is checked again under the root lock,
+/// so an answer of "not ours" that the files do not prove is checked again under the ID's lock,
 /// where the record cannot come or go. Another runtime's container that its files identify
 /// (runc's, crun's) costs no lock: engines ask about those all the time in a shared root.
 pub fn foreign(root: &Path, id: &str) -> Option<Foreign> {
@@ -113,7 +113,7 @@ pub fn foreign(root: &Path, id: &str) -> Option<Foreign> {
     }
     // Nested when the caller holds it already; without it (an unwritable root) the answer
     // stays "not ours": refusing is the safe mistake.
-    let _root_lock = super::lock::lock_root(root).ok();
+    let _id_lock = super::lock::lock_id(root, id).ok();
     if !present() || record_path(root, id).exists() {
         return None;
     }

@@ -341,9 +341,9 @@ fn created_init_host_fds(env: &Env, id: &str) -> Vec<String> {
     out
 }
 
-/// nvbind's root lock is held while the init is cloned; an init that kept it would let a
-/// process reopening /proc/<init>/fd/N (CAP_SYS_PTRACE, shared PID namespace) take the lock
-/// and stall every create on the host. The --log file is there on purpose (the init reports
+/// The state root's lock file is open (its ID's byte locked) while the init is cloned; an init
+/// that kept it would let a process reopening /proc/<init>/fd/N (CAP_SYS_PTRACE, shared PID
+/// namespace) lock the whole file and stall every create on the host. The --log file is there on purpose (the init reports
 /// its errors there), which shows the scan sees the runtime's host files.
 #[test]
 fn created_init_holds_no_runtime_lock() {

@@ -546,3 +546,194 @@ fn a_container_being_created_is_creating_and_delete_waits_for_it() {
     env.assert_clean();
     assert_no_strays(&env, &bundles.marker, &[]);
 }
+
+/// Releases a createRuntime hook that reads a line from a FIFO (`read x < FIFO`): the FIFO is
+/// held open for writing from the start, so the hook's open never waits for a writer and the
+/// line, once written, stays until it is read.
+struct Gate {
+    path: PathBuf,
+    fifo: fs::File,
+}
+
+impl Gate {
+    fn new(env: &Env, name: &str) -> Self {
+        let path = env.dir.path().join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // O_RDWR: a FIFO opened so never waits for the other end (Linux).
+        let fifo = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        Self { path, fifo }
+    }
+
+    fn hook(&self) -> Value {
+        let cmd = format!("read x < {}", self.path.display());
+        json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", cmd]}]})
+    }
+
+    fn open(&self) {
+        use std::io::Write;
+        let _ = (&self.fifo).write_all(b"go\n");
+    }
+}
+
+/// Opens the gate when dropped: a failed assertion inside a thread scope must not leave the
+/// scope's join waiting on a hook that nobody releases.
+struct OpenOnDrop<'a>(&'a Gate);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// Issue 19: creates in one --root used to run one at a time (one lock for the whole root):
+/// a create held in the middle (its createRuntime hook waits on a FIFO) stalled every other
+/// create. Now a create of another ID, its start, kill and delete all finish while the first is
+/// still held; a second create of the held ID waits for it, then fails as "already exists".
+#[test]
+fn a_create_held_midway_holds_up_its_own_id_and_no_other() {
+    let _turn = serial();
+    let env = Env::new();
+    let bundles = Bundles::new(&env, 6);
+    let gate = Gate::new(&env, "gate");
+    let held = bundles.make(&env, "held");
+    env.edit(&held, |c| c["hooks"] = gate.hook());
+    let again = bundles.make(&env, "held-again");
+    let other = bundles.make(&env, "other");
+    std::thread::scope(|s| {
+        let _open = OpenOnDrop(&gate);
+        let create = s.spawn(|| nv(&env, &["create", "-b", held.to_str().unwrap(), "held"]));
+        // state.json is written under the ID's lock, before the hook; the hook waits for the
+        // gate, so from here on the create holds the lock until the gate opens.
+        assert!(
+            wait_long(|| env.root.join("held/state.json").exists()),
+            "create never wrote its state"
+        );
+        let same = s.spawn(|| nv(&env, &["create", "-b", again.to_str().unwrap(), "held"]));
+        let lifecycle = s.spawn(|| {
+            let mut outs = vec![nv(
+                &env,
+                &["create", "-b", other.to_str().unwrap(), "other"],
+            )];
+            for verb in [
+                &["start", "other"][..],
+                &["kill", "other", "KILL"],
+                &["delete", "--force", "other"],
+            ] {
+                if outs.last().is_some_and(Out::ok) {
+                    outs.push(nv(&env, verb));
+                }
+            }
+            outs
+        });
+        // Bounded by the calls' own timeout: with one lock for the root the other create
+        // waits for the gate, which only opens after this wait.
+        let deadline = Instant::now() + timeout();
+        while !lifecycle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let other_done = lifecycle.is_finished();
+        let same_done = same.is_finished();
+        let st = checked_state(&env, "held")
+            .unwrap()
+            .expect("held: no container");
+        gate.open();
+        let create = create.join().unwrap();
+        let same = same.join().unwrap();
+        let outs = lifecycle.join().unwrap();
+        assert!(
+            other_done,
+            "another ID's create/start/kill/delete waited for the held create"
+        );
+        for out in &outs {
+            assert!(out.ok(), "{}", out.describe());
+        }
+        assert_eq!(outs.len(), 4);
+        assert_eq!(st["status"], "creating", "held while the other ran: {st}");
+        assert!(
+            !same_done,
+            "a second create of the held ID did not wait for the first: {}",
+            same.describe()
+        );
+        assert!(create.ok(), "{}", create.describe());
+        assert!(same.unclean().is_none(), "{}", same.describe());
+        assert!(
+            !same.ok() && same.stderr.contains("already exists"),
+            "{}",
+            same.describe()
+        );
+    });
+    let st = checked_state(&env, "held")
+        .unwrap()
+        .expect("held: no container");
+    assert_eq!(st["status"], "created");
+    assert!(nv(&env, &["delete", "--force", "held"]).ok());
+    drop(gate);
+    env.assert_clean();
+    assert_no_strays(&env, &bundles.marker, &[]);
+}
+
+/// Many creates of one ID at the same moment: exactly one makes the container, every other
+/// fails in one line saying it exists, and nothing of the losers is left (no second cgroup,
+/// process or record); then creates of as many different IDs at once all succeed.
+#[test]
+fn creates_of_one_id_at_once_make_exactly_one_container() {
+    let _turn = serial();
+    let env = Env::new();
+    let bundles = Bundles::new(&env, 7);
+    let racers = count("NVBIND_LOAD_SAME_ID", 8);
+    let rounds = 3;
+    let tally = Tally::default();
+    let bundle: Vec<PathBuf> = (0..racers)
+        .map(|i| bundles.make(&env, &format!("racer{i}")))
+        .collect();
+    for round in 0..rounds {
+        let won = AtomicUsize::new(0);
+        parallel(racers, racers, |i| {
+            let out = nv(&env, &["create", "-b", bundle[i].to_str().unwrap(), "same"]);
+            tally.record(&env, &out);
+            if out.ok() {
+                won.fetch_add(1, Ordering::SeqCst);
+            } else if !out.stderr.contains("already exists") {
+                tally.fail(format!("round {round}: {}", out.describe()));
+            }
+        });
+        assert_eq!(won.load(Ordering::SeqCst), 1, "round {round}: winners");
+        let st = checked_state(&env, "same").unwrap().expect("no container");
+        assert_eq!(st["status"], "created", "round {round}: {st}");
+        assert_eq!(checked_list_json(&env).unwrap().len(), 1, "round {round}");
+        // The winner's init is in the winner's cgroup, and the only process of ours.
+        let pid = st["pid"].as_i64().unwrap();
+        assert_no_strays(&env, &bundles.marker, &[pid]);
+        let out = nv(&env, &["delete", "--force", "same"]);
+        assert!(out.ok(), "{}", out.describe());
+    }
+    parallel(racers, racers, |i| {
+        let out = nv(
+            &env,
+            &[
+                "create",
+                "-b",
+                bundle[i].to_str().unwrap(),
+                &format!("racer{i}"),
+            ],
+        );
+        if !out.ok() {
+            tally.fail(format!("different IDs: {}", out.describe()));
+        }
+    });
+    assert_eq!(checked_list_json(&env).unwrap().len(), racers);
+    parallel(racers, racers, |i| {
+        let out = nv(&env, &["delete", "--force", &format!("racer{i}")]);
+        if !out.ok() {
+            tally.fail(out.describe());
+        }
+    });
+    print_errors(&tally);
+    assert!(tally.failures().is_empty(), "{:#?}", tally.failures());
+    env.assert_clean();
+    assert_no_strays(&env, &bundles.marker, &[]);
+}

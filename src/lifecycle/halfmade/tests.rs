@@ -3,7 +3,7 @@
 use std::os::fd::AsRawFd;
 
 use super::*;
-use crate::state_root::lock::{root_lock_path, FileLock};
+use crate::state_root::lock::{id_key, root_lock_path};
 
 fn ctx(root: &Path) -> Ctx {
     Ctx {
@@ -36,21 +36,31 @@ fn a_directory_without_state_is_half_made_and_garbage_state_too() {
     assert!(h.why.contains("unreadable"), "{}", h.why);
 }
 
-/// Whether another process finds `path` locked: a POSIX lock is invisible to its holder.
-fn locked_for_others(path: &Path) -> bool {
+/// Whether another process finds the lock of `id` under `root` taken by this one: a POSIX lock
+/// is invisible to its holder. The child asks the kernel on a descriptor of its own (not
+/// through `id_lock_holder`: it inherited this process's bookkeeping, not its locks).
+fn id_locked_for_others(root: &Path, id: &str) -> bool {
     use nix::unistd::{fork, ForkResult};
+    let parent = std::process::id() as i32;
+    let path = root_lock_path(root);
+    let key = id_key(id);
     // SAFETY: the child only makes syscalls (open, fcntl) and _exits.
     match unsafe { fork() }.unwrap() {
         ForkResult::Child => {
-            let code = match fs::File::open(path) {
+            let code = match fs::File::open(&path) {
                 Ok(f) => {
-                    // SAFETY: zeroed flock is a valid whole-file range for F_GETLK.
+                    // SAFETY: zeroed flock is valid; the one-byte range is set below.
                     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
                     fl.l_type = libc::F_WRLCK as libc::c_short;
                     fl.l_whence = libc::SEEK_SET as libc::c_short;
+                    fl.l_start = key;
+                    fl.l_len = 1;
                     // SAFETY: valid descriptor and flock struct.
                     let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
-                    i32::from(!(rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short))
+                    match (rc, fl.l_type == libc::F_UNLCK as libc::c_short, fl.l_pid) {
+                        (0, false, pid) if pid == parent => 0,
+                        _ => 1,
+                    }
                 }
                 Err(_) => 2,
             };
@@ -96,37 +106,95 @@ fn only_a_child_cgroup_is_ever_emptied() {
     }
 }
 
-/// Review finding: delete inspects a half-made container under the root lock, and
+/// Review finding: delete inspects a half-made container under the create lock, and
 /// inspecting opened and closed the lock file to ask who held it, which released our own
-/// POSIX lock, so the removal ran unlocked beside a new create.
+/// POSIX lock, so the removal ran unlocked beside a new create. Since the lock is per ID, the
+/// file holds other IDs' locks too: asking about another ID must not release this one either.
 #[test]
-fn inspecting_under_the_root_lock_keeps_it() {
+fn inspecting_under_the_id_lock_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     let ctx = ctx(dir.path());
-    Intent::new(&ctx, "c", Path::new("/b"), &Spec::default())
-        .record(&ctx)
-        .unwrap();
-    let lock_path = root_lock_path(dir.path());
-    let lock = ctx.lock_root().unwrap();
-    assert!(locked_for_others(&lock_path));
+    for id in ["c", "other"] {
+        Intent::new(&ctx, id, Path::new("/b"), &Spec::default())
+            .record(&ctx)
+            .unwrap();
+    }
+    let lock = ctx.lock_id("c").unwrap();
+    assert!(id_locked_for_others(dir.path(), "c"));
     let Entry::HalfMade(h) = inspect(&ctx, "c").unwrap() else {
         panic!("not half-made")
     };
     // Recorded by this process, which holds the lock: its create is running.
     assert!(h.in_progress());
     assert!(
-        locked_for_others(&lock_path),
-        "inspect released the root lock"
+        id_locked_for_others(dir.path(), "c"),
+        "inspect released the ID's lock"
     );
-    // A nested guard's drop does not release the lock either.
-    drop(ctx.lock_root().unwrap());
+    // Another ID: not held, so its record is what a killed create left.
+    let Entry::HalfMade(h) = inspect(&ctx, "other").unwrap() else {
+        panic!("not half-made")
+    };
+    assert!(!h.in_progress());
+    assert!(!id_locked_for_others(dir.path(), "other"));
     assert!(
-        locked_for_others(&lock_path),
-        "a nested guard released the root lock"
+        id_locked_for_others(dir.path(), "c"),
+        "asking about another ID released this one's lock"
+    );
+    // A nested guard's drop does not release the lock either, nor does another ID's.
+    drop(ctx.lock_id("c").unwrap());
+    drop(ctx.lock_id("other").unwrap());
+    assert!(
+        id_locked_for_others(dir.path(), "c"),
+        "a nested or another ID's guard released the lock"
     );
     drop(lock);
-    assert!(!locked_for_others(&lock_path));
-    assert!(!FileLock::held_here(&lock_path));
+    assert!(!id_locked_for_others(dir.path(), "c"));
+    assert!(!id_lock_held_here(dir.path(), "c"));
+}
+
+/// The lock of one ID does not hold up another's: while this process holds "a", another takes
+/// "b" at once and is refused "a". The child asks the kernel directly (F_SETLK, which does not
+/// wait) on a descriptor of its own: it inherited this process's bookkeeping, not its locks.
+#[test]
+fn one_ids_lock_does_not_hold_up_anothers() {
+    use nix::unistd::{fork, ForkResult};
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx(dir.path());
+    let a = ctx.lock_id("a").unwrap();
+    let path = root_lock_path(dir.path());
+    let (key_a, key_b) = (id_key("a"), id_key("b"));
+    assert_ne!(key_a, key_b);
+    // SAFETY: the child only makes syscalls (open, fcntl) and _exits.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            let try_lock = |fd, key| {
+                // SAFETY: zeroed flock is valid; the one-byte range is set below.
+                let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+                fl.l_type = libc::F_WRLCK as libc::c_short;
+                fl.l_whence = libc::SEEK_SET as libc::c_short;
+                fl.l_start = key;
+                fl.l_len = 1;
+                // SAFETY: valid descriptor and flock struct.
+                unsafe { libc::fcntl(fd, libc::F_SETLK, &fl) == 0 }
+            };
+            let code = match fs::OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(f) if !try_lock(f.as_raw_fd(), key_b) => 2,
+                Ok(f) if try_lock(f.as_raw_fd(), key_a) => 3,
+                Ok(_) => 0,
+                Err(_) => 4,
+            };
+            // SAFETY: leave the forked test process without running its destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            let status = nix::sys::wait::waitpid(child, None).unwrap();
+            drop(a);
+            assert!(
+                matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+                "another process and a's lock held here: {status:?} (2: b refused, 3: a taken)"
+            );
+        }
+    }
 }
 
 #[test]
