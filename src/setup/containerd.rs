@@ -16,6 +16,8 @@ use super::{Engine, MergeError, Registration};
 pub struct Containerd;
 
 const RUNC_V2: &str = "io.containerd.runc.v2";
+/// The annotations the handler passes from the CRI request into the OCI spec.
+const CDI_ANNOTATIONS: &str = "cdi.k8s.io/*";
 
 fn cri_plugin(version: i64) -> &'static str {
     match version {
@@ -104,6 +106,25 @@ impl Engine for Containerd {
         if handler.get("runtime_type").and_then(Item::as_str) != Some(RUNC_V2) {
             handler["runtime_type"] = value(RUNC_V2);
             changed = true;
+        }
+        // CDI requests as Kubernetes users write them, `cdi.k8s.io/*` annotations on the pod
+        // (or a device plugin's on the container), reach the OCI spec, where nvbind resolves
+        // them, only when the handler passes them through: containerd 1.6 has no CDI at all,
+        // and 1.7's `enable_cdi` reads the container's annotations only.
+        for key in ["pod_annotations", "container_annotations"] {
+            let mut list = match handler.get(key) {
+                None => Vec::new(),
+                Some(item) => super::toml::strings(Some(item)).ok_or(MergeError::Shape {
+                    key: format!("{shown}.runtimes.{}.{key}", reg.name),
+                    found: describe(item),
+                    expected: "an array of strings",
+                })?,
+            };
+            if !list.iter().any(|p| p == CDI_ANNOTATIONS) {
+                list.push(CDI_ANNOTATIONS.to_string());
+                handler[key] = value(toml_edit::Array::from_iter(list));
+                changed = true;
+            }
         }
         handler.set_implicit(false);
         let options = table_at(
@@ -243,6 +264,40 @@ mod tests {
         let other = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"kata\"\n";
         let out = Containerd.merge(Some(other), &reg(false)).unwrap().unwrap();
         assert!(!out.contains("runtimes.runc"), "{out}");
+    }
+
+    #[test]
+    fn passes_cdi_annotations_through_keeping_the_users() {
+        let out = Containerd.merge(None, &reg(false)).unwrap().unwrap();
+        let doc: toml_edit::DocumentMut = out.parse().unwrap();
+        let h = get(&doc, "io.containerd.grpc.v1.cri");
+        for key in ["pod_annotations", "container_annotations"] {
+            assert_eq!(
+                super::super::toml::strings(Some(&h[key])),
+                Some(vec!["cdi.k8s.io/*".to_string()]),
+                "{out}"
+            );
+        }
+        let mine = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvbind]\npod_annotations = [\"example.com/*\"]\n";
+        let out = Containerd.merge(Some(mine), &reg(false)).unwrap().unwrap();
+        let doc: toml_edit::DocumentMut = out.parse().unwrap();
+        assert_eq!(
+            super::super::toml::strings(Some(
+                &get(&doc, "io.containerd.grpc.v1.cri")["pod_annotations"]
+            )),
+            Some(vec![
+                "example.com/*".to_string(),
+                "cdi.k8s.io/*".to_string()
+            ]),
+            "{out}"
+        );
+        assert_eq!(Containerd.merge(Some(&out), &reg(false)).unwrap(), None);
+        let bad = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvbind]\ncontainer_annotations = \"cdi.k8s.io/*\"\n";
+        let err = Containerd
+            .merge(Some(bad), &reg(false))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("container_annotations"), "{err}");
     }
 
     #[test]

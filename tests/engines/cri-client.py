@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """A minimal CRI (runtime.v1) client, enough to drive a containerd runtime handler the way the
 kubelet does for a pod with a RuntimeClass: RunPodSandbox(runtime_handler) -> CreateContainer ->
-StartContainer -> ExecSync -> StopContainer -> Remove*. Messages are encoded by hand (field
-numbers from k8s.io/cri-api pkg/apis/runtime/v1/api.proto), so only python3-grpcio is needed.
+StartContainer -> ExecSync -> StopContainer -> Remove*. Messages are encoded by hand (cri_wire.py:
+field numbers from k8s.io/cri-api pkg/apis/runtime/v1/api.proto), so only python3-grpcio is needed.
 
 usage: cri-client.py SOCKET HANDLER IMAGE WORKDIR RUNTIME_PATH MISSING_EXEC_REGEX
 Prints one "PASS name" or "FAIL name: detail" line per check.
@@ -15,76 +15,8 @@ import time
 
 import grpc
 
-
-# --- protobuf wire format -----------------------------------------------------------------
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def f_int(num, v):
-    return varint(num << 3) + varint(v) if v else b""
-
-
-def f_bytes(num, b):
-    if isinstance(b, str):
-        b = b.encode()
-    return varint((num << 3) | 2) + varint(len(b)) + b
-
-
-def f_strs(num, items):
-    return b"".join(f_bytes(num, s) for s in items)
-
-
-def f_map(num, d):
-    return b"".join(f_bytes(num, f_bytes(1, k) + f_bytes(2, v)) for k, v in d.items())
-
-
-def decode(buf):
-    """field number -> list of values (int for varints, bytes for length-delimited)."""
-    out, i = {}, 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = _varint(buf, i)
-        elif wt == 2:
-            n, i = _varint(buf, i)
-            v, i = buf[i:i + n], i + n
-        elif wt == 1:
-            v, i = buf[i:i + 8], i + 8
-        elif wt == 5:
-            v, i = buf[i:i + 4], i + 4
-        else:
-            raise ValueError("unsupported wire type %d" % wt)
-        out.setdefault(num, []).append(v)
-    return out
-
-
-def _varint(buf, i):
-    shift = n = 0
-    while True:
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
-
-
-def first(d, num, default=None):
-    return d.get(num, [default])[0]
-
-
-def decode_map(entries):
-    return {first(decode(e), 1, b"").decode(): first(decode(e), 2, b"").decode() for e in entries}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cri_wire import NODE, decode, decode_map, f_bytes, f_int, f_strs, first  # noqa: E402
 
 
 # --- the scenario ---------------------------------------------------------------------------
@@ -101,7 +33,6 @@ def check(name, cond, detail=""):
     print(("PASS %s" % name) if cond else ("FAIL %s: %s" % (name, detail)), flush=True)
 
 
-NODE = 2  # NamespaceMode: host network, so no CNI is needed
 logdir = os.path.join(workdir, "pods")
 os.makedirs(logdir, exist_ok=True)
 sandbox_config = (
