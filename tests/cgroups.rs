@@ -349,3 +349,32 @@ fn resources_in_config_are_applied() {
     env.ok(&["delete", "-f", "l1"]);
     env.assert_clean();
 }
+
+#[test]
+fn kill_all_of_a_stopped_container_whose_cgroup_is_gone_succeeds() {
+    // runc 1.1 (linuxContainer.Signal): nothing is left to signal. The systemd driver's scope
+    // loses its cgroup as soon as the last process exits, and containerd's shim sends
+    // `kill --all ID 9` after every init's exit: an error there kept a pod's StopContainer
+    // waiting for an exit containerd never reported (tests/hosts engines=cri). Here the
+    // cgroupfs driver's cgroups are removed by hand, as systemd removes the scope's.
+    let env = Env::new();
+    let b = env.bundle("ka", &["true"]);
+    env.ok(&["create", "-b", b.to_str().unwrap(), "k1"]);
+    env.ok(&["start", "k1"]);
+    assert!(wait_for(|| env.state("k1")["status"] == "stopped"));
+    env.ok(&["kill", "--all", "k1", "KILL"]);
+    let cgroups = leaked_cgroups(&env.cgroup_prefix);
+    assert!(
+        !cgroups.is_empty(),
+        "the container's cgroup is there until delete"
+    );
+    for c in &cgroups {
+        fs::remove_dir(c).unwrap();
+    }
+    env.ok(&["kill", "--all", "k1", "KILL"]);
+    // Without --all, runc's words, which containerd's shim and CRI-O read as "already exited".
+    let err = env.fails(&["kill", "k1", "KILL"]);
+    assert!(err.contains("container not running"), "{err}");
+    env.ok(&["delete", "k1"]);
+    env.assert_clean();
+}

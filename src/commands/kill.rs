@@ -1,5 +1,5 @@
 use anyhow::{Context, Result};
-use libcgroups::common::CgroupManager as _;
+use libcgroups::common::{CgroupManager as _, WrappedIoError};
 use libcontainer::container::ContainerStatus;
 use libcontainer::error::LibcontainerError;
 use libcontainer::signal::Signal;
@@ -38,6 +38,14 @@ pub fn run(args: &KillArgs, ctx: &Ctx) -> Result<()> {
         .transpose()?;
     let (_lock, mut container) = ctx.load_locked(&args.id)?;
     ensure(&container, Action::Kill { all: args.all })?;
+    // runc 1.1 (linuxContainer.Signal): a stopped container whose cgroup is gone has no process
+    // left, and `kill --all` succeeds. The systemd driver's scope loses its cgroup as soon as
+    // its last process exits, and containerd's shim sends `kill --all ID 9` after an init's
+    // exit (every pod's StopContainer): a failure there kept the exit from being reported, and
+    // the kubelet's StopContainer waited until its deadline.
+    if args.all && container.status() == ContainerStatus::Stopped && cgroup_gone(&container, ctx) {
+        return Ok(());
+    }
     let Some(signal) = signal else {
         return probe(&container, args.all, ctx)
             .with_context(|| format!("cannot signal container {:?}", args.id));
@@ -52,6 +60,25 @@ pub fn run(args: &KillArgs, ctx: &Ctx) -> Result<()> {
         }
         r => r.with_context(|| format!("cannot signal container {:?}", args.id)),
     }
+}
+
+/// Whether the container's cgroup no longer exists: its manager cannot list it because a file
+/// of it is not found. Any other answer, or a container without a cgroup, is not "gone".
+fn cgroup_gone(container: &libcontainer::container::Container, ctx: &Ctx) -> bool {
+    let Ok(manager) = ctx.cgroup_manager(container) else {
+        return false;
+    };
+    let Err(err) = manager.get_all_pids() else {
+        return false;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<WrappedIoError>() {
+            return io.inner().kind() == std::io::ErrorKind::NotFound;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// `kill ID 0`: succeeds when the init exists; with --all, checks each process of the

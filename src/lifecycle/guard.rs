@@ -40,8 +40,11 @@ pub fn ensure(container: &Container, action: Action) -> Result<()> {
         Action::Start if !container.can_start() => {
             bail!("cannot start container {id:?}: it is {is}, not created")
         }
+        // runc's words: containerd's shim (checkKillError) and CRI-O read "container not
+        // running" as "the process already finished"; in other words a StopContainer whose
+        // SIGTERM races the init's exit fails the kubelet's call ("unknown error after kill").
         Action::Kill { all: false } if status == S::Stopped => {
-            bail!("cannot kill container {id:?}: it is not running")
+            bail!("cannot kill container {id:?}: container not running")
         }
         Action::Delete { force: false } if matches!(status, S::Running | S::Paused) => {
             bail!("cannot delete container {id:?}: it is {is}; stop it first or use --force")
@@ -147,7 +150,7 @@ mod tests {
         );
         assert_eq!(
             first(Action::Kill { all: false }),
-            "cannot kill container \"c1\": it is not running"
+            "cannot kill container \"c1\": container not running"
         );
         assert_eq!(
             first(Action::Delete { force: false }),
