@@ -48,6 +48,9 @@ pub fn container_intermediate_process(
     init_main_sender: &mut channel::MainSender,
     // nvbind: cloned into the container's cgroup already (CLONE_INTO_CGROUP)
     in_cgroup: bool,
+    // nvbind: the manager the runtime made before cloning this process (its copy of it), so
+    // that one create builds it once; None where the runtime could not or must not share it
+    shared_cgroup_manager: Option<&libcgroups::common::AnyCgroupManager>,
 ) -> Result<()> {
     // nvbind: the runtime's own descriptors (its root lock) must not reach the container's
     // init, which keeps every inherited descriptor until it execs the payload: a process in
@@ -69,9 +72,17 @@ pub fn container_intermediate_process(
     let linux = spec.linux().as_ref().ok_or(MissingSpecError::Linux)?;
     let namespaces = Namespaces::try_from(linux.namespaces().as_ref())?;
     let rootless = rootless_required(command.as_ref()).unwrap_or(false);
-    let cgroup_manager = libcgroups::common::create_cgroup_manager(args.cgroup_config.to_owned())
-        .map_err(|e| IntermediateProcessError::Cgroup(e.to_string()))?
-        .with_rootless(rootless);
+    let own_cgroup_manager;
+    let cgroup_manager = match shared_cgroup_manager {
+        Some(m) => m,
+        None => {
+            own_cgroup_manager =
+                libcgroups::common::create_cgroup_manager(args.cgroup_config.to_owned())
+                    .map_err(|e| IntermediateProcessError::Cgroup(e.to_string()))?
+                    .with_rootless(rootless);
+            &own_cgroup_manager
+        }
+    };
 
     let current_pid = Pid::this();
     // setting CPU affinity for tenant container before cgroup move
@@ -100,7 +111,7 @@ pub fn container_intermediate_process(
     // the cgroup namespace.
     if args.sub_cgroups.is_empty() {
         apply_cgroups(
-            &cgroup_manager,
+            cgroup_manager,
             linux.resources().as_ref(),
             matches!(args.container_type, ContainerType::InitContainer),
             rootless,

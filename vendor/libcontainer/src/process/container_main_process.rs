@@ -69,7 +69,10 @@ type Result<T> = std::result::Result<T, ProcessError>;
 /// has prepared the rootfs. The intermediate process applied every other limit when it
 /// joined the cgroup (`skip_devices`). A rootless container gets none: they need host
 /// privileges (runc skips them there too), and it may have no cgroup at all.
-fn apply_device_rules(container_args: &ContainerArgs) -> Result<()> {
+fn apply_device_rules(
+    container_args: &ContainerArgs,
+    shared: Option<&libcgroups::common::AnyCgroupManager>,
+) -> Result<()> {
     let rootless =
         crate::utils::rootless_required(container_args.syscall.create_syscall().as_ref())
             .unwrap_or(false);
@@ -77,8 +80,15 @@ fn apply_device_rules(container_args: &ContainerArgs) -> Result<()> {
         return Ok(());
     }
     use libcgroups::common::CgroupManager;
-    let cmanager = libcgroups::common::create_cgroup_manager(container_args.cgroup_config.clone())
-        .map_err(|e| ProcessError::DeviceRulesCgroup(Box::new(e)))?;
+    let own;
+    let cmanager = match shared {
+        Some(m) => m,
+        None => {
+            own = libcgroups::common::create_cgroup_manager(container_args.cgroup_config.clone())
+                .map_err(|e| ProcessError::DeviceRulesCgroup(Box::new(e)))?;
+            &own
+        }
+    };
     // Only the device rules: every other field is left out, so no other controller is
     // touched again. No `linux.resources` at all still gets the default rules on a deny-all
     // cgroup, as with runc.
@@ -102,21 +112,48 @@ fn apply_device_rules(container_args: &ContainerArgs) -> Result<()> {
         .map_err(|e| ProcessError::DeviceRules(Box::new(e)))
 }
 
+/// nvbind: the cgroup manager of the container's cgroupfs cgroup (v1, hybrid or v2), made
+/// once here for the whole create: the intermediate (a clone of this process, so it has a
+/// copy of it) joins and limits the cgroup with it, and this process opens the cgroup for
+/// `clone3` and applies the device rules with it. Each manager built costs the cgroup setup's
+/// detection (two statfs) again, and on v1 the path of every controller; the create built
+/// three. None for the systemd driver on cgroup v2 (its manager holds a D-Bus connection,
+/// which two processes must not share: the intermediate opens its own, as before) and when
+/// it cannot be built (the intermediate then tries and reports why).
+fn shared_cgroup_manager(args: &ContainerArgs) -> Option<libcgroups::common::AnyCgroupManager> {
+    let config = &args.cgroup_config;
+    if config.systemd_cgroup && !config.cgroup_path.is_absolute() {
+        return None;
+    }
+    let rootless =
+        crate::utils::rootless_required(args.syscall.create_syscall().as_ref()).unwrap_or(false);
+    match libcgroups::common::create_cgroup_manager(config.clone()) {
+        Ok(libcgroups::common::AnyCgroupManager::Systemd(_)) => None,
+        Ok(manager) => Some(manager.with_rootless(rootless)),
+        Err(err) => {
+            tracing::debug!(%err, "cannot make the cgroup manager; the intermediate tries");
+            None
+        }
+    }
+}
+
 /// nvbind: the container's cgroup, created and opened for `clone3(CLONE_INTO_CGROUP)`,
 /// where the intermediate can be cloned into it: a container's init (an exec joins an
 /// existing cgroup or sub-cgroups), not rootless (its cgroup may be best-effort), on a cgroup
 /// v2 cgroupfs path (v1 has no such clone; the systemd driver makes the cgroup for a pid).
 /// None otherwise, and on any failure: the intermediate then joins as before and reports
 /// what is wrong with the cgroup.
-fn cgroup_to_clone_into(args: &ContainerArgs) -> Option<OwnedFd> {
+fn cgroup_to_clone_into(
+    args: &ContainerArgs,
+    manager: Option<&libcgroups::common::AnyCgroupManager>,
+) -> Option<OwnedFd> {
     if !matches!(args.container_type, ContainerType::InitContainer)
         || !args.sub_cgroups.is_empty()
         || crate::utils::rootless_required(args.syscall.create_syscall().as_ref()).unwrap_or(true)
     {
         return None;
     }
-    let manager = libcgroups::common::create_cgroup_manager(args.cgroup_config.clone()).ok()?;
-    match manager.open_for_clone()? {
+    match manager?.open_for_clone()? {
         Ok(dir) => Some(dir),
         Err(err) => {
             tracing::debug!(%err, "cannot open the cgroup to clone into");
@@ -137,6 +174,8 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     let mut init_chan = channel::init_channel()?;
 
     let main_pid = Pid::this();
+    // nvbind: built before the clone, so the intermediate has it too (`shared_cgroup_manager`)
+    let cgroup_manager = shared_cgroup_manager(container_args);
     // nvbind: whether the intermediate was cloned into the container's cgroup (cgroup v2,
     // `cgroup_to_clone_into`); the child sees the value set before the clone that made it.
     let cloned_into_cgroup = Cell::new(false);
@@ -170,6 +209,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
                 &mut intermediate_main_sender,
                 &mut init_main_sender,
                 cloned_into_cgroup.get(),
+                cgroup_manager.as_ref(),
             ) {
                 Ok(_) => 0,
                 Err(err) => {
@@ -198,7 +238,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
 
     // nvbind: cloned straight into its cgroup where the kernel allows (crun does the same),
     // else cloned as before and the intermediate joins the cgroup itself.
-    let cgroup = cgroup_to_clone_into(container_args);
+    let cgroup = cgroup_to_clone_into(container_args, cgroup_manager.as_ref());
     let cloned = cgroup.as_ref().and_then(|dir| {
         cloned_into_cgroup.set(true);
         match fork::container_clone_into_cgroup(&mut cb, container_args.as_sibling, dir.as_fd()) {
@@ -307,7 +347,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
         // the init pivots into the rootfs and runs the container's code, and after the
         // rootfs was prepared (so a spec mount of a block device works, as with runc).
         init_main_receiver.wait_for_hook_request()?;
-        apply_device_rules(container_args)?;
+        apply_device_rules(container_args, cgroup_manager.as_ref())?;
         if let Some(hooks) = container_args.spec.hooks() {
             if let Some(container_for_hooks) = &container_args.container {
                 hooks::run_hooks(
