@@ -104,9 +104,15 @@ pub enum V1ManagerError {
 impl Manager {
     /// Constructs a new cgroup manager with cgroups_path being relative to the root of the subsystem
     pub fn new(cgroup_path: &Path) -> Result<Self, V1ManagerError> {
+        // nvbind: mountinfo and our /proc/self/cgroup read once here, not once per controller
+        // (each read opens procfs anew: about 30 syscalls, 24 reads per manager)
+        let mounts = util::cgroup_mounts()?;
+        let own = Self::own_cgroups();
         let mut subsystems = HashMap::new();
         for subsystem in CONTROLLERS {
-            if let Ok(subsystem_path) = Self::get_subsystem_path(cgroup_path, subsystem) {
+            if let Ok(subsystem_path) =
+                Self::get_subsystem_path(&mounts, own.as_deref(), cgroup_path, subsystem)
+            {
                 subsystems.insert(*subsystem, subsystem_path);
             } else {
                 tracing::warn!("cgroup {} not supported on this system", subsystem);
@@ -122,7 +128,7 @@ impl Manager {
             _ => None,
         };
 
-        let name_systemd = match util::get_named_hierarchy_mount_point(NAME_SYSTEMD)? {
+        let name_systemd = match util::named_hierarchy_mount_point_in(&mounts, NAME_SYSTEMD) {
             Some(mount_point) if !cgroup_path.as_os_str().is_empty() => {
                 Some(mount_point.join_safely(cgroup_path)?)
             }
@@ -136,21 +142,30 @@ impl Manager {
         })
     }
 
-    fn get_subsystem_path(
-        cgroup_path: &Path,
-        subsystem: &CtrlType,
-    ) -> Result<PathBuf, V1ManagerError> {
-        tracing::debug!("Get path for subsystem: {}", subsystem);
-        let mount_point = util::get_subsystem_mount_point(subsystem)?;
-
-        let cgroup = ProcessCGroups::from_read(ProcfsHandle::new()?.open(
+    /// nvbind: this process's cgroups (/proc/self/cgroup), for `get_subsystem_path`.
+    fn own_cgroups() -> Result<Vec<procfs::ProcessCGroup>, V1ManagerError> {
+        Ok(ProcessCGroups::from_read(ProcfsHandle::new()?.open(
             ProcfsBase::ProcSelf,
             "cgroup",
             OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
         )?)?
-        .into_iter()
-        .find(|c| c.controllers.contains(&subsystem.to_string()))
-        .ok_or(V1ManagerError::SubsystemDoesNotExist)?;
+        .0)
+    }
+
+    fn get_subsystem_path(
+        mounts: &[procfs::process::MountInfo],
+        own: Result<&[procfs::ProcessCGroup], &V1ManagerError>,
+        cgroup_path: &Path,
+        subsystem: &CtrlType,
+    ) -> Result<PathBuf, V1ManagerError> {
+        tracing::debug!("Get path for subsystem: {}", subsystem);
+        let mount_point = util::subsystem_mount_point_in(mounts, subsystem)?;
+
+        let cgroup = own
+            .map_err(|_| V1ManagerError::SubsystemDoesNotExist)?
+            .iter()
+            .find(|c| c.controllers.contains(&subsystem.to_string()))
+            .ok_or(V1ManagerError::SubsystemDoesNotExist)?;
 
         let p = if cgroup_path.as_os_str().is_empty() {
             mount_point.join_safely(Path::new(&cgroup.pathname))?
