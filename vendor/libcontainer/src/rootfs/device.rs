@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -84,6 +85,7 @@ impl Device {
         I: IntoIterator<Item = &'a LinuxDevice>,
     {
         let old_mode = umask(Mode::from_bits_truncate(0o000));
+        let mut parents = DevParents::default();
         devices
             .into_iter()
             .map(|dev| {
@@ -99,7 +101,7 @@ impl Device {
                 if bind {
                     self.bind_dev(rootfs, dev)
                 } else {
-                    self.mknod_dev(rootfs, dev)
+                    self.mknod_dev_in(rootfs, dev, &mut parents)
                 }
             })
             .collect::<Result<Vec<_>>>()?;
@@ -144,23 +146,44 @@ impl Device {
         Ok(())
     }
 
+    #[cfg(test)]
     fn mknod_dev(&self, rootfs: &Path, dev: &LinuxDevice) -> Result<()> {
+        self.mknod_dev_in(rootfs, dev, &mut DevParents::default())
+    }
+
+    fn mknod_dev_in(&self, rootfs: &Path, dev: &LinuxDevice, parents: &mut DevParents) -> Result<()> {
         fn makedev(major: i64, minor: i64) -> u64 {
             ((minor & 0xff)
                 | ((major & 0xfff) << 8)
                 | ((minor & !0xff) << 12)
                 | ((major & !0xfff) << 32)) as u64
         }
+        let kind = to_sflag(dev.typ());
+        let perm = Mode::from_bits_truncate(dev.file_mode().unwrap_or(0o666));
+        let rdev = makedev(dev.major(), dev.minor());
 
-        let full_container_path = create_container_dev_path(rootfs, dev)?;
-
-        self.syscall
-            .mknod(
-                &full_container_path,
-                to_sflag(dev.typ()),
-                Mode::from_bits_truncate(dev.file_mode().unwrap_or(0o666)),
-                makedev(dev.major(), dev.minor()),
-            )
+        // nvbind: the node is made by name in its parent directory, resolved in the rootfs
+        // (and created) once for all the nodes in it: every node cost a resolution of its
+        // whole path (a readlink per component of the rootfs path and of its own), a mkdir
+        // and a stat of /dev, 11 syscalls for what is one mknod. mknod never follows a
+        // symlink in its last component, so a name that already exists (EEXIST, a symlink
+        // included) takes the resolution of the whole path as before, with its result.
+        let fast = match parents.parent_of(rootfs, dev)? {
+            Some(path) => match self.syscall.mknod(&path, kind, perm, rdev) {
+                Err(crate::syscall::SyscallError::Nix(nix::Error::EEXIST)) => None,
+                other => Some((path, other)),
+            },
+            None => None,
+        };
+        let (full_container_path, made) = match fast {
+            Some(done) => done,
+            None => {
+                let path = create_container_dev_path(rootfs, dev)?;
+                let made = self.syscall.mknod(&path, kind, perm, rdev);
+                (path, made)
+            }
+        };
+        made
             .map_err(|err| {
                 tracing::error!(
                     ?err,
@@ -172,6 +195,10 @@ impl Device {
 
                 err
             })?;
+        // nvbind: chown(-1, -1) changes nothing; a node without uid or gid skips it.
+        if dev.uid().is_none() && dev.gid().is_none() {
+            return Ok(());
+        }
         self.syscall
             .chown(
                 &full_container_path,
@@ -191,6 +218,36 @@ impl Device {
             })?;
 
         Ok(())
+    }
+}
+
+/// nvbind: the parent directories of device nodes, resolved in the rootfs (symlinks followed
+/// inside it, as `create_container_dev_path` does) and created, by their path in the spec.
+#[derive(Default)]
+struct DevParents(HashMap<PathBuf, PathBuf>);
+
+impl DevParents {
+    /// Where to mknod `dev` by name: its parent as resolved (and made) in `rootfs`, joined
+    /// with its last component; None when the path has no plain last component.
+    fn parent_of(&mut self, rootfs: &Path, dev: &LinuxDevice) -> Result<Option<PathBuf>> {
+        let (Some(parent), Some(name)) = (dev.path().parent(), dev.path().file_name()) else {
+            return Ok(None);
+        };
+        if let Some(dir) = self.0.get(parent) {
+            return Ok(Some(dir.join(name)));
+        }
+        let relative = parent.as_relative().map_err(|err| DeviceError::Other(err.into()))?;
+        let dir = safe_path::scoped_join(rootfs, relative).map_err(|err| {
+            tracing::error!("failed to join {rootfs:?} with {parent:?}: {err}");
+            DeviceError::Other(err.into())
+        })?;
+        std::fs::create_dir_all(&dir).map_err(|err| {
+            tracing::error!("failed to create parent dir {dir:?}: {err}");
+            DeviceError::Other(err.into())
+        })?;
+        let path = dir.join(name);
+        self.0.insert(parent.to_path_buf(), dir);
+        Ok(Some(path))
     }
 }
 
@@ -234,7 +291,7 @@ mod tests {
     use oci_spec::runtime::{LinuxDeviceBuilder, LinuxDeviceType};
 
     use super::*;
-    use crate::syscall::test::{ChownArgs, MknodArgs, TestHelperSyscall};
+    use crate::syscall::test::{ArgName, ChownArgs, MknodArgs, TestHelperSyscall};
 
     #[test]
     fn test_bind_dev() -> Result<()> {
@@ -376,6 +433,66 @@ mod tests {
             .get_mknod_args()[0];
         assert_eq!(want, *got);
 
+        Ok(())
+    }
+
+    // nvbind: nodes in one directory are made by name in it, resolved once; the symlink
+    // that is a node's own name sends it back to the resolution of its whole path; a node
+    // without uid and gid is not chowned.
+    #[test]
+    fn test_create_devices_by_name_in_their_parent() -> Result<()> {
+        let tmp_dir = tempfile::tempdir()?;
+        let rootfs = tmp_dir.path().canonicalize()?;
+        std::fs::create_dir_all(rootfs.join("dev/real"))?;
+        std::os::unix::fs::symlink("/dev/real/target", rootfs.join("dev/link"))?;
+        let device = Device::new_with_syscall(Box::<TestHelperSyscall>::default());
+        let node = |path: &str, minor: i64| {
+            LinuxDeviceBuilder::default()
+                .path(PathBuf::from(path))
+                .major(195)
+                .minor(minor)
+                .typ(LinuxDeviceType::C)
+                .build()
+                .unwrap()
+        };
+        let helper = device
+            .syscall
+            .as_any()
+            .downcast_ref::<TestHelperSyscall>()
+            .unwrap();
+
+        let devices = vec![
+            node("/dev/nvidia0", 0),
+            node("/dev/nvidia1", 1),
+            node("/dev/sub/dir/nvidia2", 2),
+        ];
+        device.create_devices(&rootfs, &devices, false)?;
+        let paths: Vec<PathBuf> = helper.get_mknod_args().into_iter().map(|a| a.path).collect();
+        assert_eq!(
+            paths,
+            [
+                rootfs.join("dev/nvidia0"),
+                rootfs.join("dev/nvidia1"),
+                rootfs.join("dev/sub/dir/nvidia2")
+            ]
+        );
+        assert!(rootfs.join("dev/sub/dir").is_dir());
+        assert!(helper.get_chown_args().is_empty(), "chown(-1, -1) made");
+
+        // The name exists (here a symlink, resolved inside the rootfs as before): EEXIST
+        // from the node by name, then the whole path resolved.
+        let device = Device::new_with_syscall(Box::<TestHelperSyscall>::default());
+        let helper = device
+            .syscall
+            .as_any()
+            .downcast_ref::<TestHelperSyscall>()
+            .unwrap();
+        helper.set_ret_err(ArgName::Mknod, || {
+            Err(crate::syscall::SyscallError::Nix(nix::errno::Errno::EEXIST))
+        });
+        device.create_devices(&rootfs, &[node("/dev/link", 3)], false)?;
+        let paths: Vec<PathBuf> = helper.get_mknod_args().into_iter().map(|a| a.path).collect();
+        assert_eq!(paths, [rootfs.join("dev/real/target")]);
         Ok(())
     }
 }

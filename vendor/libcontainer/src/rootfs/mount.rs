@@ -1,10 +1,12 @@
-use std::fs::{Permissions, canonicalize};
+use std::fs::Permissions;
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 #[cfg(feature = "v1")]
 use std::borrow::Cow;
 use std::{fs, mem};
@@ -173,6 +175,17 @@ impl BindSources {
 pub struct Mount {
     syscall: Box<dyn Syscall>,
     mountinfo_provider: Box<dyn MountInfoProvider>,
+    /// nvbind: the rootfs, opened once for all the mounts of a container (see `root`).
+    root: RefCell<Option<OpenRoot>>,
+}
+
+/// nvbind: a rootfs opened by `Mount::root`, with the path it was opened by and its device
+/// and inode, which tell a destination that is the rootfs itself.
+struct OpenRoot {
+    path: PathBuf,
+    root: Rc<Root>,
+    dev: u64,
+    ino: u64,
 }
 
 impl Default for Mount {
@@ -186,7 +199,36 @@ impl Mount {
         Mount {
             syscall: create_syscall(),
             mountinfo_provider: Box::new(ProcMountInfoProvider::new()),
+            root: RefCell::new(None),
         }
+    }
+
+    /// nvbind: the rootfs as a pathrs `Root`, opened on first use and kept for the mounts that
+    /// follow (it was opened again for every mount: an open and a close each). Every
+    /// destination is still resolved inside it by pathrs (openat2 RESOLVE_IN_ROOT). A mount
+    /// made on the rootfs directory itself hides what this descriptor points at, so
+    /// `mount_into_container_from` forgets it then (`forget_root`) and the next mount opens
+    /// the path again, as before.
+    fn root(&self, rootfs: &Path) -> Result<(Rc<Root>, u64, u64)> {
+        if let Some(open) = self.root.borrow().as_ref() {
+            if open.path == rootfs {
+                return Ok((Rc::clone(&open.root), open.dev, open.ino));
+            }
+        }
+        let root = Root::open(rootfs)?;
+        let st = nix::sys::stat::fstat(root.as_fd().as_raw_fd())?;
+        let root = Rc::new(root);
+        *self.root.borrow_mut() = Some(OpenRoot {
+            path: rootfs.to_path_buf(),
+            root: Rc::clone(&root),
+            dev: st.st_dev,
+            ino: st.st_ino,
+        });
+        Ok((root, st.st_dev, st.st_ino))
+    }
+
+    fn forget_root(&self) {
+        self.root.borrow_mut().take();
     }
 
     pub fn with_mountinfo_provider<P: MountInfoProvider + 'static>(mut self, provider: P) -> Self {
@@ -712,22 +754,29 @@ impl Mount {
             }
         }
 
-        let root = Root::open(rootfs)?;
+        let (root, root_dev, root_ino) = self.root(rootfs)?;
         let source = m.source().as_ref().ok_or(MountError::NoSource)?;
         let dir_perm = Permissions::from_mode(0o755);
         let source_tree = source_tree.filter(|_| is_bind(m));
-        let (src, src_is_dir) = if let Some(tree) = source_tree {
+        // nvbind: a bind source is cloned (open_tree by its path, every symlink followed, as
+        // the realpath it replaces followed them) before the destination is made, and what
+        // it is comes from the clone: one lookup of the path instead of an O_PATH open, a
+        // readlink of /proc/self/fd, an lstat of the result and the open_tree of that path.
+        // A source that cannot be cloned is named (MountError::BindSource) as before.
+        let cloned;
+        let (src, src_is_dir, bind_tree) = if let Some(tree) = source_tree {
             let st = nix::sys::stat::fstat(tree.as_raw_fd()).map_err(SyscallError::Nix)?;
-            (PathBuf::from(source), st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            (PathBuf::from(source), st.st_mode & libc::S_IFMT == libc::S_IFDIR, Some(tree))
         } else if is_bind(m) {
-            let (src, is_dir) = canonical_source(source).map_err(|err| MountError::BindSource {
-                path: source.clone(),
-                dest: m.destination().clone(),
-                source: err,
-            })?;
-            (src, is_dir)
+            cloned = self.clone_bind_source(m, source)?;
+            let st = nix::sys::stat::fstat(cloned.as_raw_fd()).map_err(SyscallError::Nix)?;
+            (
+                PathBuf::from(source),
+                st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+                Some(cloned.as_fd()),
+            )
         } else {
-            (PathBuf::from(source), true)
+            (PathBuf::from(source), true, None)
         };
         // nvbind: a destination that already exists in the rootfs (symlinks followed inside
         // it) is used as it is; a missing file whose parent directory exists is created in it
@@ -735,6 +784,15 @@ impl Mount {
         // 40 syscalls a mount), which only matters for the directories they create; anything
         // else takes the pathrs path below, with its errors.
         let existing = existing_destination(&root, m.destination(), src_is_dir);
+        // nvbind: a mount on the rootfs directory itself covers the descriptor `root` holds:
+        // the mounts after it must see it, so the next one opens the rootfs path again.
+        if existing
+            .as_ref()
+            .and_then(|(_, st)| st.as_ref())
+            .is_some_and(|st| st.st_dev == root_dev && st.st_ino == root_ino)
+        {
+            self.forget_root();
+        }
         // nvbind: resolve symlinks in the destination inside the rootfs first (runc:
         // securejoin), so a destination under a dangling symlink is created at the symlink's
         // target inside the rootfs; pathrs' mkdir_all refuses dangling symlinks outright.
@@ -748,11 +806,9 @@ impl Mount {
         // (setuid, setgid and sticky bits too) unless the options give one, as runc does
         // (runc#3952); tmpfs's own default is 1777.
         if typ == Some("tmpfs") && !data_options.iter().any(|o| o.starts_with("mode=")) {
-            if let Some(fd) = &existing {
-                if let Ok(st) = nix::sys::stat::fstat(fd.as_raw_fd()) {
-                    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                        data_options.push(format!("mode={:o}", st.st_mode & 0o7777));
-                    }
+            if let Some((_, Some(st))) = &existing {
+                if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    data_options.push(format!("mode={:o}", st.st_mode & 0o7777));
                 }
             }
         }
@@ -760,7 +816,9 @@ impl Mount {
         if existing.is_some() {
             // nvbind: nothing to make.
         } else if src_is_dir {
-            root.mkdir_all(container_dest, &dir_perm)?;
+            if !mkdir_in_existing_parent(&root, container_dest) {
+                root.mkdir_all(container_dest, &dir_perm)?;
+            }
         } else if !create_in_existing_parent(&root, container_dest) {
             let parent = container_dest
                 .parent()
@@ -785,7 +843,7 @@ impl Mount {
         }
 
         let dest: OwnedFd = match existing {
-            Some(fd) => fd,
+            Some((fd, _)) => fd,
             None => root.resolve(container_dest)?.into(),
         };
         let dest_fd = dest.as_fd();
@@ -794,29 +852,8 @@ impl Mount {
         // - bind: open_tree -> mount_setattr -> move_mount
         // - nonbind: fsopen -> fsconfig -> fsmount -> mount_setattr -> move_mount
         if is_bind(m) {
-            let recursive = m
-                .options()
-                .as_ref()
-                .map(|v| v.iter().any(|o| o == "rbind"))
-                .unwrap_or(false);
-            let mut open_tree_flags: libc::c_uint = (libc::OPEN_TREE_CLOEXEC as libc::c_uint)
-                | (libc::OPEN_TREE_CLONE as libc::c_uint)
-                | (libc::AT_EMPTY_PATH as libc::c_uint);
-            if recursive {
-                open_tree_flags |= libc::AT_RECURSIVE as libc::c_uint;
-            };
-
-            let opened;
-            let mount_fd = match source_tree {
-                Some(tree) => tree,
-                None => {
-                    let src_str = src.to_str().ok_or(SyscallError::Nix(Errno::EINVAL))?;
-                    opened = self
-                        .syscall
-                        .open_tree(libc::AT_FDCWD, Some(src_str), open_tree_flags)?;
-                    opened.as_fd()
-                }
-            };
+            // nvbind: cloned above (clone_bind_source), or by the runtime (BindSources).
+            let mount_fd = bind_tree.ok_or(MountError::NoSource)?;
 
             // mount_setattr
             let attr_set_from_flags = self.mount_flag_to_attr(&mount_option_config.flags);
@@ -970,6 +1007,38 @@ impl Mount {
         }
 
         Ok(())
+    }
+
+    /// nvbind: the source of bind mount `m` cloned as a detached tree (`rbind`: with the
+    /// mounts under it), looked up by its path from the process's root and cwd with every
+    /// symlink followed. No AT_EMPTY_PATH: an empty source is ENOENT, never the cwd.
+    fn clone_bind_source(&self, m: &SpecMount, source: &Path) -> Result<OwnedFd> {
+        let recursive = m
+            .options()
+            .as_ref()
+            .is_some_and(|v| v.iter().any(|o| o == "rbind"));
+        let mut flags =
+            (libc::OPEN_TREE_CLOEXEC as libc::c_uint) | (libc::OPEN_TREE_CLONE as libc::c_uint);
+        if recursive {
+            flags |= libc::AT_RECURSIVE as libc::c_uint;
+        }
+        let named = |err: std::io::Error| MountError::BindSource {
+            path: source.to_path_buf(),
+            dest: m.destination().clone(),
+            source: err,
+        };
+        let path = source
+            .to_str()
+            .ok_or_else(|| named(std::io::Error::from(ErrorKind::InvalidInput)))?;
+        if path.is_empty() {
+            return Err(named(std::io::Error::from(ErrorKind::NotFound)));
+        }
+        self.syscall
+            .open_tree(libc::AT_FDCWD, Some(path), flags)
+            .map_err(|err| match err {
+                SyscallError::Nix(errno) => named(std::io::Error::from(errno)),
+                other => MountError::Syscall(other),
+            })
     }
 
     /// nvbind: apply the mount's propagation options ("shared", "rshared", "slave", "rslave",
@@ -1219,37 +1288,23 @@ impl Mount {
 /// pathrs-scoped operations that follow (which still refuse anything escaping the root), so a
 /// race here can make a mount fail but not escape. On an unexpected error the path is returned
 /// unchanged and pathrs decides.
-/// nvbind: what `canonicalize(source)` and `is_dir()` give, in three syscalls instead of one
-/// readlink per path component and a stat: the source opened `O_PATH` (every symlink
-/// followed, as realpath follows them) and its path read back from procfs. Errors are
-/// canonicalize's (the open's); std's canonicalize is used when procfs cannot tell.
-fn canonical_source(source: &Path) -> std::io::Result<(PathBuf, bool)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-        .open(source)?;
-    let is_dir = f.metadata()?.is_dir();
-    match fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())) {
-        Ok(p) if p.is_absolute() && fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir() == is_dir) => {
-            Ok((p, is_dir))
-        }
-        _ => Ok((canonicalize(source)?, is_dir)),
-    }
-}
-
 /// nvbind: `dest` resolved in the rootfs when it already exists, and is a directory if
-/// `want_dir`; what `mkdir_all` (for a directory) or `create_file` + `resolve` (for a file)
-/// would end with, without their procfs checks.
-fn existing_destination(root: &Root, dest: &Path, want_dir: bool) -> Option<OwnedFd> {
+/// `want_dir` (then with the stat that said so); what `mkdir_all` (for a directory) or
+/// `create_file` + `resolve` (for a file) would end with, without their procfs checks.
+fn existing_destination(
+    root: &Root,
+    dest: &Path,
+    want_dir: bool,
+) -> Option<(OwnedFd, Option<nix::sys::stat::FileStat>)> {
     let fd: OwnedFd = root.resolve(dest).ok()?.into();
     if want_dir {
         let st = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return None;
         }
+        return Some((fd, Some(st)));
     }
-    Some(fd)
+    Some((fd, None))
 }
 
 /// nvbind: creates the file `dest` (0644, as `create_file` would) in its parent directory when
@@ -1279,6 +1334,27 @@ fn create_in_existing_parent(root: &Root, dest: &Path) -> bool {
         Err(Errno::EEXIST) => true,
         Err(_) => false,
     }
+}
+
+/// nvbind: makes the directory `dest` (0755 less the umask, as `mkdir_all` would) in its
+/// parent directory when that exists in the rootfs: one openat2 and one mkdirat where
+/// `mkdir_all` verifies each step through procfs (about 60 syscalls for a cgroup v1
+/// subsystem's directory). False when the parent is missing, `dest` exists already, or on any
+/// error: the caller then takes the pathrs path, which reports it.
+fn mkdir_in_existing_parent(root: &Root, dest: &Path) -> bool {
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return false;
+    };
+    let Ok(dir) = root.resolve(parent) else {
+        return false;
+    };
+    let dir: OwnedFd = dir.into();
+    nix::sys::stat::mkdirat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::sys::stat::Mode::from_bits_truncate(0o755),
+    )
+    .is_ok()
 }
 
 /// nvbind: the destination a mount was made at (securejoin-like, described with
@@ -1990,10 +2066,12 @@ mod tests {
         let ino = |fd: &OwnedFd| nix::sys::stat::fstat(fd.as_raw_fd()).unwrap().st_ino;
         // An existing file, also through a symlink inside the rootfs; a directory only when
         // one is wanted.
-        let f = existing_destination(&root, Path::new("/lib/present.so"), false).unwrap();
+        let (f, st) = existing_destination(&root, Path::new("/lib/present.so"), false).unwrap();
         assert_eq!(ino(&f), fs::metadata(rootfs.join("usr/lib/present.so"))?.ino());
+        assert!(st.is_none());
         assert!(existing_destination(&root, Path::new("/usr/lib/present.so"), true).is_none());
-        assert!(existing_destination(&root, Path::new("/usr/lib"), true).is_some());
+        let (_, st) = existing_destination(&root, Path::new("/usr/lib"), true).unwrap();
+        assert_eq!(st.unwrap().st_ino, fs::metadata(rootfs.join("usr/lib"))?.ino());
         assert!(existing_destination(&root, Path::new("/usr/lib/missing.so"), false).is_none());
         // A file is made in an existing parent (0644 less the umask), never above the rootfs.
         assert!(create_in_existing_parent(&root, Path::new("/usr/lib/new.so")));
@@ -2003,16 +2081,86 @@ mod tests {
         assert!(rootfs.join("escaped.so").is_file());
         assert!(!tmp.path().join("escaped.so").exists());
         assert!(!create_in_existing_parent(&root, Path::new("/no/such/dir/x.so")));
-        // canonical_source (a host path): realpath's answer and whether it is a directory.
-        std::os::unix::fs::symlink("usr/lib", rootfs.join("rel"))?;
-        let (p, dir) = canonical_source(&rootfs.join("rel/present.so"))?;
-        assert_eq!(p, fs::canonicalize(rootfs.join("usr/lib/present.so"))?);
-        assert!(!dir);
-        let (p, dir) = canonical_source(&rootfs.join("rel"))?;
-        assert_eq!(p, fs::canonicalize(rootfs.join("usr/lib"))?);
-        assert!(dir);
-        let err = canonical_source(&rootfs.join("missing")).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::NotFound);
+        // A directory likewise, through a symlink inside the rootfs too; not over anything
+        // that exists, not without its parent, never above the rootfs.
+        assert!(mkdir_in_existing_parent(&root, Path::new("/lib/newdir")));
+        assert!(rootfs.join("usr/lib/newdir").is_dir());
+        assert!(!mkdir_in_existing_parent(&root, Path::new("/usr/lib/newdir")));
+        assert!(!mkdir_in_existing_parent(&root, Path::new("/usr/lib/present.so")));
+        assert!(!mkdir_in_existing_parent(&root, Path::new("/no/such/dir")));
+        assert!(mkdir_in_existing_parent(&root, Path::new("/../../escaped")));
+        assert!(rootfs.join("escaped").is_dir());
+        assert!(!tmp.path().join("escaped").exists());
+        // A bind source is cloned by its path as given (open_tree follows the symlinks);
+        // one that cannot be is named with its destination; an empty one is never the cwd.
+        let m = Mount::new();
+        let bind = |src: &str| {
+            SpecMountBuilder::default()
+                .destination(PathBuf::from("/usr/lib/present.so"))
+                .typ("bind")
+                .source(PathBuf::from(src))
+                .options(vec!["rbind".to_string()])
+                .build()
+                .unwrap()
+        };
+        let src = rootfs.join("lib/present.so");
+        m.clone_bind_source(&bind(src.to_str().unwrap()), &src)?;
+        let args = helper_syscall(&m).get_open_tree_args();
+        assert_eq!(args.len(), 1);
+        assert_eq!(args[0].path.as_deref(), src.to_str());
+        assert_eq!(args[0].dirfd, libc::AT_FDCWD);
+        assert_ne!(args[0].flags & linux::AT_RECURSIVE, 0);
+        assert_eq!(args[0].flags & libc::AT_EMPTY_PATH as u32, 0);
+        helper_syscall(&m).set_ret_err(ArgName::OpenTree, || {
+            Err(SyscallError::Nix(nix::errno::Errno::ENOENT))
+        });
+        let missing = Path::new("/no/such/source");
+        match m.clone_bind_source(&bind("/no/such/source"), missing) {
+            Err(MountError::BindSource { path, dest, source }) => {
+                assert_eq!(path, missing);
+                assert_eq!(dest, Path::new("/usr/lib/present.so"));
+                assert_eq!(source.kind(), ErrorKind::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            m.clone_bind_source(&bind(""), Path::new("")),
+            Err(MountError::BindSource { .. })
+        ));
+        assert_eq!(helper_syscall(&m).get_open_tree_args().len(), 1);
+        Ok(())
+    }
+
+    // nvbind: the rootfs is opened once for a container's mounts, and opened again after a
+    // mount on the rootfs directory itself (the descriptor would still show what is under it).
+    #[test]
+    fn test_root_kept_across_mounts() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let rootfs = tmp.path().canonicalize()?;
+        fs::create_dir_all(rootfs.join("tmp"))?;
+        let m = Mount::new();
+        let tmpfs = |dest: &str| {
+            SpecMountBuilder::default()
+                .destination(PathBuf::from(dest))
+                .typ("tmpfs")
+                .source(PathBuf::from("tmpfs"))
+                .build()
+                .unwrap()
+        };
+        let held = |m: &Mount| m.root.borrow().as_ref().map(|r| Rc::as_ptr(&r.root));
+        let mount = |m: &Mount, dest: &str| {
+            let spec = tmpfs(dest);
+            m.mount_into_container(&spec, &rootfs, &parse_mount(&spec).unwrap(), None)
+        };
+        mount(&m, "/tmp")?;
+        let first = held(&m).expect("the rootfs is kept");
+        mount(&m, "/tmp/new")?;
+        assert_eq!(held(&m), Some(first), "opened again for the second mount");
+        mount(&m, "/")?;
+        assert_eq!(held(&m), None, "kept after a mount on the rootfs itself");
+        mount(&m, "/tmp")?;
+        assert!(held(&m).is_some());
+        assert_eq!(helper_syscall(&m).get_move_mount_args().len(), 4);
         Ok(())
     }
 }
