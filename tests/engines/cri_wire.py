@@ -78,7 +78,8 @@ def decode_map(entries):
 
 
 # --- the service ----------------------------------------------------------------------------
-NODE = 2  # NamespaceMode NODE: the host's network namespace, so no CNI is needed
+# NamespaceMode: POD (shared by the pod's containers), CONTAINER (each its own), NODE (the host's)
+POD, CONTAINER, NODE = 0, 1, 2
 
 # ContainerState
 CREATED, RUNNING, EXITED = 0, 1, 2
@@ -95,9 +96,11 @@ class Cri:
 
 def pod_config(name, uid, logdir, cgroup_parent="", annotations=None):
     """PodSandboxConfig: metadata 1, log_directory 3, annotations 7, linux 8 (cgroup_parent 1,
-    security_context 2 -> namespace_options 1 -> network 1)."""
+    security_context 2 -> namespace_options 1 -> network 1, pid 2, ipc 3). The namespaces are the
+    kubelet's for a hostNetwork pod: the host's network (no CNI needed here), a PID namespace
+    per container, the pod's IPC namespace."""
     linux = f_bytes(1, cgroup_parent) if cgroup_parent else b""
-    linux += f_bytes(2, f_bytes(1, f_int(1, NODE)))
+    linux += f_bytes(2, f_bytes(1, f_int(1, NODE) + f_int(2, CONTAINER) + f_int(3, POD)))
     return (
         f_bytes(1, f_bytes(1, name) + f_bytes(2, uid) + f_bytes(3, "default"))
         + f_bytes(3, logdir)
