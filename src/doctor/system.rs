@@ -244,6 +244,15 @@ pub fn criu(host: &dyn Host) -> Check {
             "install criu 4.1 or newer (Debian 13), or scripts/setup-criu",
         );
     }
+    // CRIU locks the container's network with iptables-restore during every dump (its default
+    // --network-lock); without it each checkpoint fails.
+    if host.which("iptables-restore").is_none() {
+        return Check::warn(
+            id,
+            format!("criu {version} ({criu}) works, but iptables-restore is not installed: every checkpoint fails when criu locks the network"),
+            "apt-get install iptables",
+        );
+    }
     Check::ok(id, format!("criu {version} ({criu})"))
 }
 

@@ -187,6 +187,7 @@ fn criu_present_and_recent_enough() {
     let mut h = FakeHost::new();
     assert_eq!(system::criu(&h).status, Status::Warn);
     h.exe("/usr/sbin/criu")
+        .exe("/usr/sbin/iptables-restore")
         .write("/proc/sys/kernel/osrelease", "6.18.0-1-amd64\n");
     h.criu = Some("Version: 3.17.1\n".into());
     let c = system::criu(&h);
@@ -203,6 +204,15 @@ fn criu_present_and_recent_enough() {
     let c = system::criu(&h);
     assert_eq!(c.status, Status::Ok);
     assert!(c.summary.contains("4.1.1 (/usr/sbin/criu)"), "{c:?}");
+    fs::remove_file(h.path("/usr/sbin/iptables-restore")).unwrap();
+    let c = system::criu(&h);
+    assert_eq!(c.status, Status::Warn);
+    assert!(
+        c.summary.contains("iptables-restore is not installed"),
+        "{c:?}"
+    );
+    assert_eq!(c.remedy.as_deref(), Some("apt-get install iptables"));
+    h.exe("/usr/sbin/iptables-restore");
     // NVBIND_CRIU wins over PATH, as for checkpoint.
     h.env
         .push(("NVBIND_CRIU".into(), "/opt/criu/bin/criu".into()));
