@@ -24,7 +24,7 @@ pub enum ChannelError {
     BaseChannelError(#[from] crate::channel::ChannelError),
     #[error("missing fds from seccomp request")]
     MissingSeccompFds,
-    #[error("exec process failed with error {0}")]
+    #[error("exec process failed: {0}")]
     ExecError(String),
     #[error("intermediate process error {0}")]
     OtherError(String),
@@ -264,10 +264,7 @@ impl MainReceiver {
             })?;
         match msg {
             Message::InitReady => Ok(()),
-            // this case in unique and known enough to have a special error format
-            Message::ExecFailed(err) => Err(ChannelError::ExecError(format!(
-                "error in executing process : {err}"
-            ))),
+            Message::ExecFailed(err) => Err(ChannelError::ExecError(err)),
             msg => Err(ChannelError::unexpected("InitReady", msg)),
         }
     }
@@ -284,9 +281,7 @@ impl MainReceiver {
             Message::HookRequest => Ok(()),
             // nvbind: the init fails before its hooks (a rootfs it cannot prepare) as it can
             // fail before it is ready: say why, not "unexpected message".
-            Message::ExecFailed(err) => Err(ChannelError::ExecError(format!(
-                "error in executing process : {err}"
-            ))),
+            Message::ExecFailed(err) => Err(ChannelError::ExecError(err)),
             msg => Err(ChannelError::unexpected("HookRequest", msg)),
         }
     }

@@ -91,8 +91,9 @@ impl Executor for DefaultExecutor {
                             "executable does not have the correct permission set",
                         );
                         Err(ExecutorValidationError::ArgValidationError(format!(
-                            "executable '{}' at path '{:?}' does not have correct permissions",
-                            args[0], path
+                            "executable '{}' at path '{}' does not have correct permissions",
+                            args[0],
+                            path.display()
                         )))?;
                     }
                     Err(err) => {
