@@ -7,117 +7,9 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::v2view::{is_cgroup2, View};
+use common::v2view::{cgroup_of, list_dirs, Case, Rt};
 use common::*;
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-#[derive(Clone, Copy, Debug)]
-enum Rt {
-    Nvbind,
-    Runc,
-}
-
-struct Case {
-    env: Env,
-    view: Option<View>,
-    runc_root: PathBuf,
-}
-
-impl Case {
-    fn new() -> Self {
-        let env = Env::new();
-        let runc_root = env.dir.path().join("runc-root");
-        Case {
-            env,
-            view: View::new(),
-            runc_root,
-        }
-    }
-
-    /// A runtime command in the view; output through files (a detached container holds its
-    /// stdio).
-    fn rt(&self, rt: Rt, args: &[&str]) -> Output {
-        let (bin, root) = match rt {
-            Rt::Nvbind => (NVBIND, &self.env.root),
-            Rt::Runc => ("runc", &self.runc_root),
-        };
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let out_path = self.env.dir.path().join(format!(".out-{n}"));
-        let err_path = self.env.dir.path().join(format!(".err-{n}"));
-        let status = View::command(&self.view, bin)
-            .arg("--root")
-            .arg(root)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out_path).unwrap())
-            .stderr(fs::File::create(&err_path).unwrap())
-            .status()
-            .expect("cannot run the runtime");
-        Output {
-            status,
-            stdout: fs::read(&out_path).unwrap_or_default(),
-            stderr: fs::read(&err_path).unwrap_or_default(),
-        }
-    }
-
-    fn ok(&self, rt: Rt, args: &[&str]) -> String {
-        let out = self.rt(rt, args);
-        assert!(
-            out.status.success(),
-            "{rt:?} {args:?} failed ({:?}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn pid(&self, rt: Rt, id: &str) -> i64 {
-        let state: serde_json::Value = serde_json::from_str(&self.ok(rt, &["state", id])).unwrap();
-        state["pid"].as_i64().unwrap()
-    }
-}
-
-impl Drop for Case {
-    // In the view, where they were made: nvbind outside it would take the hybrid paths.
-    fn drop(&mut self) {
-        for (rt, root) in [(Rt::Nvbind, &self.env.root), (Rt::Runc, &self.runc_root)] {
-            for id in list_dir(root).into_iter().filter(|i| !i.starts_with('.')) {
-                let _ = self.rt(rt, &["delete", "--force", &id]);
-            }
-        }
-    }
-}
-
-fn list_dir(p: &Path) -> Vec<String> {
-    fs::read_dir(p)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The cgroup2 directory of a process, as seen from here (outside the view).
-fn cgroup_of(pid: i64) -> PathBuf {
-    let table = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let path = table
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .expect("the process has a cgroup2 path");
-    let mount = if is_cgroup2(Path::new("/sys/fs/cgroup")) {
-        "/sys/fs/cgroup"
-    } else {
-        "/sys/fs/cgroup/unified"
-    };
-    Path::new(mount).join(path.trim_start_matches('/'))
-}
 
 /// runc's cgroups.bats "runc exec (cgroup v2 + init process in non-root cgroup) succeeds":
 /// the container moved its init into a sub-cgroup and enabled a domain controller for it, so
@@ -126,7 +18,7 @@ fn cgroup_of(pid: i64) -> PathBuf {
 /// container's cgroup with the sub-cgroup in it.
 #[test]
 fn exec_joins_the_inits_cgroup_when_the_containers_is_no_longer_a_leaf() {
-    let case = Case::new();
+    let case = Case::new(false);
     for rt in [Rt::Runc, Rt::Nvbind] {
         let name = format!("leaf-{rt:?}").to_lowercase();
         let b = case.env.bundle(&name, &["sleep", "600"]);
@@ -168,6 +60,6 @@ fn exec_joins_the_inits_cgroup_when_the_containers_is_no_longer_a_leaf() {
             cg.display()
         );
     }
-    assert!(case.env.ids().is_empty() && list_dir(&case.runc_root).is_empty());
+    assert!(case.env.ids().is_empty() && list_dirs(&case.runc_root).is_empty());
     assert!(leaked_cgroups(&case.env.cgroup_prefix).is_empty());
 }

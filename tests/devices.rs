@@ -26,91 +26,18 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::v2view::{is_cgroup2, View};
+use common::v2view::{cgroup_of, is_cgroup2, list_dirs, Case, Rt, View};
 use common::*;
 use libcgroups::v2::devices::bpf;
 use serde_json::{json, Value};
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 fn systemd() -> bool {
     std::env::var_os("NVBIND_TEST_SYSTEMD_CGROUP").is_some_and(|v| v == "1")
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Rt {
-    Nvbind,
-    Runc,
-}
-
-/// One test's containers, made by nvbind and by runc, in the view.
-struct Case {
-    env: Env,
-    view: Option<View>,
-    runc_root: PathBuf,
-}
-
+/// What this suite's cases add to the shared pair of runtimes.
 impl Case {
-    fn new() -> Self {
-        let env = Env::new();
-        let runc_root = env.dir.path().join("runc-root");
-        Case {
-            env,
-            view: View::new(),
-            runc_root,
-        }
-    }
-
-    fn command(&self, rt: Rt, args: &[&str]) -> Command {
-        let (bin, root) = match rt {
-            Rt::Nvbind => (NVBIND, &self.env.root),
-            Rt::Runc => ("runc", &self.runc_root),
-        };
-        let mut c = View::command(&self.view, bin);
-        c.arg("--root").arg(root);
-        if systemd() {
-            c.arg("--systemd-cgroup");
-        }
-        c.args(args);
-        c
-    }
-
-    /// Runs a runtime command; output through files (a created container holds its stdio).
-    fn output(&self, mut c: Command) -> Output {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let out_path = self.env.dir.path().join(format!(".dout-{n}"));
-        let err_path = self.env.dir.path().join(format!(".derr-{n}"));
-        let status = c
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out_path).unwrap())
-            .stderr(fs::File::create(&err_path).unwrap())
-            .status()
-            .expect("cannot run the runtime");
-        Output {
-            status,
-            stdout: fs::read(&out_path).unwrap_or_default(),
-            stderr: fs::read(&err_path).unwrap_or_default(),
-        }
-    }
-
-    fn rt(&self, rt: Rt, args: &[&str]) -> Output {
-        self.output(self.command(rt, args))
-    }
-
-    fn ok(&self, rt: Rt, args: &[&str]) -> String {
-        let out = self.rt(rt, args);
-        assert!(
-            out.status.success(),
-            "{rt:?} {args:?} failed ({:?}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// A bundle from `nvbind spec` (runc's default config) running `script`, with CAP_MKNOD
     /// as Docker grants it, and a cgroup of its own for the driver in use.
     fn bundle(&self, name: &str, script: &str) -> PathBuf {
@@ -140,54 +67,18 @@ impl Case {
         container_output(&out)
     }
 
-    /// The cgroup2 directory of a running process, as seen from here.
-    fn cgroup_of(&self, pid: i64) -> PathBuf {
-        let table = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        let path = table
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .expect("the process has a cgroup2 path");
-        let mount = if is_cgroup2(Path::new("/sys/fs/cgroup")) {
-            "/sys/fs/cgroup"
-        } else {
-            "/sys/fs/cgroup/unified"
-        };
-        Path::new(mount).join(path.trim_start_matches('/'))
-    }
-
-    fn pid(&self, rt: Rt, id: &str) -> i64 {
-        let state: Value = serde_json::from_str(&self.ok(rt, &["state", id])).unwrap();
-        state["pid"].as_i64().unwrap()
-    }
-
     fn assert_clean(&self) {
         self.delete_all();
         self.env.assert_clean();
         assert!(
-            list_dir(&self.runc_root).is_empty(),
+            list_dirs(&self.runc_root).is_empty(),
             "runc state left: {:?}",
-            list_dir(&self.runc_root)
+            list_dirs(&self.runc_root)
         );
         if systemd() {
             let units = leaked_cgroups(&self.env.cgroup_prefix);
             assert!(units.is_empty(), "scopes left behind: {units:?}");
         }
-    }
-
-    fn delete_all(&self) {
-        for id in list_dir(&self.env.root) {
-            let _ = self.rt(Rt::Nvbind, &["delete", "--force", &id]);
-        }
-        for id in list_dir(&self.runc_root) {
-            let _ = self.rt(Rt::Runc, &["delete", "--force", &id]);
-        }
-    }
-}
-
-impl Drop for Case {
-    fn drop(&mut self) {
-        // In the view, before Env's own cleanup (which runs outside it).
-        self.delete_all();
     }
 }
 
@@ -201,17 +92,6 @@ fn container_output(out: &Output) -> String {
         .filter(|l| !(l.starts_with("time=\"") && l.contains(" level=")))
         .map(|l| format!("{l}\n"))
         .collect()
-}
-
-fn list_dir(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A loop device over a file that holds a secret: the host disk the attack goes after.
@@ -279,7 +159,7 @@ fn both(mut f: impl FnMut(Rt)) {
 
 #[test]
 fn the_cap_mknod_attack_gets_eperm() {
-    let case = Case::new();
+    let case = Case::new(systemd());
     let disk = Disk::new(&case);
     let b = case.bundle("b", &disk.attack());
     both(|rt| {
@@ -296,7 +176,7 @@ fn the_cap_mknod_attack_gets_eperm() {
 /// reads the disk. So it is the program that refuses it, not something else of the setup.
 #[test]
 fn the_filter_is_what_refuses_the_disk() {
-    let case = Case::new();
+    let case = Case::new(systemd());
     let disk = Disk::new(&case);
     let b = case.bundle("b", &disk.attack());
     // The container writes to create's stdout, a file read once it has stopped.
@@ -307,7 +187,7 @@ fn the_filter_is_what_refuses_the_disk() {
         .stdout(fs::File::create(&log).unwrap())
         .stderr(fs::File::create(case.env.dir.path().join("ctl.err")).unwrap());
     assert!(create.status().unwrap().success());
-    let cgroup = case.cgroup_of(case.pid(Rt::Nvbind, "ctl"));
+    let cgroup = cgroup_of(case.pid(Rt::Nvbind, "ctl"));
     let fd: OwnedFd = fs::File::open(&cgroup).unwrap().into();
     let (ids, _) = bpf::query(fd.as_fd()).unwrap();
     assert_eq!(ids.len(), 1, "one device program on {}", cgroup.display());
@@ -330,7 +210,7 @@ fn the_filter_is_what_refuses_the_disk() {
 
 #[test]
 fn the_default_devices_still_work_and_nothing_else() {
-    let case = Case::new();
+    let case = Case::new(systemd());
     let script = format!(
         "{PROBE}for d in null zero full random urandom tty ptmx; do probe /dev/$d; done; \
          exec 4<>/dev/ptmx; probe /dev/pts/0; \
@@ -413,7 +293,7 @@ const GPU_PROBE: &str = "probe /dev/nvidia0; probe /dev/nvidiactl; \
 
 #[test]
 fn a_container_given_gpu0_gets_eperm_on_gpu1() {
-    let case = Case::new();
+    let case = Case::new(systemd());
     let (_, spec_dir) = fake_gpus(&case);
     let script = format!("{PROBE}{GPU_PROBE}");
     let cdi = case.bundle("cdi", &script);
@@ -445,7 +325,7 @@ fn a_container_given_gpu0_gets_eperm_on_gpu1() {
 
 #[test]
 fn a_wildcard_allow_rule() {
-    let case = Case::new();
+    let case = Case::new(systemd());
     let disk = Disk::new(&case);
     let script = format!(
         "{PROBE}mknod /dev/n3 c 195 3; probe /dev/n3; mknod /dev/n4 c 195 4; probe /dev/n4; \
@@ -480,7 +360,7 @@ fn a_wildcard_allow_rule() {
 
 #[test]
 fn the_last_rule_wins() {
-    let case = Case::new();
+    let case = Case::new(systemd());
     let script = format!(
         "{PROBE}mknod /dev/n0 c 195 0; probe /dev/n0; head -c 0 /dev/n0; echo r=$?; \
          mknod /dev/n1 c 195 1; probe /dev/n1"
@@ -512,7 +392,7 @@ fn the_last_rule_wins() {
 
 #[test]
 fn update_does_not_drop_the_filter() {
-    let case = Case::new();
+    let case = Case::new(systemd());
     let disk = Disk::new(&case);
     fake_gpus(&case);
     let b = case.bundle("b", "sleep 600");
@@ -542,7 +422,7 @@ fn update_does_not_drop_the_filter() {
             });
         }
         case.ok(rt, &["run", "-d", "-b", b.to_str().unwrap(), &id]);
-        let cgroup = case.cgroup_of(case.pid(rt, &id));
+        let cgroup = cgroup_of(case.pid(rt, &id));
         let fd: OwnedFd = fs::File::open(&cgroup).unwrap().into();
         let (before, _) = bpf::query(fd.as_fd()).unwrap();
         case.ok(rt, &["update", "-r", resources.to_str().unwrap(), &id]);
@@ -576,7 +456,7 @@ fn update_does_not_drop_the_filter() {
 
 #[test]
 fn a_hole_in_a_wildcard_is_refused_and_leaves_nothing() {
-    let case = Case::new();
+    let case = Case::new(systemd());
     let b = case.bundle("b", "true");
     case.env.edit(&b, |c| {
         let rules = c["linux"]["resources"]["devices"].as_array_mut().unwrap();
@@ -619,7 +499,7 @@ fn a_kernel_without_bpf_device_filters_fails_cleanly() {
         eprintln!("SKIP under --systemd-cgroup: run without NVBIND_TEST_SYSTEMD_CGROUP");
         return;
     }
-    let case = Case::new();
+    let case = Case::new(systemd());
     let b = case.bundle("b", "true");
     for (errno, says) in [
         (libc::ENOSYS, "this kernel has no bpf(2)"),
@@ -697,7 +577,7 @@ fn deny_bpf(errno: i32) -> std::io::Result<()> {
 /// program: replaced atomically; two: attached, then the old ones detached) never gets in.
 #[test]
 fn reapplying_replaces_the_program_and_never_unfilters() {
-    let case = Case::new();
+    let case = Case::new(systemd());
     let disk = Disk::new(&case);
     let base = if is_cgroup2(Path::new("/sys/fs/cgroup")) {
         PathBuf::from("/sys/fs/cgroup")

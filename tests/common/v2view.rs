@@ -4,8 +4,12 @@
 //! only the controllers v1 does not hold (hugetlb on these machines), but the core of cgroup
 //! v2 (device programs, cgroup.procs and its rules, cgroup.kill) is all there.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{Env, NVBIND};
 
 pub fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
@@ -63,4 +67,132 @@ impl Drop for View {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rt {
+    Nvbind,
+    Runc,
+}
+
+/// One test's containers, made by nvbind and by runc (the reference), in the view.
+pub struct Case {
+    pub env: Env,
+    pub view: Option<View>,
+    pub runc_root: PathBuf,
+    /// Every command with `--systemd-cgroup`.
+    pub systemd: bool,
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl Case {
+    pub fn new(systemd: bool) -> Self {
+        let env = Env::new();
+        let runc_root = env.dir.path().join("runc-root");
+        Case {
+            env,
+            view: View::new(),
+            runc_root,
+            systemd,
+        }
+    }
+
+    pub fn command(&self, rt: Rt, args: &[&str]) -> Command {
+        let (bin, root) = match rt {
+            Rt::Nvbind => (NVBIND, &self.env.root),
+            Rt::Runc => ("runc", &self.runc_root),
+        };
+        let mut c = View::command(&self.view, bin);
+        c.arg("--root").arg(root);
+        if self.systemd {
+            c.arg("--systemd-cgroup");
+        }
+        c.args(args);
+        c
+    }
+
+    /// Runs a runtime command; output through files (a created or detached container holds
+    /// its stdio).
+    pub fn output(&self, mut c: Command) -> Output {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let out_path = self.env.dir.path().join(format!(".out-{n}"));
+        let err_path = self.env.dir.path().join(format!(".err-{n}"));
+        let status = c
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out_path).unwrap())
+            .stderr(fs::File::create(&err_path).unwrap())
+            .status()
+            .expect("cannot run the runtime");
+        Output {
+            status,
+            stdout: fs::read(&out_path).unwrap_or_default(),
+            stderr: fs::read(&err_path).unwrap_or_default(),
+        }
+    }
+
+    pub fn rt(&self, rt: Rt, args: &[&str]) -> Output {
+        self.output(self.command(rt, args))
+    }
+
+    pub fn ok(&self, rt: Rt, args: &[&str]) -> String {
+        let out = self.rt(rt, args);
+        assert!(
+            out.status.success(),
+            "{rt:?} {args:?} failed ({:?}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn pid(&self, rt: Rt, id: &str) -> i64 {
+        let state: serde_json::Value = serde_json::from_str(&self.ok(rt, &["state", id])).unwrap();
+        state["pid"].as_i64().unwrap()
+    }
+
+    /// `delete --force` of every container of both runtimes, in the view: nvbind outside it
+    /// would take the hybrid paths.
+    pub fn delete_all(&self) {
+        for (rt, root) in [(Rt::Nvbind, &self.env.root), (Rt::Runc, &self.runc_root)] {
+            for id in list_dirs(root) {
+                let _ = self.rt(rt, &["delete", "--force", &id]);
+            }
+        }
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        // Before Env's own cleanup, which runs outside the view.
+        self.delete_all();
+    }
+}
+
+/// The directories in `dir` (a state root's containers; its lock file left out).
+pub fn list_dirs(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The cgroup2 directory of a running process, as seen from outside the view.
+pub fn cgroup_of(pid: i64) -> PathBuf {
+    let table = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = table
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("the process has a cgroup2 path");
+    let mount = if is_cgroup2(Path::new("/sys/fs/cgroup")) {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/unified"
+    };
+    Path::new(mount).join(path.trim_start_matches('/'))
 }
