@@ -313,38 +313,20 @@ impl Root {
     /// The names in directory `path` with their `d_type` kinds ([`Kind::Other`] when the
     /// filesystem does not say), `.` and `..` left out, in no particular order.
     pub fn read_dir(&self, path: &Path) -> Result<Vec<(std::ffi::OsString, Kind)>, RootError> {
-        use nix::dir::{Dir, Type};
-        use std::os::unix::ffi::OsStrExt;
+        let mut dir = self.open_dir(path)?;
+        dir_entries(&mut dir, path)
+    }
+
+    /// Opens directory `path` for reading its entries; its fd serves as the parent of
+    /// [`open_entry`] and [`Root::replace_symlink_in`] calls.
+    pub fn open_dir(&self, path: &Path) -> Result<nix::dir::Dir, RootError> {
         let fd = self.open_at(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
-        let mut dir = Dir::from_fd(fd.as_raw_fd()).map_err(|source| RootError::Io {
+        // `Dir::from` closes the fd on failure as on drop.
+        nix::dir::Dir::from(fd).map_err(|source| RootError::Io {
             op: "read directory",
             path: path.to_path_buf(),
             source,
-        })?;
-        // Dir closes the fd it was given.
-        std::mem::forget(fd);
-        let mut out = Vec::new();
-        for entry in dir.iter() {
-            let entry = entry.map_err(|source| RootError::Io {
-                op: "read directory",
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let name = OsStr::from_bytes(entry.file_name().to_bytes());
-            if name == "." || name == ".." {
-                continue;
-            }
-            let kind = match entry.file_type() {
-                Some(Type::Directory) => Kind::Dir,
-                Some(Type::File) => Kind::File,
-                Some(Type::Symlink) => Kind::Symlink,
-                Some(Type::CharacterDevice) => Kind::CharDevice,
-                Some(Type::BlockDevice) => Kind::BlockDevice,
-                _ => Kind::Other,
-            };
-            out.push((name.to_os_string(), kind));
-        }
-        Ok(out)
+        })
     }
 
     /// Opens the regular file (or what a symlink inside the rootfs leads to) `path` for
@@ -353,6 +335,30 @@ impl Root {
         Ok(std::fs::File::from(
             self.open_at(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?,
         ))
+    }
+
+    /// Makes `name` in the directory `parent` (an fd this root gave, container path
+    /// `link`, for errors) a symlink to `target`, replacing a symlink already there (never
+    /// anything else: a file or directory at `link` is left and `Ok(false)` returned).
+    pub fn replace_symlink_in(
+        &self,
+        parent: &impl AsRawFd,
+        name: &OsStr,
+        target: &Path,
+        link: &Path,
+    ) -> Result<bool, RootError> {
+        let parent = parent.as_raw_fd();
+        match nix::sys::stat::fstatat(Some(parent), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        {
+            Ok(st) if Kind::of_mode(st.st_mode) != Kind::Symlink => return Ok(false),
+            Ok(_) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(Self::map(link, "stat", e)),
+        }
+        let tmp = temp_name(name);
+        nix::unistd::symlinkat(target, Some(parent), tmp.as_os_str())
+            .map_err(|e| Self::map(link, "create symlink", e))?;
+        rename_over(&parent, &tmp, name).map_err(|e| Self::map(link, "replace symlink", e))?;
+        Ok(true)
     }
 
     /// Replaces the regular file `path` with `data` (mode `mode`): a new file next to it,
@@ -402,20 +408,7 @@ impl Root {
     /// anything else: a file or directory at `link` is left and `Ok(false)` returned).
     pub fn replace_symlink(&self, target: &Path, link: &Path) -> Result<bool, RootError> {
         let (parent, name) = self.parent_of(link)?;
-        match nix::sys::stat::fstatat(
-            Some(parent.as_raw_fd()),
-            name,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(st) if Kind::of_mode(st.st_mode) != Kind::Symlink => return Ok(false),
-            Ok(_) | Err(Errno::ENOENT) => {}
-            Err(e) => return Err(Self::map(link, "stat", e)),
-        }
-        let tmp = temp_name(name);
-        nix::unistd::symlinkat(target, Some(parent.as_raw_fd()), tmp.as_os_str())
-            .map_err(|e| Self::map(link, "create symlink", e))?;
-        rename_over(&parent, &tmp, name).map_err(|e| Self::map(link, "replace symlink", e))?;
-        Ok(true)
+        self.replace_symlink_in(&parent, name, target, link)
     }
 
     /// Creates symlink `link` -> `target`. Returns false when `link` already exists (left
@@ -428,6 +421,57 @@ impl Root {
             Err(e) => Err(Self::map(link, "create symlink", e)),
         }
     }
+}
+
+/// Opens `name`, one entry of the directory `dir`, with `flags | O_NOFOLLOW`: never through
+/// a symlink (`ELOOP` when it is one) nor outside `dir`. For entries that `getdents` said
+/// are regular files, without resolving their directory's path again.
+pub fn open_entry(dir: &impl AsRawFd, name: &OsStr, flags: OFlag) -> nix::Result<OwnedFd> {
+    if name.as_encoded_bytes().contains(&b'/') || name == "." || name == ".." {
+        return Err(Errno::EINVAL);
+    }
+    let h = OpenHow::new()
+        .flags(flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let fd = openat2(dir.as_raw_fd(), name, h)?;
+    // SAFETY: openat2 just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The entries of an open directory, as [`Root::read_dir`] gives them (`path` names it in
+/// errors).
+pub fn dir_entries(
+    dir: &mut nix::dir::Dir,
+    path: &Path,
+) -> Result<Vec<(std::ffi::OsString, Kind)>, RootError> {
+    use nix::dir::Type;
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(|source| RootError::Io {
+            op: "read directory",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let kind = match entry.file_type() {
+            Some(Type::Directory) => Kind::Dir,
+            Some(Type::File) => Kind::File,
+            Some(Type::Symlink) => Kind::Symlink,
+            Some(Type::CharacterDevice) => Kind::CharDevice,
+            Some(Type::BlockDevice) => Kind::BlockDevice,
+            _ => Kind::Other,
+        };
+        out.push((name.to_os_string(), kind));
+    }
+    Ok(out)
 }
 
 /// Whether `name` in `parent` is a regular file owned by us, of mode `mode`, holding `data`.
@@ -464,7 +508,7 @@ fn holds_already(parent: &OwnedFd, name: &OsStr, data: &[u8], mode: u32) -> bool
 
 /// `.NAME.nvbind-PID-N`: a name next to `name` for a file about to be renamed over it.
 /// Renames `tmp` over `name` in `parent`; when that fails, `tmp` is removed.
-fn rename_over(parent: &OwnedFd, tmp: &OsStr, name: &OsStr) -> nix::Result<()> {
+fn rename_over(parent: &impl AsRawFd, tmp: &OsStr, name: &OsStr) -> nix::Result<()> {
     nix::fcntl::renameat(
         Some(parent.as_raw_fd()),
         tmp,

@@ -61,11 +61,15 @@ fn tree(root: &Path) {
     lib("/opt/second/libdup.so.1.5", Some("libdup.so.1"));
     lib("/opt/first/libver.so.2.1", Some("libver.so.2"));
     lib("/opt/first/libver.so.2.10", Some("libver.so.2"));
+    // A soname link left pointing at the older version: ldconfig moves it to the newer.
+    symlink("libver.so.2.1", root.join("opt/first/libver.so.2")).unwrap();
     lib("/opt/first/libnosoname.so.3", None);
     lib("/opt/second/libdev.so.4.0.0", Some("libdev.so.4"));
     symlink("libdev.so.4.0.0", root.join("opt/second/libdev.so.4")).unwrap();
     symlink("libdev.so.4", root.join("opt/second/libdev.so")).unwrap();
     lib("/opt/second/libreal.so.5.0", Some("libreal.so.5"));
+    // A soname link already right: left as it is.
+    symlink("libreal.so.5.0", root.join("opt/second/libreal.so.5")).unwrap();
     symlink("libreal.so.5.0", root.join("opt/second/libalias.so.9")).unwrap();
     lib(
         "/usr/lib/x86_64-linux-gnu/libsys.so.6.1",
@@ -315,4 +319,99 @@ fn cuda_compat_comes_first_only_when_newer_than_the_host_driver() {
             first
         );
     }
+}
+
+/// What `ldso::update` opens, from `strace -f -e trace=%file` of it run on `tree()` in
+/// another process (this test binary, the ignored test below): each line that names
+/// `path` (a path relative to the rootfs, as `Root` passes them to openat2, or an entry's
+/// name relative to its directory's fd) as a whole string argument.
+fn update_under_strace(root: &Path, log: &Path) -> Option<String> {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("SKIP: no strace");
+        return None;
+    }
+    let o = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=%file,%desc", "-o"])
+        .arg(log)
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "update_of_the_tree_in_env",
+            "--test-threads=1",
+        ])
+        .env("NVBIND_LDSO_TEST_ROOT", root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Some(fs::read_to_string(log).unwrap())
+}
+
+fn calls_naming<'a>(log: &'a str, path: &str) -> Vec<&'a str> {
+    let quoted = format!("\"{path}\"");
+    log.lines()
+        .filter(|l| l.contains(&quoted))
+        // `PID call(...)` with -f: the call.
+        .map(|l| l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' '))
+        .collect()
+}
+
+/// Run by `each_conf_file_and_directory_is_looked_up_once` under strace.
+#[test]
+#[ignore = "run by each_conf_file_and_directory_is_looked_up_once"]
+fn update_of_the_tree_in_env() {
+    let root = PathBuf::from(std::env::var_os("NVBIND_LDSO_TEST_ROOT").unwrap());
+    let r = Root::open(&root).unwrap();
+    ldso::update(
+        &r,
+        &LdRequest {
+            folders: vec!["/opt/first".into()],
+            host_driver_version: None,
+        },
+    )
+    .unwrap();
+}
+
+/// The linker cache's lookups: /etc/ld.so.conf and each file it includes are read once
+/// (once given the cache the same directories as ldconfig, which the test above checks
+/// with the same tree: the included a.conf's /usr/lib/i386-linux-gnu is in it), each
+/// library directory is resolved from the rootfs once, each library file opened once, and a
+/// soname link to a file of the same directory is read (readlinkat), not opened. Before:
+/// ld.so.conf opened twice, every directory three times or more, every link opened.
+#[test]
+fn each_conf_file_and_directory_is_looked_up_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    tree(&root);
+    let Some(log) = update_under_strace(&root, &dir.path().join("strace.log")) else {
+        return;
+    };
+    for conf in [
+        "etc/ld.so.conf",
+        "etc/ld.so.conf.d/a.conf",
+        "etc/ld.so.conf.d/z.conf",
+    ] {
+        let calls = calls_naming(&log, conf);
+        assert_eq!(calls.len(), 1, "{conf}: {calls:#?}");
+    }
+    for d in ["opt/first", "opt/second", "usr/lib/i386-linux-gnu"] {
+        let calls = calls_naming(&log, d);
+        assert_eq!(calls.len(), 1, "{d}: {calls:#?}");
+    }
+    // A regular file: opened once, by name, beneath its directory's fd (the link made to
+    // it names it too, in symlinkat).
+    let opens: Vec<&str> = calls_naming(&log, "libver.so.2.10")
+        .into_iter()
+        .filter(|l| l.starts_with("open"))
+        .collect();
+    assert_eq!(opens.len(), 1, "{opens:?}");
+    assert!(opens[0].starts_with("openat2("), "{opens:?}");
+    // A link to a sibling (libdev.so.4 -> libdev.so.4.0.0): read, never opened.
+    let link = calls_naming(&log, "libdev.so.4");
+    assert!(
+        !link.is_empty() && link.iter().all(|l| l.starts_with("readlinkat(")),
+        "{link:?}"
+    );
+    // The cache it wrote is the one the ldconfig comparison checks.
+    assert!(root.join("etc/ld.so.cache").is_file());
 }

@@ -16,18 +16,50 @@ const MAX_FILE_BYTES: usize = 1 << 20;
 pub fn directories(root: &Root, conf: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut files = 0;
-    parse(root, conf, 0, &mut files, &mut out);
+    if let Some(data) = read_conf(root, conf) {
+        parse(root, conf, &data, 0, &mut files, &mut out);
+    }
     out
 }
 
-fn parse(root: &Root, file: &Path, depth: usize, files: &mut usize, out: &mut Vec<PathBuf>) {
+/// [`directories`] of `conf` whose contents, `data`, the caller has already read (the
+/// files it includes are read here).
+pub fn directories_in(root: &Root, conf: &Path, data: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut files = 0;
+    parse(root, conf, data, 0, &mut files, &mut out);
+    out
+}
+
+/// The first `MAX_FILE_BYTES` of the file `path`, when it exists and is not a directory
+/// (what an include pattern matches). One open: the file's type is that of the open file,
+/// and `O_NONBLOCK` keeps a FIFO from blocking the open.
+fn read_conf(root: &Root, path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = root.open_read(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if meta.is_dir() {
+        return None;
+    }
+    let mut data = Vec::with_capacity((meta.len() as usize).min(MAX_FILE_BYTES) + 1);
+    file.take(MAX_FILE_BYTES as u64)
+        .read_to_end(&mut data)
+        .ok()?;
+    Some(data)
+}
+
+fn parse(
+    root: &Root,
+    file: &Path,
+    data: &[u8],
+    depth: usize,
+    files: &mut usize,
+    out: &mut Vec<PathBuf>,
+) {
     if depth > MAX_DEPTH || *files >= MAX_FILES {
         return;
     }
     *files += 1;
-    let Ok(Some(data)) = root.read_file(file) else {
-        return;
-    };
     let text = String::from_utf8_lossy(&data[..data.len().min(MAX_FILE_BYTES)]).into_owned();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -44,8 +76,14 @@ fn parse(root: &Root, file: &Path, depth: usize, files: &mut usize, out: &mut Ve
                 } else {
                     file.parent().unwrap_or(Path::new("/")).join(pattern)
                 };
-                for f in glob(root, &pattern) {
-                    parse(root, &f, depth + 1, files, out);
+                for f in matching(root, &pattern) {
+                    if depth + 1 > MAX_DEPTH || *files >= MAX_FILES {
+                        break;
+                    }
+                    // A match that is gone or is a directory is skipped, as glob leaves it out.
+                    if let Some(data) = read_conf(root, &f) {
+                        parse(root, &f, &data, depth + 1, files, out);
+                    }
                 }
             }
         } else if line.len() > 5
@@ -78,8 +116,20 @@ fn matches(pattern: &[u8], name: &[u8]) -> bool {
 }
 
 /// The existing paths `pattern` matches inside the rootfs, sorted (glob(3) in the C locale,
-/// names starting with `.` matched only by a pattern that does too).
+/// names starting with `.` matched only by a pattern that does too), directories left out.
 pub fn glob(root: &Root, pattern: &Path) -> Vec<PathBuf> {
+    matching(root, pattern)
+        .into_iter()
+        .filter(|p| {
+            root.stat(p)
+                .is_ok_and(|st| Kind::of_mode(st.st_mode) != Kind::Dir)
+        })
+        .collect()
+}
+
+/// The paths `pattern` matches, sorted, before [`glob`] leaves out the missing ones and the
+/// directories: the last component of a literal pattern is not looked up here.
+fn matching(root: &Root, pattern: &Path) -> Vec<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let mut prefixes = vec![PathBuf::from("/")];
     for c in pattern.components() {
@@ -111,12 +161,6 @@ pub fn glob(root: &Root, pattern: &Path) -> Vec<PathBuf> {
         prefixes = next;
     }
     prefixes
-        .into_iter()
-        .filter(|p| {
-            root.stat(p)
-                .is_ok_and(|st| Kind::of_mode(st.st_mode) != Kind::Dir)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -23,9 +23,16 @@ pub mod conf;
 pub mod elf;
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
-use crate::rootfs::{Kind, Root, RootError};
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::fstat;
+
+use crate::rootfs::{self, Kind, Root, RootError};
 use cache::CacheEntry;
 
 /// The conf.d entry naming the injected folders.
@@ -48,6 +55,8 @@ const SYSTEM_DIRS: &[&str] = &[
     "/usr/lib",
 ];
 const MAX_ENTRIES_PER_DIR: usize = 1 << 16;
+/// Directories kept open from their lookup to their scan.
+const MAX_OPEN_DIRS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LdsoError {
@@ -146,41 +155,101 @@ struct DirLib {
 /// link and the file it names are the same file, read once.
 type ElfSeen = std::collections::HashMap<(u64, u64), Option<elf::ElfLib>>;
 
+/// (device, inode) of a file.
+type FileId = (u64, u64);
+
+/// One directory's scan: the libraries to index, one per soname, and what each entry
+/// looked at resolved to (a regular file), by name, for [`link_soname`].
+#[derive(Default)]
+struct Scan {
+    libs: Vec<DirLib>,
+    ids: std::collections::HashMap<String, FileId>,
+}
+
+/// The (device, inode) of the open `file`, its ELF reading noted in `seen` (read once per
+/// file), or None when it is not a regular file.
+fn read_lib(file: std::fs::File, seen: &mut ElfSeen) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().ok().filter(|m| m.is_file())?;
+    let id = (m.dev(), m.ino());
+    seen.entry(id).or_insert_with(|| elf::read(&file));
+    Some(id)
+}
+
 /// ldconfig's `search_dir` for one directory: the libraries to index, one per soname.
-fn scan_dir(root: &Root, dir: &Path, seen: &mut ElfSeen) -> Vec<DirLib> {
-    let Ok(mut entries) = root.read_dir(dir) else {
-        return Vec::new();
+///
+/// `dir` is the directory opened when the directories were collected (None: it is opened
+/// by path here, as every one once was). A regular file (as `getdents` says) is opened
+/// through that fd, never through a link (a name replaced by a link since is opened by its
+/// path instead); a link whose target is the plain name of a regular file of the same
+/// directory resolves to that file without being opened (`readlinkat`); anything else is
+/// opened by its path inside the rootfs, as before. Same answers, far fewer lookups.
+fn scan_dir(root: &Root, path: &Path, dir: Option<&mut Dir>, seen: &mut ElfSeen) -> Scan {
+    let (entries, dirfd) = match dir {
+        Some(d) => (rootfs::dir_entries(d, path), Some(d.as_raw_fd())),
+        None => (root.read_dir(path), None),
+    };
+    let Ok(mut entries) = entries else {
+        return Scan::default();
     };
     entries.truncate(MAX_ENTRIES_PER_DIR);
     // readdir order is the filesystem's; ldconfig's choices below do not depend on it
     // except for ties, which sorting settles the same way every time.
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut libs: Vec<DirLib> = Vec::new();
-    for (name, kind) in entries {
-        let Some(name) = name.to_str().map(str::to_string) else {
-            continue;
-        };
-        if !is_dso_name(&name) || name.contains(".#prelink#") {
+    let names: Vec<(String, Kind)> = entries
+        .into_iter()
+        .filter_map(|(n, k)| Some((n.into_string().ok()?, k)))
+        .filter(|(n, k)| {
+            is_dso_name(n)
+                && !n.contains(".#prelink#")
+                && matches!(k, Kind::Symlink | Kind::File | Kind::Other)
+        })
+        .collect();
+    let mut scan = Scan::default();
+    let by_path =
+        |name: &str, seen: &mut ElfSeen| read_lib(root.open_read(&path.join(name)).ok()?, seen);
+    // Regular files first, so that links to them find them.
+    for (name, kind) in &names {
+        if *kind != Kind::File {
             continue;
         }
-        let path = dir.join(&name);
-        let is_link = match kind {
-            Kind::Symlink => true,
-            Kind::File => false,
-            Kind::Other => root.read_link(&path).ok().flatten().is_some(),
-            _ => continue,
+        let id = match dirfd.and_then(|fd| {
+            rootfs::open_entry(&fd, OsStr::new(name), OFlag::O_RDONLY | OFlag::O_NONBLOCK).ok()
+        }) {
+            Some(fd) => read_lib(std::fs::File::from(fd), seen),
+            None => by_path(name, seen),
         };
-        let Ok(file) = root.open_read(&path) else {
+        if let Some(id) = id {
+            scan.ids.insert(name.clone(), id);
+        }
+    }
+    let mut is_link_of: Vec<bool> = Vec::with_capacity(names.len());
+    for (name, kind) in &names {
+        let is_link = match kind {
+            Kind::File => false,
+            Kind::Symlink => true,
+            _ => root.read_link(&path.join(name)).ok().flatten().is_some(),
+        };
+        is_link_of.push(is_link);
+        if *kind == Kind::File {
+            continue;
+        }
+        let sibling = match (kind, dirfd) {
+            (Kind::Symlink, Some(fd)) => nix::fcntl::readlinkat(Some(fd), name.as_str())
+                .ok()
+                .and_then(|t| t.into_string().ok())
+                .and_then(|t| scan.ids.get(&t).copied()),
+            _ => None,
+        };
+        if let Some(id) = sibling.or_else(|| by_path(name, seen)) {
+            scan.ids.insert(name.clone(), id);
+        }
+    }
+    for ((name, _), is_link) in names.into_iter().zip(is_link_of) {
+        let Some(id) = scan.ids.get(&name) else {
             continue;
         };
-        let id = match file.metadata() {
-            Ok(m) if m.is_file() => {
-                use std::os::unix::fs::MetadataExt;
-                (m.dev(), m.ino())
-            }
-            _ => continue,
-        };
-        let Some(lib) = seen.entry(id).or_insert_with(|| elf::read(&file)).clone() else {
+        let Some(Some(lib)) = seen.get(id).cloned() else {
             continue;
         };
         let Some(flags) = elf::cache_flags(&lib) else {
@@ -196,7 +265,7 @@ fn scan_dir(root: &Root, dir: &Path, seen: &mut ElfSeen) -> Vec<DirLib> {
         if is_link {
             soname = name.clone();
         }
-        match libs.iter_mut().find(|l| l.soname == soname) {
+        match scan.libs.iter_mut().find(|l| l.soname == soname) {
             Some(l) => {
                 let newer = (!is_link && l.is_link)
                     || (is_link == l.is_link
@@ -207,7 +276,7 @@ fn scan_dir(root: &Root, dir: &Path, seen: &mut ElfSeen) -> Vec<DirLib> {
                     l.flags = flags;
                 }
             }
-            None => libs.push(DirLib {
+            None => scan.libs.push(DirLib {
                 name,
                 soname,
                 flags,
@@ -215,23 +284,43 @@ fn scan_dir(root: &Root, dir: &Path, seen: &mut ElfSeen) -> Vec<DirLib> {
             }),
         }
     }
-    libs
+    scan
 }
 
 /// ldconfig's `create_links`: `dir/soname` -> `name`, unless it already leads to the same
-/// file or is not a link.
-fn link_soname(root: &Root, dir: &Path, lib: &DirLib) -> bool {
+/// file or is not a link. What the scan saw each name resolve to is used where it looked
+/// (`scan.ids`, kept up to date with the links made here); other names are `stat`ed.
+fn link_soname(root: &Root, dir: &Path, dirfd: Option<&Dir>, scan: &mut Scan, i: usize) -> bool {
+    let lib = &scan.libs[i];
     if lib.is_link || lib.name == lib.soname {
         return false;
     }
     let link = dir.join(&lib.soname);
-    if let (Ok(a), Ok(b)) = (root.stat(&link), root.stat(&dir.join(&lib.name))) {
-        if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) {
+    let id = |name: &str| {
+        scan.ids.get(name).copied().or_else(|| {
+            root.stat(&dir.join(name))
+                .ok()
+                .map(|st| (st.st_dev, st.st_ino))
+        })
+    };
+    if let (Some(a), Some(b)) = (id(&lib.soname), id(&lib.name)) {
+        if a == b {
             return false;
         }
     }
-    root.replace_symlink(Path::new(&lib.name), &link)
-        .unwrap_or(false)
+    let made = match dirfd {
+        Some(d) => root.replace_symlink_in(d, OsStr::new(&lib.soname), Path::new(&lib.name), &link),
+        None => root.replace_symlink(Path::new(&lib.name), &link),
+    }
+    .unwrap_or(false);
+    if made {
+        // `soname` now names `name`, a plain name in this directory.
+        match scan.ids.get(&lib.name).copied() {
+            Some(id) => scan.ids.insert(lib.soname.clone(), id),
+            None => scan.ids.remove(&lib.soname),
+        };
+    }
+    made
 }
 
 /// Refreshes the container's linker cache and links; see the module documentation.
@@ -264,12 +353,9 @@ pub fn update(root: &Root, req: &LdRequest) -> Result<LdReport, LdsoError> {
                 source,
             })?;
     }
-    if root
-        .read_file(Path::new(LD_SO_CONF))
-        .ok()
-        .flatten()
-        .is_none()
-    {
+    // Read once: its text is what the directories come from below.
+    let conf_text = root.read_file(Path::new(LD_SO_CONF)).ok().flatten();
+    if conf_text.is_none() {
         root.replace_file(Path::new(LD_SO_CONF), DEFAULT_CONF.as_bytes(), 0o644)
             .map_err(|source| LdsoError::Conf {
                 path: LD_SO_CONF,
@@ -279,36 +365,70 @@ pub fn update(root: &Root, req: &LdRequest) -> Result<LdReport, LdsoError> {
 
     let mut candidates: Vec<PathBuf> = compat.iter().cloned().collect();
     candidates.extend(folders.iter().cloned());
-    candidates.extend(conf::directories(root, Path::new(LD_SO_CONF)));
+    candidates.extend(conf::directories_in(
+        root,
+        Path::new(LD_SO_CONF),
+        conf_text.as_deref().unwrap_or(DEFAULT_CONF.as_bytes()),
+    ));
     candidates.extend(SYSTEM_DIRS.iter().map(PathBuf::from));
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    let mut dirs: Vec<(PathBuf, (u64, u64))> = Vec::new();
+    // Every candidate is resolved once, here: the directory opened for reading is the one
+    // scanned (and the parent of the links made in it), its identity from fstat. At most
+    // MAX_OPEN_DIRS stay open; any others are opened again by path when scanned.
+    // A path named twice (a folder that ld.so.conf.d names too) is looked up once.
+    let mut seen: HashSet<FileId> = HashSet::new();
+    let mut looked_up: HashSet<PathBuf> = HashSet::new();
+    let mut dirs: Vec<(PathBuf, Option<Dir>)> = Vec::new();
     for d in candidates {
-        let Ok(st) = root.stat(&d) else {
-            continue;
-        };
-        if Kind::of_mode(st.st_mode) != Kind::Dir {
+        if !looked_up.insert(d.clone()) {
             continue;
         }
-        let id = (st.st_dev, st.st_ino);
+        let (id, dir) = match root.open_dir(&d) {
+            Ok(dir) => {
+                let Ok(st) = fstat(dir.as_raw_fd()) else {
+                    continue;
+                };
+                ((st.st_dev, st.st_ino), Some(dir))
+            }
+            // Missing, or not a directory: what a stat would have said too.
+            Err(RootError::Io {
+                source: Errno::ENOENT | Errno::ENOTDIR,
+                ..
+            }) => continue,
+            // A directory that cannot be read is still listed (and found empty).
+            Err(_) => {
+                let Ok(st) = root.stat(&d) else {
+                    continue;
+                };
+                if Kind::of_mode(st.st_mode) != Kind::Dir {
+                    continue;
+                }
+                ((st.st_dev, st.st_ino), None)
+            }
+        };
         if seen.insert(id) {
-            dirs.push((d, id));
+            let open = dirs.iter().filter(|(_, d)| d.is_some()).count();
+            dirs.push((d, dir.filter(|_| open < MAX_OPEN_DIRS)));
         }
     }
     let mut entries = Vec::new();
     let mut links = 0;
     let mut seen = ElfSeen::new();
-    for (dir, _) in &dirs {
-        for lib in scan_dir(root, dir, &mut seen) {
-            if link_soname(root, dir, &lib) {
+    for (dir, fd) in &mut dirs {
+        let mut scan = scan_dir(root, dir, fd.as_mut(), &mut seen);
+        for i in 0..scan.libs.len() {
+            if link_soname(root, dir, fd.as_ref(), &mut scan, i) {
                 links += 1;
             }
+        }
+        for lib in scan.libs {
             entries.push(CacheEntry {
                 value: format!("{}/{}", dir.display(), lib.soname),
                 key: lib.soname,
                 flags: lib.flags,
             });
         }
+        // Closed once scanned.
+        *fd = None;
     }
     let report = LdReport {
         dirs: dirs.into_iter().map(|(d, _)| d).collect(),
