@@ -37,8 +37,11 @@ impl Controller for CpuSet {
     fn add_task(pid: Pid, cgroup_path: &Path) -> Result<(), Self::Error> {
         fs::create_dir_all(cgroup_path).wrap_create_dir(cgroup_path)?;
 
-        Self::ensure_not_empty(cgroup_path, CGROUP_CPUSET_CPUS)?;
-        Self::ensure_not_empty(cgroup_path, CGROUP_CPUSET_MEMS)?;
+        // nvbind: the mount point looked up once for both files (each lookup reads mountinfo
+        // through a new procfs handle: about 25 syscalls)
+        let mount_point = util::get_subsystem_mount_point(&ControllerType::CpuSet)?;
+        Self::ensure_not_empty(&mount_point, cgroup_path, CGROUP_CPUSET_CPUS)?;
+        Self::ensure_not_empty(&mount_point, cgroup_path, CGROUP_CPUSET_MEMS)?;
 
         common::write_cgroup_file(cgroup_path.join(CGROUP_PROCS), pid)?;
         Ok(())
@@ -81,10 +84,11 @@ impl CpuSet {
     // if a task is moved into the cgroup and a value has not been set for cpus and mems
     // Errno 28 (no space left on device) will be returned. Therefore we set the value from the parent if required.
     fn ensure_not_empty(
+        mount_point: &Path,
         cgroup_path: &Path,
         interface_file: &str,
     ) -> Result<(), V1CpuSetControllerError> {
-        let mut current = util::get_subsystem_mount_point(&ControllerType::CpuSet)?;
+        let mut current = mount_point.to_path_buf();
         let relative_cgroup_path = cgroup_path.strip_prefix(&current).map_err(|err| {
             V1CpuSetControllerError::BadCgroupPath {
                 err,
@@ -121,6 +125,53 @@ mod tests {
 
     use super::*;
     use crate::test::setup;
+
+    // nvbind: ensure_not_empty walks from the mount point it is given down to the cgroup,
+    // giving each empty level its parent's value; an empty parent is an error; a value that
+    // is set is left alone.
+    #[test]
+    fn test_ensure_not_empty_from_the_given_mount_point() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let cg = root.join("a/b");
+        fs::create_dir_all(&cg).unwrap();
+        fs::write(root.join(CGROUP_CPUSET_CPUS), "0-3\n").unwrap();
+        fs::write(root.join("a").join(CGROUP_CPUSET_CPUS), "\n").unwrap();
+        fs::write(cg.join(CGROUP_CPUSET_CPUS), "").unwrap();
+        CpuSet::ensure_not_empty(root, &cg, CGROUP_CPUSET_CPUS).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("a").join(CGROUP_CPUSET_CPUS)).unwrap(),
+            "0-3\n"
+        );
+        assert_eq!(
+            fs::read_to_string(cg.join(CGROUP_CPUSET_CPUS)).unwrap(),
+            "0-3\n"
+        );
+
+        fs::write(root.join(CGROUP_CPUSET_MEMS), "0\n").unwrap();
+        fs::write(root.join("a").join(CGROUP_CPUSET_MEMS), "1\n").unwrap();
+        fs::write(cg.join(CGROUP_CPUSET_MEMS), "").unwrap();
+        CpuSet::ensure_not_empty(root, &cg, CGROUP_CPUSET_MEMS).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("a").join(CGROUP_CPUSET_MEMS)).unwrap(),
+            "1\n"
+        );
+        assert_eq!(
+            fs::read_to_string(cg.join(CGROUP_CPUSET_MEMS)).unwrap(),
+            "1\n"
+        );
+
+        fs::write(root.join(CGROUP_CPUSET_CPUS), "\n").unwrap();
+        assert!(matches!(
+            CpuSet::ensure_not_empty(root, &cg, CGROUP_CPUSET_CPUS),
+            Err(V1CpuSetControllerError::EmptyParent)
+        ));
+        // A cgroup outside the mount point is refused.
+        assert!(matches!(
+            CpuSet::ensure_not_empty(&root.join("a/b"), root, CGROUP_CPUSET_CPUS),
+            Err(V1CpuSetControllerError::BadCgroupPath { .. })
+        ));
+    }
 
     #[test]
     fn test_set_cpus() {

@@ -105,9 +105,11 @@ impl Manager {
     /// Constructs a new cgroup manager with cgroups_path being relative to the root of the subsystem
     pub fn new(cgroup_path: &Path) -> Result<Self, V1ManagerError> {
         // nvbind: mountinfo and our /proc/self/cgroup read once here, not once per controller
-        // (each read opens procfs anew: about 30 syscalls, 24 reads per manager)
-        let mounts = util::cgroup_mounts()?;
-        let own = Self::own_cgroups();
+        // (each read opens procfs anew: about 30 syscalls, 24 reads per manager), both
+        // through one procfs handle (each new handle is verified again: about 16 syscalls)
+        let procfs = ProcfsHandle::new()?;
+        let mounts = util::cgroup_mounts_in(&procfs)?;
+        let own = Self::own_cgroups(&procfs);
         let mut subsystems = HashMap::new();
         for subsystem in CONTROLLERS {
             if let Ok(subsystem_path) =
@@ -143,8 +145,8 @@ impl Manager {
     }
 
     /// nvbind: this process's cgroups (/proc/self/cgroup), for `get_subsystem_path`.
-    fn own_cgroups() -> Result<Vec<procfs::ProcessCGroup>, V1ManagerError> {
-        Ok(ProcessCGroups::from_read(ProcfsHandle::new()?.open(
+    fn own_cgroups(procfs: &ProcfsHandle) -> Result<Vec<procfs::ProcessCGroup>, V1ManagerError> {
+        Ok(ProcessCGroups::from_read(procfs.open(
             ProcfsBase::ProcSelf,
             "cgroup",
             OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
