@@ -289,10 +289,61 @@ pub fn create_dir_all_with_mode<P: AsRef<Path>>(
     }
 }
 
+/// Whether this process is in a user namespace other than the initial one (its uid_map does
+/// not map the whole id range).
+///
+/// A create asks this in a dozen places, in the runtime, the intermediate and the init; the
+/// answer is read from /proc/self/uid_map once per user namespace and remembered with the
+/// namespace's identity (the device and inode of /proc/self/ns/user: one stat instead of an
+/// open, two reads and a close). A process that enters another user namespace, by any means,
+/// sees another identity and reads the map again; a clone keeps its parent's answer only
+/// while it is in the same namespace.
 pub fn is_in_new_userns() -> Result<bool, std::io::Error> {
+    use std::sync::atomic::Ordering;
+    let ns = fs::metadata("/proc/self/ns/user")?;
+    let key = (ns.st_dev(), ns.st_ino());
+    let known = USERNS_ANSWER.load(Ordering::Relaxed);
+    if known != 0 && userns_key(known) == key {
+        return Ok(known & USERNS_NEW != 0);
+    }
+    // Only the calling thread can move itself to another user namespace (and only when it is
+    // the process's one thread), so the map read next is that of the namespace just stated.
+    let in_new = read_uid_map_is_new()?;
+    USERNS_ANSWER.store(encode_userns_answer(key, in_new), Ordering::Relaxed);
+    Ok(in_new)
+}
+
+/// Drops the remembered answer of `is_in_new_userns`. A namespace's inode number can be
+/// given to a new namespace once the old one is gone, which a process can only see happen
+/// after it left the old one by setns (an unshared namespace keeps its parent alive): the
+/// setns of this crate's syscalls calls this.
+pub fn forget_userns_answer() {
+    USERNS_ANSWER.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn read_uid_map_is_new() -> Result<bool, std::io::Error> {
     let uid_map_path = "/proc/self/uid_map";
     let content = std::fs::read_to_string(uid_map_path)?;
     Ok(!content.contains("4294967295"))
+}
+
+/// The remembered answer of `is_in_new_userns`: 0 when none; else the namespace's inode
+/// (32 bits: nsfs inodes are proc inode numbers), its device (30 bits; a wider one is never
+/// remembered), a "known" bit and the answer. An atomic, not a lock: the intermediate and the
+/// init are clones that may be made while another thread holds a lock.
+static USERNS_ANSWER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+const USERNS_KNOWN: u64 = 1 << 63;
+const USERNS_NEW: u64 = 1 << 62;
+
+fn encode_userns_answer((dev, ino): (u64, u64), in_new: bool) -> u64 {
+    if dev >= 1 << 30 || ino >= 1 << 32 {
+        return 0;
+    }
+    USERNS_KNOWN | if in_new { USERNS_NEW } else { 0 } | (dev << 32) | ino
+}
+
+fn userns_key(answer: u64) -> (u64, u64) {
+    ((answer >> 32) & ((1 << 30) - 1), answer & 0xffff_ffff)
 }
 
 /// Checks if rootless mode needs to be used
@@ -457,6 +508,48 @@ mod tests {
     use anyhow::{Result, bail};
     use nix::unistd::Gid;
     use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNetDevice, SpecBuilder};
+
+    // nvbind: the remembered answer of is_in_new_userns is that of the namespace the process
+    // is in now: a clone that unshares a user namespace (directly, not through this crate's
+    // syscalls, which would forget the answer anyway) after its parent asked gets the new
+    // namespace's answer, and a forgotten answer is read again.
+    #[test]
+    #[serial]
+    fn test_userns_answer_follows_the_namespace() -> Result<(), test_utils::TestError> {
+        use nix::sched::{CloneFlags, unshare};
+        let fresh = read_uid_map_is_new().unwrap();
+        assert_eq!(is_in_new_userns().unwrap(), fresh);
+        assert_ne!(USERNS_ANSWER.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(is_in_new_userns().unwrap(), fresh);
+        forget_userns_answer();
+        assert_eq!(USERNS_ANSWER.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(is_in_new_userns().unwrap(), fresh);
+        test_utils::test_in_child_process(|| {
+            // The parent's answer came with the fork.
+            assert_ne!(USERNS_ANSWER.load(std::sync::atomic::Ordering::Relaxed), 0);
+            unshare(CloneFlags::CLONE_NEWUSER).unwrap();
+            // A new user namespace has an empty uid_map until someone writes it.
+            assert!(read_uid_map_is_new().unwrap());
+            assert!(is_in_new_userns().unwrap());
+            assert!(is_in_new_userns().unwrap());
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn test_userns_answer_encoding() {
+        for in_new in [false, true] {
+            let a = encode_userns_answer((0x4, 0xf000_0001), in_new);
+            assert_ne!(a, 0);
+            assert_eq!(userns_key(a), (0x4, 0xf000_0001));
+            assert_eq!(a & USERNS_NEW != 0, in_new);
+            let b = encode_userns_answer(((1 << 30) - 1, 0xffff_ffff), in_new);
+            assert_eq!(userns_key(b), ((1 << 30) - 1, 0xffff_ffff));
+        }
+        // A key that does not fit is never remembered (0: ask again).
+        assert_eq!(encode_userns_answer((1 << 30, 1), false), 0);
+        assert_eq!(encode_userns_answer((1, 1 << 32), true), 0);
+    }
 
     #[test]
     fn test_write_file_atomic_replaces_and_leaves_no_temporary() {

@@ -1296,7 +1296,7 @@ fn existing_destination(
     dest: &Path,
     want_dir: bool,
 ) -> Option<(OwnedFd, Option<nix::sys::stat::FileStat>)> {
-    let fd: OwnedFd = root.resolve(dest).ok()?.into();
+    let fd = probe_in_root(root, dest)?;
     if want_dir {
         let st = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
@@ -1307,6 +1307,26 @@ fn existing_destination(
     Some((fd, None))
 }
 
+/// nvbind: `root.resolve(path)` where a failure only means "take the other path": one
+/// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, what pathrs' resolver does when the
+/// kernel has openat2, without the error pathrs would build for a path that does not exist
+/// (its message names the root by reading /proc/thread-self/fd/N: about 9 syscalls through a
+/// checked procfs, for an error that is dropped). ENOENT and ENOTDIR are answered at once;
+/// any other failure (no openat2, EAGAIN under a concurrent rename, ...) is left to pathrs.
+fn probe_in_root(root: &Root, path: &Path) -> Option<OwnedFd> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::FromRawFd;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match nix::fcntl::openat2(root.as_fd().as_raw_fd(), path, how) {
+        // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+        Ok(fd) => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => None,
+        Err(_) => root.resolve(path).ok().map(Into::into),
+    }
+}
+
 /// nvbind: creates the file `dest` (0644, as `create_file` would) in its parent directory when
 /// that exists in the rootfs; false when it does not, or on any error (the caller then takes
 /// the pathrs path, which reports it). An `EEXIST` counts as created, as in the caller.
@@ -1314,10 +1334,9 @@ fn create_in_existing_parent(root: &Root, dest: &Path) -> bool {
     let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
         return false;
     };
-    let Ok(dir) = root.resolve(parent) else {
+    let Some(dir) = probe_in_root(root, parent) else {
         return false;
     };
-    let dir: OwnedFd = dir.into();
     match nix::fcntl::openat(
         Some(dir.as_raw_fd()),
         name,
@@ -1345,10 +1364,9 @@ fn mkdir_in_existing_parent(root: &Root, dest: &Path) -> bool {
     let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
         return false;
     };
-    let Ok(dir) = root.resolve(parent) else {
+    let Some(dir) = probe_in_root(root, parent) else {
         return false;
     };
-    let dir: OwnedFd = dir.into();
     nix::sys::stat::mkdirat(
         Some(dir.as_raw_fd()),
         name,
@@ -2054,6 +2072,50 @@ mod tests {
     }
 
     // nvbind
+    #[test]
+    // nvbind: the probe answers what pathrs' resolve answers (the same file, or nothing) for
+    // paths that exist, do not, pass through a file, climb above the rootfs, or go through
+    // symlinks (absolute, relative, escaping, dangling).
+    fn test_probe_in_root_agrees_with_pathrs() -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir()?;
+        fs::write(tmp.path().join("outside"), b"")?;
+        let rootfs = tmp.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("usr/lib"))?;
+        fs::write(rootfs.join("usr/lib/present.so"), b"")?;
+        fs::write(rootfs.join("outside"), b"")?;
+        std::os::unix::fs::symlink("/usr/lib", rootfs.join("lib"))?;
+        std::os::unix::fs::symlink("usr/lib/present.so", rootfs.join("rel"))?;
+        std::os::unix::fs::symlink("../../../outside", rootfs.join("usr/lib/up"))?;
+        std::os::unix::fs::symlink("/nowhere", rootfs.join("dangling"))?;
+        let root = Root::open(&rootfs).unwrap();
+        let ino = |fd: &OwnedFd| nix::sys::stat::fstat(fd.as_raw_fd()).unwrap().st_ino;
+        for path in [
+            "/usr/lib/present.so",
+            "usr/lib/present.so",
+            "/lib/present.so",
+            "/rel",
+            "/usr/lib/up",
+            "/../../outside",
+            "/usr/lib/present.so/x",
+            "/usr/lib/missing.so",
+            "/no/such/dir",
+            "/dangling",
+            "/dangling/x",
+            "/",
+            "/usr/lib",
+        ] {
+            let probed = probe_in_root(&root, Path::new(path)).map(|fd| ino(&fd));
+            let resolved = root.resolve(Path::new(path)).ok().map(|h| ino(&h.into()));
+            assert_eq!(probed, resolved, "{path}");
+        }
+        let outside = fs::metadata(rootfs.join("outside"))?.ino();
+        let up = probe_in_root(&root, Path::new("/usr/lib/up")).unwrap();
+        assert_eq!(ino(&up), outside, "a symlink climbing out stays inside");
+        assert!(probe_in_root(&root, Path::new("/usr/lib/missing.so")).is_none());
+        Ok(())
+    }
+
     #[test]
     fn test_fast_destination_paths() -> Result<()> {
         use std::os::unix::fs::MetadataExt;

@@ -461,7 +461,9 @@ impl Syscall for LinuxSyscall {
     /// Set namespace for process
     fn set_ns(&self, rawfd: i32, nstype: CloneFlags) -> Result<()> {
         let fd = unsafe { BorrowedFd::borrow_raw(rawfd) };
-        nix::sched::setns(fd, nstype)?;
+        let entered = nix::sched::setns(fd, nstype);
+        crate::utils::forget_userns_answer();
+        entered?;
         Ok(())
     }
 
