@@ -26,7 +26,18 @@ use crate::state_root::Ctx;
 /// the ID; a failure here leaves no state dir, cgroup or process behind.
 pub fn create_container(ctx: &Ctx, opts: &CreateOpts, detach: bool) -> Result<Container> {
     validate_id(&opts.id)?;
-    let mut bundle = Bundle::load(&opts.bundle)?;
+    create_container_from(ctx, opts, detach, Bundle::load(&opts.bundle)?)
+}
+
+/// `create_container` with the bundle already loaded from `opts.bundle` (`run` reads it first
+/// to see whether the process wants a terminal: one read and parse of config.json, not two).
+pub fn create_container_from(
+    ctx: &Ctx,
+    opts: &CreateOpts,
+    detach: bool,
+    mut bundle: Bundle,
+) -> Result<Container> {
+    validate_id(&opts.id)?;
     crate::rootless::check_spec(&bundle.spec, &opts.id, ctx.systemd_cgroup)?;
     if let Some(sock) = &opts.console_socket {
         if !sock.exists() {

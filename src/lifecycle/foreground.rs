@@ -9,10 +9,11 @@ use nix::unistd::Pid;
 
 use crate::bundle::Bundle;
 use crate::lifecycle::console::ConsoleRelay;
-use crate::lifecycle::create::create_container;
+use crate::lifecycle::create::create_container_from;
 use crate::lifecycle::delete::remove_exited;
 use crate::lifecycle::halfmade::Intent;
 use crate::options::CreateOpts;
+use crate::state_root::id::validate_id;
 use crate::state_root::Ctx;
 
 /// `run`: create and start the container; with `detach`, return once it started, else wait
@@ -27,9 +28,13 @@ pub fn run(ctx: &Ctx, opts: &CreateOpts, detach: bool, keep: bool) -> Result<u8>
     if !detach {
         all.thread_block().context("cannot block signals")?;
     }
+    // The bundle is loaded once, here: a bad one fails before anything is made, as create's
+    // own load would, and create gets it as it was read.
+    validate_id(&opts.id)?;
+    let bundle = Bundle::load(&opts.bundle)?;
     // A terminal in the foreground: nvbind takes the pty and relays it to its stdio (runc).
     let relay = match detach {
-        false if wants_terminal(&opts.bundle)? => Some(ConsoleRelay::new()?),
+        false if wants_terminal(&bundle) => Some(ConsoleRelay::new()?),
         _ => None,
     };
     let mut opts = opts.clone();
@@ -37,7 +42,7 @@ pub fn run(ctx: &Ctx, opts: &CreateOpts, detach: bool, keep: bool) -> Result<u8>
         opts.console_socket = Some(r.path());
     }
     let opts = &opts;
-    let mut container = create_container(ctx, opts, detach)?;
+    let mut container = create_container_from(ctx, opts, detach, bundle)?;
     let console = match relay.map(ConsoleRelay::attach).transpose() {
         Ok(c) => c,
         Err(e) => {
@@ -77,14 +82,13 @@ pub const FOREGROUND_CONSOLE_SOCKET: &str =
     "--console-socket is for a container that detaches (-d); in the foreground nvbind relays \
      the terminal itself";
 
-/// Whether the bundle's process asks for a terminal (a bad bundle fails here as create would).
-fn wants_terminal(bundle: &std::path::Path) -> Result<bool> {
-    let b = Bundle::load(bundle)?;
-    Ok(b.spec
+/// Whether the bundle's process asks for a terminal.
+fn wants_terminal(b: &Bundle) -> bool {
+    b.spec
         .process()
         .as_ref()
         .and_then(|p| p.terminal())
-        .unwrap_or(false))
+        .unwrap_or(false)
 }
 
 /// Like runc in the foreground: reap children, forward every signal except the ones that are
