@@ -165,6 +165,86 @@ fn kill_takes_names_and_numbers_and_all() {
     env.assert_clean();
 }
 
+/// Runs as PID 1 of a PID namespace of its own (no other process takes pids there): makes
+/// and starts container p1, SIGKILLs its init (pid P) and waits until it is reaped, sets
+/// ns_last_pid to P-1 and forks a `sleep`, which gets pid P. Then each nvbind command that
+/// acts on the init. Last, it sends the sleep SIGTERM and waits for it: its wait status says
+/// whether it was still alive (143) or had been SIGKILLed by nvbind (137).
+const RECYCLE_INIT_PID: &str = r#"
+n() { "$NVBIND" --root "$ROOT" "$@" </dev/null 2>>"$OUT/log"; }
+n create -b "$BUNDLE" --pid-file "$OUT/pid" p1 >>"$OUT/log" || exit 10
+n start p1 >>"$OUT/log" || exit 11
+P=$(cat "$OUT/pid")
+kill -KILL "$P"
+i=0
+while [ -e "/proc/$P" ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i + 1)); done
+[ -e "/proc/$P" ] && exit 12
+echo $((P - 1)) >/proc/sys/kernel/ns_last_pid
+sleep 1000 &
+S=$!
+echo "$P $S" >"$OUT/pids"
+n state p1 >"$OUT/state"; echo "state $?" >>"$OUT/rc"
+n exec p1 true >>"$OUT/log"; echo "exec $?" >>"$OUT/rc"
+n pause p1 >>"$OUT/log"; echo "pause $?" >>"$OUT/rc"
+n kill p1 KILL >>"$OUT/log"; echo "kill $?" >>"$OUT/rc"
+n delete --force p1 >>"$OUT/log"; echo "delete $?" >>"$OUT/rc"
+kill -TERM "$S"
+wait "$S"
+echo "sleep $?" >>"$OUT/rc"
+"#;
+
+/// Issue 15: the kernel gives a reaped init's pid to the next process; nvbind tells that
+/// process from the init by the start time it recorded (as runc does). `state` says stopped,
+/// and exec, pause, kill and `delete --force` touch nothing but the container's record.
+#[test]
+fn a_process_given_a_dead_inits_pid_is_not_the_container() {
+    let env = Env::new();
+    let b = env.bundle("b", &["sleep", "1000"]);
+    let out = env.dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let status = std::process::Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "bash",
+            "-c",
+            RECYCLE_INIT_PID,
+        ])
+        .env("NVBIND", NVBIND)
+        .env("ROOT", &env.root)
+        .env("BUNDLE", &b)
+        .env("OUT", &out)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("cannot run unshare");
+    let log = fs::read_to_string(out.join("log")).unwrap_or_default();
+    assert!(status.success(), "the script failed ({status}): {log}");
+    let pids = fs::read_to_string(out.join("pids")).unwrap();
+    let (p, s) = pids.trim().split_once(' ').unwrap();
+    assert_eq!(p, s, "the sleep did not get the init's pid");
+
+    let state: Value = serde_json::from_slice(&fs::read(out.join("state")).unwrap()).unwrap();
+    assert_eq!(state["status"], "stopped", "{state}");
+    assert_eq!(state["pid"], 0, "{state}");
+    let rc = fs::read_to_string(out.join("rc")).unwrap();
+    assert_eq!(
+        rc,
+        // exec, pause and kill are refused, as for any stopped container (runc: 255 and 1).
+        "state 0\nexec 255\npause 1\nkill 1\ndelete 0\n\
+         sleep 143\n",
+        "{log}"
+    );
+    for refusal in [
+        "cannot exec in container \"p1\": it is stopped",
+        "cannot pause container \"p1\": it is stopped",
+        "cannot kill container \"p1\": container not running",
+    ] {
+        assert!(log.contains(refusal), "{refusal:?} not in {log}");
+    }
+    env.assert_clean();
+}
+
 #[test]
 fn delete_force_stops_a_running_container() {
     let env = Env::new();

@@ -81,7 +81,7 @@ pub fn run(args: &EventsArgs, ctx: &Ctx) -> Result<()> {
     if args.stats {
         return print_stats(&c, ctx);
     }
-    let oom_file = c.pid().and_then(|pid| oom_counter(pid.as_raw()));
+    let oom_file = c.init_pid().and_then(|pid| oom_counter(pid.as_raw()));
     let mut ooms = oom_file.as_ref().and_then(read_oom_kills).unwrap_or(0);
     let mut next_stats = Instant::now();
     loop {

@@ -98,8 +98,9 @@ fn probe(container: &libcontainer::container::Container, all: bool, ctx: &Ctx) -
         }
         return Ok(());
     }
+    // The init's pid only while it names the init: not a process the kernel gave it since.
     let pid = container
-        .pid()
+        .init_pid()
         .filter(|p| *p > Pid::from_raw(0))
         .context("the container has no init process")?;
     nix::sys::signal::kill(pid, None).with_context(|| format!("init process {pid}"))

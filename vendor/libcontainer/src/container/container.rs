@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use nix::unistd::Pid;
-use procfs::process::Process;
+use procfs::process::{Process, Stat};
 
 use crate::config::YoukiConfig;
 use crate::container::{ContainerStatus, State};
@@ -51,10 +51,15 @@ impl Container {
         })?;
         let state = State::new(container_id, status, pid, bundle);
 
-        Ok(Self {
+        let mut container = Self {
             state,
             root: container_root,
-        })
+        };
+        // nvbind: a pid given here (a restored container's) is recorded with its start time.
+        if let Some(pid) = pid {
+            container.set_pid(pid);
+        }
+        Ok(container)
     }
 
     pub fn id(&self) -> &str {
@@ -125,9 +130,38 @@ impl Container {
         self.state.pid.map(Pid::from_raw)
     }
 
+    /// Records `pid` as the container's init, with the start time of the process it names
+    /// now (nvbind), so that a later process given the same pid is not taken for the init.
     pub fn set_pid(&mut self, pid: i32) -> &mut Self {
         self.state.pid = Some(pid);
+        self.state.init_process_start = Process::new(pid)
+            .and_then(|p| p.stat())
+            .ok()
+            .map(|stat| stat.starttime);
         self
+    }
+
+    /// nvbind: the start time recorded with the init's pid (field 22 of /proc/PID/stat).
+    pub fn init_process_start(&self) -> Option<u64> {
+        self.state.init_process_start
+    }
+
+    /// nvbind: the init's pid while it still names the init: the process exists (a zombie
+    /// too) and started when the recorded one did. None once the init is gone, also when its
+    /// pid was given to another process since (runc compares the start time as well). Use it,
+    /// not `pid()`, to signal or inspect the init. A state saved without a start time is
+    /// judged by the pid alone, as before.
+    pub fn init_pid(&self) -> Option<Pid> {
+        let pid = self.pid()?;
+        let stat = Process::new(pid.as_raw()).and_then(|p| p.stat()).ok()?;
+        self.started_as_init(&stat).then_some(pid)
+    }
+
+    /// nvbind: whether the process of `stat` (the one the init's pid names) is the init.
+    fn started_as_init(&self, stat: &Stat) -> bool {
+        self.state
+            .init_process_start
+            .is_none_or(|start| start == stat.starttime)
     }
 
     pub fn created(&self) -> Option<DateTime<Utc>> {
@@ -212,8 +246,11 @@ impl Container {
                 if let Ok(proc) = Process::new(pid.as_raw()) {
                     use procfs::process::ProcState;
 
-                    match proc.stat()?.state()? {
+                    let stat = proc.stat()?;
+                    match stat.state()? {
                         ProcState::Zombie | ProcState::Dead => ContainerStatus::Stopped,
+                        // nvbind: the init was reaped and its pid given to another process.
+                        _ if !self.started_as_init(&stat) => ContainerStatus::Stopped,
                         _ => match self.status() {
                             ContainerStatus::Creating
                             | ContainerStatus::Created
@@ -425,6 +462,98 @@ mod tests {
         container.refresh_status()?;
         assert_eq!(container.status(), ContainerStatus::Running);
 
+        Ok(())
+    }
+
+    /// nvbind: a live process whose start time is not the recorded one is not the init.
+    #[test]
+    fn test_reused_pid_is_stopped() -> Result<()> {
+        let mut child = std::process::Command::new("sleep").arg("100").spawn()?;
+        let pid = child.id() as i32;
+        let mut container = Container::default();
+        container.set_pid(pid).set_status(ContainerStatus::Running);
+        let start = container.init_process_start().context("no start time recorded")?;
+        assert_eq!(start, Process::new(pid)?.stat()?.starttime);
+        container.refresh_status()?;
+        assert_eq!(container.status(), ContainerStatus::Running);
+        assert_eq!(container.init_pid(), Some(Pid::from_raw(pid)));
+
+        // The same pid, another process: what the kernel does once the init is reaped.
+        container.state.init_process_start = Some(start + 1);
+        container.refresh_status()?;
+        assert_eq!(container.status(), ContainerStatus::Stopped);
+        assert_eq!(container.init_pid(), None);
+
+        child.kill()?;
+        child.wait()?;
+        container.state.init_process_start = Some(start);
+        assert_eq!(container.init_pid(), None, "a reaped init has no pid");
+        Ok(())
+    }
+
+    /// nvbind: a state saved before the start time was kept is judged by the pid alone.
+    #[test]
+    fn test_state_without_start_time_keeps_the_pid_alone() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let own = std::process::id();
+        let old = format!(
+            r#"{{"ociVersion":"1.0.2","id":"old","status":"running","pid":{own},
+            "bundle":"/b","useSystemd":false}}"#
+        );
+        fs::write(dir.path().join("state.json"), old)?;
+        let container = Container::load(dir.path().to_path_buf())?;
+        assert_eq!(container.init_process_start(), None);
+        assert_eq!(container.status(), ContainerStatus::Running);
+        assert_eq!(container.init_pid(), Some(Pid::from_raw(own as i32)));
+        Ok(())
+    }
+
+    /// nvbind: the start time survives a save and a load.
+    #[test]
+    fn test_start_time_is_saved() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let own = std::process::id() as i32;
+        let mut container = Container::new(
+            "saved",
+            ContainerStatus::Running,
+            Some(own),
+            dir.path(),
+            dir.path(),
+        )?;
+        let start = container.init_process_start().context("no start time recorded")?;
+        container.save()?;
+        let text = fs::read_to_string(dir.path().join("state.json"))?;
+        assert!(text.contains(&format!("\"initProcessStart\":{start}")), "{text}");
+        container = Container::load(dir.path().to_path_buf())?;
+        assert_eq!(container.init_process_start(), Some(start));
+        assert_eq!(container.status(), ContainerStatus::Running);
+        Ok(())
+    }
+
+    /// nvbind: the start time is field 22 of /proc/PID/stat, counted after the command name,
+    /// which may hold spaces and parentheses (the last ')' ends it).
+    #[test]
+    fn test_start_time_after_a_command_with_spaces_and_parens() -> Result<()> {
+        use procfs::FromRead;
+        let line = "4242 (a) (b c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 1000000 100 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 \
+                    0 0 0 0 0 0 0 0 0 0\n";
+        let stat = Stat::from_read(line.as_bytes())?;
+        assert_eq!(stat.comm, "a) (b c)");
+        assert_eq!(stat.starttime, 987654);
+
+        // And from the kernel, for a process named so.
+        let dir = tempfile::tempdir()?;
+        let odd = dir.path().join("x) (y z");
+        fs::copy("/bin/sleep", &odd)?;
+        let mut child = std::process::Command::new(&odd).arg("100").spawn()?;
+        let mut container = Container::default();
+        container.set_pid(child.id() as i32);
+        let stat = Process::new(child.id() as i32)?.stat()?;
+        assert_eq!(stat.comm, "x) (y z");
+        assert_eq!(container.init_process_start(), Some(stat.starttime));
+        child.kill()?;
+        child.wait()?;
         Ok(())
     }
 }

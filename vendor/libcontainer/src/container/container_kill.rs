@@ -115,10 +115,11 @@ impl Container {
         }
 
         // nvbind: a container without a cgroup (rootless, nothing delegated) is found by its
-        // PID namespace instead, when it owns one.
+        // PID namespace instead, when it owns one; its init's, not that of a process given
+        // the init's pid after the init was reaped.
         let pids = match cmanager.get_all_pids() {
             Ok(pids) => pids,
-            Err(err) => match self.pid().map(pids_in_own_pid_namespace) {
+            Err(err) => match self.init_pid().map(pids_in_own_pid_namespace) {
                 Some(Ok(Some(pids))) => {
                     tracing::debug!(%err, "no cgroup; signalling the processes of the container's PID namespace");
                     pids

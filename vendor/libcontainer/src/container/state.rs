@@ -106,6 +106,12 @@ pub struct State {
     // Pid is the process ID for the container process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
+    // nvbind: the start time of the process `pid` named when it was recorded (field 22 of
+    // /proc/PID/stat, clock ticks after boot; runc's `init_process_start`). The kernel gives a
+    // pid to another process once the init is reaped; the start time tells them apart. None
+    // in a state saved before it was kept: the pid alone counts there, as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_process_start: Option<u64>,
     // Bundle is the path to the container's bundle directory.
     pub bundle: PathBuf,
     // Annotations are key values associated with the container.
@@ -148,6 +154,7 @@ impl State {
             id: container_id.to_string(),
             status,
             pid,
+            init_process_start: None,
             bundle,
             annotations: Some(HashMap::default()),
             created: None,

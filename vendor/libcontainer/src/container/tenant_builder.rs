@@ -482,7 +482,8 @@ impl TenantContainerBuilder {
             process_builder.build()?
         };
 
-        let container_pid = container.pid().ok_or(LibcontainerError::Other(
+        // nvbind: the init's pid only while it names the init, not a process given it since.
+        let container_pid = container.init_pid().ok_or(LibcontainerError::Other(
             "could not retrieve container init pid".into(),
         ))?;
 
