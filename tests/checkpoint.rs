@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::criu::*;
-use common::{process_alive, wait_for, Env};
+use common::{process_alive, start_time, wait_for, Env};
 use serde_json::json;
 
 #[test]
@@ -63,6 +63,11 @@ fn counter_keeps_increasing_across_two_checkpoint_restore_cycles() {
             .parse()
             .unwrap();
         assert_eq!(st["pid"], pid);
+        // The restored init is recorded with its own start time, which tells it from a later
+        // process given its pid (issue 15).
+        let saved: serde_json::Value =
+            serde_json::from_slice(&fs::read(env.root.join("c1/state.json")).unwrap()).unwrap();
+        assert_eq!(saved["initProcessStart"], start_time(pid), "{saved}");
         assert!(
             wait_for(|| count(&b) > frozen + 3),
             "round {round}: counter did not continue from {frozen}"

@@ -284,6 +284,19 @@ pub fn process_alive(pid: i64) -> bool {
         .starts_with('Z')
 }
 
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks after boot (counted
+/// after the command name, which may hold spaces and parentheses: the last ')' ends it).
+pub fn start_time(pid: i64) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, after_comm) = stat.rsplit_once(')').unwrap();
+    after_comm
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// Polls until `f` is true or about 5 s pass.
 pub fn wait_for(mut f: impl FnMut() -> bool) -> bool {
     for _ in 0..500 {
