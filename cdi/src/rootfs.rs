@@ -17,6 +17,9 @@ use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
 
+/// The most [`Root::read_file`] reads of a file.
+pub const MAX_READ: u64 = 1 << 20;
+
 /// Errors of rootfs-confined path operations. Paths are as the container sees them.
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
@@ -260,10 +263,12 @@ impl Root {
         })
     }
 
-    /// Reads the regular file `path`, or None when it does not exist.
+    /// Reads the regular file `path` (at most [`MAX_READ`] bytes), or None when it does not
+    /// exist. Anything else is an error before a byte is read: the image chooses what is
+    /// there, and a FIFO would block the read forever, a link to /dev/zero never end it.
     pub fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>, RootError> {
         use std::io::Read;
-        let fd = match self.open_at(path, OFlag::O_RDONLY) {
+        let fd = match self.open_at(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK) {
             Ok(fd) => fd,
             Err(RootError::Io {
                 source: Errno::ENOENT,
@@ -271,14 +276,22 @@ impl Root {
             }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut data = Vec::new();
-        std::fs::File::from(fd)
-            .read_to_end(&mut data)
-            .map_err(|e| RootError::Io {
-                op: "read",
+        let io = |op, e: std::io::Error| RootError::Io {
+            op,
+            path: path.to_path_buf(),
+            source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        };
+        let file = std::fs::File::from(fd);
+        if !file.metadata().map_err(|e| io("stat", e))?.is_file() {
+            return Err(RootError::WrongType {
                 path: path.to_path_buf(),
-                source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            })?;
+                expected: "a regular file",
+            });
+        }
+        let mut data = Vec::new();
+        file.take(MAX_READ)
+            .read_to_end(&mut data)
+            .map_err(|e| io("read", e))?;
         Ok(Some(data))
     }
 
@@ -589,6 +602,28 @@ mod tests {
         );
         let fd = r.open_at(Path::new("/usr"), OFlag::O_PATH).unwrap();
         assert_eq!(fd_kind(&fd, Path::new("/usr")).unwrap(), Kind::Dir);
+    }
+
+    #[test]
+    fn read_file_takes_only_a_regular_file_and_at_most_max_read() {
+        let (d, r) = tree();
+        let root = d.path().join("rootfs");
+        nix::unistd::mkfifo(&root.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        // Opened without O_NONBLOCK, this open would wait for a writer forever.
+        assert!(matches!(
+            r.read_file(Path::new("/fifo")),
+            Err(RootError::WrongType { .. })
+        ));
+        assert!(matches!(
+            r.read_file(Path::new("/usr")),
+            Err(RootError::WrongType { .. })
+        ));
+        std::fs::write(root.join("big"), vec![b'x'; MAX_READ as usize + 10]).unwrap();
+        assert_eq!(
+            r.read_file(Path::new("/big")).unwrap().unwrap().len(),
+            MAX_READ as usize
+        );
+        assert_eq!(r.read_file(Path::new("/none")).unwrap(), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Needs root (ldconfig -r and chroot), gcc and ldconfig.
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, FileTypeExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -354,6 +354,42 @@ fn calls_naming<'a>(log: &'a str, path: &str) -> Vec<&'a str> {
         // `PID call(...)` with -f: the call.
         .map(|l| l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' '))
         .collect()
+}
+
+/// The image's /etc/ld.so.conf is a FIFO: the update neither waits for a writer (the
+/// container's create would hang) nor replaces it; the default configuration is read instead.
+#[test]
+fn a_fifo_as_ld_so_conf_is_left_alone_and_does_not_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    tree(&root);
+    let conf = root.join("etc/ld.so.conf");
+    fs::remove_file(&conf).unwrap();
+    nix::unistd::mkfifo(&conf, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = root.clone();
+    std::thread::spawn(move || {
+        let root = Root::open(&r).unwrap();
+        let _ = tx.send(ldso::update(
+            &root,
+            &LdRequest {
+                folders: vec!["/opt/first".into()],
+                host_driver_version: None,
+            },
+        ));
+    });
+    // Not a timing check: on the old code the thread never returns, and the test must end.
+    let report = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("ldso::update blocked on the FIFO")
+        .unwrap();
+    assert!(
+        report
+            .dirs
+            .contains(&PathBuf::from("/usr/lib/i386-linux-gnu")),
+        "the default conf's include was not read: {report:?}"
+    );
+    assert!(fs::symlink_metadata(&conf).unwrap().file_type().is_fifo());
 }
 
 /// Run by `each_conf_file_and_directory_is_looked_up_once` under strace.

@@ -354,14 +354,20 @@ pub fn update(root: &Root, req: &LdRequest) -> Result<LdReport, LdsoError> {
             })?;
     }
     // Read once: its text is what the directories come from below.
-    let conf_text = root.read_file(Path::new(LD_SO_CONF)).ok().flatten();
-    if conf_text.is_none() {
-        root.replace_file(Path::new(LD_SO_CONF), DEFAULT_CONF.as_bytes(), 0o644)
-            .map_err(|source| LdsoError::Conf {
-                path: LD_SO_CONF,
-                source,
-            })?;
-    }
+    let conf_text = match root.read_file(Path::new(LD_SO_CONF)) {
+        Ok(Some(text)) => Some(text),
+        Ok(None) => {
+            root.replace_file(Path::new(LD_SO_CONF), DEFAULT_CONF.as_bytes(), 0o644)
+                .map_err(|source| LdsoError::Conf {
+                    path: LD_SO_CONF,
+                    source,
+                })?;
+            None
+        }
+        // Not a regular file (a FIFO, a device) or unreadable: the image's, left as it is;
+        // the default configuration is read in its place.
+        Err(_) => None,
+    };
 
     let mut candidates: Vec<PathBuf> = compat.iter().cloned().collect();
     candidates.extend(folders.iter().cloned());
