@@ -190,11 +190,13 @@ mod tests {
             .unwrap();
         });
 
+        // Listening before the request: the thread connects as soon as it has the fd, and a
+        // connect that came before the bind panicked the thread and left accept() waiting.
+        std::fs::remove_file(socket_path.clone())?;
+        let lis = UnixListener::bind(socket_path)?;
         let fd = scmp_file.into_raw_fd();
         assert!(main_sender.seccomp_notify_request(fd).is_ok());
 
-        std::fs::remove_file(socket_path.clone())?;
-        let lis = UnixListener::bind(socket_path)?;
         let (mut socket, _) = lis.accept()?;
         let mut got = String::new();
         socket.read_to_string(&mut got)?;
