@@ -327,6 +327,17 @@ impl DirLock {
         }
     }
 
+    /// Whether another open file holds a flock on `path` now (without waiting; false when
+    /// `path` cannot be opened).
+    pub fn held_elsewhere(path: &Path) -> bool {
+        let Ok(file) = File::open(path) else {
+            return false;
+        };
+        // SAFETY: flock on a valid, owned descriptor; closing it releases the probe's lock.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+    }
+
     /// Whether the locked directory is still the one at `dir` (not removed, not replaced).
     pub fn is_of(&self, dir: &Path) -> bool {
         match (self._file.metadata(), fs::metadata(dir)) {
