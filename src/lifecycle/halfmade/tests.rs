@@ -236,3 +236,48 @@ fn a_freezer_frozen_by_itself_is_frozen_and_one_frozen_by_an_ancestor_is_not() {
     assert!(!v1_frozen("THAWED\n", Some("0\n")));
     assert!(!v1_frozen("THAWED\n", None));
 }
+
+/// A `delete --force` of a half-made container holds the ID's lock; another delete that
+/// removed the directory holds the record (`Intent::hold`) and waits for that lock to remove
+/// it. Our inspect must take the container for gone, not wait for the record (which would
+/// never be released while we hold the lock) nor call it half-made (tests/load.rs saw
+/// "half-made: it has a record but no directory" after 50 looks, 1 run in 4, before ef9d78d).
+#[test]
+fn a_record_held_by_another_delete_under_our_id_lock_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ctx(dir.path());
+    let mut intent = Intent::new(&ctx, "c", Path::new("/b"), &Spec::default());
+    // Made by a create that has ended: no process holds the ID's lock for it.
+    intent.pid = u32::MAX / 2;
+    intent.record(&ctx).unwrap();
+    let _id_lock = ctx.lock_id("c").unwrap();
+    // The other delete: a process of its own holding a flock on the record.
+    struct Holder(std::process::Child);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _holder = Holder(
+        std::process::Command::new("flock")
+            .arg("-x")
+            .arg(Intent::path(&ctx, "c"))
+            .args(["sleep", "60"])
+            .spawn()
+            .expect("util-linux flock"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !Intent::held_elsewhere(&ctx, "c") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the record"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    match inspect(&ctx, "c").unwrap() {
+        Entry::Missing => {}
+        Entry::HalfMade(h) => panic!("held by another delete, taken for half-made: {}", h.why),
+        _ => panic!("held by another delete, taken for a container"),
+    }
+}
