@@ -525,14 +525,13 @@ impl Syscall for LinuxSyscall {
             // caps::set cannot set capabilities in bounding set,
             // so we do it differently
             CapSet::Bounding => {
-                // get all capabilities
-                let all = caps::read(None, CapSet::Bounding)?;
-                // the difference will give capabilities
-                // which are to be unset
-                // for each such =, drop that capability
-                // after this, only those which are to be set will remain set
-                for c in all.difference(value) {
-                    caps::drop(None, CapSet::Bounding, *c)?
+                // nvbind: drop every capability that is not kept, without reading the whole
+                // set first (caps::read(Bounding) is one PR_CAPBSET_READ per capability the
+                // caps crate knows: 41 prctl in every init and exec). Dropping a capability
+                // that is already out of the set succeeds, so the result is the same; see
+                // drop_bounding for the cases where the old read-first order mattered.
+                for c in caps::all().difference(value) {
+                    drop_bounding(*c)?;
                 }
             }
             CapSet::Ambient => {
@@ -1027,6 +1026,36 @@ impl Syscall for LinuxSyscall {
     }
 }
 
+/// nvbind: PR_CAPBSET_DROP of one capability, with the outcome the old read-then-drop order
+/// had: that order dropped only capabilities PR_CAPBSET_READ found in the set, so a capability
+/// this kernel does not know (EINVAL: the caps crate knows up to CAP_CHECKPOINT_RESTORE, an
+/// older kernel fewer) was skipped, and a capability already out of the set was never dropped,
+/// which matters only without CAP_SETPCAP (EPERM even for an absent one). Only then is the
+/// capability read, so the usual case is one prctl per capability dropped.
+fn drop_bounding(cap: caps::Capability) -> std::result::Result<(), caps::errors::CapsError> {
+    // SAFETY: PR_CAPBSET_DROP takes an integer argument and touches no memory of ours.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAPBSET_DROP,
+            libc::c_ulong::from(cap.index()),
+            0,
+            0,
+            0,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL) => Ok(()),
+        Some(libc::EPERM) if !caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) => Ok(()),
+        _ => Err(caps::errors::CapsError::from(format!(
+            "PR_CAPBSET_DROP failure: {err}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     // Note: We have to run these tests here as serial. The main issue is that
@@ -1102,6 +1131,108 @@ mod tests {
         }
 
         unistd::close(fd)?;
+        Ok(())
+    }
+
+    /// nvbind: the bounding set of this process, from /proc/self/status (no PR_CAPBSET_READ).
+    fn status_cap_bnd() -> Result<u64> {
+        let status = fs::read_to_string("/proc/self/status")?;
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapBnd:"))
+            .context("no CapBnd line")?;
+        Ok(u64::from_str_radix(hex.trim(), 16)?)
+    }
+
+    fn cap_bits(set: &caps::CapsHashSet) -> u64 {
+        set.iter().fold(0, |m, c| m | c.bitmask())
+    }
+
+    /// nvbind: dropping the bounding set reads none of it: with every PR_CAPBSET_READ refused
+    /// by a seccomp filter, the set still ends up as asked. The old read-then-drop found an
+    /// empty set there and dropped nothing (41 reads before the drops in every init).
+    #[test]
+    #[cfg(feature = "libseccomp")]
+    fn test_bounding_drop_reads_nothing() -> Result<()> {
+        use caps::{CapSet, Capability};
+        use libseccomp::{
+            ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+        };
+
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(()); // needs CAP_SETPCAP
+        }
+        crate::test_utils::test_in_child_process(|| {
+            let before = status_cap_bnd().map_err(|e| e.to_string())?;
+            let keep: caps::CapsHashSet = [Capability::CAP_CHOWN, Capability::CAP_KILL]
+                .into_iter()
+                .collect();
+            let mut filter =
+                ScmpFilterContext::new(ScmpAction::Allow).map_err(|e| e.to_string())?;
+            filter
+                .add_rule_conditional(
+                    ScmpAction::Errno(libc::EPERM),
+                    ScmpSyscall::from_name("prctl").map_err(|e| e.to_string())?,
+                    &[ScmpArgCompare::new(
+                        0,
+                        ScmpCompareOp::Equal,
+                        libc::PR_CAPBSET_READ as u64,
+                    )],
+                )
+                .map_err(|e| e.to_string())?;
+            filter.load().map_err(|e| e.to_string())?;
+            LinuxSyscall {}
+                .set_capability(CapSet::Bounding, &keep)
+                .map_err(|e| e.to_string())?;
+            let after = status_cap_bnd().map_err(|e| e.to_string())?;
+            if after != before & cap_bits(&keep) {
+                return Err(
+                    format!("CapBnd {after:#x}, want {:#x}", before & cap_bits(&keep)).into(),
+                );
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// nvbind: without CAP_SETPCAP, asking for a set that holds the whole bounding set still
+    /// succeeds (every drop is of an absent capability, as the old code never tried), and
+    /// asking to drop a present one fails, as before.
+    #[test]
+    fn test_bounding_drop_without_setpcap() -> Result<()> {
+        use caps::{CapSet, Capability};
+
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(());
+        }
+        crate::test_utils::test_in_child_process(|| {
+            let keep: caps::CapsHashSet = [Capability::CAP_CHOWN, Capability::CAP_KILL]
+                .into_iter()
+                .collect();
+            let syscall = LinuxSyscall {};
+            syscall
+                .set_capability(CapSet::Bounding, &keep)
+                .map_err(|e| e.to_string())?;
+            caps::drop(None, CapSet::Effective, Capability::CAP_SETPCAP)
+                .map_err(|e| e.to_string())?;
+            let mut wider = keep.clone();
+            wider.insert(Capability::CAP_SYS_ADMIN);
+            syscall
+                .set_capability(CapSet::Bounding, &wider)
+                .map_err(|e| format!("no-op drop failed: {e}"))?;
+            let only_chown: caps::CapsHashSet = [Capability::CAP_CHOWN].into_iter().collect();
+            if syscall
+                .set_capability(CapSet::Bounding, &only_chown)
+                .is_ok()
+            {
+                return Err("dropping a present capability without CAP_SETPCAP succeeded".into());
+            }
+            let after = status_cap_bnd().map_err(|e| e.to_string())?;
+            if after != cap_bits(&keep) {
+                return Err(format!("CapBnd {after:#x}, want {:#x}", cap_bits(&keep)).into());
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 
