@@ -155,7 +155,8 @@ impl AnyCgroupManager {
     }
 }
 
-#[derive(Debug)]
+// nvbind: Clone, Copy and PartialEq, so that get_cgroup_setup can remember an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupSetup {
     Hybrid,
     Legacy,
@@ -344,8 +345,91 @@ pub fn get_cgroup_setup_with_root(root_path: &Path) -> Result<CgroupSetup, GetCg
     Err(GetCgroupSetupError::FailedToDetect)
 }
 
+/// The cgroup setup of the host, seen at /sys/fs/cgroup.
+///
+/// nvbind: a `run` asked this (here and through `create_cgroup_manager` with the default root)
+/// eight times in the runtime, each a stat and statfs of /sys/fs/cgroup and of its `unified`
+/// mount. The answer is remembered with the identity of the mount namespace it was read in (the
+/// device and inode of /proc/thread-self/ns/mnt: one stat): a process in another mount
+/// namespace (the init after it unshared or joined one, by any means) sees another identity and
+/// detects again. What is not seen: /sys/fs/cgroup mounted over or unmounted inside the same
+/// namespace during one process (a runtime's process lives for one command).
+/// `get_cgroup_setup_with_root` is not cached.
 pub fn get_cgroup_setup() -> Result<CgroupSetup, GetCgroupSetupError> {
-    get_cgroup_setup_with_root(Path::new(DEFAULT_CGROUP_ROOT))
+    cached_setup(&CGROUP_SETUP_ANSWER, mount_ns_key(), || {
+        get_cgroup_setup_with_root(Path::new(DEFAULT_CGROUP_ROOT))
+    })
+}
+
+/// nvbind: the identity of the calling thread's mount namespace, the one its path lookups
+/// (and so the statfs of /sys/fs/cgroup) use; None without /proc.
+fn mount_ns_key() -> Option<(u64, u64)> {
+    use std::os::linux::fs::MetadataExt;
+    let ns = fs::metadata("/proc/thread-self/ns/mnt").ok()?;
+    Some((ns.st_dev(), ns.st_ino()))
+}
+
+/// nvbind: `detect`'s answer, remembered in `slot` with the mount namespace `key`: a later ask
+/// with the same key gets it without detecting; another key (or no key) detects again. Errors
+/// are not remembered.
+fn cached_setup(
+    slot: &std::sync::atomic::AtomicU64,
+    key: Option<(u64, u64)>,
+    detect: impl FnOnce() -> Result<CgroupSetup, GetCgroupSetupError>,
+) -> Result<CgroupSetup, GetCgroupSetupError> {
+    use std::sync::atomic::Ordering;
+    let Some(key) = key else {
+        return detect();
+    };
+    if let Some(setup) = decode_setup_answer(slot.load(Ordering::Relaxed), key) {
+        return Ok(setup);
+    }
+    let setup = detect()?;
+    slot.store(encode_setup_answer(key, setup), Ordering::Relaxed);
+    Ok(setup)
+}
+
+/// nvbind: drops the remembered answer of `get_cgroup_setup`. A namespace's inode number can be
+/// given to a new namespace once the old one is gone, which a process can only see happen after
+/// it left the old one by setns (an unshared namespace keeps its parent alive): libcontainer's
+/// setns calls this.
+pub fn forget_cgroup_setup() {
+    CGROUP_SETUP_ANSWER.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// nvbind: the remembered answer of `get_cgroup_setup`: 0 when none; else the mount namespace's
+/// inode (32 bits: nsfs inodes are proc inode numbers), its device (28 bits; a wider one is
+/// never remembered), a "known" bit and the setup (2 bits). An atomic, not a lock (nor a
+/// OnceLock): the intermediate and the init are clones that may be made while another thread
+/// holds a lock, and a process that moves to another namespace must be able to replace it.
+static CGROUP_SETUP_ANSWER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+const SETUP_KNOWN: u64 = 1 << 63;
+
+fn encode_setup_answer((dev, ino): (u64, u64), setup: CgroupSetup) -> u64 {
+    if dev >= 1 << 28 || ino >= 1 << 32 {
+        return 0;
+    }
+    let code = match setup {
+        CgroupSetup::Legacy => 0,
+        CgroupSetup::Hybrid => 1,
+        CgroupSetup::Unified => 2,
+    };
+    SETUP_KNOWN | code << 60 | dev << 32 | ino
+}
+
+fn decode_setup_answer(answer: u64, (dev, ino): (u64, u64)) -> Option<CgroupSetup> {
+    if answer & SETUP_KNOWN == 0
+        || (answer >> 32) & ((1 << 28) - 1) != dev
+        || answer & 0xffff_ffff != ino
+    {
+        return None;
+    }
+    match (answer >> 60) & 0b11 {
+        0 => Some(CgroupSetup::Legacy),
+        1 => Some(CgroupSetup::Hybrid),
+        2 => Some(CgroupSetup::Unified),
+        _ => None,
+    }
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -382,7 +466,13 @@ pub fn create_cgroup_manager_with_root(
         None => Path::new(DEFAULT_CGROUP_ROOT),
     };
 
-    let cgroup_setup = get_cgroup_setup_with_root(root).map_err(|err| match err {
+    // nvbind: the default root's setup is the remembered one (get_cgroup_setup).
+    let cgroup_setup = if root == Path::new(DEFAULT_CGROUP_ROOT) {
+        get_cgroup_setup()
+    } else {
+        get_cgroup_setup_with_root(root)
+    };
+    let cgroup_setup = cgroup_setup.map_err(|err| match err {
         GetCgroupSetupError::WrappedIo(err) => CreateCgroupSetupError::WrappedIo(err),
         GetCgroupSetupError::NonDefault => CreateCgroupSetupError::NonDefault,
         GetCgroupSetupError::FailedToDetect => CreateCgroupSetupError::FailedToDetect,
@@ -662,5 +752,89 @@ pub struct MustBePowerOfTwo;
 impl Display for MustBePowerOfTwo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("page size must be in the format of 2^(integer)")
+    }
+}
+
+#[cfg(test)]
+mod nvbind_setup_cache_tests {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    const NS_A: (u64, u64) = (0x4, 4026531841);
+    const NS_B: (u64, u64) = (0x4, 4026532999);
+
+    #[test]
+    fn answers_round_trip_and_keys_differ() {
+        for setup in [
+            CgroupSetup::Legacy,
+            CgroupSetup::Hybrid,
+            CgroupSetup::Unified,
+        ] {
+            let a = encode_setup_answer(NS_A, setup);
+            assert_eq!(decode_setup_answer(a, NS_A), Some(setup));
+            assert_eq!(decode_setup_answer(a, NS_B), None);
+            assert_eq!(decode_setup_answer(a, (0x5, NS_A.1)), None);
+        }
+        assert_eq!(encode_setup_answer((1 << 28, 1), CgroupSetup::Legacy), 0);
+        assert_eq!(decode_setup_answer(0, (0, 0)), None);
+    }
+
+    #[test]
+    fn detects_once_per_mount_namespace() {
+        let slot = AtomicU64::new(0);
+        let calls = Cell::new(0);
+        let detect = |setup| {
+            calls.set(calls.get() + 1);
+            Ok(setup)
+        };
+        let a1 = cached_setup(&slot, Some(NS_A), || detect(CgroupSetup::Legacy)).unwrap();
+        let a2 = cached_setup(&slot, Some(NS_A), || detect(CgroupSetup::Unified)).unwrap();
+        assert_eq!(
+            (a1, a2, calls.get()),
+            (CgroupSetup::Legacy, CgroupSetup::Legacy, 1)
+        );
+        // Another namespace: the old answer is not reused; the new one is then remembered.
+        let b1 = cached_setup(&slot, Some(NS_B), || detect(CgroupSetup::Unified)).unwrap();
+        let b2 = cached_setup(&slot, Some(NS_B), || detect(CgroupSetup::Hybrid)).unwrap();
+        assert_eq!(
+            (b1, b2, calls.get()),
+            (CgroupSetup::Unified, CgroupSetup::Unified, 2)
+        );
+        // No key (no /proc): always detected.
+        let n = cached_setup(&slot, None, || detect(CgroupSetup::Hybrid)).unwrap();
+        assert_eq!((n, calls.get()), (CgroupSetup::Hybrid, 3));
+    }
+
+    #[test]
+    fn errors_are_not_remembered() {
+        let slot = AtomicU64::new(0);
+        assert!(
+            cached_setup(&slot, Some(NS_A), || Err(
+                GetCgroupSetupError::FailedToDetect
+            ))
+            .is_err()
+        );
+        let a = cached_setup(&slot, Some(NS_A), || Ok(CgroupSetup::Hybrid)).unwrap();
+        assert_eq!(a, CgroupSetup::Hybrid);
+    }
+
+    /// A thread that unshares its mount namespace has another key than before (the thread's
+    /// own, /proc/thread-self: the process's first thread is still in the old one).
+    #[test]
+    fn a_new_mount_namespace_is_another_key() {
+        let before = mount_ns_key().expect("/proc/thread-self/ns/mnt");
+        let after = std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).ok()?;
+            mount_ns_key()
+        })
+        .join()
+        .unwrap();
+        match after {
+            Some(after) => assert_ne!(before, after),
+            None => eprintln!("skipped: unshare(CLONE_NEWNS) refused (not root)"),
+        }
+        assert_eq!(mount_ns_key(), Some(before));
     }
 }

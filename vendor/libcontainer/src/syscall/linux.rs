@@ -463,6 +463,8 @@ impl Syscall for LinuxSyscall {
         let fd = unsafe { BorrowedFd::borrow_raw(rawfd) };
         let entered = nix::sched::setns(fd, nstype);
         crate::utils::forget_userns_answer();
+        // nvbind: as above, for the cgroup setup remembered per mount namespace.
+        libcgroups::common::forget_cgroup_setup();
         entered?;
         Ok(())
     }
