@@ -49,6 +49,24 @@ impl Container {
         let bundle = fs::canonicalize(bundle).map_err(|err| {
             LibcontainerError::InvalidInput(format!("invalid bundle {bundle:?}: {err:?}"))
         })?;
+        Ok(Self::new_canonical(
+            container_id,
+            status,
+            pid,
+            bundle,
+            container_root,
+        ))
+    }
+
+    /// nvbind: `new` for paths the caller has already canonicalized, without resolving them
+    /// again.
+    pub(crate) fn new_canonical(
+        container_id: &str,
+        status: ContainerStatus,
+        pid: Option<i32>,
+        bundle: PathBuf,
+        container_root: PathBuf,
+    ) -> Self {
         let state = State::new(container_id, status, pid, bundle);
 
         let mut container = Self {
@@ -59,7 +77,7 @@ impl Container {
         if let Some(pid) = pid {
             container.set_pid(pid);
         }
-        Ok(container)
+        container
     }
 
     pub fn id(&self) -> &str {

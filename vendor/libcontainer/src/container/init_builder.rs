@@ -87,7 +87,7 @@ impl InitContainerBuilder {
 
     /// Creates a new container
     pub fn build(mut self) -> Result<Container, LibcontainerError> {
-        let spec = self.load_spec()?;
+        let (spec, rootfs) = self.load_spec()?;
         // validate terminal field against console socket presence before any side effects
         // (mirrors runc's checkTerminal called at the top of runner.run())
         self.base.check_terminal(&spec, self.detached)?;
@@ -100,9 +100,8 @@ impl InitContainerBuilder {
             .set_annotations(spec.annotations().clone());
 
         let notify_path = container_dir.join(NOTIFY_FILE);
-        // convert path of root file system of the container to absolute path
-        let rootfs = fs::canonicalize(spec.root().as_ref().ok_or(MissingSpecError::Root)?.path())
-            .map_err(LibcontainerError::OtherIO)?;
+        // nvbind: `rootfs` is the spec's root.path as load_spec canonicalized it (it was
+        // canonicalized a second time here: a readlink per path component).
 
         // if socket file path is given in commandline options,
         // get file descriptors of console socket
@@ -184,21 +183,36 @@ impl InitContainerBuilder {
         Ok(container_dir)
     }
 
-    fn load_spec(&mut self) -> Result<Spec, LibcontainerError> {
+    /// The spec, with root.path canonical, and that path.
+    ///
+    /// nvbind: the bundle is canonicalized once, here, and kept in `self.bundle` for what
+    /// follows (the rootfs, relative bind sources, the container's state); it was resolved
+    /// again by each of them (`Spec::canonicalize_rootfs`, `Container::new`), and the rootfs
+    /// twice: about 17 readlink per create. The results are the same paths: realpath of
+    /// `bundle/rootfs` resolves `bundle` the same way a realpath of `bundle` does.
+    fn load_spec(&mut self) -> Result<(Spec, PathBuf), LibcontainerError> {
         let mut spec = match self.spec.take() {
             Some(spec) => spec,
             None => Spec::load(self.bundle.join("config.json"))?,
         };
         Self::validate_spec(&spec)?;
 
-        spec.canonicalize_rootfs(&self.bundle).map_err(|err| {
-            tracing::error!(bundle = ?self.bundle, "failed to canonicalize rootfs: {}", err);
-            err
+        self.bundle = fs::canonicalize(&self.bundle).map_err(|err| {
+            LibcontainerError::InvalidInput(format!("invalid bundle {:?}: {err:?}", self.bundle))
         })?;
+        let mut root = spec.root().clone().ok_or(MissingSpecError::Root)?;
+        let rootfs = fs::canonicalize(self.bundle.join(root.path())).map_err(|err| {
+            tracing::error!(bundle = ?self.bundle, "failed to canonicalize rootfs: {}", err);
+            LibcontainerError::OtherIO(err)
+        })?;
+        // As Spec::canonicalize_rootfs did: an absent `readonly` becomes false.
+        let readonly = root.readonly().unwrap_or(false);
+        root.set_path(rootfs.clone()).set_readonly(Some(readonly));
+        spec.set_root(Some(root));
 
         Self::absolutize_bind_sources(&mut spec, &self.bundle)?;
 
-        Ok(spec)
+        Ok((spec, rootfs))
     }
 
     /// nvbind: a relative bind-mount source is relative to the bundle (runtime-spec config.md,
@@ -213,7 +227,7 @@ impl InitContainerBuilder {
         }) {
             return Ok(());
         }
-        let bundle = fs::canonicalize(bundle).map_err(LibcontainerError::OtherIO)?;
+        // nvbind: `bundle` is canonical (load_spec).
         let mut mounts = mounts.clone();
         for m in mounts.iter_mut() {
             if !crate::rootfs::utils::is_bind(m) {
@@ -271,13 +285,20 @@ impl InitContainerBuilder {
     }
 
     fn create_container_state(&self, container_dir: &Path) -> Result<Container, LibcontainerError> {
-        let container = Container::new(
+        // nvbind: the bundle is canonical since load_spec; the directory is resolved as before
+        // (the builder's default root path is not canonicalized).
+        let container_dir = fs::canonicalize(container_dir).map_err(|err| {
+            LibcontainerError::InvalidInput(format!(
+                "invalid container root {container_dir:?}: {err:?}"
+            ))
+        })?;
+        let container = Container::new_canonical(
             &self.base.container_id,
             ContainerStatus::Creating,
             None,
-            &self.bundle,
+            self.bundle.clone(),
             container_dir,
-        )?;
+        );
         container.save()?;
         Ok(container)
     }
@@ -296,5 +317,42 @@ mod tests {
             .with_bundle("/new/bundle");
 
         assert_eq!(builder.bundle, PathBuf::from("/new/bundle"));
+    }
+
+    /// nvbind: load_spec resolves the bundle once and gives the rootfs (relative or absolute,
+    /// through symlinks) exactly as Spec::canonicalize_rootfs did, and the bundle it keeps is
+    /// canonical too.
+    #[test]
+    fn test_load_spec_canonicalizes_like_oci_spec() -> anyhow::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let real = tmp.path().join("real");
+        std::fs::create_dir_all(real.join("rootfs"))?;
+        std::fs::create_dir_all(tmp.path().join("elsewhere/fs"))?;
+        std::os::unix::fs::symlink(&real, tmp.path().join("link"))?;
+        std::os::unix::fs::symlink("../elsewhere/fs", real.join("linked-rootfs"))?;
+        let bundle = tmp.path().join("link");
+        for rootfs in [
+            PathBuf::from("rootfs"),
+            PathBuf::from("./rootfs/../linked-rootfs"),
+            tmp.path().join("link/rootfs"),
+        ] {
+            let mut spec = Spec::default();
+            spec.set_root(Some(
+                oci_spec::runtime::RootBuilder::default()
+                    .path(&rootfs)
+                    .build()?,
+            ));
+            let mut want = spec.clone();
+            want.canonicalize_rootfs(&bundle)?;
+
+            let mut builder = ContainerBuilder::new("id".to_owned(), SyscallType::default())
+                .as_init(&bundle)
+                .with_spec(spec);
+            let (got, got_rootfs) = builder.load_spec()?;
+            assert_eq!(got.root(), want.root(), "rootfs {rootfs:?}");
+            assert_eq!(&got_rootfs, want.root().as_ref().unwrap().path());
+            assert_eq!(builder.bundle, std::fs::canonicalize(&bundle)?);
+        }
+        Ok(())
     }
 }
