@@ -665,12 +665,14 @@ fn masked_paths(
 
     for path_str in paths {
         let path = Path::new(path_str);
-        if !path.exists() {
-            // Skip if the path does not exist.
+        // nvbind: one stat answers both questions (exists() and is_dir() were a stat each, for
+        // every masked path in every init); a path that cannot be stat'ed is skipped, as
+        // exists() did.
+        let Ok(meta) = fs::metadata(path) else {
             continue;
-        }
+        };
 
-        if path.is_dir() {
+        if meta.is_dir() {
             // Destination is a directory, mount a read-only tmpfs over the top of it.
             let label = match mount_label {
                 Some(l) => format!("context=\"{l}\""),
