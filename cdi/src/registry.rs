@@ -245,8 +245,16 @@ impl Registry {
     pub fn refresh(&mut self) {
         let mut specs = Vec::new();
         let mut errors = Vec::new();
+        let mut lookups = trust::Lookups::default();
         for (priority, dir) in self.dirs.iter().enumerate() {
-            scan_dir(dir, priority, self.trust, &mut specs, &mut errors);
+            scan_dir(
+                dir,
+                priority,
+                self.trust,
+                &mut lookups,
+                &mut specs,
+                &mut errors,
+            );
         }
         specs.extend(self.generated.iter().cloned());
         self.specs = specs;
@@ -382,30 +390,15 @@ impl Registry {
     }
 }
 
-/// Under [`Trust::RootOwned`], refuses `path` unless it and the directories above it are
-/// root's alone; `on_io` turns an error reading it into the caller's error.
-fn check_trust(
-    path: &Path,
-    trust: Trust,
-    on_io: impl FnOnce(std::io::Error) -> RegistryError,
-) -> Result<(), RegistryError> {
-    if trust == Trust::Any {
-        return Ok(());
-    }
-    match trust::untrusted(path) {
-        Ok(None) => Ok(()),
-        Ok(Some(reason)) => Err(RegistryError::Untrusted {
-            path: path.to_path_buf(),
-            reason,
-        }),
-        Err(e) => Err(on_io(e)),
-    }
-}
-
 /// Under [`Trust::RootOwned`], refuses a spec naming a hook that root should not run: one
 /// that is missing or that anyone but root could replace. (Validation already refused
 /// relative hook paths.)
-fn check_hooks(path: &Path, spec: &Spec, trust: Trust) -> Result<(), RegistryError> {
+fn check_hooks(
+    path: &Path,
+    spec: &Spec,
+    trust: Trust,
+    lookups: &mut trust::Lookups,
+) -> Result<(), RegistryError> {
     if trust == Trust::Any {
         return Ok(());
     }
@@ -416,7 +409,7 @@ fn check_hooks(path: &Path, spec: &Spec, trust: Trust) -> Result<(), RegistryErr
         if !seen.insert(hook.path.as_str()) {
             continue;
         }
-        if let Some(problem) = trust::hook_problem(Path::new(&hook.path)) {
+        if let Some(problem) = trust::hook_problem(Path::new(&hook.path), lookups) {
             return Err(RegistryError::Hook {
                 path: path.to_path_buf(),
                 hook: hook.path.clone(),
@@ -438,6 +431,7 @@ fn scan_dir(
     dir: &Path,
     priority: usize,
     trust: Trust,
+    lookups: &mut trust::Lookups,
     specs: &mut Vec<LoadedSpec>,
     errors: &mut Vec<(PathBuf, RegistryError)>,
 ) {
@@ -446,16 +440,32 @@ fn scan_dir(
         dir: dir.into(),
         source,
     };
-    let meta = match std::fs::metadata(dir) {
-        Ok(m) => m,
+    // Under [`Trust::RootOwned`] the directory and the directories above it must be root's
+    // alone; the resolution that judges them also says what the directory is (its last
+    // lookup is the `stat` of the path), so nothing is looked up twice.
+    let resolved = match trust {
+        Trust::Any => std::fs::metadata(dir).map(|meta| (meta, None)),
+        Trust::RootOwned => trust::Resolved::new(dir, lookups).map(|r| {
+            let problem = r.problem();
+            (r.meta, problem)
+        }),
+    };
+    let problem = match resolved {
+        Ok((meta, _)) if !meta.is_dir() => {
+            return record(dir, RegistryError::NotADirectory { dir: dir.into() })
+        }
+        Ok((_, problem)) => problem,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(source) => return record(dir, read_dir_error(source)),
     };
-    if !meta.is_dir() {
-        return record(dir, RegistryError::NotADirectory { dir: dir.into() });
-    }
-    if let Err(e) = check_trust(dir, trust, read_dir_error) {
-        return record(dir, e);
+    if let Some(reason) = problem {
+        return record(
+            dir,
+            RegistryError::Untrusted {
+                path: dir.to_path_buf(),
+                reason,
+            },
+        );
     }
     let entries = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -489,7 +499,7 @@ fn scan_dir(
         };
         let loaded = match trust {
             Trust::Any => Spec::from_path(&path),
-            Trust::RootOwned => match trust::read_trusted(&path) {
+            Trust::RootOwned => match trust::read_trusted(&path, lookups) {
                 Ok(Ok(data)) => Spec::from_bytes(&data, &path),
                 Ok(Err(reason)) => {
                     record(
@@ -518,7 +528,7 @@ fn scan_dir(
             record(&path, e.into());
             continue;
         }
-        if let Err(e) = check_hooks(&path, &spec, trust) {
+        if let Err(e) = check_hooks(&path, &spec, trust, lookups) {
             record(&path, e);
             continue;
         }

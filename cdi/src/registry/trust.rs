@@ -12,6 +12,7 @@
 //! was judged (fstat), so what is parsed is the file that passed, not whatever the path names
 //! a moment later.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -104,97 +105,140 @@ fn judge(meta: &std::fs::Metadata, sticky_ok: bool) -> Option<Untrusted> {
     }
 }
 
-fn parent_problem(dir: &Path, sticky_ok: bool) -> std::io::Result<Option<Untrusted>> {
-    let meta = std::fs::symlink_metadata(dir)?;
+fn parent_problem(dir: &Path, meta: &std::fs::Metadata) -> Option<Untrusted> {
     // A symlinked directory is judged by the directory holding the link (checked as the
     // next ancestor) and, through the resolved path, by its target.
     if meta.file_type().is_symlink() {
-        return Ok(None);
+        return None;
     }
-    Ok(judge(&meta, sticky_ok).map(|reason| Untrusted::Parent {
+    judge(meta, true).map(|reason| Untrusted::Parent {
         dir: dir.to_path_buf(),
         reason: Box::new(reason),
-    }))
+    })
 }
 
-/// The first reason not to trust `path` (followed through symlinks), or None. I/O errors
-/// (a missing file, an unreadable directory) are returned as such.
-pub(crate) fn untrusted(path: &Path) -> std::io::Result<Option<Untrusted>> {
-    let meta = std::fs::metadata(path)?;
-    if let Some(reason) = judge(&meta, false) {
-        return Ok(Some(reason));
-    }
-    directories_problem(path)
-}
+/// What `lstat` said of each real directory met while resolving paths for the trust checks
+/// of one registry load (a spec directory, its files and their hooks share most ancestors),
+/// so that each is looked up once. Only directories are kept: the object a check is about
+/// (a spec file, a hook) is always looked up afresh. A directory that passed could only have
+/// been changed since by root (its parents passed too); one that failed refuses the object.
+#[derive(Default)]
+pub(crate) struct Lookups(HashMap<PathBuf, std::fs::Metadata>);
 
-/// The first untrusted directory that resolving `path` goes through, nearest the object
-/// first.
-fn directories_problem(path: &Path) -> std::io::Result<Option<Untrusted>> {
-    for dir in traversed_dirs(path)?.iter().rev() {
-        if let Some(reason) = parent_problem(dir, true)? {
-            return Ok(Some(reason));
+impl Lookups {
+    fn lstat(&mut self, path: &Path) -> std::io::Result<std::fs::Metadata> {
+        if let Some(meta) = self.0.get(path) {
+            return Ok(meta.clone());
         }
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.is_dir() {
+            self.0.insert(path.to_path_buf(), meta.clone());
+        }
+        Ok(meta)
     }
-    Ok(None)
 }
 
-/// Every directory (a real one, not a link) that resolving `path` goes through, in order,
-/// following each symlink on the way as the kernel would (40 at most, then ELOOP).
-fn traversed_dirs(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    use std::collections::VecDeque;
-    use std::ffi::OsString;
-    use std::path::Component;
-    fn parts(p: &Path) -> impl Iterator<Item = Option<OsString>> + '_ {
-        // None stands for the root directory.
-        p.components().filter_map(|c| match c {
-            Component::RootDir => Some(None),
-            Component::ParentDir => Some(Some(OsString::from(".."))),
-            Component::Normal(n) => Some(Some(n.to_os_string())),
-            Component::CurDir | Component::Prefix(_) => None,
-        })
-    }
-    let start = if path.is_absolute() {
-        PathBuf::from("/")
-    } else {
-        std::env::current_dir()?
-    };
-    let mut dirs = vec![];
-    let mut cur = start;
-    let mut pending: VecDeque<Option<OsString>> = parts(path).collect();
-    let mut links = 0;
-    while let Some(part) = pending.pop_front() {
-        let Some(name) = part else {
-            cur = PathBuf::from("/");
-            continue;
+/// `path` resolved as the kernel resolves it, with what each step's `lstat` said.
+pub(crate) struct Resolved {
+    /// Every directory (a real one, not a link) the resolution went through, in order.
+    dirs: Vec<(PathBuf, std::fs::Metadata)>,
+    /// What the path leads to, every symlink followed (`stat` of the path).
+    pub(crate) meta: std::fs::Metadata,
+}
+
+impl Resolved {
+    /// Resolves `path` following each symlink on the way as the kernel would (40 at most,
+    /// then ELOOP), `lstat`ing each component once. I/O errors (a missing file, an
+    /// unreadable directory) are returned as such.
+    pub(crate) fn new(path: &Path, lookups: &mut Lookups) -> std::io::Result<Resolved> {
+        use std::collections::VecDeque;
+        use std::ffi::OsString;
+        use std::path::Component;
+        fn parts(p: &Path) -> impl Iterator<Item = Option<OsString>> + '_ {
+            // None stands for the root directory.
+            p.components().filter_map(|c| match c {
+                Component::RootDir => Some(None),
+                Component::ParentDir => Some(Some(OsString::from(".."))),
+                Component::Normal(n) => Some(Some(n.to_os_string())),
+                Component::CurDir | Component::Prefix(_) => None,
+            })
+        }
+        let start = if path.is_absolute() {
+            PathBuf::from("/")
+        } else {
+            std::env::current_dir()?
         };
-        if name == ".." {
-            cur.pop();
-            continue;
-        }
-        if dirs.last() != Some(&cur) {
-            dirs.push(cur.clone());
-        }
-        let next = cur.join(&name);
-        if std::fs::symlink_metadata(&next)?.file_type().is_symlink() {
-            links += 1;
-            if links > 40 {
-                return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+        let mut dirs: Vec<(PathBuf, std::fs::Metadata)> = vec![];
+        let mut cur = start;
+        // What lstat said of `cur`, when the step that made it did one.
+        let mut cur_meta: Option<std::fs::Metadata> = None;
+        let mut pending: VecDeque<Option<OsString>> = parts(path).collect();
+        let mut links = 0;
+        while let Some(part) = pending.pop_front() {
+            let Some(name) = part else {
+                cur = PathBuf::from("/");
+                cur_meta = None;
+                continue;
+            };
+            if name == ".." {
+                cur.pop();
+                cur_meta = None;
+                continue;
             }
-            let target = std::fs::read_link(&next)?;
-            for p in parts(&target).collect::<Vec<_>>().into_iter().rev() {
-                pending.push_front(p);
+            if dirs.last().map(|(d, _)| d) != Some(&cur) {
+                let meta = match cur_meta.take() {
+                    Some(m) => m,
+                    None => lookups.lstat(&cur)?,
+                };
+                dirs.push((cur.clone(), meta));
             }
-            continue;
+            let next = cur.join(&name);
+            let meta = lookups.lstat(&next)?;
+            if meta.file_type().is_symlink() {
+                links += 1;
+                if links > 40 {
+                    return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target = std::fs::read_link(&next)?;
+                for p in parts(&target).collect::<Vec<_>>().into_iter().rev() {
+                    pending.push_front(p);
+                }
+                continue;
+            }
+            cur = next;
+            cur_meta = Some(meta);
         }
-        cur = next;
+        let meta = match cur_meta {
+            Some(m) => m,
+            None => match dirs.last() {
+                Some((d, m)) if *d == cur => m.clone(),
+                _ => lookups.lstat(&cur)?,
+            },
+        };
+        Ok(Resolved { dirs, meta })
     }
-    Ok(dirs)
+
+    /// The first reason not to trust what the path leads to: itself, then the directories
+    /// its resolution went through, nearest the object first.
+    pub(crate) fn problem(&self) -> Option<Untrusted> {
+        judge(&self.meta, false).or_else(|| self.directories_problem())
+    }
+
+    fn directories_problem(&self) -> Option<Untrusted> {
+        self.dirs
+            .iter()
+            .rev()
+            .find_map(|(dir, meta)| parent_problem(dir, meta))
+    }
 }
 
 /// Reads the spec file at `path` if root alone could have written it: the file is judged
 /// through the descriptor it is read from, and so are the directories on the way to it,
 /// which must lead to that same file. Ok(Err(reason)) when it is untrusted.
-pub(crate) fn read_trusted(path: &Path) -> std::io::Result<Result<Vec<u8>, Untrusted>> {
+pub(crate) fn read_trusted(
+    path: &Path,
+    lookups: &mut Lookups,
+) -> std::io::Result<Result<Vec<u8>, Untrusted>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     // O_NONBLOCK: a FIFO planted as a spec must not hang the registry at open.
@@ -212,10 +256,13 @@ pub(crate) fn read_trusted(path: &Path) -> std::io::Result<Result<Vec<u8>, Untru
     if let Some(reason) = judge(&meta, false) {
         return Ok(Err(reason));
     }
-    if let Some(reason) = directories_problem(path)? {
+    // Resolved after the open: its last lookup (never one kept in `lookups`, which holds
+    // directories only) is where the path leads now, through the directories judged here.
+    let resolved = Resolved::new(path, lookups)?;
+    if let Some(reason) = resolved.directories_problem() {
         return Ok(Err(reason));
     }
-    let now = std::fs::metadata(path)?;
+    let now = &resolved.meta;
     if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
         return Err(std::io::Error::other(
             "the file was replaced while it was being checked",
@@ -227,20 +274,19 @@ pub(crate) fn read_trusted(path: &Path) -> std::io::Result<Result<Vec<u8>, Untru
 }
 
 /// Why the hook at `path` must not be run as root, or None.
-pub(crate) fn hook_problem(path: &Path) -> Option<HookProblem> {
+pub(crate) fn hook_problem(path: &Path, lookups: &mut Lookups) -> Option<HookProblem> {
     let problem = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => HookProblem::Missing,
         kind => HookProblem::Inspect(kind),
     };
-    match std::fs::metadata(path) {
+    let resolved = match Resolved::new(path, lookups) {
         Err(e) => return Some(problem(e)),
-        Ok(m) if !m.is_file() => return Some(HookProblem::NotAFile),
-        Ok(_) => {}
+        Ok(r) => r,
+    };
+    if !resolved.meta.is_file() {
+        return Some(HookProblem::NotAFile);
     }
-    match untrusted(path) {
-        Err(e) => Some(problem(e)),
-        Ok(reason) => reason.map(HookProblem::Untrusted),
-    }
+    resolved.problem().map(HookProblem::Untrusted)
 }
 
 #[cfg(test)]
