@@ -27,12 +27,11 @@ use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
-use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::fstat;
 
-use crate::rootfs::{self, Kind, Root, RootError};
+use crate::rootfs::{self, DirFd, Kind, Root, RootError};
 use cache::CacheEntry;
 
 /// The conf.d entry naming the injected folders.
@@ -184,7 +183,7 @@ fn read_lib(file: std::fs::File, seen: &mut ElfSeen) -> Option<FileId> {
 /// path instead); a link whose target is the plain name of a regular file of the same
 /// directory resolves to that file without being opened (`readlinkat`); anything else is
 /// opened by its path inside the rootfs, as before. Same answers, far fewer lookups.
-fn scan_dir(root: &Root, path: &Path, dir: Option<&mut Dir>, seen: &mut ElfSeen) -> Scan {
+fn scan_dir(root: &Root, path: &Path, dir: Option<&DirFd>, seen: &mut ElfSeen) -> Scan {
     let (entries, dirfd) = match dir {
         Some(d) => (rootfs::dir_entries(d, path), Some(d.as_raw_fd())),
         None => (root.read_dir(path), None),
@@ -290,7 +289,7 @@ fn scan_dir(root: &Root, path: &Path, dir: Option<&mut Dir>, seen: &mut ElfSeen)
 /// ldconfig's `create_links`: `dir/soname` -> `name`, unless it already leads to the same
 /// file or is not a link. What the scan saw each name resolve to is used where it looked
 /// (`scan.ids`, kept up to date with the links made here); other names are `stat`ed.
-fn link_soname(root: &Root, dir: &Path, dirfd: Option<&Dir>, scan: &mut Scan, i: usize) -> bool {
+fn link_soname(root: &Root, dir: &Path, dirfd: Option<&DirFd>, scan: &mut Scan, i: usize) -> bool {
     let lib = &scan.libs[i];
     if lib.is_link || lib.name == lib.soname {
         return false;
@@ -383,7 +382,7 @@ pub fn update(root: &Root, req: &LdRequest) -> Result<LdReport, LdsoError> {
     // A path named twice (a folder that ld.so.conf.d names too) is looked up once.
     let mut seen: HashSet<FileId> = HashSet::new();
     let mut looked_up: HashSet<PathBuf> = HashSet::new();
-    let mut dirs: Vec<(PathBuf, Option<Dir>)> = Vec::new();
+    let mut dirs: Vec<(PathBuf, Option<DirFd>)> = Vec::new();
     for d in candidates {
         if !looked_up.insert(d.clone()) {
             continue;
@@ -420,7 +419,7 @@ pub fn update(root: &Root, req: &LdRequest) -> Result<LdReport, LdsoError> {
     let mut links = 0;
     let mut seen = ElfSeen::new();
     for (dir, fd) in &mut dirs {
-        let mut scan = scan_dir(root, dir, fd.as_mut(), &mut seen);
+        let mut scan = scan_dir(root, dir, fd.as_ref(), &mut seen);
         for i in 0..scan.libs.len() {
             if link_soname(root, dir, fd.as_ref(), &mut scan, i) {
                 links += 1;
