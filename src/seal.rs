@@ -19,14 +19,18 @@
 //! The re-exec'd process recognises that it runs from such a copy and goes on; an environment
 //! marker stops a second re-exec if the kernel did not give us what we expected.
 //!
-//! The re-exec is paid on every invocation (a second start of the binary: about 1.3 ms of CPU
-//! and 260 page faults, bench/analysis.md), and nothing cached can avoid it: the clones run
-//! whatever file the engine executed. It is paid not at all when that file already cannot be
-//! written through its /proc/PID/exe link: a binary on a read-only mount (a read-only /usr, or
-//! `mount --bind -o ro` of its directory) run by root in the initial user namespace. Writing
-//! through the link then fails with EROFS whatever the caller's capabilities, and making that
-//! mount writable again takes CAP_SYS_ADMIN over the host's mount namespace, which a container
-//! holding can mount the host's disks anyway.
+//! A re-exec is a second start of the binary (about 1.3 ms of CPU and 200-260 page faults,
+//! bench/analysis.md). With the overlayfs copy it is usually not paid: root in the initial user
+//! namespace, before any thread starts, replaces every mapping of the installed file with the
+//! same bytes from the copy and points /proc/self/exe at the copy (PR_SET_MM_EXE_FILE,
+//! src/seal/adopt.rs), so the clones that become the container run from the copy as after a
+//! re-exec. Elsewhere (rootless, a memfd or O_TMPFILE copy) the re-exec remains. Nothing at all
+//! is paid when the installed file already cannot be written through its /proc/PID/exe link: a
+//! binary on a read-only mount (a read-only /usr, or `mount --bind -o ro` of its directory) run
+//! by root in the initial user namespace. Writing through the link then fails with EROFS
+//! whatever the caller's capabilities, and making that mount writable again takes
+//! CAP_SYS_ADMIN over the host's mount namespace, which a container holding can mount the
+//! host's disks anyway.
 
 use std::ffi::{CStr, CString, OsString};
 use std::fs::File;
@@ -35,6 +39,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+mod adopt;
 
 /// Set by nvbind on its own re-exec; its presence with an unsealed binary means the re-exec
 /// did not take effect, and going round again would loop.
@@ -87,6 +93,9 @@ pub enum Sealed {
     /// The installed binary is on a read-only mount: nothing to copy, no re-exec.
     ReadOnlyMount,
     Overlay,
+    /// The overlayfs copy made this process's executable in place, without a re-exec
+    /// (src/seal/adopt.rs).
+    Adopted,
     Memfd,
     /// An unlinked copy, recognised by the re-exec marker and a link count of 0.
     Tmpfile,
@@ -123,7 +132,16 @@ pub fn ensure_sealed(scratch_dir: &Path) -> Result<Sealed, SealError> {
         return Ok(Sealed::ReadOnlyMount);
     }
     let copy = match overlay_copy(&exe, scratch_dir) {
-        Ok(fd) => fd,
+        Ok(fd) => {
+            let fd = File::from(fd);
+            match adopt::adopt(&fd, &exe) {
+                Ok(()) => return Ok(Sealed::Adopted),
+                // Not root in the initial user namespace (CAP_SYS_RESOURCE), or a thread
+                // running: the re-exec below protects just as well, at a second start's cost.
+                Err(e) => tracing::debug!("sealed copy not adopted in place ({e}); re-executing"),
+            }
+            OwnedFd::from(fd)
+        }
         Err(overlay) => match memfd_copy(&exe) {
             Ok(fd) => fd,
             Err(memfd) => tmpfile_copy(&exe, scratch_dir).map_err(|tmpfile| SealError::NoCopy {
@@ -241,7 +259,7 @@ fn escape_lowerdir(path: &[u8]) -> Vec<u8> {
     out
 }
 
-/// An O_PATH descriptor of the binary as seen through a detached, read-only overlayfs whose
+/// A read-only descriptor of the binary as seen through a detached, read-only overlayfs whose
 /// layers are the binary's directory and `scratch_dir`. Nothing can write through it: the
 /// mount has no upper layer, it is read-only, and it is attached nowhere to be remounted.
 fn overlay_copy(exe: &File, scratch_dir: &Path) -> io::Result<OwnedFd> {
@@ -301,7 +319,8 @@ fn overlay_copy(exe: &File, scratch_dir: &Path) -> io::Result<OwnedFd> {
         libc::openat(
             mnt.as_raw_fd(),
             name.as_ptr(),
-            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            // Readable, not O_PATH: `adopt` maps it and PR_SET_MM_EXE_FILE refuses O_PATH.
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     } as libc::c_long)
 }
@@ -477,6 +496,22 @@ mod tests {
             std::fs::read(proc_path(&copy)).unwrap(),
             b"\x7fELF not really"
         );
+    }
+
+    #[test]
+    fn only_the_running_file_seen_through_the_overlay_is_adopted() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: overlayfs through fsopen needs root");
+            return;
+        }
+        let (dir, f) = victim();
+        let copy = File::from(overlay_copy(&f, &dir.path().join("scratch")).unwrap());
+        adopt::same_file(&copy, &f).unwrap();
+        // The same bytes in another file (a binary replaced after we started): refused.
+        let other = dir.path().join("scratch/other");
+        std::fs::write(&other, b"\x7fELF not really").unwrap();
+        let err = adopt::same_file(&File::open(&other).unwrap(), &f).unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
     }
 
     #[test]

@@ -437,3 +437,50 @@ fn reexec_marker_set_by_hand_fails_instead_of_looping() {
     assert!(err.contains("still not sealed"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+/// The overlayfs copy is adopted in place (src/seal/adopt.rs): `run` and `exec` start the
+/// binary once, with no re-exec, and still leave nothing of the installed file reachable (the
+/// attack tests above run through the same path). Fails on a nvbind that re-executes: its
+/// trace has an execveat of the copy.
+#[test]
+fn sealing_adopts_the_copy_without_a_second_start() {
+    let env = Env::new();
+    let victim = Victim::new(&env, false);
+    let b = env.bundle("s", &["sleep", "1000"]);
+    let traced = |args: &[&str], log: &str| {
+        let log = env.dir.path().join(log);
+        let cmd = victim.cmd(&env, false, args);
+        let mut strace = Command::new("strace");
+        // Not -f: the re-exec is the runtime's own; a detached container would keep a
+        // following strace waiting.
+        strace
+            .args(["-e", "trace=execve,execveat", "-o"])
+            .arg(&log)
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let status = strace.status().expect("strace (scripts/test installs it)");
+        assert!(status.success(), "nvbind {args:?} under strace: {status}");
+        let trace = fs::read_to_string(&log).unwrap();
+        // Calls that succeeded: the initial start, and a re-exec if there is one.
+        let execs: Vec<String> = trace
+            .lines()
+            .filter(|l| l.contains("execve") && l.trim_end().ends_with("= 0"))
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            execs.len(),
+            1,
+            "nvbind {args:?} started more than once: {execs:#?}"
+        );
+    };
+    traced(&["run", "-d", "-b", b.to_str().unwrap(), "s"], "run.trace");
+    let pid = env.ok(&["state", "s"]);
+    let pid: Value = serde_json::from_str(&pid).unwrap();
+    let pid = pid["pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    traced(&["exec", "s", "true"], "exec.trace");
+    env.ok(&["delete", "-f", "s"]);
+    env.assert_clean();
+}

@@ -273,9 +273,9 @@ pub fn exe_protection(host: &dyn Host) -> Check {
             id,
             "the nvbind binary is on a read-only mount: nothing to copy, no re-exec",
         ),
-        Ok(Sealed::Overlay) => Check::ok(
+        Ok(Sealed::Overlay | Sealed::Adopted) => Check::ok(
             id,
-            "/proc/self/exe protected by a detached read-only overlayfs (no copy; one re-exec per container, none with the binary on a read-only mount)",
+            "/proc/self/exe protected by a detached read-only overlayfs (no copy; as root the running process adopts it in place, rootless it re-executes once per container; nothing with the binary on a read-only mount)",
         ),
         Ok(Sealed::Memfd) => Check::ok(
             id,
