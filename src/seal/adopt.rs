@@ -3,11 +3,10 @@
 //! A re-exec costs a whole second start: the kernel's exec, ld.so loading four libraries and
 //! applying 18,000 relocations (about 95 copy-on-write page faults), Rust's start-up and clap
 //! parsing the command line again (bench/analysis.md, session 8: about 200 of a `run`'s 980 page
-//! faults). The kernel offers the cheaper way itself: PR_SET_MM_EXE_FILE points /proc/PID/exe at
-//! another file (PR_SET_MM_MAP's exe_fd), refused (EBUSY) while anything of the old file is
-//! still mapped. So every
-//! mapping of the installed binary is replaced by the same bytes from the sealed copy, at the
-//! same addresses, and then the link is moved:
+//! faults). The kernel offers the cheaper way itself: PR_SET_MM_MAP's exe_fd points
+//! /proc/PID/exe at another file, refused (EBUSY) while anything of the old file is still
+//! mapped. So every mapping of the installed binary is replaced by the same bytes from the
+//! sealed copy, at the same addresses, and then the link is moved:
 //!
 //! - mappings of read-only segments (headers, code, read-only data) are mapped again from the
 //!   copy at the same file offsets: the same page-cache pages, nothing copied. The code that
@@ -28,6 +27,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use super::check;
 
 /// One mapping of /proc/self/maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,14 +124,6 @@ fn threads() -> io::Result<usize> {
     stat.rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok())
         .ok_or_else(|| io::Error::other("unreadable /proc/self/stat"))
-}
-
-fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
 }
 
 fn check_ptr(p: *mut libc::c_void) -> io::Result<*mut libc::c_void> {
@@ -302,7 +295,8 @@ fn layout_from_stat(stat: &str) -> Option<PrctlMmMap> {
         .map(|v| v.parse().unwrap_or(0))
         .collect();
     // Field N of proc(5) is f[N - 3]: the list starts at field 3, the state.
-    let at = |n: usize| f.get(n - 3).copied();
+    // A 0 is what proc shows a reader it hides the layout from: never hand the kernel that.
+    let at = |n: usize| f.get(n - 3).copied().filter(|&v| v != 0);
     Some(PrctlMmMap {
         start_code: at(26)?,
         end_code: at(27)?,
@@ -441,6 +435,7 @@ mod tests {
             [47, 48, 49, 50, 51]
         );
         assert!(layout_from_stat("77 (x) S 1 2 3").is_none());
+        assert!(layout_from_stat(&stat.replace(" 45 ", " 0 ")).is_none());
         assert_eq!(std::mem::size_of::<PrctlMmMap>(), 104);
     }
 
