@@ -20,11 +20,11 @@
 //! marker stops a second re-exec if the kernel did not give us what we expected.
 //!
 //! A re-exec is a second start of the binary (about 1.3 ms of CPU and 200-260 page faults,
-//! bench/analysis.md). With the overlayfs copy it is usually not paid: root in the initial user
-//! namespace, before any thread starts, replaces every mapping of the installed file with the
-//! same bytes from the copy and points /proc/self/exe at the copy (PR_SET_MM_EXE_FILE,
-//! src/seal/adopt.rs), so the clones that become the container run from the copy as after a
-//! re-exec. Elsewhere (rootless, a memfd or O_TMPFILE copy) the re-exec remains. Nothing at all
+//! bench/analysis.md). With the overlayfs copy it is usually not paid: nvbind (CAP_SYS_ADMIN),
+//! before any thread starts, replaces every mapping of the installed file with the same bytes
+//! from the copy and points /proc/self/exe at the copy (PR_SET_MM_MAP, src/seal/adopt.rs), so
+//! the clones that become the container run from the copy as after a re-exec. Elsewhere
+//! (rootless, a memfd or O_TMPFILE copy, a refused step) the re-exec remains. Nothing at all
 //! is paid when the installed file already cannot be written through its /proc/PID/exe link: a
 //! binary on a read-only mount (a read-only /usr, or `mount --bind -o ro` of its directory) run
 //! by root in the initial user namespace. Writing through the link then fails with EROFS
@@ -136,8 +136,9 @@ pub fn ensure_sealed(scratch_dir: &Path) -> Result<Sealed, SealError> {
             let fd = File::from(fd);
             match adopt::adopt(&fd, &exe) {
                 Ok(()) => return Ok(Sealed::Adopted),
-                // Not root in the initial user namespace (CAP_SYS_RESOURCE), or a thread
-                // running: the re-exec below protects just as well, at a second start's cost.
+                // No CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE), a kernel without
+                // CONFIG_CHECKPOINT_RESTORE, or a thread running: the re-exec below protects
+                // just as well, at a second start's cost.
                 Err(e) => tracing::debug!("sealed copy not adopted in place ({e}); re-executing"),
             }
             OwnedFd::from(fd)
@@ -319,7 +320,7 @@ fn overlay_copy(exe: &File, scratch_dir: &Path) -> io::Result<OwnedFd> {
         libc::openat(
             mnt.as_raw_fd(),
             name.as_ptr(),
-            // Readable, not O_PATH: `adopt` maps it and PR_SET_MM_EXE_FILE refuses O_PATH.
+            // Readable, not O_PATH: `adopt` maps it, and the kernel takes no O_PATH exe_fd.
             libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     } as libc::c_long)
