@@ -118,8 +118,8 @@ fn may_be_written(m: &Mapping, writable: &[(usize, usize)]) -> bool {
     writable.iter().any(|&(s, e)| m.start < e && s < m.end)
 }
 
-fn threads() -> io::Result<usize> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+/// The number of threads of the process whose /proc/PID/stat is `stat`.
+fn threads(stat: &str) -> io::Result<usize> {
     // Field 20, num_threads; the command name (field 2) may hold spaces and ')'.
     stat.rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok())
@@ -177,12 +177,12 @@ unsafe fn to_anonymous(m: &Mapping) -> io::Result<()> {
     moved.map(|_| ())
 }
 
-/// Refuses unless `copy` shows the very file this process runs. The copy is found by the
+/// Refuses unless `copy` shows the very file this process runs; gives that file's metadata. The copy is found by the
 /// binary's path, and an upgrade may have put another binary there since we started: its
 /// bytes mapped over ours would be another program's code at our addresses (a re-exec of it
 /// is merely the new version). overlayfs reports a lower file's own inode number, and the
 /// running file's inode cannot be freed and reused while we map it.
-pub(super) fn same_file(copy: &File, exe: &File) -> io::Result<()> {
+pub(super) fn same_file(copy: &File, exe: &File) -> io::Result<std::fs::Metadata> {
     let (c, e) = (copy.metadata()?, exe.metadata()?);
     let key = |m: &std::fs::Metadata| (m.ino(), m.len(), m.mtime(), m.mtime_nsec());
     if key(&c) != key(&e) {
@@ -190,20 +190,23 @@ pub(super) fn same_file(copy: &File, exe: &File) -> io::Result<()> {
             "the binary at nvbind's path is no longer the running one (replaced meanwhile)",
         ));
     }
-    Ok(())
+    Ok(e)
 }
 
 /// See the module's documentation. `copy` is the sealed copy opened for reading, `exe` the
 /// installed binary (/proc/self/exe).
 pub(super) fn adopt(copy: &File, exe: &File) -> io::Result<()> {
-    let n = threads()?;
+    // Read once: the thread count now, and the layout for PR_SET_MM_MAP (fixed at exec; the
+    // mappings replaced below do not change it, and brk is asked separately).
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let n = threads(&stat)?;
     if n != 1 {
         return Err(io::Error::other(format!("{n} threads running")));
     }
-    same_file(copy, exe)?;
+    let exe_meta = same_file(copy, exe)?;
     let exe_path = std::fs::read_link(format!("/proc/self/fd/{}", exe.as_raw_fd()))?;
     let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let mappings = mappings_of(&maps, exe.metadata()?.ino(), &exe_path);
+    let mappings = mappings_of(&maps, exe_meta.ino(), &exe_path);
     if mappings.is_empty() {
         return Err(io::Error::other(format!(
             "no mapping of {} in /proc/self/maps",
@@ -238,7 +241,7 @@ pub(super) fn adopt(copy: &File, exe: &File) -> io::Result<()> {
             })?;
         }
     }
-    set_exe_file(copy)
+    set_exe_file(copy, &stat)
 }
 
 /// Every signal blocked while it lives; the old mask back on drop.
@@ -315,11 +318,11 @@ fn layout_from_stat(stat: &str) -> Option<PrctlMmMap> {
 /// Points /proc/self/exe at `file`. PR_SET_MM_MAP (what CRIU restores with) rather than
 /// PR_SET_MM_EXE_FILE: the latter needs CAP_SYS_RESOURCE, which some hosts drop from root (this
 /// project's own CI machine), the former CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE. It sets the
-/// whole layout, so it is given the current one: the same values, only the file changes.
-fn set_exe_file(file: &File) -> io::Result<()> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+/// whole layout, so it is given the current one (`stat`, this process's /proc/self/stat): the
+/// same values, only the file changes.
+fn set_exe_file(file: &File, stat: &str) -> io::Result<()> {
     let mut map =
-        layout_from_stat(&stat).ok_or_else(|| io::Error::other("unreadable /proc/self/stat"))?;
+        layout_from_stat(stat).ok_or_else(|| io::Error::other("unreadable /proc/self/stat"))?;
     // SAFETY: brk(0) changes nothing and returns the current break.
     map.brk = unsafe { libc::syscall(libc::SYS_brk, 0usize) } as u64;
     // auxv_size 0 keeps the saved auxiliary vector.
@@ -443,6 +446,7 @@ mod tests {
     fn this_test_binary_has_a_writable_segment_and_threads_are_counted() {
         assert!(!writable_ranges().is_empty());
         // The test harness runs tests on threads of their own: adopt would refuse here.
-        assert!(threads().unwrap() >= 1);
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(threads(&stat).unwrap() >= 1);
     }
 }
