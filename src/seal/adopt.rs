@@ -28,7 +28,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::check;
+use super::sys::{check, check_ptr};
 
 /// One mapping of /proc/self/maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,14 +124,6 @@ fn threads(stat: &str) -> io::Result<usize> {
     stat.rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok())
         .ok_or_else(|| io::Error::other("unreadable /proc/self/stat"))
-}
-
-fn check_ptr(p: *mut libc::c_void) -> io::Result<*mut libc::c_void> {
-    if p == libc::MAP_FAILED {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(p)
-    }
 }
 
 /// Replaces `m` with anonymous memory holding its current bytes, at the same address.
