@@ -35,12 +35,15 @@
 use std::ffi::{CStr, CString, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 mod adopt;
+mod sys;
+
+use sys::{check, owned};
 
 /// Set by nvbind on its own re-exec; its presence with an unsealed binary means the re-exec
 /// did not take effect, and going round again would loop.
@@ -231,21 +234,6 @@ fn is_initial_uid_map(map: &str) -> bool {
         .next()
         .map(|l| l.split_whitespace().collect::<Vec<_>>());
     lines.next().is_none() && first.as_deref() == Some(&["0", "0", "4294967295"][..])
-}
-
-fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// `fd` as an OwnedFd, from a syscall that returned a new descriptor.
-fn owned(ret: libc::c_long) -> io::Result<OwnedFd> {
-    let fd = check(ret)?;
-    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
 /// overlayfs' lowerdir syntax: ':' separates layers, '\' escapes.
