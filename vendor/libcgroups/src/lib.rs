@@ -16,6 +16,8 @@ pub mod common;
 // nvbind: the device rules, as runc computes them, for v1 and v2 alike.
 #[cfg(any(feature = "cgroupsv2_devices", feature = "v1"))]
 pub mod devices;
+// nvbind: one checked procfs handle per process (issue 19), used by libcontainer too.
+pub mod procfs_handle;
 pub mod stats;
 // nvbind: runc's `exec --cgroup` (sub-cgroups a process joins, never creates).
 pub mod sub_cgroups;

@@ -107,7 +107,8 @@ impl Manager {
         // nvbind: mountinfo and our /proc/self/cgroup read once here, not once per controller
         // (each read opens procfs anew: about 30 syscalls, 24 reads per manager), both
         // through one procfs handle (each new handle is verified again: about 16 syscalls)
-        let procfs = ProcfsHandle::new()?;
+        // nvbind: the process's one checked handle (procfs_handle)
+        let procfs = crate::procfs_handle::get()?;
         let mounts = util::cgroup_mounts_in(&procfs)?;
         let own = Self::own_cgroups(&procfs);
         let mut subsystems = HashMap::new();

@@ -25,7 +25,8 @@ pub enum V1MountPointError {
 /// List all cgroup v1 subsystem mount points on the system. This can include unsupported
 /// subsystems, comounted controllers and named hierarchies.
 pub fn list_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> {
-    let reader = BufReader::new(ProcfsHandle::new()?.open(
+    // nvbind: the process's one checked procfs handle (procfs_handle)
+    let reader = BufReader::new(crate::procfs_handle::get()?.open(
         ProcfsBase::ProcSelf,
         "mountinfo",
         OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
@@ -52,7 +53,9 @@ pub fn list_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> 
 /// looked up each controller and the name=systemd hierarchy, reading the file (through a new
 /// procfs handle, about 30 syscalls) 12 times per manager.
 pub fn cgroup_mounts() -> Result<Vec<MountInfo>, V1MountPointError> {
-    cgroup_mounts_in(&ProcfsHandle::new()?)
+    // nvbind: the process's one checked procfs handle (procfs_handle)
+    let procfs = crate::procfs_handle::get()?;
+    cgroup_mounts_in(&procfs)
 }
 
 /// nvbind: `cgroup_mounts` read through a procfs handle the caller has already made (and

@@ -2,7 +2,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use pathrs::flags::OpenFlags;
-use pathrs::procfs::{ProcfsBase, ProcfsHandle};
+use pathrs::procfs::ProcfsBase;
 use procfs::ProcError;
 use procfs::process::MountInfo;
 
@@ -30,7 +30,8 @@ pub enum V2UtilError {
 
 // Reads the `/proc/self/mountinfo` to get the mount point of this cgroup
 pub fn get_unified_mount_point() -> Result<PathBuf, V2UtilError> {
-    let reader = BufReader::new(ProcfsHandle::new()?.open(
+    // nvbind: the process's one checked procfs handle (procfs_handle)
+    let reader = BufReader::new(crate::procfs_handle::get()?.open(
         ProcfsBase::ProcSelf,
         "mountinfo",
         OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
