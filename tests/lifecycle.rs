@@ -663,3 +663,74 @@ fn execute_permission_is_left_to_execve() {
     );
     env.assert_clean();
 }
+
+/// pathrs checks its procfs handle again (16 syscalls, among them an `openat(FD, "..")`, which
+/// nothing else in nvbind makes) each time `ProcfsHandle::new` hands it out; libcgroups'
+/// `procfs_handle` keeps one per process (issue 19). One `run` checked it 5 times in the
+/// runtime, once in the intermediate process and 3 times in the init; now only while the
+/// runtime makes it (pathrs checks the new mount, then its cached copy) and never in the
+/// processes cloned from the runtime, which look at the descriptor they inherit with one statx.
+#[test]
+fn run_checks_the_procfs_handle_only_where_it_is_made() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: no strace");
+        return;
+    }
+    let env = Env::new();
+    let b = env.bundle("p", &["true"]);
+    let prefix = env.dir.path().join("trace");
+    let status = std::process::Command::new("strace")
+        .args(["-ff", "-qq", "-e", "trace=execve,openat", "-o"])
+        .arg(&prefix)
+        .arg(NVBIND)
+        .arg("--root")
+        .arg(&env.root)
+        .args(["run", "-b", b.to_str().unwrap(), "p1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("strace");
+    assert!(status.success(), "run under strace: {status}");
+    // (first execve of the trace, checks of the handle) per process
+    let mut runtime = None;
+    let mut others = Vec::new();
+    for entry in fs::read_dir(env.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("trace.") {
+            continue;
+        }
+        let trace = fs::read_to_string(&path).unwrap();
+        let checks = trace
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("openat(")
+                    .and_then(|rest| rest.split_once(", "))
+                    .is_some_and(|(fd, rest)| {
+                        fd.parse::<u32>().is_ok() && rest.starts_with("\"..\",")
+                    })
+            })
+            .count();
+        let first = trace.lines().next().unwrap_or_default().to_string();
+        if first.starts_with(&format!("execve(\"{NVBIND}\"")) {
+            runtime = Some(checks);
+        } else {
+            others.push((name, checks));
+        }
+    }
+    let runtime = runtime.expect("the runtime's trace");
+    assert!(
+        runtime <= 2,
+        "the runtime checked the procfs handle {runtime} times"
+    );
+    assert!(others.len() >= 2, "no intermediate and init: {others:?}");
+    assert!(
+        others.iter().all(|(_, checks)| *checks == 0),
+        "processes cloned from the runtime checked the procfs handle: {others:?}"
+    );
+    env.assert_clean();
+}

@@ -3,7 +3,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pathrs::flags::OpenFlags;
-use pathrs::procfs::{ProcfsBase, ProcfsHandle};
+use pathrs::procfs::ProcfsBase;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppArmorError {
@@ -41,7 +41,8 @@ pub fn apply_profile(profile: &str) -> Result<()> {
 }
 
 fn activate_profile(subpath: &Path, profile: &str) -> Result<()> {
-    ProcfsHandle::new()?
+    // nvbind: the process's one checked procfs handle (libcgroups::procfs_handle)
+    libcgroups::procfs_handle::get()?
         .open(
             ProcfsBase::ProcSelf,
             subpath,

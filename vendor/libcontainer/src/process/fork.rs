@@ -148,6 +148,10 @@ fn clone3(
     match unsafe { libc::syscall(libc::SYS_clone3, args_ptr, args_size) } {
         -1 => Err(CloneError::Clone(nix::Error::last())),
         0 => {
+            // nvbind: the procfs handle this memory holds is the parent's: the child's first
+            // use checks its own descriptor (a child in a new PID namespace may have the
+            // parent's pid number).
+            libcgroups::procfs_handle::forget_pid();
             // Inside the cloned process, we execute the callback and exit with
             // the return code.
             std::process::exit(cb());
@@ -232,6 +236,8 @@ fn clone(cb: CloneCb, flags: u64, exit_signal: Option<u64>) -> Result<Pid, Clone
     // pointer back into a box closure so the main takes ownership of the
     // memory. Then we can call the closure.
     extern "C" fn main(data: *mut libc::c_void) -> libc::c_int {
+        // nvbind: as in clone3's child, the procfs handle held is the parent's.
+        libcgroups::procfs_handle::forget_pid();
         unsafe { Box::from_raw(data as *mut CloneCb)() }
     }
 

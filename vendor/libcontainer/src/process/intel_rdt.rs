@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxIntelRdt;
 use pathrs::flags::OpenFlags;
-use pathrs::procfs::{ProcfsBase, ProcfsHandle};
+use pathrs::procfs::ProcfsBase;
 use procfs::process::MountInfo;
 use regex::Regex;
 
@@ -174,7 +174,8 @@ pub fn cleanup_intel_rdt(
 
 /// Finds the resctrl mount path by looking at the process mountinfo data.
 pub fn find_resctrl_mount_point() -> Result<PathBuf> {
-    let reader = BufReader::new(ProcfsHandle::new()?.open(
+    // nvbind: the process's one checked procfs handle (libcgroups::procfs_handle)
+    let reader = BufReader::new(libcgroups::procfs_handle::get()?.open(
         ProcfsBase::ProcSelf,
         "mountinfo",
         OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,

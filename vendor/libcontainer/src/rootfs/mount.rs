@@ -21,7 +21,7 @@ use nix::sys::statfs::{PROC_SUPER_MAGIC, statfs};
 use oci_spec::runtime::{Mount as SpecMount, MountBuilder as SpecMountBuilder};
 use pathrs::Root;
 use pathrs::flags::OpenFlags;
-use pathrs::procfs::{ProcfsBase, ProcfsHandle};
+use pathrs::procfs::ProcfsBase;
 #[cfg(feature = "v1")]
 use procfs::process::Process;
 use procfs::process::{MountInfo, MountOptFields};
@@ -97,7 +97,8 @@ impl ProcMountInfoProvider {
 
 impl MountInfoProvider for ProcMountInfoProvider {
     fn mountinfo(&self) -> Result<Vec<MountInfo>> {
-        let reader = BufReader::new(ProcfsHandle::new()?.open(
+        // nvbind: the process's one checked procfs handle (libcgroups::procfs_handle)
+        let reader = BufReader::new(libcgroups::procfs_handle::get()?.open(
             ProcfsBase::ProcSelf,
             "mountinfo",
             OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
@@ -397,7 +398,8 @@ impl Mount {
         let ppid = if ppid == 0 { 1 } else { ppid };
         let root_cgroups = Process::new(ppid as i32)?.cgroups()?.0;
         let process_cgroups: HashMap<String, String> =
-            ProcessCGroups::from_read(ProcfsHandle::new()?.open(
+            // nvbind: the process's one checked procfs handle (libcgroups::procfs_handle)
+            ProcessCGroups::from_read(libcgroups::procfs_handle::get()?.open(
                 ProcfsBase::ProcSelf,
                 "cgroup",
                 OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
@@ -655,7 +657,8 @@ impl Mount {
                 MountError::Other(err.into())
             })?;
 
-            let process_cgroup = ProcessCGroups::from_read(ProcfsHandle::new()?.open(
+            // nvbind: the process's one checked procfs handle (libcgroups::procfs_handle)
+            let process_cgroup = ProcessCGroups::from_read(libcgroups::procfs_handle::get()?.open(
                 ProcfsBase::ProcSelf,
                 "cgroup",
                 OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,

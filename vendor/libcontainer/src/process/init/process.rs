@@ -15,7 +15,7 @@ use oci_spec::runtime::{
     LinuxSchedulerFlag, LinuxSchedulerPolicy, Scheduler, Spec, User,
 };
 use pathrs::flags::OpenFlags;
-use pathrs::procfs::{ProcfsBase, ProcfsHandle, ProcfsHandleBuilder};
+use pathrs::procfs::{ProcfsBase, ProcfsHandleBuilder};
 
 use super::Result;
 use super::context::InitContext;
@@ -898,7 +898,8 @@ fn set_supplementary_gids(
         }
 
         let mut setgroups = String::new();
-        ProcfsHandle::new()?
+        // nvbind: the process's one checked procfs handle (libcgroups::procfs_handle)
+        libcgroups::procfs_handle::get()?
             .open(ProcfsBase::ProcSelf, "setgroups", OpenFlags::O_RDONLY)?
             .read_to_string(&mut setgroups)
             .map_err(|err| {
