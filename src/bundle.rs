@@ -150,7 +150,8 @@ impl Bundle {
 }
 
 pub fn parse_spec(bytes: &[u8]) -> Result<Spec, SpecError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(SpecError::NotJson)?;
+    let value: serde_json::Value =
+        nvbind_cdi::json::from_bytes(bytes).map_err(SpecError::NotJson)?;
     if !value.is_object() {
         return Err(SpecError::NotObject);
     }

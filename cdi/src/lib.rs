@@ -8,6 +8,7 @@ pub mod discover;
 pub mod edits;
 pub mod gated;
 pub mod generate;
+pub mod json;
 pub mod ldso;
 pub mod livecheck;
 pub mod name;

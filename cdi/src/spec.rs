@@ -334,7 +334,7 @@ impl Spec {
                 path: path.to_path_buf(),
                 source,
             }),
-            Format::Json => serde_json::from_slice(data).map_err(|source| SpecError::Json {
+            Format::Json => crate::json::from_bytes(data).map_err(|source| SpecError::Json {
                 path: path.to_path_buf(),
                 source,
             }),
