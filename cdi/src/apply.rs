@@ -107,18 +107,23 @@ impl HostNode {
     }
 }
 
+/// What host device nodes are, by host path. Keyed by the path's bytes: hashing a `Path`
+/// walks its components, which cost more than the rest of the lookup (30 nodes per
+/// 8-GPU resolve).
+pub type HostNodes = HashMap<std::ffi::OsString, HostNode>;
+
 /// Host nodes already `lstat`ed a moment ago (by the live check of the spec file, in the same
 /// resolve), answered from memory; any other path goes to `host`. Saves the second `lstat` of
 /// every node a spec gives without type or major (as `nvbind cdi generate` and nvidia-ctk
 /// write them): 24 of them on the 8-GPU host.
 pub struct Remembered<'a> {
-    pub nodes: &'a HashMap<PathBuf, HostNode>,
+    pub nodes: &'a HostNodes,
     pub host: &'a dyn HostDevices,
 }
 
 impl HostDevices for Remembered<'_> {
     fn stat(&self, path: &Path) -> io::Result<HostNode> {
-        match self.nodes.get(path) {
+        match self.nodes.get(path.as_os_str()) {
             Some(n) => Ok(*n),
             None => self.host.stat(path),
         }

@@ -7,6 +7,19 @@
 use crate::spec::ContainerEdits;
 
 impl ContainerEdits {
+    /// [`ContainerEdits::append`] of edits that are not needed afterwards.
+    pub fn append_owned(&mut self, other: ContainerEdits) {
+        self.env.extend(other.env);
+        self.device_nodes.extend(other.device_nodes);
+        self.net_devices.extend(other.net_devices);
+        self.hooks.extend(other.hooks);
+        self.mounts.extend(other.mounts);
+        if other.intel_rdt.is_some() {
+            self.intel_rdt = other.intel_rdt;
+        }
+        self.additional_gids.extend(other.additional_gids);
+    }
+
     /// Appends `other` to these edits.
     pub fn append(&mut self, other: &ContainerEdits) {
         self.env.extend_from_slice(&other.env);

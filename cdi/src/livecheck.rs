@@ -23,8 +23,8 @@ use std::fmt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::apply::HostNode;
-use crate::discover::host::{read_text, sorted_dir_names, HostRoots};
+use crate::apply::{HostNode, HostNodes};
+use crate::discover::host::{read_fields, read_text, sorted_dir_names, HostRoots};
 use crate::discover::Vendor;
 use crate::name::QualifiedName;
 use crate::registry::Registry;
@@ -175,7 +175,7 @@ struct Host<'a> {
     /// Capability minor -> `gpu0/gi1/ci0/access`.
     mig_minors: Option<Option<HashMap<u32, String>>>,
     /// Every device node `lstat`ed, by host path (the resolve applies the edits from these).
-    nodes: HashMap<PathBuf, HostNode>,
+    nodes: HostNodes,
 }
 
 impl<'a> Host<'a> {
@@ -223,15 +223,11 @@ impl<'a> Host<'a> {
                 }
                 let mut out = Vec::new();
                 for bus in buses {
-                    let text = read_text(&dir.join(&bus).join("information"))?;
-                    let field = |key: &str| {
-                        text.lines()
-                            .filter_map(|l| l.split_once(':'))
-                            .find(|(k, _)| k.trim() == key)
-                            .map(|(_, v)| v.trim().to_string())
-                    };
-                    let minor = field("Device Minor")?.parse().ok()?;
-                    out.push((minor, field("GPU UUID")));
+                    let [minor, uuid] = read_fields(
+                        &dir.join(&bus).join("information"),
+                        ["Device Minor", "GPU UUID"],
+                    )?;
+                    out.push((minor?.parse().ok()?, uuid));
                 }
                 Some(out)
             })
@@ -323,7 +319,7 @@ fn check_node(
         }
         Ok(meta) => {
             host.nodes
-                .insert(PathBuf::from(&host_path), HostNode::of(&meta));
+                .insert(host_path.clone().into(), HostNode::of(&meta));
             let ft = meta.file_type();
             let host_type = if ft.is_char_device() {
                 "c"
@@ -445,7 +441,7 @@ pub fn first_stale_noting(
     registry: &Registry,
     names: &[QualifiedName],
     roots: &HostRoots,
-    nodes: &mut HashMap<PathBuf, HostNode>,
+    nodes: &mut HostNodes,
 ) -> Option<StaleSpec> {
     let mut host = Host::new(roots);
     let stale = first_stale_in(registry, names, &mut host);

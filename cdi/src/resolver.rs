@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec as OciSpec;
 
-use crate::apply::{HostNode, Remembered};
+use crate::apply::{HostNodes, Remembered};
 use crate::capabilities;
 use crate::discover::amd::AmdDiscoverer;
 use crate::discover::intel::IntelDiscoverer;
@@ -193,7 +193,7 @@ pub struct Resolution {
     pub warnings: Vec<String>,
     /// The host device nodes the live check `lstat`ed, by host path: [`Resolution::apply`]
     /// takes a node's missing type and numbers from here instead of a second `lstat`.
-    pub host_nodes: HashMap<PathBuf, HostNode>,
+    pub host_nodes: HostNodes,
 }
 
 impl Resolution {
@@ -347,7 +347,7 @@ impl Resolver {
             }
         }
 
-        let mut edits = match registry.resolve(&names) {
+        let mut edits = match registry.into_edits(&names) {
             Ok(e) => e,
             Err(e) => {
                 let ResolveError::Unresolvable { names: missing, .. } = &e;

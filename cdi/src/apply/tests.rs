@@ -635,8 +635,13 @@ fn remembered_nodes_answer_from_memory() {
     let now = FakeHost::default()
         .with("/dev/nvidia0", NodeKind::Char, 195, 7)
         .with("/dev/nvidiactl", NodeKind::Char, 195, 255);
+    let nodes: HostNodes = then
+        .0
+        .iter()
+        .map(|(p, n)| (p.clone().into_os_string(), *n))
+        .collect();
     let remembered = Remembered {
-        nodes: &then.0,
+        nodes: &nodes,
         host: &now,
     };
     assert_eq!(remembered.stat(Path::new("/dev/nvidia0")).unwrap().minor, 0);

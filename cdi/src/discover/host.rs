@@ -194,6 +194,47 @@ pub fn read_text(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok()
 }
 
+/// The values of `keys` in a `Key: value` text file (a /proc/driver/nvidia `information`
+/// file), reading only as far as the last of them: one open and, for these files, one
+/// read, where [`read_text`] also stats the file and reads again to see its end (the
+/// check of a spec file against the host reads one such file per GPU). A key the file
+/// lacks is None; the whole answer is None when the file cannot be read.
+pub fn read_fields<const N: usize>(path: &Path, keys: [&str; N]) -> Option<[Option<String>; N]> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).ok()?;
+    let mut text = Vec::new();
+    // The files are a few hundred bytes; a larger buffer is zeroed for nothing.
+    let mut buf = [0u8; 1024];
+    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+    let mut parsed = 0;
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        text.extend_from_slice(&buf[..n]);
+        // Only whole lines are judged, unless the file has ended.
+        let upto = if n == 0 {
+            text.len()
+        } else {
+            text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+        };
+        let lines = &text[parsed..upto];
+        let lines = match std::str::from_utf8(lines) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(lines),
+        };
+        for line in lines.lines() {
+            if let Some((k, v)) = line.split_once(':') {
+                if let Some(i) = keys.iter().position(|key| *key == k.trim()) {
+                    out[i].get_or_insert_with(|| v.trim().to_string());
+                }
+            }
+        }
+        parsed = upto;
+        if n == 0 || out.iter().all(Option::is_some) {
+            return Some(out);
+        }
+    }
+}
+
 /// The names in a directory, sorted; empty when it cannot be read.
 pub fn sorted_dir_names(path: &Path) -> Vec<String> {
     let mut names: Vec<String> = match fs::read_dir(path) {
@@ -243,6 +284,41 @@ mod tests {
         symlink("loop", lib.join("loop")).unwrap();
         assert_eq!(
             roots.resolve_in_driver_root(Path::new("/usr/lib/x86_64-linux-gnu/loop")),
+            None
+        );
+    }
+
+    #[test]
+    fn read_fields_takes_the_first_value_of_each_key_from_whole_lines() {
+        let t = tempfile::tempdir().unwrap();
+        let info = t.path().join("information");
+        fs::write(
+            &info,
+            "Model: \t\t NVIDIA H100\nGPU UUID: \t GPU-1\nBus Location: \t 0000:18:00.0\n\
+             Device Minor: \t 3\nDevice Minor: \t 9\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_fields(&info, ["Device Minor", "GPU UUID", "Bus Location", "IRQ"]),
+            Some([
+                Some("3".to_string()),
+                Some("GPU-1".to_string()),
+                Some("0000:18:00.0".to_string()),
+                None
+            ])
+        );
+        // A key line that straddles the first read's 1 KiB, and a last line without '\n'.
+        let long = format!(
+            "Pad: {}\nDevice Minor: 12345\nGPU UUID: GPU-2",
+            "x".repeat(1010)
+        );
+        fs::write(&info, long).unwrap();
+        assert_eq!(
+            read_fields(&info, ["Device Minor", "GPU UUID"]),
+            Some([Some("12345".to_string()), Some("GPU-2".to_string())])
+        );
+        assert_eq!(
+            read_fields(&t.path().join("missing"), ["Device Minor"]),
             None
         );
     }

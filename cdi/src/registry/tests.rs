@@ -208,6 +208,56 @@ fn later_directories_win() {
     );
 }
 
+/// `into_edits` (the resolver's, moving the edits out) gives what `resolve` gives, for
+/// every order, repeat and missing name.
+#[test]
+fn into_edits_equals_resolve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let etc = tmp.path().join("etc");
+    let run = tmp.path().join("run");
+    write(
+        &etc,
+        "v.yaml",
+        &spec_yaml("vendor.com/dev", &[("x", "X=etc"), ("e", "E=1")], "S=etc"),
+    );
+    write(
+        &run,
+        "v.yaml",
+        &spec_yaml("vendor.com/dev", &[("x", "X=run")], "S=run"),
+    );
+    write(
+        &run,
+        "w.yaml",
+        &spec_yaml("other.com/w", &[("a", "A=1"), ("b", "B=1")], ""),
+    );
+    let load = || Registry::with_trust(vec![etc.clone(), run.clone()], Trust::Any);
+    let cases: &[&[&str]] = &[
+        &[],
+        &["vendor.com/dev=x"],
+        &["vendor.com/dev=x", "vendor.com/dev=e", "vendor.com/dev=x"],
+        &[
+            "other.com/w=b",
+            "vendor.com/dev=e",
+            "other.com/w=a",
+            "other.com/w=b",
+        ],
+        &["other.com/w=a", "vendor.com/dev=nope", "other.com/w=zz"],
+    ];
+    for case in cases {
+        let wanted: Vec<QualifiedName> = case.iter().map(|n| q(n)).collect();
+        let copied = load().resolve(&wanted).map_err(|e| e.to_string());
+        let moved = load().into_edits(&wanted).map_err(|e| e.to_string());
+        assert_eq!(moved, copied, "{case:?}");
+    }
+    assert_eq!(
+        load()
+            .into_edits(&[q("other.com/w=b"), q("vendor.com/dev=e")])
+            .unwrap()
+            .env,
+        ["B=1", "S=etc", "E=1"]
+    );
+}
+
 #[test]
 fn a_same_priority_conflict_is_not_rescued_by_a_later_directory() {
     // The reference drops a conflicting name even if a higher-priority spec defines it.
