@@ -40,6 +40,11 @@ pub enum Need {
     Always,
 }
 
+impl Need {
+    /// How many there are (`Always` is the last).
+    const COUNT: usize = Need::Always as usize + 1;
+}
+
 /// The flags a set of capabilities turns on (libnvidia-container's `container_opts`).
 pub fn flags(caps: &DriverCapabilities) -> HashSet<Need> {
     let mut f = HashSet::from([Need::Always]);
@@ -127,9 +132,17 @@ fn listed(name: &str, prefixes: &[&str]) -> bool {
 }
 
 /// What a mounted file needs; None for a file the lists do not know.
+/// `Path::file_name` of a path given as text, without `Path`'s component parsing for the
+/// usual shape (a last segment that is a plain name): every mount of a spec is classified.
+fn file_name(path: &str) -> Option<&str> {
+    match path.rsplit_once('/').map_or(path, |(_, last)| last) {
+        "" | "." | ".." => Path::new(path).file_name()?.to_str(),
+        name => Some(name),
+    }
+}
+
 pub fn need_of_file(container_path: &str) -> Option<Need> {
-    let path = Path::new(container_path);
-    let name = path.file_name()?.to_str()?;
+    let name = file_name(container_path)?;
     let s = container_path;
     if s.starts_with("/lib/firmware/") {
         return Some(Need::Always);
@@ -204,9 +217,9 @@ fn library_stem(name: &str) -> Option<&str> {
 }
 
 /// (directory, library stem) of a path: `/usr/lib/libcuda.so.1` -> (`/usr/lib`, `libcuda.so`).
-fn dir_stem(p: &Path) -> Option<(PathBuf, String)> {
+fn dir_stem(p: &Path) -> Option<(&Path, &str)> {
     let name = p.file_name()?.to_str()?;
-    Some((p.parent()?.to_path_buf(), library_stem(name)?.to_string()))
+    Some((p.parent()?, library_stem(name)?))
 }
 
 /// Where `target` points from the link `link`, worked out on the names alone.
@@ -230,11 +243,15 @@ fn lexical_target(link: &Path, target: &Path) -> PathBuf {
 
 /// Removes from `edits` what `caps` does not select. Returns the container paths removed.
 pub fn select(edits: &mut ContainerEdits, caps: &DriverCapabilities) -> Vec<String> {
-    let on = flags(caps);
+    // Looked up once a file: an array, not the set `flags` returns.
+    let mut on = [false; Need::COUNT];
+    for n in flags(caps) {
+        on[n as usize] = true;
+    }
     let compat32 = caps.contains("compat32");
     let wanted_file = |p: &str| match need_of_file(p) {
         None => true,
-        Some(n) => on.contains(&n) && (!is_32bit_path(p) || compat32),
+        Some(n) => on[n as usize] && (!is_32bit_path(p) || compat32),
     };
     let mut removed = Vec::new();
     edits.mounts.retain(|m| {
@@ -245,7 +262,7 @@ pub fn select(edits: &mut ContainerEdits, caps: &DriverCapabilities) -> Vec<Stri
         keep
     });
     edits.device_nodes.retain(|n| {
-        let keep = on.contains(&need_of_node(&n.path));
+        let keep = on[need_of_node(&n.path) as usize];
         if !keep {
             removed.push(n.path.clone());
         }
@@ -254,12 +271,10 @@ pub fn select(edits: &mut ContainerEdits, caps: &DriverCapabilities) -> Vec<Stri
     // Links are judged by what they point at, resolved from the link's directory: a link
     // into a removed file (or to another version of a removed library in the same
     // directory) goes too.
-    let gone_files: HashSet<PathBuf> = removed.iter().map(PathBuf::from).collect();
-    let gone_stems: HashSet<(PathBuf, String)> = removed
-        .iter()
-        .filter_map(|p| dir_stem(Path::new(p)))
-        .collect();
-    let graphics = on.contains(&Need::GraphicsLibs);
+    let gone_files: HashSet<&Path> = removed.iter().map(Path::new).collect();
+    let gone_stems: HashSet<(&Path, &str)> =
+        gone_files.iter().filter_map(|p| dir_stem(p)).collect();
+    let graphics = on[Need::GraphicsLibs as usize];
     let link_wanted = |target: &str, link: &str| {
         // The GBM backend link is the toolkit's graphics discovery.
         if link.contains("/gbm/") && !graphics {
@@ -267,7 +282,7 @@ pub fn select(edits: &mut ContainerEdits, caps: &DriverCapabilities) -> Vec<Stri
         }
         let link = Path::new(link);
         let target = lexical_target(link, Path::new(target));
-        if gone_files.contains(&target) {
+        if gone_files.contains(&target.as_path()) {
             return false;
         }
         ![target.as_path(), link]
@@ -279,10 +294,10 @@ pub fn select(edits: &mut ContainerEdits, caps: &DriverCapabilities) -> Vec<Stri
         filter_link_hook(h, &link_wanted);
     }
     // A linker-cache folder no library is mounted into any more (vdpau without video).
-    let lib_dirs: HashSet<PathBuf> = edits
+    let lib_dirs: HashSet<&Path> = edits
         .mounts
         .iter()
-        .filter_map(|m| Path::new(&m.container_path).parent().map(Path::to_path_buf))
+        .filter_map(|m| Path::new(&m.container_path).parent())
         .collect();
     for h in edits.hooks.iter_mut().filter(|h| is_ldcache_hook(h)) {
         drop_flag_values(h, "--folder", &|v| lib_dirs.contains(Path::new(v)));
@@ -364,6 +379,30 @@ fn filter_link_hook(h: &mut Hook, keep: &dyn Fn(&str, &str) -> bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_name_is_paths_file_name() {
+        for p in [
+            "/usr/lib/libcuda.so.1",
+            "libcuda.so",
+            "/usr/lib/",
+            "/usr/lib//",
+            "/usr/lib/.",
+            "/usr/lib/..",
+            "/",
+            "",
+            ".",
+            "..",
+            "/a/./b",
+            "a/b/./",
+        ] {
+            assert_eq!(
+                file_name(p),
+                Path::new(p).file_name().and_then(|n| n.to_str()),
+                "{p:?}"
+            );
+        }
+    }
 
     #[test]
     fn files_are_classified_as_libnvidia_container_does() {
