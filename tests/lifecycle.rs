@@ -734,3 +734,52 @@ fn run_checks_the_procfs_handle_only_where_it_is_made() {
     );
     env.assert_clean();
 }
+
+/// nvbind resolves the state root and the bundle (realpath: a readlink per component) and
+/// hands libcontainer canonical paths, which it took as they are only with libcontainer
+/// patch 80: the runtime of one `run` read the link of the bundle directory 3 times (nvbind's
+/// Bundle::load, libcontainer's bundle, its rootfs) and of the root 3 times (nvbind,
+/// `with_root_path`, the container's directory) before; once each now (issue 19).
+#[test]
+fn run_resolves_the_root_and_the_bundle_once() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: no strace");
+        return;
+    }
+    let env = Env::new();
+    let b = env.bundle("r", &["true"]);
+    let log = env.dir.path().join("readlink.trace");
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=readlink", "-o"])
+        .arg(&log)
+        .arg(NVBIND)
+        .arg("--root")
+        .arg(&env.root)
+        .args(["run", "-b", b.to_str().unwrap(), "r1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("strace");
+    assert!(status.success(), "run under strace: {status}");
+    let trace = fs::read_to_string(&log).unwrap();
+    // The runtime's calls: `PID call(...)`, its pid the first line's (the container's init
+    // resolves the rootfs once more, in safe-path's scoped_join, for its device nodes).
+    let runtime = trace.split_whitespace().next().unwrap().to_string();
+    let reads_of = |path: &std::path::Path| {
+        let call = format!("readlink(\"{}\",", path.display());
+        trace
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(pid, rest)| *pid == runtime && rest.trim_start().starts_with(&call))
+            .count()
+    };
+    // The paths as realpath walks them (the temp dir is canonical on the test hosts).
+    let (bundle, root) = (b.canonicalize().unwrap(), env.root.canonicalize().unwrap());
+    assert_eq!(reads_of(&bundle), 1, "readlink of {}", bundle.display());
+    assert_eq!(reads_of(&root), 1, "readlink of {}", root.display());
+    env.assert_clean();
+}

@@ -203,7 +203,8 @@ pub fn run(args: &ExecArgs, ctx: &Ctx) -> Result<u8> {
     let env: HashMap<String, String> = args.env.iter().cloned().collect();
     let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(NvbindExecutor::for_exec())
-        .with_root_path(ctx.root.clone())?
+        // canonical (prepare_root): not resolved again
+        .with_canonical_root_path(ctx.root.clone())
         .with_console_socket(console_socket.as_ref().or(args.console_socket.as_ref()))
         .with_pid_file(args.pid_file.as_ref())?
         .with_preserved_fds(args.preserve_fds)

@@ -214,15 +214,18 @@ fn build(
     if let Some(hook) = rootfs_hook {
         base = base.with_rootfs_hook(hook);
     }
+    // ctx.root (prepare_root) and bundle.dir (Bundle::load) are canonical: libcontainer need
+    // not resolve them again.
     base.with_executor(NvbindExecutor::new(!opts.no_new_keyring, &opts.id))
-        .with_root_path(ctx.root.clone())
-        .and_then(|b| b.with_pid_file(opts.pid_file.as_ref()))
+        .with_canonical_root_path(ctx.root.clone())
+        .with_pid_file(opts.pid_file.as_ref())
         .map(|b| {
             b.with_console_socket(opts.console_socket.as_ref())
                 .with_preserved_fds(opts.preserve_fds)
                 // The created init keeps what it inherits until start; the lock is ours alone.
                 .with_runtime_fds(vec![id_lock.descriptor()])
                 .as_init(&bundle.dir)
+                .with_canonical_bundle()
                 .with_spec(spec)
                 .with_systemd(ctx.systemd_cgroup)
                 .with_detach(detach)

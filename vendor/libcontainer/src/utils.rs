@@ -121,6 +121,25 @@ impl PathBufExt for Path {
     }
 }
 
+/// nvbind: the canonical form of `parent.join(rel)` (what `fs::canonicalize` gives) for a
+/// canonical `parent`: when `rel` is made of plain names (no root, `.` or `..`) and none of
+/// them is a symlink, it is the joined path itself, found with one lstat per name of `rel`
+/// instead of a readlink per component of the whole path; any other `rel` (or a symlink met
+/// on the way) is resolved with `fs::canonicalize`. A missing name is an error, as there.
+pub fn canonical_below(parent: &Path, rel: &Path) -> Result<PathBuf, std::io::Error> {
+    let mut path = parent.to_path_buf();
+    for component in rel.components() {
+        let Component::Normal(name) = component else {
+            return fs::canonicalize(parent.join(rel));
+        };
+        path.push(name);
+        if fs::symlink_metadata(&path)?.file_type().is_symlink() {
+            return fs::canonicalize(parent.join(rel));
+        }
+    }
+    Ok(path)
+}
+
 pub fn parse_env(envs: &[String]) -> HashMap<String, String> {
     envs.iter()
         .filter_map(|e| {
@@ -828,5 +847,40 @@ mod tests {
         assert!(
             matches!(result, Err(VerifyInodeError::Verification(error_message)) if error_message == "error")
         )
+    }
+
+    /// nvbind: canonical_below gives what fs::canonicalize gives below a canonical parent:
+    /// plain names by lstat, and through symlinks, `..` or an absolute path by canonicalize;
+    /// a missing name fails as canonicalize does.
+    #[test]
+    fn test_canonical_below_agrees_with_canonicalize() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let parent = tmp.path().canonicalize()?;
+        fs::create_dir_all(parent.join("a/b"))?;
+        fs::create_dir_all(parent.join("elsewhere/rootfs"))?;
+        std::os::unix::fs::symlink(parent.join("elsewhere"), parent.join("link"))?;
+        std::os::unix::fs::symlink("b", parent.join("a/rel"))?;
+        for rel in [
+            "a",
+            "a/b",
+            "link/rootfs",
+            "a/rel",
+            "a/../a/b",
+            "./a",
+            "",
+        ] {
+            assert_eq!(
+                canonical_below(&parent, Path::new(rel))?,
+                fs::canonicalize(parent.join(rel))?,
+                "{rel}"
+            );
+        }
+        let abs = parent.join("elsewhere");
+        assert_eq!(canonical_below(Path::new("/nonexistent"), &abs)?, abs);
+        for rel in ["missing", "a/missing", "link/missing"] {
+            let got = canonical_below(&parent, Path::new(rel)).unwrap_err();
+            assert_eq!(got.kind(), std::io::ErrorKind::NotFound, "{rel}");
+        }
+        Ok(())
     }
 }

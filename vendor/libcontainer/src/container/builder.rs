@@ -16,6 +16,8 @@ pub struct ContainerBuilder {
     pub(super) container_id: String,
     /// Root directory for container state
     pub(super) root_path: PathBuf,
+    /// nvbind: `root_path` is canonical (given by `with_canonical_root_path`).
+    pub(super) root_is_canonical: bool,
     /// Interface to operating system primitives
     pub(super) syscall: SyscallType,
     /// File which will be used to communicate the pid of the
@@ -86,6 +88,7 @@ impl ContainerBuilder {
         Self {
             container_id,
             root_path,
+            root_is_canonical: false,
             syscall,
             pid_file: None,
             console_socket: None,
@@ -175,6 +178,17 @@ impl ContainerBuilder {
         InitContainerBuilder::new(self, bundle.into())
     }
 
+    /// nvbind: sets the root path as given, for a caller that has canonicalized it already (an
+    /// absolute path without symlinks, `.` or `..`): `with_root_path` resolves it again (a stat
+    /// and a readlink per component), and a create resolves the container's directory below
+    /// it again. With this, the directory is taken as made (one lstat: a symlink there is still
+    /// resolved).
+    pub fn with_canonical_root_path<P: Into<PathBuf>>(mut self, path: P) -> Self {
+        self.root_path = path.into();
+        self.root_is_canonical = true;
+        self
+    }
+
     /// Sets the root path which will be used to store the container state
     /// # Example
     ///
@@ -189,6 +203,7 @@ impl ContainerBuilder {
     /// .with_root_path("/run/containers/youki").expect("invalid root path");
     /// ```
     pub fn with_root_path<P: Into<PathBuf>>(mut self, path: P) -> Result<Self, LibcontainerError> {
+        self.root_is_canonical = false;
         let path = path.into();
         self.root_path = path.canonicalize_safely().map_err(|err| {
             tracing::error!(?path, ?err, "failed to canonicalize root path");

@@ -23,6 +23,8 @@ pub struct InitContainerBuilder {
     bundle: PathBuf,
     /// nvbind: the spec to build from, instead of the bundle's config.json.
     spec: Option<Spec>,
+    /// nvbind: `bundle` is canonical (`with_canonical_bundle`).
+    bundle_is_canonical: bool,
     use_systemd: bool,
     detached: bool,
     no_pivot: bool,
@@ -37,6 +39,7 @@ impl InitContainerBuilder {
             base: builder,
             bundle,
             spec: None,
+            bundle_is_canonical: false,
             use_systemd: true,
             detached: true,
             no_pivot: false,
@@ -64,6 +67,14 @@ impl InitContainerBuilder {
 
     pub fn with_no_pivot(mut self, no_pivot: bool) -> Self {
         self.no_pivot = no_pivot;
+        self
+    }
+
+    /// nvbind: the bundle path given to `as_init` is canonical already (the caller resolved
+    /// it: an absolute path without symlinks, `.` or `..`), so a create does not resolve it
+    /// again (a readlink per component).
+    pub fn with_canonical_bundle(mut self) -> Self {
+        self.bundle_is_canonical = true;
         self
     }
 
@@ -197,11 +208,19 @@ impl InitContainerBuilder {
         };
         Self::validate_spec(&spec)?;
 
-        self.bundle = fs::canonicalize(&self.bundle).map_err(|err| {
-            LibcontainerError::InvalidInput(format!("invalid bundle {:?}: {err:?}", self.bundle))
-        })?;
+        // nvbind: not again for a bundle the caller has canonicalized (with_canonical_bundle).
+        if !self.bundle_is_canonical {
+            self.bundle = fs::canonicalize(&self.bundle).map_err(|err| {
+                LibcontainerError::InvalidInput(format!(
+                    "invalid bundle {:?}: {err:?}",
+                    self.bundle
+                ))
+            })?;
+        }
         let mut root = spec.root().clone().ok_or(MissingSpecError::Root)?;
-        let rootfs = fs::canonicalize(self.bundle.join(root.path())).map_err(|err| {
+        // nvbind: below the canonical bundle, only root.path's own names are looked at
+        // (canonical_below: one lstat for "rootfs" instead of a readlink per component).
+        let rootfs = utils::canonical_below(&self.bundle, root.path()).map_err(|err| {
             tracing::error!(bundle = ?self.bundle, "failed to canonicalize rootfs: {}", err);
             LibcontainerError::OtherIO(err)
         })?;
@@ -286,8 +305,17 @@ impl InitContainerBuilder {
 
     fn create_container_state(&self, container_dir: &Path) -> Result<Container, LibcontainerError> {
         // nvbind: the bundle is canonical since load_spec; the directory is resolved as before
-        // (the builder's default root path is not canonicalized).
-        let container_dir = fs::canonicalize(container_dir).map_err(|err| {
+        // (the builder's default root path is not canonicalized), or, below a canonical root
+        // (with_canonical_root_path), with one lstat of the directory just made.
+        let resolved = if self.base.root_is_canonical {
+            container_dir
+                .strip_prefix(&self.base.root_path)
+                .map_err(std::io::Error::other)
+                .and_then(|id| utils::canonical_below(&self.base.root_path, id))
+        } else {
+            fs::canonicalize(container_dir)
+        };
+        let container_dir = resolved.map_err(|err| {
             LibcontainerError::InvalidInput(format!(
                 "invalid container root {container_dir:?}: {err:?}"
             ))
