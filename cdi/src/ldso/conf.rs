@@ -17,17 +17,23 @@ pub fn directories(root: &Root, conf: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut files = 0;
     if let Some(data) = read_conf(root, conf) {
-        parse(root, conf, &data, 0, &mut files, &mut out);
+        parse(root, conf, &data, 0, &mut files, &[], &mut out);
     }
     out
 }
 
-/// [`directories`] of `conf` whose contents, `data`, the caller has already read (the
-/// files it includes are read here).
-pub fn directories_in(root: &Root, conf: &Path, data: &[u8]) -> Vec<PathBuf> {
+/// [`directories`] of `conf` whose contents, `data`, the caller has already read. The
+/// files it includes are read here, except those in `known` (path, contents): the entries
+/// the caller has just written, whose text it has.
+pub fn directories_in(
+    root: &Root,
+    conf: &Path,
+    data: &[u8],
+    known: &[(&Path, &[u8])],
+) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut files = 0;
-    parse(root, conf, data, 0, &mut files, &mut out);
+    parse(root, conf, data, 0, &mut files, known, &mut out);
     out
 }
 
@@ -54,6 +60,7 @@ fn parse(
     data: &[u8],
     depth: usize,
     files: &mut usize,
+    known: &[(&Path, &[u8])],
     out: &mut Vec<PathBuf>,
 ) {
     if depth > MAX_DEPTH || *files >= MAX_FILES {
@@ -80,9 +87,11 @@ fn parse(
                     if depth + 1 > MAX_DEPTH || *files >= MAX_FILES {
                         break;
                     }
+                    if let Some((_, data)) = known.iter().find(|(p, _)| *p == f.as_path()) {
+                        parse(root, &f, data, depth + 1, files, known, out);
                     // A match that is gone or is a directory is skipped, as glob leaves it out.
-                    if let Some(data) = read_conf(root, &f) {
-                        parse(root, &f, &data, depth + 1, files, out);
+                    } else if let Some(data) = read_conf(root, &f) {
+                        parse(root, &f, &data, depth + 1, files, known, out);
                     }
                 }
             }

@@ -329,6 +329,9 @@ pub fn update(root: &Root, req: &LdRequest) -> Result<LdReport, LdsoError> {
         .host_driver_version
         .as_deref()
         .and_then(|v| cuda_compat_dir(root, v));
+    // The conf.d entries written here, with their text: read back from memory when
+    // ld.so.conf includes them.
+    let mut written: Vec<(&Path, String)> = Vec::new();
     if !folders.is_empty() {
         let mut text = String::from("# Written by nvbind: the GPU driver's libraries\n");
         for f in &folders {
@@ -340,6 +343,7 @@ pub fn update(root: &Root, req: &LdRequest) -> Result<LdReport, LdsoError> {
                 path: CONF_ENTRY,
                 source,
             })?;
+        written.push((Path::new(CONF_ENTRY), text));
     }
     if let Some(c) = &compat {
         let text = format!(
@@ -351,6 +355,7 @@ pub fn update(root: &Root, req: &LdRequest) -> Result<LdReport, LdsoError> {
                 path: COMPAT_CONF_ENTRY,
                 source,
             })?;
+        written.push((Path::new(COMPAT_CONF_ENTRY), text));
     }
     // Read once: its text is what the directories come from below.
     let conf_text = match root.read_file(Path::new(LD_SO_CONF)) {
@@ -370,10 +375,12 @@ pub fn update(root: &Root, req: &LdRequest) -> Result<LdReport, LdsoError> {
 
     let mut candidates: Vec<PathBuf> = compat.iter().cloned().collect();
     candidates.extend(folders.iter().cloned());
+    let known: Vec<(&Path, &[u8])> = written.iter().map(|(p, t)| (*p, t.as_bytes())).collect();
     candidates.extend(conf::directories_in(
         root,
         Path::new(LD_SO_CONF),
         conf_text.as_deref().unwrap_or(DEFAULT_CONF.as_bytes()),
+        &known,
     ));
     candidates.extend(SYSTEM_DIRS.iter().map(PathBuf::from));
     // Every candidate is resolved once, here: the directory opened for reading is the one
