@@ -71,7 +71,13 @@ fn each_directory_on_the_way_is_looked_up_once() {
 
     let log_path = t.join("strace.log");
     let o = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=statx,newfstatat,lstat,stat", "-o"])
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=statx,newfstatat,lstat,stat,lseek",
+            "-o",
+        ])
         .arg(&log_path)
         .arg(std::env::current_exe().unwrap())
         .args([
@@ -95,4 +101,8 @@ fn each_directory_on_the_way_is_looked_up_once() {
         let calls = stats_of(&log, p);
         assert_eq!(calls.len(), 1, "{}: {calls:#?}", p.display());
     }
+    // The spec file is read with the size its fstat gave: std's File::read_to_end would
+    // ask again (fstat and lseek).
+    let seeks: Vec<&str> = log.lines().filter(|l| l.contains("lseek(")).collect();
+    assert!(seeks.is_empty(), "{seeks:#?}");
 }

@@ -268,8 +268,11 @@ pub(crate) fn read_trusted(
             "the file was replaced while it was being checked",
         ));
     }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut data)?;
+    // Through `Read for &mut File` wrapped in `take`: File's own read_to_end asks the size
+    // again (fstat and lseek) although the fstat above gave it. One more byte than the
+    // size, so a file that did not grow is read whole by the first read.
+    let mut data = Vec::with_capacity(meta.len() as usize + 1);
+    (&mut file).take(u64::MAX).read_to_end(&mut data)?;
     Ok(Ok(data))
 }
 
