@@ -40,7 +40,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+// `defer`: a verb's arguments are added to its clap Command only when clap builds that verb,
+// i.e. when it is the one invoked (or help, completion and man pages ask for all). Every engine
+// call execs nvbind, and building the arguments of all ~25 verbs for each one was ~245k of the
+// ~1.05M instructions of `nvbind state ID` (callgrind, bench/analysis.md, issue 19). With it
+// the struct-level #[command(...)] of a verb's Args comes after the variant's doc comment
+// instead of before, so those must not set what the variant sets (about, long_about, hide):
+// tests::deferred_verbs_are_built_as_eagerly_built_ones checks.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum Command {
     /// Create a container from a bundle; its process waits for `start`
     Create(commands::create::CreateArgs),
@@ -82,7 +90,12 @@ pub enum Command {
     /// Restore a container from a CRIU checkpoint
     Restore(commands::restore::RestoreArgs),
     /// Rootfs snapshots: create, list, restore, delete
-    Snapshot(commands::snapshot::SnapshotArgs),
+    // A verb with subcommands is a #[command(subcommand)] variant, not Args holding the
+    // subcommand: clap copies the tree for its `help` subcommand before it builds the deferred
+    // verbs, so subcommands inside a deferred verb's Args would be missing from `nvbind help
+    // snapshot <TAB>` (tests::help_knows_every_command).
+    #[command(subcommand)]
+    Snapshot(commands::snapshot::SnapshotCmd),
     /// Register nvbind in Docker's, Podman's or containerd's config (merging, with a backup)
     Setup(commands::setup::args::SetupArgs),
     /// Check that this host is ready for nvbind, and what to do where it is not
@@ -93,3 +106,6 @@ pub enum Command {
     #[command(hide = true)]
     Man(commands::man::ManArgs),
 }
+
+#[cfg(test)]
+mod tests;

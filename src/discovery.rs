@@ -11,7 +11,9 @@ use nvbind_cdi::discover::nvidia::{NvidiaDiscoverer, NvmlSource};
 use nvbind_cdi::discover::wsl::{self, WslDiscoverer};
 use nvbind_cdi::discover::{Discover, HostRoots, Inventory, Vendor};
 
-/// Where discovery looks: the driver, /dev, /proc and /sys roots, and whether to use NVML.
+// Where discovery looks: the driver, /dev, /proc and /sys roots, and whether to use NVML.
+// (Not a doc comment: clap makes a flattened struct's doc comment the about of the verb it is
+// flattened into, after the verb's own since the verbs are deferred; src/cli.rs.)
 #[derive(Args, Debug, Clone)]
 pub struct HostArgs {
     /// Root of the driver installation (libraries, binaries, firmware, ld.so.cache), e.g.

@@ -50,7 +50,9 @@ pub enum Rootless {
     False,
 }
 
-/// The flags `create` and `run` share, with runc's names.
+// The flags `create` and `run` share, with runc's names.
+// (Not a doc comment: clap makes a flattened struct's doc comment the about of the verb it is
+// flattened into, after the verb's own since the verbs are deferred; src/cli.rs.)
 #[derive(clap::Args, Debug, Clone)]
 pub struct CreateOpts {
     /// Path to the bundle directory (holds config.json and usually the rootfs)

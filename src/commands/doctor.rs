@@ -1,4 +1,18 @@
 //! `nvbind doctor`: checks that this host is ready for nvbind; exit status 1 when a check fails.
+//!
+//! Check that this host is ready for nvbind and say what to do where it is not: cgroup mode and
+//! driver, device filtering (eBPF on cgroup v2), seccomp, user namespaces for rootless
+//! containers, CRIU for checkpoint, the GPU driver and NVML, the CDI specs (valid, owned by
+//! root, matching the devices and files on the host now), each installed engine (nvbind
+//! registered, its path, CDI, the default runtime), nvbind-hook for docker --gpus, and the
+//! protection of the binary against /proc/self/exe overwrite. Each check is ok, warn or fail
+//! with a one-line remedy. Exit status: 0 when nothing fails (warnings allowed), 1 when a check
+//! fails.
+//!
+//! The paragraph above was this struct's clap `long_about`, never shown: the verb's one-line
+//! doc comment (src/cli.rs) sets long_about to None after it. With the verbs' arguments deferred
+//! (issue 19) the struct's attributes come last and it would show, so it moved here and --help
+//! stays as it was; to show it, give the verb this text as its long_about.
 
 use std::io::Write as _;
 
@@ -14,15 +28,6 @@ pub enum DoctorFormat {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(
-    long_about = "Check that this host is ready for nvbind and say what to do where it is not: \
-cgroup mode and driver, device filtering (eBPF on cgroup v2), seccomp, user namespaces for \
-rootless containers, CRIU for checkpoint, the GPU driver and NVML, the CDI specs (valid, owned by \
-root, matching the devices and files on the host now), each installed engine (nvbind registered, \
-its path, CDI, the default runtime), nvbind-hook for docker --gpus, and the protection of the \
-binary against /proc/self/exe overwrite. Each check is ok, warn or fail with a one-line remedy. \
-Exit status: 0 when nothing fails (warnings allowed), 1 when a check fails."
-)]
 pub struct DoctorArgs {
     /// Output format: text for people, json for tools
     #[arg(long, value_enum, default_value_t = DoctorFormat::Text)]

@@ -1,5 +1,15 @@
 //! `nvbind info`: the GPUs and driver files discovery finds on this host, and how it found
 //! them (NVML, procfs, /dev, sysfs).
+//!
+//! Show what GPU discovery finds, per vendor: how it was found (NVML, procfs, /dev scan or
+//! sysfs), driver and CUDA versions, each GPU and MIG device with its device nodes, and the
+//! driver's control nodes, libraries, binaries, firmware and IPC sockets, with warnings about
+//! what could not be read. Exits non-zero when no GPU at all is found.
+//!
+//! The paragraph above was this struct's clap `long_about`, never shown: the verb's one-line
+//! doc comment (src/cli.rs) sets long_about to None after it. With the verbs' arguments deferred
+//! (issue 19) the struct's attributes come last and it would show, so it moved here and --help
+//! stays as it was; to show it, give the verb this text as its long_about.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -18,13 +28,6 @@ pub enum InfoFormat {
 }
 
 #[derive(Args, Debug, Clone)]
-#[command(
-    about = "Show the GPUs and driver files found on this host",
-    long_about = "Show what GPU discovery finds, per vendor: how it was found (NVML, procfs, /dev \
-scan or sysfs), driver and CUDA versions, each GPU and MIG device with its device nodes, and the \
-driver's control nodes, libraries, binaries, firmware and IPC sockets, with warnings about what \
-could not be read. Exits non-zero when no GPU at all is found."
-)]
 pub struct InfoArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = InfoFormat::Text)]

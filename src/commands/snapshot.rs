@@ -9,7 +9,10 @@ use crate::snapshot::store::{default_name, Meta};
 use crate::snapshot::{self, backend_named, container_rootfs, Kind, Store};
 use crate::state_root::Ctx;
 
+// Each subcommand's arguments are built only when it is the one invoked (see Command in
+// src/cli.rs).
 #[derive(clap::Subcommand, Debug)]
+#[command(defer = true)]
 pub enum SnapshotCmd {
     /// Snapshot the container's rootfs (a running container is frozen for the instant)
     Create {
@@ -55,14 +58,8 @@ pub enum Format {
     Json,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct SnapshotArgs {
-    #[command(subcommand)]
-    pub cmd: SnapshotCmd,
-}
-
-pub fn run(args: &SnapshotArgs, ctx: &Ctx) -> Result<()> {
-    match &args.cmd {
+pub fn run(cmd: &SnapshotCmd, ctx: &Ctx) -> Result<()> {
+    match cmd {
         SnapshotCmd::Create {
             id,
             name,

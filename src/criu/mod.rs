@@ -38,8 +38,10 @@ impl CgroupsMode {
     }
 }
 
-/// The CRIU flags `checkpoint` and `restore` share, with runc's names; what is allowed at
-/// dump time must be allowed again at restore time.
+// The CRIU flags `checkpoint` and `restore` share, with runc's names; what is allowed at
+// dump time must be allowed again at restore time.
+// (Not a doc comment: clap makes a flattened struct's doc comment the about of the verb it is
+// flattened into, after the verb's own since the verbs are deferred; src/cli.rs.)
 #[derive(clap::Args, Debug, Clone, Copy, Default)]
 pub struct CriuFlags {
     /// Checkpoint / restore established TCP connections

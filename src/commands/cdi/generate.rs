@@ -1,4 +1,15 @@
 //! `nvbind cdi generate`: discover the GPUs on this host and write CDI specs for them.
+//!
+//! Discover the NVIDIA (NVML or /proc), AMD and Intel (/sys/class/drm) GPUs on this host and
+//! write a CDI spec per vendor: one device per GPU and MIG device, an `all` device, and the
+//! driver's control nodes, libraries, binaries, firmware and IPC sockets as spec-wide edits.
+//! Hooks call nvbind-hook. Warnings about what could not be found go to stderr; the exit status
+//! is non-zero when no GPU at all is found or a vendor named with --vendor is missing.
+//!
+//! The paragraph above was this struct's clap `long_about`, never shown: the verb's one-line
+//! doc comment (CdiCommand in mod.rs) sets long_about to None after it. With the verbs' arguments deferred
+//! (issue 19) the struct's attributes come last and it would show, so it moved here and --help
+//! stays as it was; to show it, give the verb this text as its long_about.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,14 +40,6 @@ pub enum StrategyArg {
 }
 
 #[derive(Args, Debug, Clone)]
-#[command(
-    about = "Generate CDI specs for the GPUs on this host",
-    long_about = "Discover the NVIDIA (NVML or /proc), AMD and Intel (/sys/class/drm) GPUs on this \
-host and write a CDI spec per vendor: one device per GPU and MIG device, an `all` device, and \
-the driver's control nodes, libraries, binaries, firmware and IPC sockets as spec-wide edits. \
-Hooks call nvbind-hook. Warnings about what could not be found go to stderr; the exit status is \
-non-zero when no GPU at all is found or a vendor named with --vendor is missing."
-)]
 pub struct GenerateArgs {
     /// Vendors to generate specs for, comma-separated or repeated
     /// [default: every vendor whose driver is present]

@@ -1,4 +1,15 @@
 //! `nvbind cdi ...`: the CDI registry as nvbind sees it, and spec generation.
+//!
+//! `cdi resolve` resolves the device requests of a bundle's config.json (cdi.k8s.io/*
+//! annotations, NVIDIA_VISIBLE_DEVICES) exactly as `create` would, and prints the devices, the
+//! kinds whose spec was generated in memory, and the CDI container edits as one JSON object. It
+//! reads the same environment as create (NVBIND_CDI_SPEC_DIRS, NVBIND_DRIVER_ROOT,
+//! NVBIND_CDI_STALE_SPECS); nvbind-hook's `resolve` prints the same for the same bundle.
+//!
+//! That paragraph was ResolveArgs' clap `long_about`, never shown: the variant's one-line doc
+//! comment below sets long_about to None after it. With the subcommands' arguments deferred
+//! (issue 19) the struct's attributes come last and it would show, so it moved here and --help
+//! stays as it was; to show it, give the variant this text as its long_about.
 
 use std::path::PathBuf;
 
@@ -11,7 +22,10 @@ use self::generate::GenerateArgs;
 use crate::inject::{registry, spec_dirs};
 use crate::warning::warn;
 
+// Each subcommand's arguments are built only when it is the one invoked (see Command in
+// src/cli.rs).
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum CdiCommand {
     /// Generate CDI specs for the GPUs on this host
     Generate(GenerateArgs),
@@ -22,13 +36,6 @@ pub enum CdiCommand {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(
-    long_about = "Resolve the device requests of a bundle's config.json (cdi.k8s.io/* \
-annotations, NVIDIA_VISIBLE_DEVICES) exactly as `create` would, and print the devices, the \
-kinds whose spec was generated in memory, and the CDI container edits as one JSON object. \
-Reads the same environment as create (NVBIND_CDI_SPEC_DIRS, NVBIND_DRIVER_ROOT, \
-NVBIND_CDI_STALE_SPECS); nvbind-hook's `resolve` prints the same for the same bundle."
-)]
 pub struct ResolveArgs {
     /// Bundle directory holding config.json
     #[arg(short, long, default_value = ".")]
