@@ -3,6 +3,10 @@
 //! This is the one place that prints the final error and chooses the exit code; everything
 //! below returns errors with their sources attached.
 
+// nvbind starts itself (crate nvbind-rt: std's start less its main-thread stack probe, which
+// reads /proc/self/maps on every engine call); the condition is nvbind_rt::entry!'s.
+#![cfg_attr(all(not(test), target_os = "linux", target_env = "gnu"), no_main)]
+
 mod cli;
 mod commands;
 mod criu;
@@ -22,8 +26,6 @@ mod snapshot;
 mod state_root;
 mod warning;
 
-use std::process::ExitCode;
-
 use clap::{CommandFactory as _, Parser as _};
 // The library half (src/lib.rs); imported at the root so `crate::bundle` works everywhere.
 use nvbind::bundle;
@@ -32,7 +34,10 @@ use crate::cli::{Cli, Command};
 use crate::commands as cmd;
 use crate::state_root::Ctx;
 
-fn main() -> ExitCode {
+nvbind_rt::entry!(nvbind_main);
+
+/// The exit status is runc's: 0, 1 on any error, 255 when exec could not run its process.
+fn nvbind_main() -> u8 {
     // Rust ignores SIGPIPE by default, and an ignored signal stays ignored across exec: the
     // container's processes would inherit that. Restore the default, as every C runtime has it
     // (it also makes `nvbind events | head` end quietly).
@@ -43,20 +48,20 @@ fn main() -> ExitCode {
         Err(e) if !e.use_stderr() => {
             // --help and --version
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            return 0;
         }
         Err(e) => {
             // `nvbind foo -h`: runc's words, which scripts match (runc's help.bats).
             if let Some(topic) = unknown_help_topic(&e) {
                 eprintln!("nvbind: No help topic for '{topic}' (see --help for the commands)");
-                return ExitCode::from(1);
+                return 1;
             }
             // clap's message is several lines (usage, hints); the first says what is wrong.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("nvbind: {first} (see --help)");
-            return ExitCode::from(1);
+            return 1;
         }
     };
     let logger = match &cli.global.log {
@@ -82,7 +87,7 @@ fn main() -> ExitCode {
         1
     };
     match dispatch(cli) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(e) => fail(logger, &e, failed),
     }
 }
@@ -105,13 +110,13 @@ fn unknown_help_topic(e: &clap::Error) -> Option<String> {
 const EXEC_FAILED: u8 = 255;
 
 /// Prints one line: the error and its causes joined by ": ", as runc does.
-fn fail(logger: Option<&logging::Logger>, err: &anyhow::Error, code: u8) -> ExitCode {
+fn fail(logger: Option<&logging::Logger>, err: &anyhow::Error, code: u8) -> u8 {
     let msg = format!("{err:#}");
     if let Some(l) = logger {
         l.write(tracing::Level::ERROR, &msg);
     }
     eprintln!("nvbind: {}", msg.replace('\n', " "));
-    ExitCode::from(code)
+    code
 }
 
 fn dispatch(mut cli: Cli) -> anyhow::Result<u8> {

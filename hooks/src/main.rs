@@ -14,6 +14,11 @@
 //! spec. Any other failure is one line on stderr and exit 1. This is the one place that
 //! prints errors.
 
+// The hook starts itself (crate nvbind-rt: std's start less its main-thread stack probe, which
+// reads /proc/self/maps; an engine runs the hook for every container); the condition is
+// nvbind_rt::entry!'s.
+#![cfg_attr(all(not(test), target_os = "linux", target_env = "gnu"), no_main)]
+
 mod args;
 mod cgroup;
 mod commands;
@@ -32,7 +37,6 @@ mod resolve;
 mod warning;
 
 use std::path::Path;
-use std::process::ExitCode;
 
 use crate::args::Args;
 use crate::warning::warn;
@@ -125,17 +129,20 @@ fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-fn main() -> ExitCode {
+nvbind_rt::entry!(hook_main);
+
+/// The exit status: 0, 1 on a failure, 2 for a command line that names no subcommand.
+fn hook_main() -> u8 {
     let argv: Vec<String> = std::env::args().collect();
     let Some((sub, rest)) = dispatch(&argv) else {
         eprintln!("{USAGE}");
-        return ExitCode::from(2);
+        return 2;
     };
     match run(&sub, rest) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("nvbind-hook {sub}: {}", one_line(&e));
-            ExitCode::FAILURE
+            1
         }
     }
 }

@@ -66,6 +66,33 @@ fn no_subcommand_is_a_usage_error() {
 }
 
 #[test]
+fn start_up_reads_no_proc_maps() {
+    // std's start read /proc/self/maps for the main thread's stack (pthread_getattr_np); the
+    // hook starts through nvbind-rt without that (issue 19). Needs strace.
+    let tmp = tempdir();
+    let log = tmp.path().join("strace.log");
+    let o = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=open,openat,openat2,rt_sigaction",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(hook_bin())
+        .output()
+        .expect("strace is not installed: apt-get install strace (scripts/test does)");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("usage: nvbind-hook"), "{}", stderr(&o));
+    let trace = fs::read_to_string(&log).unwrap();
+    assert!(!trace.contains("/maps\""), "{trace}");
+    // and no stack-overflow handler; SIGPIPE ignored as std has it
+    assert!(!trace.contains("SIGSEGV"), "{trace}");
+    assert!(trace.contains("SIGPIPE, {sa_handler=SIG_IGN"), "{trace}");
+}
+
+#[test]
 fn bad_state_is_one_clear_line() {
     for sub in [
         "prestart",
