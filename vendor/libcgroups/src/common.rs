@@ -362,8 +362,9 @@ pub fn get_cgroup_setup() -> Result<CgroupSetup, GetCgroupSetupError> {
 }
 
 /// nvbind: the identity of the calling thread's mount namespace, the one its path lookups
-/// (and so the statfs of /sys/fs/cgroup) use; None without /proc.
-fn mount_ns_key() -> Option<(u64, u64)> {
+/// (and so the statfs of /sys/fs/cgroup) use; None without /proc. (v1::util::cgroup_mounts
+/// keys its answer with it too.)
+pub(crate) fn mount_ns_key() -> Option<(u64, u64)> {
     use std::os::linux::fs::MetadataExt;
     let ns = fs::metadata("/proc/thread-self/ns/mnt").ok()?;
     Some((ns.st_dev(), ns.st_ino()))
@@ -392,9 +393,12 @@ fn cached_setup(
 /// nvbind: drops the remembered answer of `get_cgroup_setup`. A namespace's inode number can be
 /// given to a new namespace once the old one is gone, which a process can only see happen after
 /// it left the old one by setns (an unshared namespace keeps its parent alive): libcontainer's
-/// setns calls this.
+/// setns calls this. It drops the calling thread's remembered cgroup v1 mounts
+/// (v1::util::cgroup_mounts, keyed the same way) too.
 pub fn forget_cgroup_setup() {
     CGROUP_SETUP_ANSWER.store(0, std::sync::atomic::Ordering::Relaxed);
+    #[cfg(feature = "v1")]
+    v1::util::forget_cgroup_mounts();
 }
 
 /// nvbind: the remembered answer of `get_cgroup_setup`: 0 when none; else the mount namespace's

@@ -106,7 +106,9 @@ impl Manager {
     pub fn new(cgroup_path: &Path) -> Result<Self, V1ManagerError> {
         // nvbind: mountinfo and our /proc/self/cgroup read once here, not once per controller
         // (each read opens procfs anew: about 30 syscalls, 24 reads per manager), both
-        // through one procfs handle (each new handle is verified again: about 16 syscalls)
+        // through one procfs handle (each new handle is verified again: about 16 syscalls);
+        // the mounts are read once per thread and mount namespace (cgroup_mounts_in), not
+        // once per manager
         // nvbind: the process's one checked handle (procfs_handle)
         let procfs = crate::procfs_handle::get()?;
         let mounts = util::cgroup_mounts_in(&procfs)?;
@@ -156,7 +158,7 @@ impl Manager {
     }
 
     fn get_subsystem_path(
-        mounts: &[procfs::process::MountInfo],
+        mounts: &[util::CgroupMount],
         own: Result<&[procfs::ProcessCGroup], &V1ManagerError>,
         cgroup_path: &Path,
         subsystem: &CtrlType,
@@ -164,10 +166,13 @@ impl Manager {
         tracing::debug!("Get path for subsystem: {}", subsystem);
         let mount_point = util::subsystem_mount_point_in(mounts, subsystem)?;
 
+        // nvbind: the name compared as a str, not formatted into a String for each line of
+        // /proc/self/cgroup (12 controllers times every line, per manager)
+        let name: &str = subsystem.as_ref();
         let cgroup = own
             .map_err(|_| V1ManagerError::SubsystemDoesNotExist)?
             .iter()
-            .find(|c| c.controllers.contains(&subsystem.to_string()))
+            .find(|c| c.controllers.iter().any(|c| c == name))
             .ok_or(V1ManagerError::SubsystemDoesNotExist)?;
 
         let p = if cgroup_path.as_os_str().is_empty() {
