@@ -672,29 +672,18 @@ fn execute_permission_is_left_to_execve() {
 /// processes cloned from the runtime, which look at the descriptor they inherit with one statx.
 #[test]
 fn run_checks_the_procfs_handle_only_where_it_is_made() {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_err()
+    let env = Env::new();
+    let prefix = env.dir.path().join("trace");
+    if run_under_strace(
+        &env,
+        "p",
+        &["-ff", "-qq", "-e", "trace=execve,openat"],
+        &prefix,
+    )
+    .is_none()
     {
-        eprintln!("SKIP: no strace");
         return;
     }
-    let env = Env::new();
-    let b = env.bundle("p", &["true"]);
-    let prefix = env.dir.path().join("trace");
-    let status = std::process::Command::new("strace")
-        .args(["-ff", "-qq", "-e", "trace=execve,openat", "-o"])
-        .arg(&prefix)
-        .arg(NVBIND)
-        .arg("--root")
-        .arg(&env.root)
-        .args(["run", "-b", b.to_str().unwrap(), "p1"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("strace");
-    assert!(status.success(), "run under strace: {status}");
     // (first execve of the trace, checks of the handle) per process
     let mut runtime = None;
     let mut others = Vec::new();
@@ -735,6 +724,39 @@ fn run_checks_the_procfs_handle_only_where_it_is_made() {
     env.assert_clean();
 }
 
+/// `nvbind run` of a `true` container `NAME1` from bundle NAME under `strace ARGS -o OUT`,
+/// asserted to succeed; its bundle, or None (and SKIP said) when there is no strace.
+fn run_under_strace(
+    env: &Env,
+    name: &str,
+    args: &[&str],
+    out: &std::path::Path,
+) -> Option<std::path::PathBuf> {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: no strace");
+        return None;
+    }
+    let b = env.bundle(name, &["true"]);
+    let status = std::process::Command::new("strace")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .arg(NVBIND)
+        .arg("--root")
+        .arg(&env.root)
+        .args(["run", "-b", b.to_str().unwrap(), &format!("{name}1")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("strace");
+    assert!(status.success(), "run under strace: {status}");
+    Some(b)
+}
+
 /// nvbind resolves the state root and the bundle (realpath: a readlink per component) and
 /// hands libcontainer canonical paths, which it took as they are only with libcontainer
 /// patch 80: the runtime of one `run` read the link of the bundle directory 3 times (nvbind's
@@ -742,29 +764,11 @@ fn run_checks_the_procfs_handle_only_where_it_is_made() {
 /// `with_root_path`, the container's directory) before; once each now (issue 19).
 #[test]
 fn run_resolves_the_root_and_the_bundle_once() {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: no strace");
-        return;
-    }
     let env = Env::new();
-    let b = env.bundle("r", &["true"]);
     let log = env.dir.path().join("readlink.trace");
-    let status = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=readlink", "-o"])
-        .arg(&log)
-        .arg(NVBIND)
-        .arg("--root")
-        .arg(&env.root)
-        .args(["run", "-b", b.to_str().unwrap(), "r1"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("strace");
-    assert!(status.success(), "run under strace: {status}");
+    let Some(b) = run_under_strace(&env, "r", &["-f", "-qq", "-e", "trace=readlink"], &log) else {
+        return;
+    };
     let trace = fs::read_to_string(&log).unwrap();
     // The runtime's calls: `PID call(...)`, its pid the first line's (the container's init
     // resolves the rootfs once more, in safe-path's scoped_join, for its device nodes).
