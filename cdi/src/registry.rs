@@ -361,8 +361,8 @@ impl Registry {
     }
 
     /// [`Registry::resolve`] for a registry that is not needed afterwards: the edits are
-    /// moved out instead of copied (and then freed with the registry), which for the 8-GPU
-    /// spec is a third of the resolve's allocation work.
+    /// moved out instead of copied (and the copies freed with the registry): about 100k
+    /// instructions of the 8-GPU spec's resolve (callgrind, bench/analysis.md session 9).
     pub fn into_edits(mut self, names: &[QualifiedName]) -> Result<ContainerEdits, ResolveError> {
         let mut edits = ContainerEdits::default();
         for (spec, device) in self.parts(names)? {
