@@ -131,7 +131,6 @@ fn listed(name: &str, prefixes: &[&str]) -> bool {
     prefixes.iter().any(|p| name.starts_with(p))
 }
 
-/// What a mounted file needs; None for a file the lists do not know.
 /// `Path::file_name` of a path given as text, without `Path`'s component parsing for the
 /// usual shape (a last segment that is a plain name): every mount of a spec is classified.
 fn file_name(path: &str) -> Option<&str> {
@@ -141,6 +140,7 @@ fn file_name(path: &str) -> Option<&str> {
     }
 }
 
+/// What a mounted file needs; None for a file the lists do not know.
 pub fn need_of_file(container_path: &str) -> Option<Need> {
     let name = file_name(container_path)?;
     let s = container_path;
