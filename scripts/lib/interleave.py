@@ -1,7 +1,9 @@
 """Interleaved timing for scripts/bench-gpu: python3 interleave.py CASES_JSON ROUNDS.
 
 CASES_JSON is a list of [name, shell command]. Each round runs every case once, in turn, so a
-load change on a shared machine hits all cases alike (3 warm-up rounds are not counted). Per
+load change on a shared machine hits all cases alike (3 warm-up rounds are not counted); the
+order turns by one case each round, so no case always runs right after the same other one (a
+fixed order moved the 8-GPU extra by 0.2-0.4 ms here: bench/analysis.md, session 9). Per
 case: the median and minimum wall time, and of the CPU time (user + system of the process and
 its reaped children, from wait4's rusage), in ms, as JSON. A case that exits non-zero stops it.
 """
@@ -9,7 +11,8 @@ import os, subprocess, sys, time, json, statistics
 cases = json.loads(sys.argv[1]); rounds = int(sys.argv[2])
 res = {n: {"wall": [], "cpu": []} for n, _ in cases}
 for r in range(rounds + 3):
-    for name, cmd in cases:
+    k = r % len(cases)
+    for name, cmd in cases[k:] + cases[:k]:
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, status, ru = os.wait4(p.pid, 0)
