@@ -49,7 +49,7 @@
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use nix::libc;
 use pathrs::procfs::ProcfsHandle;
@@ -57,7 +57,10 @@ use pathrs::procfs::ProcfsHandle;
 /// What a process found: the handle it keeps (None: pathrs keeps none here, each use gets a
 /// new one) and that handle's mount, to recognise it in a clone.
 struct Kept {
-    pid: u32,
+    /// Atomic so that [`forget_pid`] can change it in place: a fresh clone must not allocate
+    /// (a clone of a process with other threads can find the allocator's lock taken, held by
+    /// a thread that does not exist in the clone, and wait on it forever).
+    pid: AtomicU32,
     handle: Option<&'static ProcfsHandle>,
     mount: Option<MountId>,
 }
@@ -112,8 +115,8 @@ fn forget_pid_in(slot: &AtomicPtr<Kept>) {
     let Some(kept) = (unsafe { slot.load(Ordering::Acquire).as_ref() }) else {
         return;
     };
-    // pid 0 is no process's: the record then passes for a parent's.
-    store(slot, 0, kept.handle, kept.mount);
+    // pid 0 is no process's: the record then passes for a parent's. In place, no allocation.
+    kept.pid.store(0, Ordering::Release);
 }
 
 /// Records what process `pid` keeps, in a record that is never freed.
@@ -123,7 +126,11 @@ fn store(
     handle: Option<&'static ProcfsHandle>,
     mount: Option<MountId>,
 ) {
-    let kept = Box::new(Kept { pid, handle, mount });
+    let kept = Box::new(Kept {
+        pid: AtomicU32::new(pid),
+        handle,
+        mount,
+    });
     // Another thread of this process may store its record at the same time: either is right
     // (same pid, same pathrs descriptor); the last one stays.
     slot.store(Box::into_raw(kept), Ordering::Release);
@@ -137,7 +144,7 @@ fn get_in(
 ) -> Result<Procfs, pathrs::error::Error> {
     // SAFETY: a non-null pointer in the slot is a leaked Box, never freed.
     if let Some(kept) = unsafe { slot.load(Ordering::Acquire).as_ref() } {
-        if kept.pid == pid {
+        if kept.pid.load(Ordering::Acquire) == pid {
             return match kept.handle {
                 Some(h) => Ok(Procfs::Kept(h)),
                 None => new().map(Procfs::New),
@@ -321,13 +328,18 @@ mod tests {
         let _ = get_in(&slot, 100, ProcfsHandle::new, procfs_root_mount).unwrap();
         // SAFETY: leaked records are never freed.
         let kept = unsafe { slot.load(Ordering::Acquire).as_ref() }.unwrap();
-        assert_eq!(kept.pid, 100);
+        assert_eq!(kept.pid.load(Ordering::Acquire), 100);
         let looks = Cell::new(0);
         let look = |fd: BorrowedFd<'_>| {
             looks.set(looks.get() + 1);
             procfs_root_mount(fd)
         };
+        let before = slot.load(Ordering::Acquire);
         forget_pid_in(&slot);
+        // In place: a clone calls it first thing, where allocating can deadlock (the
+        // vendored fork tests hung so, in a clone of the multi-threaded test binary).
+        assert_eq!(slot.load(Ordering::Acquire), before, "forget_pid made a new record");
+        assert_eq!(kept.pid.load(Ordering::Acquire), 0);
         let _ = get_in(&slot, 100, ProcfsHandle::new, look).unwrap();
         assert_eq!(looks.get(), 1);
     }
