@@ -163,11 +163,11 @@ fn conflicting_files_of_the_same_priority_drop_the_device() {
     assert!(errs[0].1.contains(a.to_str().unwrap()), "{}", errs[0].1);
 }
 
-#[test]
-fn later_directories_win() {
-    let tmp = tempfile::tempdir().unwrap();
-    let etc = tmp.path().join("etc");
-    let run = tmp.path().join("run");
+/// `etc/v.yaml` (devices x and e, spec edits S=etc) and `run/v.yaml` (device x, S=run)
+/// under `root`: the same kind in two directories.
+fn etc_and_run(root: &Path) -> (PathBuf, PathBuf) {
+    let etc = root.join("etc");
+    let run = root.join("run");
     write(
         &etc,
         "v.yaml",
@@ -182,6 +182,13 @@ fn later_directories_win() {
         "v.yaml",
         &spec_yaml("vendor.com/dev", &[("x", "FROM=run")], "S=run"),
     );
+    (etc, run)
+}
+
+#[test]
+fn later_directories_win() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (etc, run) = etc_and_run(tmp.path());
     let r = Registry::with_trust(vec![etc.clone(), run.clone()], Trust::Any);
     assert!(r.errors().is_empty());
     assert_eq!(names(&r), ["vendor.com/dev=e", "vendor.com/dev=x"]);
@@ -213,18 +220,7 @@ fn later_directories_win() {
 #[test]
 fn into_edits_equals_resolve() {
     let tmp = tempfile::tempdir().unwrap();
-    let etc = tmp.path().join("etc");
-    let run = tmp.path().join("run");
-    write(
-        &etc,
-        "v.yaml",
-        &spec_yaml("vendor.com/dev", &[("x", "X=etc"), ("e", "E=1")], "S=etc"),
-    );
-    write(
-        &run,
-        "v.yaml",
-        &spec_yaml("vendor.com/dev", &[("x", "X=run")], "S=run"),
-    );
+    let (etc, run) = etc_and_run(tmp.path());
     write(
         &run,
         "w.yaml",
