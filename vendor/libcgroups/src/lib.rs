@@ -18,6 +18,8 @@ pub mod common;
 pub mod devices;
 // nvbind: one checked procfs handle per process (issue 19), used by libcontainer too.
 pub mod procfs_handle;
+// nvbind: cpu.shares to cpu.weight without libm, for the v2 and systemd managers.
+pub mod shares;
 pub mod stats;
 // nvbind: runc's `exec --cgroup` (sub-cgroups a process joins, never creates).
 pub mod sub_cgroups;

@@ -94,28 +94,8 @@ impl Cpu {
 // For reference, see:
 // https://github.com/opencontainers/runc/releases/tag/v1.3.2
 // https://github.com/opencontainers/cgroups/pull/20
-pub fn convert_shares_to_cgroup2(shares: u64) -> u64 {
-    if shares == 0 {
-        return 0;
-    }
-
-    const MIN_SHARES: u64 = 2;
-    const MAX_SHARES: u64 = 262_144;
-    const MAX_WEIGHT: u64 = 10_000;
-
-    if shares <= MIN_SHARES {
-        return 1;
-    }
-
-    if shares >= MAX_SHARES {
-        return MAX_WEIGHT;
-    }
-
-    let log_shares = (shares as f64).log2();
-    let exponent = (log_shares * log_shares + 125.0 * log_shares) / 612.0 - 7.0 / 34.0;
-
-    (10f64.powf(exponent)).ceil() as u64
-}
+// nvbind: one conversion for the v2 and systemd managers, without libm (crate::shares).
+pub use crate::shares::convert_shares_to_cgroup2;
 
 #[cfg(test)]
 mod tests {

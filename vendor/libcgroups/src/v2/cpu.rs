@@ -12,7 +12,6 @@ const CGROUP_CPU_MAX: &str = "cpu.max";
 const CGROUP_CPU_BURST: &str = "cpu.max.burst";
 const CGROUP_CPU_IDLE: &str = "cpu.idle";
 const UNRESTRICTED_QUOTA: &str = "max";
-const MAX_CPU_WEIGHT: u64 = 10000;
 
 const CPU_STAT: &str = "cpu.stat";
 const CPU_PSI: &str = "cpu.pressure";
@@ -141,27 +140,9 @@ impl Cpu {
     // For reference, see:
     // https://github.com/opencontainers/runc/releases/tag/v1.3.2
     // https://github.com/opencontainers/cgroups/pull/20
+    // nvbind: one conversion for the v2 and systemd managers, without libm (crate::shares).
     fn convert_shares_to_cgroup2(shares: u64) -> u64 {
-        if shares == 0 {
-            return 0;
-        }
-
-        const MIN_SHARES: u64 = 2;
-        const MAX_SHARES: u64 = 262_144;
-
-        if shares <= MIN_SHARES {
-            return 1;
-        }
-
-        if shares >= MAX_SHARES {
-            return MAX_CPU_WEIGHT;
-        }
-
-        let log_shares = (shares as f64).log2();
-        let exponent = (log_shares * log_shares + 125.0 * log_shares) / 612.0 - 7.0 / 34.0;
-        let weight = (10f64.powf(exponent)).ceil() as u64;
-
-        weight.clamp(1, MAX_CPU_WEIGHT)
+        crate::shares::convert_shares_to_cgroup2(shares)
     }
 
     fn is_realtime_requested(cpu: &LinuxCpu) -> bool {
