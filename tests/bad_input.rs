@@ -472,3 +472,25 @@ fn a_hugetlb_limit_without_a_page_size_is_refused_naming_the_field() {
     );
     env.assert_clean();
 }
+
+/// The benchmark scripts check their counts before they install, build or start anything.
+#[test]
+fn bench_scripts_refuse_a_count_that_is_not_a_positive_whole_number() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (script, args, named) in [
+        ("scripts/bench", &["--runs", "0"][..], "--runs"),
+        ("scripts/bench", &["--seq", "ten"][..], "--seq"),
+        ("scripts/bench", &["--par"][..], "--par"),
+        ("scripts/bench-gpu", &["--rounds", "-3"][..], "--rounds"),
+        ("scripts/bench-gpu", &["--rounds"][..], "--rounds"),
+    ] {
+        let out = Command::new(repo.join(script)).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{script} {args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{script} {args:?}: {err}");
+        assert!(
+            err.contains(named) && err.contains("positive whole number"),
+            "{err}"
+        );
+    }
+}
