@@ -448,3 +448,54 @@ fn root_owned_trust_refuses_writable_or_foreign_files() {
     assert!(lax.errors().is_empty(), "{:?}", lax.errors());
     assert_eq!(lax.devices().len(), if foreign.is_some() { 5 } else { 4 });
 }
+
+#[test]
+fn generated_specs_outlive_refreshes_once_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "a.yaml",
+        &spec_yaml("vendor.com/dev", &[("file", "A=1")], ""),
+    );
+    let mut r = Registry::with_trust(vec![tmp.path().into()], Trust::Any);
+    let made = |name: &str, env: &str| -> Spec {
+        Spec::from_slice(
+            spec_yaml("vendor.com/dev", &[(name, env)], "").as_bytes(),
+            crate::spec::Format::Yaml,
+            Path::new("mem"),
+        )
+        .unwrap()
+    };
+    r.add_generated(made("jit", "B=1"), "<made>".into(), true)
+        .unwrap();
+    assert_eq!(names(&r), ["vendor.com/dev=jit"]);
+    r.add_generated(made("more", "C=1"), "<made 2>".into(), false)
+        .unwrap();
+    for _ in 0..2 {
+        r.refresh();
+        // The file's spec is read again beside the generated ones, each kept once.
+        assert_eq!(
+            names(&r),
+            [
+                "vendor.com/dev=file",
+                "vendor.com/dev=jit",
+                "vendor.com/dev=more"
+            ]
+        );
+        let origins: Vec<_> = r
+            .specs()
+            .iter()
+            .map(|s| (s.generated, s.path.clone()))
+            .collect();
+        assert_eq!(
+            origins,
+            [
+                (false, tmp.path().join("a.yaml")),
+                (true, "<made>".into()),
+                (true, "<made 2>".into())
+            ]
+        );
+    }
+    let edits = r.into_edits(&[q("vendor.com/dev=jit")]).unwrap();
+    assert_eq!(edits.env, ["B=1"]);
+}
