@@ -173,11 +173,12 @@ fn select_libraries<'a>(
 ) -> Vec<HostFile> {
     let mut seen = HashSet::new();
     let mut libs = Vec::new();
+    let mut walk = roots.in_driver_root();
     for entry in entries {
         if !may_be_driver_library(&entry.name) {
             continue;
         }
-        let Some(resolved) = roots.resolve_in_driver_root(&entry.path) else {
+        let Some(resolved) = walk.resolve(&entry.path) else {
             continue;
         };
         let Some(file_name) = resolved.file_name().and_then(|n| n.to_str()) else {
