@@ -18,6 +18,8 @@ pub mod resolver;
 pub mod rootfs;
 pub mod spec;
 pub mod steps;
+#[cfg(test)]
+mod test_paths;
 pub mod validate;
 pub mod version;
 

@@ -27,30 +27,11 @@ fn file_name_is_paths_file_name() {
 /// Paths built from every short sequence of awkward components, with and without a
 /// leading and a trailing `/`.
 fn awkward_paths() -> Vec<String> {
-    let parts = ["a", "..", ".", "", "libx.so.1"];
-    let mut seqs: Vec<Vec<&str>> = vec![vec![]];
-    let mut all = Vec::new();
-    for _ in 0..4 {
-        seqs = seqs
-            .iter()
-            .flat_map(|s| {
-                parts.iter().map(move |p| {
-                    let mut s = s.clone();
-                    s.push(*p);
-                    s
-                })
-            })
-            .collect();
-        all.extend(seqs.iter().cloned());
-    }
-    let mut out = vec![String::new(), "/".to_string()];
-    for s in all {
-        let body = s.join("/");
-        for (lead, trail) in [("", ""), ("/", ""), ("", "/"), ("/", "/")] {
-            out.push(format!("{lead}{body}{trail}"));
-        }
-    }
-    out
+    crate::test_paths::awkward_paths(
+        &["a", "..", ".", "", "libx.so.1"],
+        4,
+        &[("", ""), ("/", ""), ("", "/"), ("/", "/")],
+    )
 }
 
 /// What `select` computed with `Path` before it compared text: the reference.

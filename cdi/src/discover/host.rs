@@ -340,28 +340,11 @@ mod tests {
     /// Paths of up to three components drawn from names that `Path` treats specially
     /// (empty, `.`, `..`, dot-names), with and without a leading and a trailing `/`.
     fn awkward_paths() -> Vec<String> {
-        let parts = ["a", "..", ".", "", ".hidden", "...", "libx.so.1"];
-        let mut seqs: Vec<Vec<&str>> = vec![vec![]];
-        let mut out = vec![String::new(), "/".to_string(), "//".to_string()];
-        for _ in 0..3 {
-            seqs = seqs
-                .iter()
-                .flat_map(|s| {
-                    parts.iter().map(move |p| {
-                        let mut s = s.clone();
-                        s.push(*p);
-                        s
-                    })
-                })
-                .collect();
-            for s in &seqs {
-                let body = s.join("/");
-                for (lead, trail) in [("", ""), ("/", ""), ("", "/"), ("//", ""), ("/", "/")] {
-                    out.push(format!("{lead}{body}{trail}"));
-                }
-            }
-        }
-        out
+        crate::test_paths::awkward_paths(
+            &["a", "..", ".", "", ".hidden", "...", "libx.so.1"],
+            3,
+            &[("", ""), ("/", ""), ("", "/"), ("//", ""), ("/", "/")],
+        )
     }
 
     #[test]
