@@ -223,14 +223,7 @@ fn library_stem(name: &str) -> Option<&str> {
 /// as text, since `Path`'s hashing and component parsing were a quarter of its cost
 /// (callgrind, the 8-GPU spec with the default capabilities: 252k -> 192k instructions).
 fn canonical(p: &str) -> Cow<'_, str> {
-    // Not so: a `//`, a `/.` that ends a component, or a trailing `/` (other than `/`).
-    let b = p.as_bytes();
-    let n = b.len();
-    let reshaped = (n > 1 && b[n - 1] == b'/')
-        || (1..n).any(|i| {
-            b[i - 1] == b'/' && (b[i] == b'/' || (b[i] == b'.' && (i + 1 == n || b[i + 1] == b'/')))
-        });
-    if !reshaped {
+    if crate::path_text::is_canonical(p.as_bytes()) {
         return Cow::Borrowed(p);
     }
     let mut out = PathBuf::new();

@@ -12,14 +12,13 @@ pub mod json;
 pub mod ldso;
 pub mod livecheck;
 pub mod name;
+mod path_text;
 pub mod registry;
 pub mod requests;
 pub mod resolver;
 pub mod rootfs;
 pub mod spec;
 pub mod steps;
-#[cfg(test)]
-mod test_paths;
 pub mod validate;
 pub mod version;
 

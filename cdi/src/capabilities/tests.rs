@@ -27,7 +27,7 @@ fn file_name_is_paths_file_name() {
 /// Paths built from every short sequence of awkward components, with and without a
 /// leading and a trailing `/`.
 fn awkward_paths() -> Vec<String> {
-    crate::test_paths::awkward_paths(
+    crate::path_text::awkward_paths(
         &["a", "..", ".", "", "libx.so.1"],
         4,
         &[("", ""), ("/", ""), ("", "/"), ("/", "/")],

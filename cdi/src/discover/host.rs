@@ -169,24 +169,9 @@ pub fn join_root(root: &Path, abs: &Path) -> PathBuf {
     join_root_by_components(root, abs)
 }
 
-/// Whether `p` is `/` followed by non-empty components other than `.`, with no trailing `/`:
-/// the text `Path::components` would give back unchanged.
+/// An absolute path other than `/` in the form `Path` gives back (`path_text::is_canonical`).
 fn is_canonical_absolute(p: &[u8]) -> bool {
-    if p.first() != Some(&b'/') {
-        return false;
-    }
-    // `at` is a `/`; the component after it must be neither empty nor `.`.
-    let mut at = 0;
-    loop {
-        match (p.get(at + 1), p.get(at + 2)) {
-            (None | Some(b'/'), _) | (Some(b'.'), None | Some(b'/')) => return false,
-            _ => {}
-        }
-        match p[at + 1..].iter().position(|&b| b == b'/') {
-            Some(k) => at += 1 + k,
-            None => return true,
-        }
-    }
+    p.len() > 1 && p[0] == b'/' && crate::path_text::is_canonical(p)
 }
 
 fn join_root_by_components(root: &Path, abs: &Path) -> PathBuf {
@@ -340,7 +325,7 @@ mod tests {
     /// Paths of up to three components drawn from names that `Path` treats specially
     /// (empty, `.`, `..`, dot-names), with and without a leading and a trailing `/`.
     fn awkward_paths() -> Vec<String> {
-        crate::test_paths::awkward_paths(
+        crate::path_text::awkward_paths(
             &["a", "..", ".", "", ".hidden", "...", "libx.so.1"],
             3,
             &[("", ""), ("/", ""), ("", "/"), ("//", ""), ("/", "/")],
