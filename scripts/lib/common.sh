@@ -22,6 +22,12 @@ ensure_packages() {
 # What building and testing the workspace needs.
 BUILD_PACKAGES=(gcc libc6-dev pkg-config libseccomp-dev busybox-static jq runc crun file procps psmisc iproute2 kmod util-linux strace mount)
 
+# need_count OPTION VALUE USAGE: a command-line count must be a positive whole number; one
+# line and exit 2 otherwise, before anything is installed, built or started.
+need_count() {
+  [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "scripts/$(basename "$0"): $1 needs a positive whole number, not '${2:-}'; $3" >&2; exit 2; }
+}
+
 require_root() {
   [ "$(id -u)" -eq 0 ] || { echo "$0: run as root (containers need it)" >&2; exit 1; }
 }
