@@ -56,6 +56,8 @@ pub(super) struct ContainerBuilderImpl {
     pub executor: Box<dyn Executor>,
     /// Run in the init process on the prepared rootfs (init containers).
     pub rootfs_hook: Option<crate::container::builder::RootfsHook>,
+    /// nvbind: see [`crate::container::builder::ContainerBuilder::with_seccomp_compiler`].
+    pub seccomp_compiler: Option<crate::container::builder::SeccompCompiler>,
     /// If do not use pivot root to jail process inside rootfs
     pub no_pivot: bool,
     // RawFd set to stdin of the container init process.
@@ -177,6 +179,14 @@ impl ContainerBuilderImpl {
             })?;
         }
 
+        // nvbind: compiled here, once, rather than in the init process (see
+        // ContainerBuilder::with_seccomp_compiler).
+        #[cfg(feature = "libseccomp")]
+        let seccomp_program = match (linux.seccomp(), &self.seccomp_compiler) {
+            (Some(seccomp), Some(compile)) => compile(seccomp).map(Rc::new),
+            _ => None,
+        };
+
         // This container_args will be passed to the container processes,
         // therefore we will have to move all the variable by value. Since self
         // is a shared reference, we have to clone these variables here.
@@ -197,6 +207,8 @@ impl ContainerBuilderImpl {
             detached: self.detached,
             executor: self.executor.clone(),
             rootfs_hook: self.rootfs_hook.clone(),
+            #[cfg(feature = "libseccomp")]
+            seccomp_program,
             no_pivot: self.no_pivot,
             stdin: self.stdin.as_ref().map(|x| x.as_raw_fd()),
             stdout: self.stdout.as_ref().map(|x| x.as_raw_fd()),

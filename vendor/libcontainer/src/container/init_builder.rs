@@ -157,6 +157,7 @@ impl InitContainerBuilder {
             detached: self.detached,
             executor: self.base.executor,
             rootfs_hook: self.base.rootfs_hook,
+            seccomp_compiler: self.base.seccomp_compiler,
             no_pivot: self.no_pivot,
             stdin: self.base.stdin,
             stdout: self.base.stdout,

@@ -304,6 +304,7 @@ impl TenantContainerBuilder {
             preserve_fds: self.base.preserve_fds,
             runtime_fds: self.base.runtime_fds,
             rootfs_hook: None,
+            seccomp_compiler: self.base.seccomp_compiler,
             detached: self.detached,
             executor: self.base.executor,
             no_pivot: false,

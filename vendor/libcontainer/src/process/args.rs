@@ -52,6 +52,9 @@ pub struct ContainerArgs {
     pub executor: Box<dyn Executor>,
     /// Run in the init process on the prepared rootfs, before the createContainer hooks.
     pub rootfs_hook: Option<crate::container::builder::RootfsHook>,
+    /// nvbind: linux.seccomp compiled by the runtime process, loaded as it is by the init.
+    #[cfg(feature = "libseccomp")]
+    pub seccomp_program: Option<Rc<crate::seccomp::Program>>,
     /// If do not use pivot root to jail process inside rootfs
     pub no_pivot: bool,
     // RawFd set to stdin of the container init process.

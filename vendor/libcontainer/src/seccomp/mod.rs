@@ -1,6 +1,7 @@
 use std::collections::HashSet;
 use std::num::TryFromIntError;
-use std::os::unix::io;
+use std::io;
+use std::os::unix::io::RawFd;
 
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
@@ -23,13 +24,15 @@ pub enum SeccompError {
         arch: Arch,
     },
     #[error("failed to load seccomp context")]
-    LoadContext {
+    Load { source: io::Error },
+    #[error("failed to export the compiled seccomp filter")]
+    ExportBpf {
         source: libseccomp::error::SeccompError,
     },
-    #[error("failed to get seccomp notify id")]
-    GetNotifyId {
-        source: libseccomp::error::SeccompError,
-    },
+    #[error("failed to read the compiled seccomp filter back")]
+    Export { source: io::Error },
+    #[error("libseccomp compiled a filter of {len} bytes, not 1 to 4096 instructions")]
+    ProgramSize { len: usize },
     #[error("failed to add rule to seccomp")]
     AddRule {
         source: libseccomp::error::SeccompError,
@@ -156,8 +159,145 @@ fn check_seccomp(seccomp: &LinuxSeccomp) -> Result<()> {
 }
 
 #[tracing::instrument(level = "trace", skip(seccomp))]
-pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
+pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<RawFd>> {
+    load_program(seccomp, &compile(seccomp)?)
+}
+
+/// nvbind: `program` when the runtime compiled the profile, else compiled here.
+pub fn load_program_or_compile(
+    seccomp: &LinuxSeccomp,
+    program: Option<&Program>,
+) -> Result<Option<RawFd>> {
+    match program {
+        Some(program) => load_program(seccomp, program),
+        None => initialize_seccomp(seccomp),
+    }
+}
+
+/// nvbind: a seccomp profile compiled by libseccomp into the classic BPF program the kernel
+/// runs, and whether the filter has a user-notification listener. Made in the runtime
+/// process (and kept in nvbind's cache), loaded by [`load_program`] in the init process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// `struct sock_filter`s, 8 bytes each, as the kernel reads them.
+    bpf: Vec<u8>,
+    listener: bool,
+}
+
+/// The kernel's limit on one filter (BPF_MAXINSNS).
+const MAX_INSTRUCTIONS: usize = 4096;
+
+impl Program {
+    /// A program from its parts (a cache's copy): None unless it is a whole number of
+    /// instructions, at least one and at most the kernel's limit.
+    pub fn from_parts(bpf: Vec<u8>, listener: bool) -> Option<Self> {
+        let n = bpf.len() / std::mem::size_of::<libc::sock_filter>();
+        (bpf.len() % std::mem::size_of::<libc::sock_filter>() == 0
+            && (1..=MAX_INSTRUCTIONS).contains(&n))
+        .then_some(Self { bpf, listener })
+    }
+
+    pub fn bpf(&self) -> &[u8] {
+        &self.bpf
+    }
+
+    pub fn listener(&self) -> bool {
+        self.listener
+    }
+}
+
+/// nvbind: the libseccomp release this process runs with (its programs can differ from
+/// another release's), as "MAJOR.MINOR.MICRO".
+pub fn library_version() -> Option<String> {
+    let v = libseccomp::ScmpVersion::current().ok()?;
+    Some(format!("{}.{}.{}", v.major, v.minor, v.micro))
+}
+
+/// nvbind: compiles the profile with libseccomp (what `seccomp_load` would load) without
+/// loading it: the program comes back through a memfd (`seccomp_export_bpf`; libseccomp 2.5
+/// has no in-memory export).
+pub fn compile(seccomp: &LinuxSeccomp) -> Result<Program> {
+    use std::io::{Read, Seek};
+    let (ctx, listener) = build_filter(seccomp)?;
+    let export = |e: io::Error| SeccompError::Export { source: e };
+    // SAFETY: a NUL-terminated name and flags; the result is checked before use.
+    let raw = unsafe { libc::memfd_create(c"nvbind-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(export(io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a descriptor just made and owned by nothing else.
+    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    ctx.export_bpf(&file)
+        .map_err(|err| SeccompError::ExportBpf { source: err })?;
+    let mut bpf = Vec::new();
+    file.rewind().map_err(export)?;
+    file.read_to_end(&mut bpf).map_err(export)?;
+    let len = bpf.len();
+    Program::from_parts(bpf, listener).ok_or(SeccompError::ProgramSize { len })
+}
+
+/// nvbind: loads a compiled profile as libseccomp 2.5's `seccomp_load` does (the flags it
+/// passes for the profile's flags and a notify rule; no_new_privs left alone, as
+/// `initialize_seccomp` sets SCMP_FLTATR_CTL_NNP off), then the ENOSYS stub. Returns the
+/// listener's descriptor when the filter has one.
+pub fn load_program(seccomp: &LinuxSeccomp, program: &Program) -> Result<Option<RawFd>> {
+    const TSYNC: libc::c_ulong = 1;
+    const LOG: libc::c_ulong = 1 << 1;
+    const SPEC_ALLOW: libc::c_ulong = 1 << 2;
+    const NEW_LISTENER: libc::c_ulong = 1 << 3;
+    const TSYNC_ESRCH: libc::c_ulong = 1 << 4;
+    const WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
+    let mut flags = 0;
+    for flag in seccomp.flags().iter().flatten() {
+        flags |= match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => LOG,
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => TSYNC,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => SPEC_ALLOW,
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => WAIT_KILLABLE_RECV,
+        };
+    }
+    if program.listener {
+        flags |= NEW_LISTENER;
+        // TSYNC answers a thread it could not synchronize with its TID, a listener with its
+        // descriptor: together they need TSYNC_ESRCH to be told apart (libseccomp does so).
+        if flags & TSYNC != 0 {
+            flags |= TSYNC_ESRCH;
+        }
+    }
+    let prog = libc::sock_fprog {
+        len: (program.bpf.len() / std::mem::size_of::<libc::sock_filter>()) as u16,
+        filter: program.bpf.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `program.bpf`, whole instructions (Program's invariant), which
+    // outlive the call; the kernel copies them (no alignment is needed for that copy).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc < 0 {
+        return Err(SeccompError::Load {
+            source: io::Error::last_os_error(),
+        });
+    }
+    if rc > 0 && !program.listener {
+        // TSYNC: thread `rc` could not be synchronized, and the filter was not loaded
+        return Err(SeccompError::Load {
+            source: io::Error::from_raw_os_error(libc::ESRCH),
+        });
+    }
+    load_enosys_stub(seccomp);
+    Ok(program.listener.then_some(rc as RawFd))
+}
+
+/// The libseccomp filter of a profile, and whether a notify rule went into it (libseccomp
+/// asks the kernel for a listener only then).
+fn build_filter(seccomp: &LinuxSeccomp) -> Result<(ScmpFilterContext, bool)> {
     check_seccomp(seccomp)?;
+    let mut listener = false;
 
     tracing::trace!(default_action = ?seccomp.default_action(), errno = ?seccomp.default_errno_ret(), "initializing seccomp");
     let default_action = translate_action(seccomp.default_action(), seccomp.default_errno_ret())?;
@@ -298,28 +438,16 @@ pub fn initialize_seccomp(seccomp: &LinuxSeccomp) -> Result<Option<io::RawFd>> {
                         })?;
                     }
                 }
+                listener |= action == ScmpAction::Notify;
             }
         }
     }
 
     // In order to use the SECCOMP_SET_MODE_FILTER operation, either the calling
     // thread must have the CAP_SYS_ADMIN capability in its user namespace, or
-    // the thread must already have the no_new_privs bit set.
+    // the thread must already have the no_new_privs bit set (load_program).
     // Ref: https://man7.org/linux/man-pages/man2/seccomp.2.html
-    ctx.load()
-        .map_err(|err| SeccompError::LoadContext { source: err })?;
-    load_enosys_stub(seccomp);
-
-    let fd = if is_notify(seccomp) {
-        Some(
-            ctx.get_notify_fd()
-                .map_err(|err| SeccompError::GetNotifyId { source: err })?,
-        )
-    } else {
-        None
-    };
-
-    Ok(fd)
+    Ok((ctx, listener))
 }
 
 /// nvbind: runc 1.1 answers a syscall newer than every syscall the profile names with ENOSYS
@@ -524,6 +652,38 @@ mod tests {
             Ok(())
         })?;
 
+        Ok(())
+    }
+
+    #[test]
+    fn program_parts_are_whole_instructions_within_the_kernels_limit() {
+        assert!(Program::from_parts(vec![], false).is_none());
+        assert!(Program::from_parts(vec![0; 7], false).is_none());
+        assert!(Program::from_parts(vec![0; 9], false).is_none());
+        assert!(Program::from_parts(vec![0; 8 * 4097], false).is_none());
+        let p = Program::from_parts(vec![0; 8 * 4096], true).unwrap();
+        assert_eq!((p.bpf().len(), p.listener()), (8 * 4096, true));
+    }
+
+    #[test]
+    fn compiling_does_not_load_and_notify_rules_ask_for_a_listener() -> Result<()> {
+        let fixture_path =
+            path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/seccomp/fixture/config.json");
+        let spec = oci_spec::runtime::Spec::load(fixture_path)?;
+        let moby = spec.linux().as_ref().unwrap().seccomp().as_ref().unwrap();
+        let program = compile(moby)?;
+        assert!(!program.listener());
+        assert_eq!(compile(moby)?, program, "libseccomp's output is deterministic");
+        // SAFETY: PR_GET_SECCOMP takes no pointer.
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_SECCOMP) }, 0, "compile loaded a filter");
+        let notify = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActAllow)
+            .syscalls(vec![LinuxSyscallBuilder::default()
+                .names(vec![String::from("getcwd")])
+                .action(LinuxSeccompAction::ScmpActNotify)
+                .build()?])
+            .build()?;
+        assert!(compile(&notify)?.listener());
         Ok(())
     }
 

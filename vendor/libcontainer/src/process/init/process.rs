@@ -422,7 +422,7 @@ pub fn container_init_process(
     #[cfg(feature = "libseccomp")]
     if let Some(seccomp) = ctx.linux.seccomp() {
         if ctx.process.no_new_privileges() != Some(true) {
-            let notify_fd = seccomp::initialize_seccomp(seccomp).map_err(|err| {
+            let notify_fd = seccomp::load_program_or_compile(seccomp, args.seccomp_program.as_deref()).map_err(|err| {
                 tracing::error!(?err, "failed to initialize seccomp");
                 err
             })?;
@@ -470,7 +470,7 @@ pub fn container_init_process(
     if let Some(seccomp) = ctx.linux.seccomp() {
         // nvbind: only when no_new_privileges is set (see above)
         if ctx.process.no_new_privileges() == Some(true) {
-            let notify_fd = seccomp::initialize_seccomp(seccomp).map_err(|err| {
+            let notify_fd = seccomp::load_program_or_compile(seccomp, args.seccomp_program.as_deref()).map_err(|err| {
                 tracing::error!(?err, "failed to initialize seccomp");
                 err
             })?;
