@@ -21,6 +21,7 @@ mod options;
 mod retry;
 mod rootless;
 mod seal;
+mod seccomp_cache;
 mod setup;
 mod snapshot;
 mod state_root;

@@ -203,6 +203,7 @@ pub fn run(args: &ExecArgs, ctx: &Ctx) -> Result<u8> {
     let env: HashMap<String, String> = args.env.iter().cloned().collect();
     let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(NvbindExecutor::for_exec())
+        .with_seccomp_compiler(crate::seccomp_cache::compiler(&ctx.root))
         // canonical (prepare_root): not resolved again
         .with_canonical_root_path(ctx.root.clone())
         .with_console_socket(console_socket.as_ref().or(args.console_socket.as_ref()))

@@ -210,7 +210,8 @@ fn build(
         opts.snapshot.as_deref(),
     )?;
 
-    let mut base = ContainerBuilder::new(opts.id.clone(), SyscallType::default());
+    let mut base = ContainerBuilder::new(opts.id.clone(), SyscallType::default())
+        .with_seccomp_compiler(crate::seccomp_cache::compiler(&ctx.root));
     if let Some(hook) = rootfs_hook {
         base = base.with_rootfs_hook(hook);
     }

@@ -26,13 +26,18 @@ pub struct Leaks {
 
 /// Files the root keeps between containers.
 const ROOT_FILES: [&str; 2] = [".nvbind.lock", ".criu-version"];
+/// The start of the names of compiled seccomp programs the root keeps (src/seccomp_cache.rs).
+const SECCOMP_CACHE: &str = ".nvbind-seccomp-";
 
 impl Leaks {
     pub fn find(env: &Env, watch: &[&Path]) -> Self {
         let state = fs::read_dir(&env.root)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
-                    .filter(|e| !ROOT_FILES.contains(&e.file_name().to_string_lossy().as_ref()))
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        !ROOT_FILES.contains(&name.as_str()) && !name.starts_with(SECCOMP_CACHE)
+                    })
                     .map(|e| e.path())
                     .collect()
             })
