@@ -119,9 +119,10 @@ fn decode(bytes: &[u8], key: &[u8]) -> Option<Program> {
 }
 
 fn lookup(file: &Path, key: &[u8]) -> Option<Program> {
+    // O_NONBLOCK: a FIFO at the name must not stall the create (it is then not a file)
     let mut f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(file)
         .ok()?;
     let meta = f.metadata().ok()?;

@@ -422,7 +422,8 @@ pub fn container_init_process(
     #[cfg(feature = "libseccomp")]
     if let Some(seccomp) = ctx.linux.seccomp() {
         if ctx.process.no_new_privileges() != Some(true) {
-            let notify_fd = seccomp::load_program_or_compile(seccomp, args.seccomp_program.as_deref()).map_err(|err| {
+            let program = args.seccomp_program.as_deref();
+            let notify_fd = seccomp::load_program_or_compile(seccomp, program).map_err(|err| {
                 tracing::error!(?err, "failed to initialize seccomp");
                 err
             })?;
@@ -470,7 +471,8 @@ pub fn container_init_process(
     if let Some(seccomp) = ctx.linux.seccomp() {
         // nvbind: only when no_new_privileges is set (see above)
         if ctx.process.no_new_privileges() == Some(true) {
-            let notify_fd = seccomp::load_program_or_compile(seccomp, args.seccomp_program.as_deref()).map_err(|err| {
+            let program = args.seccomp_program.as_deref();
+            let notify_fd = seccomp::load_program_or_compile(seccomp, program).map_err(|err| {
                 tracing::error!(?err, "failed to initialize seccomp");
                 err
             })?;
