@@ -579,15 +579,17 @@ pub fn get_all_pids(path: &Path) -> Result<Vec<Pid>, WrappedIoError> {
     let mut result = vec![];
     walk_dir(path, &mut |p| {
         let file_path = p.join(CGROUP_PROCS);
-        if file_path.exists() {
-            let file = File::open(&file_path).wrap_open(&file_path)?;
-            for line in BufReader::new(file).lines().map_while(Result::ok) {
-                result.push(Pid::from_raw(
-                    line.parse::<i32>()
-                        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
-                        .wrap_other(&file_path)?,
-                ))
-            }
+        // nvbind: opened, not stat'ed first: a missing file is the same skip
+        let file = match File::open(&file_path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            file => file.wrap_open(&file_path)?,
+        };
+        for line in BufReader::new(file).lines().map_while(Result::ok) {
+            result.push(Pid::from_raw(
+                line.parse::<i32>()
+                    .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
+                    .wrap_other(&file_path)?,
+            ))
         }
         Ok::<(), WrappedIoError>(())
     })?;
@@ -602,10 +604,11 @@ where
     c(path)?;
     for entry in fs::read_dir(path).wrap_read(path)? {
         let entry = entry.wrap_open(path)?;
-        let path = entry.path();
-
-        if path.is_dir() {
-            walk_dir(&path, c)?;
+        // nvbind: the entry's type from the directory itself (cgroupfs gives d_type), not a
+        // stat of each of a cgroup's 80-odd files (`path.is_dir()`); cgroupfs has no symlinks
+        // for is_dir to follow.
+        if entry.file_type().wrap_read(entry.path())?.is_dir() {
+            walk_dir(&entry.path(), c)?;
         }
     }
     Ok(())
@@ -840,5 +843,33 @@ mod nvbind_setup_cache_tests {
             None => eprintln!("skipped: unshare(CLONE_NEWNS) refused (not root)"),
         }
         assert_eq!(mount_ns_key(), Some(before));
+    }
+}
+
+#[cfg(test)]
+mod nvbind_get_all_pids_tests {
+    use std::fs;
+
+    use nix::unistd::Pid;
+
+    use super::get_all_pids;
+
+    #[test]
+    fn pids_of_every_level() {
+        // a cgroup with a child that has its own child, and one without cgroup.procs
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("a/b")).unwrap();
+        fs::create_dir_all(r.join("c")).unwrap();
+        fs::write(r.join("cgroup.procs"), "1\n2\n").unwrap();
+        fs::write(r.join("a/cgroup.procs"), "3\n").unwrap();
+        fs::write(r.join("a/b/cgroup.procs"), "4\n5\n").unwrap();
+        fs::write(r.join("memory.max"), "max\n").unwrap();
+        let mut pids = get_all_pids(r).unwrap();
+        pids.sort();
+        assert_eq!(pids, (1..=5).map(Pid::from_raw).collect::<Vec<_>>());
+        // an unreadable number is an error, as before
+        fs::write(r.join("c/cgroup.procs"), "x\n").unwrap();
+        assert!(get_all_pids(r).is_err());
     }
 }
