@@ -1,5 +1,6 @@
 //! Seccomp through the nvbind binary: the notify agent's socket, ENOSYS for syscalls newer
-//! than the profile. Needs root (CI runs as root).
+//! than the profile, and the compiled programs the state root keeps (src/seccomp_cache.rs).
+//! Needs root (CI runs as root).
 
 mod common;
 
