@@ -241,48 +241,20 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Program> {
 /// `initialize_seccomp` sets SCMP_FLTATR_CTL_NNP off), then the ENOSYS stub. Returns the
 /// listener's descriptor when the filter has one.
 pub fn load_program(seccomp: &LinuxSeccomp, program: &Program) -> Result<Option<RawFd>> {
-    const TSYNC: libc::c_ulong = 1;
-    const LOG: libc::c_ulong = 1 << 1;
-    const SPEC_ALLOW: libc::c_ulong = 1 << 2;
-    const NEW_LISTENER: libc::c_ulong = 1 << 3;
-    const TSYNC_ESRCH: libc::c_ulong = 1 << 4;
-    const WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
-    let mut flags = 0;
-    for flag in seccomp.flags().iter().flatten() {
-        flags |= match flag {
-            LinuxSeccompFilterFlag::SeccompFilterFlagLog => LOG,
-            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => TSYNC,
-            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => SPEC_ALLOW,
-            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => WAIT_KILLABLE_RECV,
-        };
-    }
+    let mut flags = profile_flags(seccomp);
     if program.listener {
-        flags |= NEW_LISTENER;
+        flags |= libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
         // TSYNC answers a thread it could not synchronize with its TID, a listener with its
         // descriptor: together they need TSYNC_ESRCH to be told apart (libseccomp does so).
-        if flags & TSYNC != 0 {
-            flags |= TSYNC_ESRCH;
+        if flags & libc::SECCOMP_FILTER_FLAG_TSYNC != 0 {
+            flags |= libc::SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
         }
     }
-    let prog = libc::sock_fprog {
-        len: (program.bpf.len() / std::mem::size_of::<libc::sock_filter>()) as u16,
-        filter: program.bpf.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: `prog` points at `program.bpf`, whole instructions (Program's invariant), which
-    // outlive the call; the kernel copies them (no alignment is needed for that copy).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            flags,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if rc < 0 {
-        return Err(SeccompError::Load {
-            source: io::Error::last_os_error(),
-        });
-    }
+    let len = program.bpf.len() / std::mem::size_of::<libc::sock_filter>();
+    // SAFETY: `program.bpf` is whole instructions (Program's invariant); the kernel copies
+    // them, and needs no alignment for that.
+    let rc = unsafe { set_mode_filter(program.bpf.as_ptr().cast(), len, flags) }
+        .map_err(|source| SeccompError::Load { source })?;
     if rc > 0 && !program.listener {
         // TSYNC: thread `rc` could not be synchronized, and the filter was not loaded
         return Err(SeccompError::Load {
@@ -465,17 +437,54 @@ fn load_enosys_stub(seccomp: &LinuxSeccomp) {
     let Some(program) = enosys_stub(seccomp) else {
         return;
     };
-    let prog = libc::sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_ptr() as *mut libc::sock_filter,
-    };
-    let tsync = seccomp
+    let flags = profile_flags(seccomp) & libc::SECCOMP_FILTER_FLAG_TSYNC;
+    // SAFETY: `program` is a Vec of instructions that outlives the call.
+    let rc = unsafe { set_mode_filter(program.as_ptr(), program.len(), flags) };
+    if let Err(err) = rc.and_then(|rc| match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+    }) {
+        tracing::warn!(
+            ?err,
+            "cannot load the ENOSYS stub filter: syscalls newer than the profile get its default action"
+        );
+    }
+}
+
+/// The SECCOMP_FILTER_FLAG_s the profile's `flags` ask for, as libseccomp passes them.
+fn profile_flags(seccomp: &LinuxSeccomp) -> libc::c_ulong {
+    seccomp
         .flags()
         .iter()
         .flatten()
-        .any(|f| *f == LinuxSeccompFilterFlag::SeccompFilterFlagTsync);
-    let flags: libc::c_ulong = if tsync { 1 } else { 0 }; // SECCOMP_FILTER_FLAG_TSYNC
-    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies it.
+        .map(|flag| match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => libc::SECCOMP_FILTER_FLAG_TSYNC,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+                libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
+                libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+            }
+        })
+        .fold(0, |all, flag| all | flag)
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, {len, filter})`: the kernel's answer (0, a
+/// listener's descriptor, or with TSYNC the TID of a thread it could not synchronize).
+///
+/// # Safety
+/// `filter` points at `len` readable `sock_filter`s.
+unsafe fn set_mode_filter(
+    filter: *const libc::sock_filter,
+    len: usize,
+    flags: libc::c_ulong,
+) -> io::Result<libc::c_long> {
+    let prog = libc::sock_fprog {
+        len: len as u16,
+        filter: filter.cast_mut(),
+    };
+    // SAFETY: `prog` lives across the call and points where the caller promised.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
@@ -484,11 +493,10 @@ fn load_enosys_stub(seccomp: &LinuxSeccomp) {
             &prog as *const libc::sock_fprog,
         )
     };
-    if rc != 0 {
-        tracing::warn!(
-            err = ?std::io::Error::last_os_error(),
-            "cannot load the ENOSYS stub filter: syscalls newer than the profile get its default action"
-        );
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
     }
 }
 
