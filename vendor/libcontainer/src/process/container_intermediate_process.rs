@@ -57,13 +57,7 @@ pub fn container_intermediate_process(
     // the container able to reopen /proc/<init>/fd/N could take the lock and stall the host's
     // every create. This process never needs them; closing them here (a clone, not the lock's
     // owner) releases nothing in the runtime.
-    for fd in &args.runtime_fds {
-        // SAFETY: closing a descriptor number this process inherited and never uses.
-        unsafe { libc::close(*fd) };
-    }
-    // The debug lines runc's nsexec and init log at the same points: tools and runc's
-    // integration tests (debug.bats, exec.bats) look for them in a --debug log.
-    tracing::debug!("nsexec container setup");
+    close_runtime_fds(args);
     let runtime_pid = nix::unistd::getppid();
     let (inter_sender, inter_receiver) = intermediate_chan;
     let (init_sender, init_receiver) = init_chan;
@@ -192,15 +186,7 @@ pub fn container_intermediate_process(
     }
 
     // set limits and namespaces to the process
-    let proc = spec.process().as_ref().ok_or(MissingSpecError::Process)?;
-    if let Some(rlimits) = proc.rlimits() {
-        for rlimit in rlimits {
-            command.set_rlimit(rlimit).map_err(|err| {
-                tracing::error!(?err, ?rlimit, "failed to set rlimit");
-                err
-            })?;
-        }
-    }
+    set_rlimits(args, command.as_ref())?;
 
     if let Some(time_namespace) = namespaces.get(LinuxNamespaceType::Time)? {
         namespaces.unshare_or_setns(time_namespace)?;
@@ -219,62 +205,17 @@ pub fn container_intermediate_process(
         namespaces.unshare_or_setns(pid_namespace)?;
     }
 
-    let cb: CloneCb = {
-        Box::new(|| {
-            if let Err(ret) = prctl::set_name("youki:[2:INIT]") {
-                tracing::error!(?ret, "failed to set name for child process");
-                return ret;
-            }
-
-            // We are inside the forked process here. The first thing we have to do
-            // is to close any unused senders, since fork will make a dup for all
-            // the socket.
-            if let Err(err) = init_sender.close() {
-                tracing::error!(?err, "failed to close receiver in init process");
-                return -1;
-            }
-            if let Err(err) = inter_sender.close() {
-                tracing::error!(?err, "failed to close sender in the intermediate process");
-                return -1;
-            }
-            if let Err(err) = intermediate_main_sender.close() {
-                tracing::error!(
-                    ?err,
-                    "failed to close intermediate main sender in init process"
-                );
-                return -1;
-            }
-            match init_process::container_init_process(
-                args,
-                init_main_sender,
-                init_receiver,
-                &bind_sources,
-            ) {
-                Ok(_) => 0,
-                Err(e) => {
-                    tracing::error!("failed to initialize container process: {e}");
-                    // nvbind: the whole chain, not only the outermost error ("failed to
-                    // prepare rootfs" said nothing of which mount or why).
-                    if let Err(err) = init_main_sender.exec_failed(error_chain(&e)) {
-                        tracing::error!(?err, "failed sending error to main sender");
-                    }
-                    if let ContainerType::TenantContainer { exec_notify_fd } = args.container_type {
-                        let buf = format!("{e}");
-                        let exec_notify_fd =
-                            unsafe { std::os::fd::OwnedFd::from_raw_fd(exec_notify_fd) };
-                        if let Err(err) = write(&exec_notify_fd, buf.as_bytes()) {
-                            tracing::error!(?err, "failed to write to exec notify fd");
-                        }
-
-                        // After sending the error through the exec_notify_fd,
-                        // we need to explicitly close the pipe.
-                        drop(exec_notify_fd);
-                    }
-                    -1
-                }
-            }
-        })
-    };
+    let cb: CloneCb = Box::new(|| {
+        init_process_main(
+            args,
+            init_sender,
+            init_receiver,
+            inter_sender,
+            intermediate_main_sender,
+            init_main_sender,
+            &bind_sources,
+        )
+    });
 
     // We have to record the pid of the init process. The init process will be
     // inside the pid namespace, so we can't rely on the init process to send us
@@ -393,6 +334,133 @@ fn setup_time_offsets(sender: &mut MainSender, receiver: &mut IntermediateReceiv
     })?;
 
     Ok(())
+}
+
+/// nvbind: the runtime's own descriptors (its root lock) must not reach the container's
+/// init, which keeps every inherited descriptor until it execs the payload: a process in
+/// the container able to reopen /proc/<init>/fd/N could take the lock and stall the host's
+/// every create. The intermediate (or a directly cloned init) never needs them; closing them
+/// in a clone, not the lock's owner, releases nothing in the runtime.
+fn close_runtime_fds(args: &ContainerArgs) {
+    for fd in &args.runtime_fds {
+        // SAFETY: closing a descriptor number this process inherited and never uses.
+        unsafe { libc::close(*fd) };
+    }
+    // The debug lines runc's nsexec and init log at the same points: tools and runc's
+    // integration tests (debug.bats, exec.bats) look for them in a --debug log.
+    tracing::debug!("nsexec container setup");
+}
+
+/// The process's rlimits, set before the init is forked (it inherits them).
+fn set_rlimits(args: &ContainerArgs, command: &dyn crate::syscall::Syscall) -> Result<()> {
+    let proc = args
+        .spec
+        .process()
+        .as_ref()
+        .ok_or(MissingSpecError::Process)?;
+    if let Some(rlimits) = proc.rlimits() {
+        for rlimit in rlimits {
+            command.set_rlimit(rlimit).map_err(|err| {
+                tracing::error!(?err, ?rlimit, "failed to set rlimit");
+                err
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The container's init process, as a clone's exit code: it closes the senders it was
+/// cloned with and does not use, runs the init and reports a failure to the main process
+/// (and to an exec's notify pipe).
+fn init_process_main(
+    args: &ContainerArgs,
+    init_sender: &mut channel::InitSender,
+    init_receiver: &mut channel::InitReceiver,
+    inter_sender: &mut channel::IntermediateSender,
+    intermediate_main_sender: &mut MainSender,
+    init_main_sender: &mut MainSender,
+    bind_sources: &BindSources,
+) -> i32 {
+    if let Err(ret) = prctl::set_name("youki:[2:INIT]") {
+        tracing::error!(?ret, "failed to set name for child process");
+        return ret;
+    }
+
+    // We are inside the forked process here. The first thing we have to do
+    // is to close any unused senders, since fork will make a dup for all
+    // the socket.
+    if let Err(err) = init_sender.close() {
+        tracing::error!(?err, "failed to close receiver in init process");
+        return -1;
+    }
+    if let Err(err) = inter_sender.close() {
+        tracing::error!(?err, "failed to close sender in the intermediate process");
+        return -1;
+    }
+    if let Err(err) = intermediate_main_sender.close() {
+        tracing::error!(
+            ?err,
+            "failed to close intermediate main sender in init process"
+        );
+        return -1;
+    }
+    match init_process::container_init_process(args, init_main_sender, init_receiver, bind_sources)
+    {
+        Ok(_) => 0,
+        Err(e) => {
+            tracing::error!("failed to initialize container process: {e}");
+            // nvbind: the whole chain, not only the outermost error ("failed to
+            // prepare rootfs" said nothing of which mount or why).
+            if let Err(err) = init_main_sender.exec_failed(error_chain(&e)) {
+                tracing::error!(?err, "failed sending error to main sender");
+            }
+            if let ContainerType::TenantContainer { exec_notify_fd } = args.container_type {
+                let buf = format!("{e}");
+                let exec_notify_fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(exec_notify_fd) };
+                if let Err(err) = write(&exec_notify_fd, buf.as_bytes()) {
+                    tracing::error!(?err, "failed to write to exec notify fd");
+                }
+
+                // After sending the error through the exec_notify_fd,
+                // we need to explicitly close the pipe.
+                drop(exec_notify_fd);
+            }
+            -1
+        }
+    }
+}
+
+/// nvbind: the container's init cloned by the main process itself, with no intermediate
+/// (container_main_process, `direct_init_pid_namespace`): it was cloned into its cgroup with
+/// its PID namespace, the main process applied the limits, and there is no user or time
+/// namespace to enter first. It does the rest of the intermediate's work for the init (the
+/// runtime's descriptors closed, the rlimits set) and runs the init. Its parent is the main
+/// process (or, as a sibling, the main process's parent), as the intermediate's init was.
+pub fn direct_init_process(
+    args: &ContainerArgs,
+    inter_sender: &mut channel::IntermediateSender,
+    init_chan: &mut (channel::InitSender, channel::InitReceiver),
+    intermediate_main_sender: &mut MainSender,
+    init_main_sender: &mut MainSender,
+) -> i32 {
+    close_runtime_fds(args);
+    if let Err(err) = set_rlimits(args, args.syscall.create_syscall().as_ref()) {
+        tracing::error!("failed to set up the init process: {err}");
+        if let Err(e) = init_main_sender.exec_failed(err.to_string()) {
+            tracing::error!(?e, "failed sending error to main sender");
+        }
+        return -1;
+    }
+    let (init_sender, init_receiver) = init_chan;
+    init_process_main(
+        args,
+        init_sender,
+        init_receiver,
+        inter_sender,
+        intermediate_main_sender,
+        init_main_sender,
+        &BindSources::default(),
+    )
 }
 
 fn apply_cgroups<

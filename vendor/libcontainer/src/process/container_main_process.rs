@@ -53,6 +53,10 @@ pub enum ProcessError {
     DeviceRulesCgroup(Box<libcgroups::common::CreateCgroupSetupError>),
     #[error(transparent)]
     DeviceRules(Box<libcgroups::common::AnyManagerError>),
+    // nvbind: the limits of a container whose init is cloned with no intermediate, which
+    // reported its own as "cgroup error: ..."
+    #[error("cgroup error: {0}")]
+    Limits(Box<libcgroups::common::AnyManagerError>),
     // nvbind: see the pid file in container_main_process; the cause is in the message, as
     // CreateContainerError shows only Display
     #[error("failed to write the pid file {path:?}: {error}")]
@@ -162,6 +166,62 @@ fn cgroup_to_clone_into(
     }
 }
 
+/// nvbind: whether the container's init can be cloned by this process itself, with no
+/// intermediate process, and if so whether with a new PID namespace. The intermediate exists
+/// to enter what must be entered before the init is forked: a user namespace (mapped by this
+/// process), a time namespace, an existing PID namespace (setns applies to children only),
+/// and the cgroup. None of those asked for, and the init cloned into its cgroup
+/// (`cgroup_to_clone_into`), one `clone3` with CLONE_NEWPID and CLONE_INTO_CGROUP makes the
+/// init as crun makes its: a process fewer to fork, run and reap in every create (issue 19:
+/// in the trixie VM, under TCG, the intermediate was about 5 % of a `run`'s CPU). None for
+/// an exec, which joins the container's namespaces through the intermediate as before.
+fn direct_init_pid_namespace(args: &ContainerArgs) -> Option<bool> {
+    if !matches!(args.container_type, ContainerType::InitContainer)
+        || args.user_ns_config.is_some()
+    {
+        return None;
+    }
+    direct_init_namespaces(args.spec.linux().as_ref()?.namespaces().as_ref())
+}
+
+/// `direct_init_pid_namespace` for the spec's `linux.namespaces`.
+fn direct_init_namespaces(
+    namespaces: Option<&Vec<oci_spec::runtime::LinuxNamespace>>,
+) -> Option<bool> {
+    let namespaces = crate::namespaces::Namespaces::try_from(namespaces).ok()?;
+    let absent = |typ| matches!(namespaces.get(typ), Ok(None));
+    if !absent(LinuxNamespaceType::User) || !absent(LinuxNamespaceType::Time) {
+        return None;
+    }
+    match namespaces.get(LinuxNamespaceType::Pid).ok()? {
+        None => Some(false),
+        Some(pid) if pid.path().is_none() => Some(true),
+        Some(_) => None,
+    }
+}
+
+/// nvbind: the container's limits, applied to its cgroup by this process before the init is
+/// cloned into it (the intermediate applies them after joining, `apply_cgroups`); the device
+/// rules come later, as always (`apply_device_rules`).
+fn apply_limits(
+    args: &ContainerArgs,
+    manager: &libcgroups::common::AnyCgroupManager,
+) -> Result<()> {
+    use libcgroups::common::CgroupManager;
+    let Some(resources) = args.spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else {
+        return Ok(());
+    };
+    manager
+        .apply(&libcgroups::common::ControllerOpt {
+            resources,
+            freezer_state: None,
+            oom_score_adj: None,
+            disable_oom_killer: false,
+            skip_devices: true,
+        })
+        .map_err(|e| ProcessError::Limits(Box::new(e)))
+}
+
 pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     // We use a set of channels to communicate between parent and child process.
     // Each channel is uni-directional. Because we will pass these channel to
@@ -179,6 +239,41 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     // nvbind: whether the intermediate was cloned into the container's cgroup (cgroup v2,
     // `cgroup_to_clone_into`); the child sees the value set before the clone that made it.
     let cloned_into_cgroup = Cell::new(false);
+    // nvbind: cloned straight into its cgroup where the kernel allows (crun does the same),
+    // else cloned as before and the intermediate joins the cgroup itself.
+    let cgroup = cgroup_to_clone_into(container_args, cgroup_manager.as_ref());
+    // nvbind: the init itself, with no intermediate, where nothing needs one
+    // (`direct_init_pid_namespace`)
+    let direct_init = match (cgroup.as_ref(), cgroup_manager.as_ref()) {
+        (Some(dir), Some(manager)) => match direct_init_pid_namespace(container_args) {
+            Some(new_pid_namespace) => {
+                apply_limits(container_args, manager)?;
+                let mut init_cb: CloneCb = Box::new(|| {
+                    container_intermediate_process::direct_init_process(
+                        container_args,
+                        &mut inter_chan.0,
+                        &mut init_chan,
+                        &mut intermediate_main_sender,
+                        &mut init_main_sender,
+                    )
+                });
+                match fork::container_clone_into_cgroup(
+                    &mut init_cb,
+                    container_args.as_sibling,
+                    dir.as_fd(),
+                    new_pid_namespace,
+                ) {
+                    Ok(pid) => Some(pid),
+                    Err(err) => {
+                        tracing::debug!(%err, "cannot clone the init directly; through an intermediate");
+                        None
+                    }
+                }
+            }
+            None => None,
+        },
+        _ => None,
+    };
     let mut cb: CloneCb = {
         Box::new(|| {
             // nvbind: the intermediate dies with the runtime. Killed half-way, the runtime
@@ -236,12 +331,15 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
         fork::container_clone
     };
 
-    // nvbind: cloned straight into its cgroup where the kernel allows (crun does the same),
-    // else cloned as before and the intermediate joins the cgroup itself.
-    let cgroup = cgroup_to_clone_into(container_args, cgroup_manager.as_ref());
-    let cloned = cgroup.as_ref().and_then(|dir| {
+    let cloned = direct_init.or_else(|| {
+        let dir = cgroup.as_ref()?;
         cloned_into_cgroup.set(true);
-        match fork::container_clone_into_cgroup(&mut cb, container_args.as_sibling, dir.as_fd()) {
+        match fork::container_clone_into_cgroup(
+            &mut cb,
+            container_args.as_sibling,
+            dir.as_fd(),
+            false,
+        ) {
             Ok(pid) => Some(pid),
             Err(err) => {
                 tracing::debug!(%err, "cannot clone into the cgroup; the intermediate joins it");
@@ -323,8 +421,15 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
 
     // The intermediate process will send the init pid once it forks the init
     // process.  The intermediate process should exit after this point.
-    let init_pid = intermediate_main_receiver.wait_for_intermediate_ready()?;
-    forked.pids.push(init_pid);
+    // nvbind: a directly cloned init is the process cloned above
+    let init_pid = match direct_init {
+        Some(pid) => pid,
+        None => {
+            let pid = intermediate_main_receiver.wait_for_intermediate_ready()?;
+            forked.pids.push(pid);
+            pid
+        }
+    };
 
     // if file to write the pid to is specified, write pid of the child
     if let Some(pid_file) = &container_args.pid_file {
@@ -482,6 +587,11 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     // process is exit and reaped. By this point, the intermediate process
     // should already exited successfully. If intermediate process errors out,
     // the `init_ready` will not be sent.
+    // nvbind: a directly cloned init had none (and is the container, running on).
+    if direct_init.is_some() {
+        forked.armed = false;
+        return Ok(init_pid);
+    }
     match waitpid(intermediate_pid, None) {
         Ok(WaitStatus::Exited(_, 0)) => (),
         Ok(WaitStatus::Exited(_, s)) => {
@@ -670,6 +780,34 @@ mod tests {
     use super::*;
     use crate::process::channel::{intermediate_channel, main_channel};
     use crate::user_ns::UserNamespaceIDMapper;
+
+    // nvbind: the init is cloned with no intermediate only where nothing must be entered
+    // before it forks: no user or time namespace, no PID namespace to join.
+    #[test]
+    fn direct_init_only_without_namespaces_to_enter_first() -> Result<()> {
+        use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceBuilder};
+        let ns = |typ, path: Option<&str>| -> Result<LinuxNamespace> {
+            let mut b = LinuxNamespaceBuilder::default().typ(typ);
+            if let Some(p) = path {
+                b = b.path(p);
+            }
+            Ok(b.build()?)
+        };
+        use LinuxNamespaceType::*;
+        let common = vec![ns(Mount, None)?, ns(Network, None)?, ns(Uts, None)?, ns(Ipc, None)?];
+        let with = |extra: Vec<LinuxNamespace>| {
+            let mut all = common.clone();
+            all.extend(extra);
+            direct_init_namespaces(Some(&all))
+        };
+        assert_eq!(with(vec![ns(Pid, None)?]), Some(true), "a new PID namespace");
+        assert_eq!(with(vec![]), Some(false), "the host's PID namespace");
+        assert_eq!(direct_init_namespaces(None), Some(false), "no namespaces at all");
+        assert_eq!(with(vec![ns(Pid, Some("/proc/1/ns/pid"))?]), None, "a PID namespace to join");
+        assert_eq!(with(vec![ns(Pid, None)?, ns(User, None)?]), None, "a user namespace");
+        assert_eq!(with(vec![ns(Pid, None)?, ns(Time, None)?]), None, "a time namespace");
+        Ok(())
+    }
 
     #[test]
     #[serial]

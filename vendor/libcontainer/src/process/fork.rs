@@ -62,10 +62,13 @@ pub fn container_clone(cb: CloneCb) -> Result<Pid, CloneError> {
 /// [`container_clone_sibling`]. There is no fallback here: on any error (a kernel before 5.7,
 /// a seccomp filter, a busy or threaded cgroup, an unprivileged caller) nothing was cloned
 /// and the caller clones the usual way with the same callback.
+/// `new_pid_namespace` clones the child as PID 1 of a new PID namespace (CLONE_NEWPID): the
+/// container's init cloned with no intermediate process.
 pub fn container_clone_into_cgroup(
     cb: &mut CloneCb,
     sibling: bool,
     cgroup: BorrowedFd,
+    new_pid_namespace: bool,
 ) -> Result<Pid, CloneError> {
     const CLONE_INTO_CGROUP: u64 = 0x200000000;
     let (flags, exit_signal) = if sibling {
@@ -73,9 +76,14 @@ pub fn container_clone_into_cgroup(
     } else {
         (0, Some(SIGCHLD as u64))
     };
+    let pid_namespace = if new_pid_namespace {
+        libc::CLONE_NEWPID as u64
+    } else {
+        0
+    };
     clone3(
         cb,
-        flags | CLONE_INTO_CGROUP,
+        flags | pid_namespace | CLONE_INTO_CGROUP,
         exit_signal,
         Some(cgroup.as_raw_fd()),
     )
@@ -474,15 +482,31 @@ mod test {
             let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
             if own.lines().any(|l| format!("{l}\n") == want) { 0 } else { 1 }
         });
-        let pid = container_clone_into_cgroup(&mut cb, false, cgroup.as_fd())?;
+        let pid = container_clone_into_cgroup(&mut cb, false, cgroup.as_fd(), false)?;
         match waitpid(pid, None)? {
             WaitStatus::Exited(p, 0) if p == pid => {}
             status => bail!("the child was not in {}: {status:?}", dir.display()),
         }
+        // with its own PID namespace (a container's init cloned with no intermediate): PID 1
+        // there, and in the cgroup all the same
+        let mut init: CloneCb = Box::new(|| {
+            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            let in_cgroup = own.lines().any(|l| format!("{l}\n") == want);
+            match (in_cgroup, nix::unistd::getpid().as_raw()) {
+                (true, 1) => 0,
+                (false, _) => 1,
+                _ => 2,
+            }
+        });
+        let pid = container_clone_into_cgroup(&mut init, false, cgroup.as_fd(), true)?;
+        match waitpid(pid, None)? {
+            WaitStatus::Exited(p, 0) if p == pid => {}
+            status => bail!("not PID 1 of a new namespace in {} (1: not in the cgroup, 2: not PID 1): {status:?}", dir.display()),
+        }
 
         let not_a_cgroup = open(std::path::Path::new("/tmp"))?;
         let mut never: CloneCb = Box::new(|| 0);
-        assert!(container_clone_into_cgroup(&mut never, false, not_a_cgroup.as_fd()).is_err());
+        assert!(container_clone_into_cgroup(&mut never, false, not_a_cgroup.as_fd(), false).is_err());
         Ok(())
     }
 }
