@@ -38,6 +38,10 @@ const RECV_TIMEOUT_SECS: i64 = 10;
 /// manager's retries.
 const AUTH_TIMEOUT_MS: i64 = 2000;
 
+/// nvbind: how long a start or stop waits for systemd to finish its job (JobRemoved) before
+/// the caller falls back to polling the cgroup or the unit's state, as it did before.
+const JOB_TIMEOUT_MS: u64 = 30_000;
+
 /// nvbind: a connection error in a few words, for the one-line "cannot reach systemd" error.
 fn short_error(e: &SystemdClientError) -> String {
     match e {
@@ -159,6 +163,24 @@ fn get_actual_uid() -> Result<u32> {
         .parse::<u32>()
         .map_err(DbusError::UidError)?;
     Ok(uid)
+}
+
+/// nvbind: the result of `job` when `msg` is systemd's JobRemoved signal for it
+/// (`JobRemoved(u id, o job, s unit, s result)`).
+fn job_removed(msg: &Message, job: &str) -> Option<String> {
+    let member = msg.headers.iter().find(|h| h.kind == HeaderKind::Member);
+    if msg.preamble.mtype != MessageType::Signal
+        || member.map(|h| &h.value) != Some(&HeaderValue::String("JobRemoved".into()))
+    {
+        return None;
+    }
+    let mut at = 0;
+    u32::deserialize(&msg.body, &mut at).ok()?;
+    if String::deserialize(&msg.body, &mut at).ok()? != job {
+        return None;
+    }
+    String::deserialize(&msg.body, &mut at).ok()?;
+    String::deserialize(&msg.body, &mut at).ok()
 }
 
 impl DbusConnection {
@@ -497,6 +519,62 @@ impl DbusConnection {
             })
     }
 
+    /// nvbind: waits for systemd to finish `job` (the object path StartUnit, StartTransientUnit
+    /// or StopUnit returned) and gives the job's result: "done", "failed", "canceled", ... A
+    /// reply to those calls only says the job was queued; runc and crun wait for its
+    /// JobRemoved signal, where youki polled the cgroup every 20 ms and the unit's state every
+    /// 10 ms, one or two sleeps per create and per delete (40 ms of a `--systemd-cgroup run`
+    /// under TCG, issue 19). Only on systemd's private socket, to which systemd sends every
+    /// signal unasked; through the bus a signal needs a match rule, so None there, as when no
+    /// such signal comes within JOB_TIMEOUT_MS or the connection fails: the caller polls then.
+    pub fn wait_for_job(&self, job: &str) -> Option<String> {
+        self.wait_for_job_within(job, JOB_TIMEOUT_MS)
+    }
+
+    fn wait_for_job_within(&self, job: &str, timeout_ms: u64) -> Option<String> {
+        if self.id.is_some() {
+            return None;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // rounded up: poll's milliseconds must not end the wait before the deadline
+            let left_ms = u16::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+            if left_ms == 0 {
+                tracing::debug!("no JobRemoved for {job} within {timeout_ms} ms");
+                return None;
+            }
+            let mut pfd = nix::libc::pollfd {
+                fd: self.socket,
+                events: nix::libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd, for the socket this connection owns.
+            match unsafe { nix::libc::poll(&mut pfd, 1, i32::from(left_ms)) } {
+                0 => continue,
+                n if n > 0 => {}
+                _ if Errno::last() == Errno::EINTR => continue,
+                _ => {
+                    tracing::debug!("waiting for {job}: {}", Errno::last());
+                    return None;
+                }
+            }
+            let msg = match self
+                .read_one_message()
+                .and_then(|bytes| Message::deserialize(&bytes, &mut 0))
+            {
+                Ok(msg) => msg,
+                Err(e) => {
+                    tracing::debug!("waiting for {job}: {e}");
+                    return None;
+                }
+            };
+            if let Some(result) = job_removed(&msg, job) {
+                return Some(result);
+            }
+        }
+    }
+
     /// nvbind: the unit's ActiveState, None when systemd has no such unit (loaded).
     pub fn unit_active_state(&self, unit_name: &str) -> Option<String> {
         let path = self.create_proxy().get_unit(unit_name).ok()?;
@@ -573,25 +651,35 @@ impl SystemdClient for DbusConnection {
             .into_iter()
             .map(|(k, v)| Structure::new(k.into(), v))
             .collect();
-        proxy
+        let job = proxy
             .start_transient_unit(unit_name, "replace", props, vec![])
             .map_err(|err| SystemdClientError::FailedTransient {
                 err: Box::new(err),
                 unit_name: unit_name.into(),
                 parent: parent.into(),
             })?;
-        Ok(())
+        // nvbind: the unit is started (and the pid in its cgroup) once the job is done
+        match self.wait_for_job(&job) {
+            Some(result) if result != "done" => Err(SystemdClientError::FailedTransient {
+                err: Box::new(SystemdClientError::JobFailed { job, result }),
+                unit_name: unit_name.into(),
+                parent: parent.into(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn stop_transient_unit(&self, unit_name: &str) -> Result<()> {
         let proxy = self.create_proxy();
 
-        proxy
+        let job = proxy
             .stop_unit(unit_name, "replace")
             .map_err(|err| SystemdClientError::FailedStop {
                 err: Box::new(err),
                 unit_name: unit_name.into(),
             })?;
+        // nvbind: whatever the result, the caller reads the unit's state next
+        self.wait_for_job(&job);
         Ok(())
     }
 
@@ -782,6 +870,67 @@ mod tests {
         let mut buf = [0u8; 10];
         conn.read_exact(&mut buf).unwrap();
         assert_eq!(buf, data);
+    }
+
+    #[test]
+    // nvbind: a start or stop waits for its job's JobRemoved signal, skipping every other
+    // message (other jobs' signals, other signals); through the bus (a connection with a
+    // unique name) it does not wait, and without the signal it gives up at its deadline.
+    fn test_wait_for_job() {
+        use super::super::message::{Header, HeaderKind, HeaderValue, Message, MessageType};
+        use super::super::serialize::DbusSerialize;
+        fn signal(member: &str, job: &str, result: &str) -> Vec<u8> {
+            let mut body = Vec::new();
+            7u32.serialize(&mut body);
+            job.to_string().serialize(&mut body);
+            "nvbind-x.scope".to_string().serialize(&mut body);
+            result.to_string().serialize(&mut body);
+            let text = |kind, v: &str| Header {
+                kind,
+                value: HeaderValue::String(v.into()),
+            };
+            let headers = vec![
+                text(HeaderKind::Path, "/org/freedesktop/systemd1"),
+                text(HeaderKind::Interface, "org.freedesktop.systemd1.Manager"),
+                text(HeaderKind::Member, member),
+                text(HeaderKind::BodySignature, "uoss"),
+            ];
+            Message::new(MessageType::Signal, 1, headers, body).serialize()
+        }
+        let job = "/org/freedesktop/systemd1/job/42";
+        let (a, b) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::empty(),
+        )
+        .unwrap();
+        for m in [
+            signal("JobNew", job, "done"),
+            signal("JobRemoved", "/org/freedesktop/systemd1/job/41", "failed"),
+            signal("JobRemoved", job, "done"),
+            signal("JobRemoved", job, "dependency"),
+        ] {
+            socket::send(a.as_raw_fd(), &m, socket::MsgFlags::empty()).unwrap();
+        }
+        let conn = DbusConnection::for_test(b.as_raw_fd());
+        assert_eq!(conn.wait_for_job_within(job, 5000).as_deref(), Some("done"));
+        assert_eq!(
+            conn.wait_for_job_within(job, 5000).as_deref(),
+            Some("dependency")
+        );
+        // nothing more comes: the deadline
+        let start = std::time::Instant::now();
+        assert_eq!(conn.wait_for_job_within(job, 200), None);
+        assert!(start.elapsed() >= std::time::Duration::from_millis(200));
+        // the peer gone: no answer, at once
+        drop(a);
+        assert_eq!(conn.wait_for_job_within(job, 5000), None);
+        assert!(start.elapsed() < std::time::Duration::from_secs(4));
+        // through the bus
+        let mut bus = DbusConnection::for_test(b.as_raw_fd());
+        bus.id = Some(":1.42".into());
+        assert_eq!(bus.wait_for_job_within(job, 5000), None);
     }
 
     #[test]

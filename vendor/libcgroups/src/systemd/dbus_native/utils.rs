@@ -22,6 +22,9 @@ pub enum SystemdClientError {
     },
     #[error("could not parse systemd version: {0}")]
     SystemdVersion(ParseIntError),
+    // nvbind: the job a start or stop queued ended otherwise than "done" (JobRemoved)
+    #[error("systemd's job {job} ended \"{result}\"; see `journalctl -xe` for why")]
+    JobFailed { job: String, result: String },
 }
 
 #[derive(thiserror::Error, Debug)]
