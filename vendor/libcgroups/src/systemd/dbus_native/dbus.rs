@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::errno::Errno;
@@ -72,6 +73,9 @@ pub struct DbusConnection {
     // This must be atomic, so that we can take non-mutable reference to self
     // and still increment this
     msg_ctr: AtomicU32,
+    /// nvbind: systemd's version, asked once per connection: a create asked it twice on the
+    /// same connection (the limits, then the device rules), a round trip to systemd each
+    version: OnceLock<u32>,
 }
 
 #[inline(always)]
@@ -258,6 +262,7 @@ impl DbusConnection {
             msg_ctr: AtomicU32::new(0),
             id: None,
             system,
+            version: OnceLock::new(),
         })
     }
 
@@ -705,6 +710,9 @@ impl SystemdClient for DbusConnection {
     }
 
     fn systemd_version(&self) -> std::result::Result<u32, SystemdClientError> {
+        if let Some(version) = self.version.get() {
+            return Ok(*version);
+        }
         let proxy = self.create_proxy();
 
         let version = proxy
@@ -716,7 +724,7 @@ impl SystemdClient for DbusConnection {
             .parse::<u32>()
             .map_err(SystemdClientError::SystemdVersion)?;
 
-        Ok(version)
+        Ok(*self.version.get_or_init(|| version))
     }
 
     fn control_cgroup_root(&self) -> std::result::Result<PathBuf, SystemdClientError> {
@@ -740,6 +748,7 @@ impl DbusConnection {
             socket: fd,
             id: None,
             msg_ctr: AtomicU32::new(0),
+            version: OnceLock::new(),
         }
     }
 }
@@ -931,6 +940,42 @@ mod tests {
         let mut bus = DbusConnection::for_test(b.as_raw_fd());
         bus.id = Some(":1.42".into());
         assert_eq!(bus.wait_for_job_within(job, 5000), None);
+    }
+
+    #[test]
+    // nvbind: systemd's version is asked once per connection (a create needs it for the
+    // limits and again for the device rules)
+    fn test_systemd_version_asked_once() {
+        use super::super::client::SystemdClient;
+        use super::super::message::{Header, HeaderKind, HeaderValue, Message, MessageType};
+        use super::super::serialize::{DbusSerialize, Variant};
+        let (a, b) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::empty(),
+        )
+        .unwrap();
+        let mut body = Vec::new();
+        Variant::String("257.9-1".into()).serialize(&mut body);
+        let headers = vec![
+            Header {
+                kind: HeaderKind::ReplySerial,
+                value: HeaderValue::U32(1),
+            },
+            Header {
+                kind: HeaderKind::BodySignature,
+                value: HeaderValue::String("v".into()),
+            },
+        ];
+        let reply = Message::new(MessageType::MethodReturn, 1, headers, body).serialize();
+        socket::send(a.as_raw_fd(), &reply, socket::MsgFlags::empty()).unwrap();
+        let conn = DbusConnection::for_test(b.as_raw_fd());
+        assert_eq!(conn.systemd_version().unwrap(), 257);
+        // the peer gone: a second question would fail
+        drop(a);
+        assert_eq!(conn.systemd_version().unwrap(), 257);
+        assert!(conn.control_cgroup_root().is_err());
     }
 
     #[test]
