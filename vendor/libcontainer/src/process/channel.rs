@@ -320,6 +320,14 @@ impl IntermediateSender {
         Ok(())
     }
 
+    // nvbind: the runtime started the container's systemd unit with the intermediate in it
+    pub fn cgroup_joined(&mut self) -> Result<(), ChannelError> {
+        tracing::debug!("cgroup joined");
+        self.sender.send(Message::CgroupJoined)?;
+
+        Ok(())
+    }
+
     pub fn close(&self) -> Result<(), ChannelError> {
         self.sender.close()?;
 
@@ -360,6 +368,22 @@ impl IntermediateReceiver {
         match msg {
             Message::TimeOffsetsWritten => Ok(()),
             msg => Err(ChannelError::unexpected("TimeOffsetsWritten", msg)),
+        }
+    }
+
+    // nvbind: see IntermediateSender::cgroup_joined
+    pub fn wait_for_cgroup_joined(&mut self) -> Result<(), ChannelError> {
+        tracing::debug!("waiting for the cgroup join");
+        let msg = self
+            .receiver
+            .recv()
+            .map_err(|err| ChannelError::ReceiveError {
+                msg: "waiting for the cgroup join".to_string(),
+                source: err,
+            })?;
+        match msg {
+            Message::CgroupJoined => Ok(()),
+            msg => Err(ChannelError::unexpected("CgroupJoined", msg)),
         }
     }
 
@@ -621,6 +645,25 @@ mod tests {
             }
         };
 
+        Ok(())
+    }
+
+    // nvbind: the intermediate waits for the runtime's CgroupJoined (the runtime started the
+    // systemd unit with it in it); anything else, or a runtime gone, is an error, not a go
+    #[test]
+    #[serial]
+    fn test_channel_cgroup_joined() -> Result<()> {
+        let (sender, receiver) = &mut intermediate_channel()?;
+        sender.cgroup_joined()?;
+        receiver.wait_for_cgroup_joined()?;
+
+        sender.mapping_written()?;
+        let err = receiver.wait_for_cgroup_joined().unwrap_err();
+        assert!(err.to_string().contains("CgroupJoined"), "{err}");
+
+        sender.close()?;
+        assert!(receiver.wait_for_cgroup_joined().is_err());
+        receiver.close()?;
         Ok(())
     }
 

@@ -40,14 +40,28 @@ pub enum IntermediateProcessError {
 
 type Result<T> = std::result::Result<T, IntermediateProcessError>;
 
+/// nvbind: how the intermediate gets into the container's cgroup before it forks the init
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupEntry {
+    /// It joins the cgroup itself and applies the limits.
+    Joins,
+    /// It was cloned into the cgroup (CLONE_INTO_CGROUP); the limits are still its to apply.
+    ClonedInto,
+    /// The runtime puts it there and applies the limits, and says so (`CgroupJoined`): under
+    /// the systemd driver the runtime starts the unit with this process in it, on the one
+    /// D-Bus connection it applies the device rules with later, where each process opened
+    /// its own (a connection costs systemd about 20 ms of CPU under TCG).
+    ByRuntime,
+}
+
 pub fn container_intermediate_process(
     args: &ContainerArgs,
     intermediate_chan: &mut (channel::IntermediateSender, channel::IntermediateReceiver),
     init_chan: &mut (channel::InitSender, channel::InitReceiver),
     intermediate_main_sender: &mut channel::MainSender,
     init_main_sender: &mut channel::MainSender,
-    // nvbind: cloned into the container's cgroup already (CLONE_INTO_CGROUP)
-    in_cgroup: bool,
+    // nvbind: how this process gets into the container's cgroup
+    cgroup_entry: CgroupEntry,
     // nvbind: the manager the runtime made before cloning this process (its copy of it), so
     // that one create builds it once; None where the runtime could not or must not share it
     shared_cgroup_manager: Option<&libcgroups::common::AnyCgroupManager>,
@@ -66,17 +80,6 @@ pub fn container_intermediate_process(
     let linux = spec.linux().as_ref().ok_or(MissingSpecError::Linux)?;
     let namespaces = Namespaces::try_from(linux.namespaces().as_ref())?;
     let rootless = rootless_required(command.as_ref()).unwrap_or(false);
-    let own_cgroup_manager;
-    let cgroup_manager = match shared_cgroup_manager {
-        Some(m) => m,
-        None => {
-            own_cgroup_manager =
-                libcgroups::common::create_cgroup_manager(args.cgroup_config.to_owned())
-                    .map_err(|e| IntermediateProcessError::Cgroup(e.to_string()))?
-                    .with_rootless(rootless);
-            &own_cgroup_manager
-        }
-    };
 
     let current_pid = Pid::this();
     // setting CPU affinity for tenant container before cgroup move
@@ -103,20 +106,25 @@ pub fn container_intermediate_process(
     // In addition this needs to be done before we enter the cgroup namespace as
     // the cgroup of the process will form the root of the cgroup hierarchy in
     // the cgroup namespace.
-    if args.sub_cgroups.is_empty() {
+    // nvbind: made only where this process uses it: under the systemd driver it is a D-Bus
+    // connection, which the runtime's own makes unneeded (CgroupEntry::ByRuntime)
+    let mut own_cgroup_manager = None;
+    if cgroup_entry == CgroupEntry::ByRuntime {
+        inter_receiver.wait_for_cgroup_joined()?;
+    } else if args.sub_cgroups.is_empty() {
         apply_cgroups(
-            cgroup_manager,
+            cgroup_manager(args, shared_cgroup_manager, &mut own_cgroup_manager, rootless)?,
             linux.resources().as_ref(),
             matches!(args.container_type, ContainerType::InitContainer),
             rootless,
-            in_cgroup,
+            cgroup_entry == CgroupEntry::ClonedInto,
             // nvbind: an exec's fallback when the container's cgroup is no longer a leaf
             args.tenant_of.as_ref().and_then(|c| c.pid()),
         )?;
     } else {
         // nvbind: runc's `exec --cgroup`: sub-cgroups that must exist; a failure to join one
         // fails the exec, rootless or not (the caller asked for that cgroup).
-        let dirs = cgroup_manager
+        let dirs = cgroup_manager(args, shared_cgroup_manager, &mut own_cgroup_manager, rootless)?
             .sub_cgroup_dirs(&args.sub_cgroups)
             .map_err(|e| IntermediateProcessError::Cgroup(e.to_string()))?;
         libcgroups::sub_cgroups::join(&dirs, getpid())
@@ -461,6 +469,22 @@ pub fn direct_init_process(
         init_main_sender,
         &BindSources::default(),
     )
+}
+
+/// nvbind: the manager the runtime shared, else one made here (once)
+fn cgroup_manager<'a>(
+    args: &ContainerArgs,
+    shared: Option<&'a libcgroups::common::AnyCgroupManager>,
+    own: &'a mut Option<libcgroups::common::AnyCgroupManager>,
+    rootless: bool,
+) -> Result<&'a libcgroups::common::AnyCgroupManager> {
+    if let Some(m) = shared {
+        return Ok(m);
+    }
+    let made = libcgroups::common::create_cgroup_manager(args.cgroup_config.to_owned())
+        .map_err(|e| IntermediateProcessError::Cgroup(e.to_string()))?
+        .with_rootless(rootless);
+    Ok(own.insert(made))
 }
 
 fn apply_cgroups<

@@ -14,6 +14,7 @@ use crate::hooks;
 use crate::network::network_device::dev_change_net_namespace;
 use crate::process::args::{ContainerArgs, ContainerType};
 use crate::process::fork::{self, CloneCb};
+use crate::process::container_intermediate_process::CgroupEntry;
 use crate::process::{channel, container_intermediate_process};
 use crate::syscall::SyscallError;
 use crate::user_ns::UserNamespaceConfig;
@@ -53,8 +54,9 @@ pub enum ProcessError {
     DeviceRulesCgroup(Box<libcgroups::common::CreateCgroupSetupError>),
     #[error(transparent)]
     DeviceRules(Box<libcgroups::common::AnyManagerError>),
-    // nvbind: the limits of a container whose init is cloned with no intermediate, which
-    // reported its own as "cgroup error: ..."
+    // nvbind: the limits of a container whose init is cloned with no intermediate, or whose
+    // systemd unit this process starts (the intermediate reported its own as "cgroup error:
+    // ...")
     #[error("cgroup error: {0}")]
     Limits(Box<libcgroups::common::AnyManagerError>),
     // nvbind: see the pid file in container_main_process; the cause is in the message, as
@@ -122,8 +124,9 @@ fn apply_device_rules(
 /// `clone3` and applies the device rules with it. Each manager built costs the cgroup setup's
 /// detection (two statfs) again, and on v1 the path of every controller; the create built
 /// three. None for the systemd driver on cgroup v2 (its manager holds a D-Bus connection,
-/// which two processes must not share: the intermediate opens its own, as before) and when
-/// it cannot be built (the intermediate then tries and reports why).
+/// which two processes must not share: this process makes it after the clone, `start_unit`,
+/// or the intermediate makes its own) and when it cannot be built (the intermediate then
+/// tries and reports why).
 fn shared_cgroup_manager(args: &ContainerArgs) -> Option<libcgroups::common::AnyCgroupManager> {
     let config = &args.cgroup_config;
     if config.systemd_cgroup && !config.cgroup_path.is_absolute() {
@@ -200,6 +203,38 @@ fn direct_init_namespaces(
     }
 }
 
+/// nvbind: whether this process starts the container's systemd unit with the intermediate
+/// in it and applies its limits, as runc's parent does (`Apply(pid)`, then `Set`), so that
+/// one D-Bus connection serves the whole create (the device rules come through it too): a
+/// container's init under the systemd driver on cgroup v2, as root, with no sub-cgroups to
+/// join. A rootless container's intermediate keeps joining itself (the user's bus, and a
+/// container without a cgroup where the user may not make one).
+fn runtime_starts_unit(args: &ContainerArgs) -> bool {
+    let config = &args.cgroup_config;
+    config.systemd_cgroup
+        && !config.cgroup_path.is_absolute()
+        && matches!(args.container_type, ContainerType::InitContainer)
+        && args.sub_cgroups.is_empty()
+        && !crate::utils::rootless_required(args.syscall.create_syscall().as_ref()).unwrap_or(true)
+        && matches!(
+            libcgroups::common::get_cgroup_setup(),
+            Ok(libcgroups::common::CgroupSetup::Unified)
+        )
+}
+
+/// nvbind: the container's systemd unit started with the intermediate (`pid`) in it, and the
+/// limits applied (`runtime_starts_unit`); its manager, for the device rules.
+fn start_unit(args: &ContainerArgs, pid: Pid) -> Result<libcgroups::common::AnyCgroupManager> {
+    use libcgroups::common::CgroupManager;
+    let manager = libcgroups::common::create_cgroup_manager(args.cgroup_config.clone())
+        .map_err(|e| ProcessError::DeviceRulesCgroup(Box::new(e)))?;
+    manager
+        .add_task(pid)
+        .map_err(|e| ProcessError::Limits(Box::new(e)))?;
+    apply_limits(args, &manager)?;
+    Ok(manager)
+}
+
 /// nvbind: the container's limits, applied to its cgroup by this process before the init is
 /// cloned into it (the intermediate applies them after joining, `apply_cgroups`); the device
 /// rules come later, as always (`apply_device_rules`).
@@ -236,9 +271,15 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     let main_pid = Pid::this();
     // nvbind: built before the clone, so the intermediate has it too (`shared_cgroup_manager`)
     let cgroup_manager = shared_cgroup_manager(container_args);
-    // nvbind: whether the intermediate was cloned into the container's cgroup (cgroup v2,
-    // `cgroup_to_clone_into`); the child sees the value set before the clone that made it.
-    let cloned_into_cgroup = Cell::new(false);
+    // nvbind: how the intermediate gets into the container's cgroup: cloned into it (cgroup
+    // v2, `cgroup_to_clone_into`), put there by this process (`runtime_starts_unit`), or it
+    // joins; the child sees the value set before the clone that made it.
+    let own_join = if runtime_starts_unit(container_args) {
+        CgroupEntry::ByRuntime
+    } else {
+        CgroupEntry::Joins
+    };
+    let cgroup_entry = Cell::new(own_join);
     // nvbind: cloned straight into its cgroup where the kernel allows (crun does the same),
     // else cloned as before and the intermediate joins the cgroup itself.
     let cgroup = cgroup_to_clone_into(container_args, cgroup_manager.as_ref());
@@ -303,7 +344,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
                 &mut init_chan,
                 &mut intermediate_main_sender,
                 &mut init_main_sender,
-                cloned_into_cgroup.get(),
+                cgroup_entry.get(),
                 cgroup_manager.as_ref(),
             ) {
                 Ok(_) => 0,
@@ -333,7 +374,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
 
     let cloned = direct_init.or_else(|| {
         let dir = cgroup.as_ref()?;
-        cloned_into_cgroup.set(true);
+        cgroup_entry.set(CgroupEntry::ClonedInto);
         match fork::container_clone_into_cgroup(
             &mut cb,
             container_args.as_sibling,
@@ -343,7 +384,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
             Ok(pid) => Some(pid),
             Err(err) => {
                 tracing::debug!(%err, "cannot clone into the cgroup; the intermediate joins it");
-                cloned_into_cgroup.set(false);
+                cgroup_entry.set(own_join);
                 None
             }
         }
@@ -376,6 +417,15 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
 
     let (mut inter_sender, inter_receiver) = inter_chan;
     let (mut init_sender, init_receiver) = init_chan;
+
+    let unit_manager = match cgroup_entry.get() {
+        CgroupEntry::ByRuntime => {
+            let manager = start_unit(container_args, intermediate_pid)?;
+            inter_sender.cgroup_joined()?;
+            Some(manager)
+        }
+        _ => None,
+    };
 
     // If creating a container with new user namespace, the intermediate process will ask
     // the main process to set up uid and gid mapping, once the intermediate
@@ -452,7 +502,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
         // the init pivots into the rootfs and runs the container's code, and after the
         // rootfs was prepared (so a spec mount of a block device works, as with runc).
         init_main_receiver.wait_for_hook_request()?;
-        apply_device_rules(container_args, cgroup_manager.as_ref())?;
+        apply_device_rules(container_args, cgroup_manager.as_ref().or(unit_manager.as_ref()))?;
         if let Some(hooks) = container_args.spec.hooks() {
             if let Some(container_for_hooks) = &container_args.container {
                 hooks::run_hooks(

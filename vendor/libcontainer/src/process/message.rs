@@ -16,6 +16,8 @@ pub enum Message {
     MappingWritten,
     WriteTimeOffsets,
     TimeOffsetsWritten,
+    // nvbind: the runtime put the intermediate into the container's systemd unit
+    CgroupJoined,
     SeccompNotify,
     SeccompNotifyDone,
     SetupNetworkDeviceReady,
@@ -40,6 +42,7 @@ impl fmt::Display for Message {
             Message::MoveNetworkDevice(addr) => write!(f, "MoveNetworkDevice({:?})", addr),
             Message::WriteTimeOffsets => write!(f, "WriteTimeOffsets"),
             Message::TimeOffsetsWritten => write!(f, "TimeOffsetsWritten"),
+            Message::CgroupJoined => write!(f, "CgroupJoined"),
             Message::SeccompNotify => write!(f, "SeccompNotify"),
             Message::SeccompNotifyDone => write!(f, "SeccompNotifyDone"),
             Message::HookRequest => write!(f, "HookRequest"),
