@@ -476,12 +476,33 @@ mod test {
                 .into())
         };
         let cgroup = open(&dir)?;
-        let want = format!("0::/{name}\n");
-        let mut cb: CloneCb = Box::new(|| {
-            // cgroup v2's line of /proc/self/cgroup is "0::/PATH"
-            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-            if own.lines().any(|l| format!("{l}\n") == want) { 0 } else { 1 }
-        });
+        // cgroup v2's line of /proc/self/cgroup is "0::/PATH"
+        let want = format!("0::/{name}").into_bytes();
+        // nvbind: the children below are clones of this multithreaded test process: one that
+        // allocates, or leaves through exit() (atfork_lock, see test-skips.tsv for
+        // test_container_fork), can wait forever for a lock another thread held at the clone
+        // (a CI run hung here). They read with raw calls into a stack buffer and leave with
+        // _exit.
+        fn in_cgroup(want: &[u8]) -> bool {
+            let mut buf = [0u8; 4096];
+            // SAFETY: a NUL-terminated path; read into the buffer's free part; fd closed once.
+            let fd = unsafe { libc::open(c"/proc/self/cgroup".as_ptr(), libc::O_RDONLY) };
+            if fd < 0 {
+                return false;
+            }
+            let mut len = 0;
+            while len < buf.len() {
+                let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
+                if n <= 0 {
+                    break;
+                }
+                len += n as usize;
+            }
+            unsafe { libc::close(fd) };
+            buf[..len].split(|b| *b == b'\n').any(|l| l == want)
+        }
+        // SAFETY: _exit ends the child at once, with nothing of the parent's to run.
+        let mut cb: CloneCb = Box::new(|| unsafe { libc::_exit(if in_cgroup(&want) { 0 } else { 1 }) });
         let pid = container_clone_into_cgroup(&mut cb, false, cgroup.as_fd(), false)?;
         match waitpid(pid, None)? {
             WaitStatus::Exited(p, 0) if p == pid => {}
@@ -490,13 +511,13 @@ mod test {
         // with its own PID namespace (a container's init cloned with no intermediate): PID 1
         // there, and in the cgroup all the same
         let mut init: CloneCb = Box::new(|| {
-            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-            let in_cgroup = own.lines().any(|l| format!("{l}\n") == want);
-            match (in_cgroup, nix::unistd::getpid().as_raw()) {
+            let code = match (in_cgroup(&want), nix::unistd::getpid().as_raw()) {
                 (true, 1) => 0,
                 (false, _) => 1,
                 _ => 2,
-            }
+            };
+            // SAFETY: as above
+            unsafe { libc::_exit(code) }
         });
         let pid = container_clone_into_cgroup(&mut init, false, cgroup.as_fd(), true)?;
         match waitpid(pid, None)? {
