@@ -510,20 +510,24 @@ impl CgroupManager for Manager {
         if pid.as_raw() == -1 {
             return Ok(());
         }
-        if self.client.transient_unit_exists(&self.unit_name) {
-            tracing::debug!("Transient unit {:?} already exists", self.unit_name);
-            self.client
-                .add_process_to_unit(&self.unit_name, "", pid.as_raw() as u32)?;
-            return Ok(());
-        }
-
+        // nvbind: start first, as runc does, and attach the pid when systemd answers that it
+        // has the unit already (an exec, a second container in one unit): a create is one
+        // round trip to systemd where GetUnit, then StartTransientUnit, were two
         tracing::debug!("Starting {:?}", self.unit_name);
-        self.client.start_transient_unit(
+        match self.client.start_transient_unit(
             &self.container_name,
             pid.as_raw() as u32,
             &self.destructured_path.parent,
             &self.unit_name,
-        )?;
+        ) {
+            Err(err) if err.is_unit_exists() => {
+                tracing::debug!("Transient unit {:?} already exists", self.unit_name);
+                self.client
+                    .add_process_to_unit(&self.unit_name, "", pid.as_raw() as u32)?;
+                return Ok(());
+            }
+            started => started?,
+        }
 
         // There is a chance that the intermediate process ends before systemd gets the dbus message to add it to transit unit.
         self.wait_for_process_in_cgroup(pid)?;

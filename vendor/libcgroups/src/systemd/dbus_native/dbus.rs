@@ -728,6 +728,14 @@ impl SystemdClient for DbusConnection {
     }
 
     fn control_cgroup_root(&self) -> std::result::Result<PathBuf, SystemdClientError> {
+        // nvbind: the system manager's root is read from its own process where it can be (a
+        // round trip to systemd on every create and delete otherwise; runc does not ask the
+        // system manager at all and takes the root to be /)
+        if self.system {
+            if let Some(root) = system_manager_root_from_pid1() {
+                return Ok(PathBuf::from(root));
+            }
+        }
         let proxy = self.create_proxy();
 
         let cgroup_root = proxy.control_group()?;
@@ -737,6 +745,36 @@ impl SystemdClient for DbusConnection {
         let proxy = self.create_proxy();
         proxy.attach_process(unit_name, subcgroup, pid)
     }
+}
+
+/// nvbind: the system manager's ControlGroup property, read from /proc/1 when PID 1 is
+/// systemd in this cgroup namespace: systemd sets the property to its own cgroup with
+/// "/init.scope" cut off and no trailing slash (manager_setup_cgroup), so "" when PID 1 is in
+/// /init.scope. None, and the caller asks systemd, in any other case: PID 1 not systemd (a
+/// runtime in a container of its own), another cgroup namespace, a cgroup v1 systemd.
+fn system_manager_root_from_pid1() -> Option<String> {
+    let ns = |path| std::fs::read_link(path).ok();
+    if ns("/proc/self/ns/cgroup")? != ns("/proc/1/ns/cgroup")? {
+        return None;
+    }
+    let comm = std::fs::read_to_string("/proc/1/comm").ok()?;
+    let cgroup = std::fs::read_to_string("/proc/1/cgroup").ok()?;
+    manager_root_from_init_cgroup(&comm, &cgroup)
+}
+
+/// nvbind: the root systemd derives from its own cgroup (the v2 "0::" line of
+/// /proc/PID/cgroup), given its comm; None unless that is systemd in an "init.scope".
+fn manager_root_from_init_cgroup(comm: &str, cgroup: &str) -> Option<String> {
+    if comm.trim_end() != "systemd" {
+        return None;
+    }
+    let path = cgroup.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let root = path.strip_suffix("/init.scope")?;
+    // a cgroup outside this namespace reads as "/.."; an unexpected shape is asked instead
+    if !(root.is_empty() || root.starts_with('/')) || root.split('/').any(|c| c == "..") {
+        return None;
+    }
+    Some(root.to_string())
 }
 
 #[cfg(test)]
@@ -858,7 +896,7 @@ mod tests {
         assert!(res.is_err());
         assert!(matches!(
             res,
-            Err(SystemdClientError::DBus(DbusError::MethodCallErr(_)))
+            Err(SystemdClientError::DBus(DbusError::MethodError { .. }))
         ))
     }
 
@@ -976,6 +1014,84 @@ mod tests {
         drop(a);
         assert_eq!(conn.systemd_version().unwrap(), 257);
         assert!(conn.control_cgroup_root().is_err());
+    }
+
+    #[test]
+    // nvbind: an error reply keeps its name: a start of a unit systemd already has is told
+    // apart (the manager attaches the pid then), another refusal is not
+    fn test_start_error_keeps_its_name() {
+        use super::super::client::SystemdClient;
+        use super::super::message::{Header, HeaderKind, HeaderValue, Message, MessageType};
+        use super::super::serialize::DbusSerialize;
+        let error = |name: &str, text: &str| {
+            let mut body = Vec::new();
+            text.to_string().serialize(&mut body);
+            let headers = vec![
+                Header {
+                    kind: HeaderKind::ReplySerial,
+                    value: HeaderValue::U32(1),
+                },
+                Header {
+                    kind: HeaderKind::ErrorName,
+                    value: HeaderValue::String(name.into()),
+                },
+                Header {
+                    kind: HeaderKind::BodySignature,
+                    value: HeaderValue::String("s".into()),
+                },
+            ];
+            Message::new(MessageType::Error, 1, headers, body).serialize()
+        };
+        for (name, exists) in [
+            (super::super::utils::UNIT_EXISTS, true),
+            ("org.freedesktop.DBus.Error.InvalidArgs", false),
+        ] {
+            let (a, b) = socket::socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::empty(),
+            )
+            .unwrap();
+            let reply = error(
+                name,
+                "Unit ct.scope was already loaded or has a fragment file.",
+            );
+            socket::send(a.as_raw_fd(), &reply, socket::MsgFlags::empty()).unwrap();
+            let conn = DbusConnection::for_test(b.as_raw_fd());
+            let err = conn
+                .start_transient_unit("ct", 1, "system.slice", "ct.scope")
+                .unwrap_err();
+            assert_eq!(err.is_unit_exists(), exists, "{name}: {err:?}");
+            // the message reads as before
+            assert_eq!(
+                err.to_string(),
+                "failed to start transient unit ct.scope, parent is system.slice: dbus error: \
+                 dbus function call error: Unit ct.scope was already loaded or has a fragment \
+                 file."
+            );
+        }
+    }
+
+    #[test]
+    fn test_manager_root_from_init_cgroup() {
+        use super::manager_root_from_init_cgroup as root;
+        // a host: systemd in /init.scope, the property is ""
+        assert_eq!(root("systemd\n", "0::/init.scope\n").as_deref(), Some(""));
+        // hybrid: the v2 line is one of many
+        let hybrid = "12:pids:/init.scope\n1:name=systemd:/init.scope\n0::/init.scope\n";
+        assert_eq!(root("systemd\n", hybrid).as_deref(), Some(""));
+        // systemd in a container without a cgroup namespace of its own
+        assert_eq!(
+            root("systemd\n", "0::/machine.slice/ct.scope/init.scope\n").as_deref(),
+            Some("/machine.slice/ct.scope")
+        );
+        // anything else is asked over D-Bus
+        assert_eq!(root("sh\n", "0::/init.scope\n"), None);
+        assert_eq!(root("systemd\n", "0::/\n"), None);
+        assert_eq!(root("systemd\n", "0::/../../init.scope\n"), None);
+        assert_eq!(root("systemd\n", "1:name=systemd:/init.scope\n"), None);
+        assert_eq!(root("systemd\n", ""), None);
     }
 
     #[test]

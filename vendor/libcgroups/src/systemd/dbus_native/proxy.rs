@@ -94,16 +94,25 @@ impl<'conn> Proxy<'conn> {
         // if any error, return error
         if !error_message.is_empty() {
             let msg = error_message[0];
-            if msg.body.is_empty() {
+            // nvbind: the error's name too, for callers that act on it (UnitExists)
+            let name = msg
+                .headers
+                .iter()
+                .find_map(|h| match (&h.kind, &h.value) {
+                    (HeaderKind::ErrorName, HeaderValue::String(name)) => Some(name.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let message = if msg.body.is_empty() {
                 // this should rarely be the case
-                return Err(DbusError::MethodCallErr("Unknown Dbus Error".into()).into());
+                "Unknown Dbus Error".to_string()
             } else {
                 // in error message, first item of the body (if present) is always a string
                 // indicating the error
                 let mut ctr = 0;
-                let msg = String::deserialize(&msg.body, &mut ctr)?;
-                return Err(DbusError::MethodCallErr(msg).into());
-            }
+                String::deserialize(&msg.body, &mut ctr)?
+            };
+            return Err(DbusError::MethodError { name, message }.into());
         }
 
         // we basically ignore all type of messages apart from method return

@@ -41,6 +41,10 @@ pub enum DbusError {
     DeserializationError(String),
     #[error("dbus function call error: {0}")]
     MethodCallErr(String),
+    // nvbind: an error reply, with its name (org.freedesktop.systemd1.UnitExists, ...) for
+    // callers that act on it; reads as MethodCallErr did
+    #[error("dbus function call error: {message}")]
+    MethodError { name: String, message: String },
     #[error("dbus bus address error: {0}")]
     BusAddressError(String),
     // nvbind: neither systemd's private socket nor the system bus answered
@@ -55,6 +59,20 @@ pub enum DbusError {
 }
 
 pub type Result<T> = std::result::Result<T, SystemdClientError>;
+
+/// nvbind: systemd's error for a StartTransientUnit of a unit it already has
+pub const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
+
+impl SystemdClientError {
+    /// nvbind: whether systemd refused to start a unit because it already has it
+    pub fn is_unit_exists(&self) -> bool {
+        match self {
+            Self::FailedTransient { err, .. } => err.is_unit_exists(),
+            Self::DBus(DbusError::MethodError { name, .. }) => name == UNIT_EXISTS,
+            _ => false,
+        }
+    }
+}
 
 impl From<nix::Error> for SystemdClientError {
     fn from(err: nix::Error) -> SystemdClientError {
