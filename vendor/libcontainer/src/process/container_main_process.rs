@@ -48,10 +48,11 @@ pub enum ProcessError {
     Hooks(#[from] crate::hooks::HookError),
     #[error("failed to build OCI state: {0}")]
     OciStateBuild(String),
-    // nvbind: transparent, as the errors above: CreateContainerError shows only Display;
-    // boxed, as the cgroup errors are large.
+    // nvbind: the container's cgroup manager could not be made in this process (for the
+    // device rules, or to start the systemd unit). Transparent, as the errors above:
+    // CreateContainerError shows only Display; boxed, as the cgroup errors are large.
     #[error(transparent)]
-    DeviceRulesCgroup(Box<libcgroups::common::CreateCgroupSetupError>),
+    CgroupManager(Box<libcgroups::common::CreateCgroupSetupError>),
     #[error(transparent)]
     DeviceRules(Box<libcgroups::common::AnyManagerError>),
     // nvbind: the limits of a container whose init is cloned with no intermediate, or whose
@@ -77,12 +78,11 @@ type Result<T> = std::result::Result<T, ProcessError>;
 /// privileges (runc skips them there too), and it may have no cgroup at all.
 fn apply_device_rules(
     container_args: &ContainerArgs,
+    rootless: Rootless,
     shared: Option<&libcgroups::common::AnyCgroupManager>,
 ) -> Result<()> {
-    let rootless =
-        crate::utils::rootless_required(container_args.syscall.create_syscall().as_ref())
-            .unwrap_or(false);
-    if rootless {
+    // not known to be rootless: the rules are applied (or fail)
+    if rootless == Some(true) {
         return Ok(());
     }
     use libcgroups::common::CgroupManager;
@@ -91,7 +91,7 @@ fn apply_device_rules(
         Some(m) => m,
         None => {
             own = libcgroups::common::create_cgroup_manager(container_args.cgroup_config.clone())
-                .map_err(|e| ProcessError::DeviceRulesCgroup(Box::new(e)))?;
+                .map_err(|e| ProcessError::CgroupManager(Box::new(e)))?;
             &own
         }
     };
@@ -127,16 +127,17 @@ fn apply_device_rules(
 /// which two processes must not share: this process makes it after the clone, `start_unit`,
 /// or the intermediate makes its own) and when it cannot be built (the intermediate then
 /// tries and reports why).
-fn shared_cgroup_manager(args: &ContainerArgs) -> Option<libcgroups::common::AnyCgroupManager> {
+fn shared_cgroup_manager(
+    args: &ContainerArgs,
+    rootless: Rootless,
+) -> Option<libcgroups::common::AnyCgroupManager> {
     let config = &args.cgroup_config;
-    if config.systemd_cgroup && !config.cgroup_path.is_absolute() {
+    if systemd_unit(config) {
         return None;
     }
-    let rootless =
-        crate::utils::rootless_required(args.syscall.create_syscall().as_ref()).unwrap_or(false);
     match libcgroups::common::create_cgroup_manager(config.clone()) {
         Ok(libcgroups::common::AnyCgroupManager::Systemd(_)) => None,
-        Ok(manager) => Some(manager.with_rootless(rootless)),
+        Ok(manager) => Some(manager.with_rootless(rootless.unwrap_or(false))),
         Err(err) => {
             tracing::debug!(%err, "cannot make the cgroup manager; the intermediate tries");
             None
@@ -152,12 +153,10 @@ fn shared_cgroup_manager(args: &ContainerArgs) -> Option<libcgroups::common::Any
 /// what is wrong with the cgroup.
 fn cgroup_to_clone_into(
     args: &ContainerArgs,
+    rootless: Rootless,
     manager: Option<&libcgroups::common::AnyCgroupManager>,
 ) -> Option<OwnedFd> {
-    if !matches!(args.container_type, ContainerType::InitContainer)
-        || !args.sub_cgroups.is_empty()
-        || crate::utils::rootless_required(args.syscall.create_syscall().as_ref()).unwrap_or(true)
-    {
+    if !makes_own_cgroup(args) || rootless != Some(false) {
         return None;
     }
     match manager?.open_for_clone()? {
@@ -209,17 +208,31 @@ fn direct_init_namespaces(
 /// container's init under the systemd driver on cgroup v2, as root, with no sub-cgroups to
 /// join. A rootless container's intermediate keeps joining itself (the user's bus, and a
 /// container without a cgroup where the user may not make one).
-fn runtime_starts_unit(args: &ContainerArgs) -> bool {
-    let config = &args.cgroup_config;
-    config.systemd_cgroup
-        && !config.cgroup_path.is_absolute()
-        && matches!(args.container_type, ContainerType::InitContainer)
-        && args.sub_cgroups.is_empty()
-        && !crate::utils::rootless_required(args.syscall.create_syscall().as_ref()).unwrap_or(true)
+fn runtime_starts_unit(args: &ContainerArgs, rootless: Rootless) -> bool {
+    systemd_unit(&args.cgroup_config)
+        && makes_own_cgroup(args)
+        && rootless == Some(false)
         && matches!(
             libcgroups::common::get_cgroup_setup(),
             Ok(libcgroups::common::CgroupSetup::Unified)
         )
+}
+
+/// nvbind: whether the runtime runs rootless (`utils::rootless_required`), asked once a
+/// create; None where it could not tell: not skipped then are the device rules, not taken
+/// the ways in that need root (`cgroup_to_clone_into`, `runtime_starts_unit`).
+type Rootless = Option<bool>;
+
+/// nvbind: a container's init with no sub-cgroups to join: the one case whose cgroup is made
+/// for it (an exec joins the container's cgroup, or sub-cgroups of it).
+fn makes_own_cgroup(args: &ContainerArgs) -> bool {
+    matches!(args.container_type, ContainerType::InitContainer) && args.sub_cgroups.is_empty()
+}
+
+/// nvbind: the cgroup is a systemd unit (the systemd driver and a "slice:prefix:name" path),
+/// whose manager holds a D-Bus connection.
+fn systemd_unit(config: &libcgroups::common::CgroupConfig) -> bool {
+    config.systemd_cgroup && !config.cgroup_path.is_absolute()
 }
 
 /// nvbind: the container's systemd unit started with the intermediate (`pid`) in it, and the
@@ -227,7 +240,7 @@ fn runtime_starts_unit(args: &ContainerArgs) -> bool {
 fn start_unit(args: &ContainerArgs, pid: Pid) -> Result<libcgroups::common::AnyCgroupManager> {
     use libcgroups::common::CgroupManager;
     let manager = libcgroups::common::create_cgroup_manager(args.cgroup_config.clone())
-        .map_err(|e| ProcessError::DeviceRulesCgroup(Box::new(e)))?;
+        .map_err(|e| ProcessError::CgroupManager(Box::new(e)))?;
     manager
         .add_task(pid)
         .map_err(|e| ProcessError::Limits(Box::new(e)))?;
@@ -270,11 +283,13 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
 
     let main_pid = Pid::this();
     // nvbind: built before the clone, so the intermediate has it too (`shared_cgroup_manager`)
-    let cgroup_manager = shared_cgroup_manager(container_args);
+    let rootless: Rootless =
+        crate::utils::rootless_required(container_args.syscall.create_syscall().as_ref()).ok();
+    let cgroup_manager = shared_cgroup_manager(container_args, rootless);
     // nvbind: how the intermediate gets into the container's cgroup: cloned into it (cgroup
     // v2, `cgroup_to_clone_into`), put there by this process (`runtime_starts_unit`), or it
     // joins; the child sees the value set before the clone that made it.
-    let own_join = if runtime_starts_unit(container_args) {
+    let own_join = if runtime_starts_unit(container_args, rootless) {
         CgroupEntry::ByRuntime
     } else {
         CgroupEntry::Joins
@@ -282,7 +297,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     let cgroup_entry = Cell::new(own_join);
     // nvbind: cloned straight into its cgroup where the kernel allows (crun does the same),
     // else cloned as before and the intermediate joins the cgroup itself.
-    let cgroup = cgroup_to_clone_into(container_args, cgroup_manager.as_ref());
+    let cgroup = cgroup_to_clone_into(container_args, rootless, cgroup_manager.as_ref());
     // nvbind: the init itself, with no intermediate, where nothing needs one
     // (`direct_init_pid_namespace`)
     let direct_init = match (cgroup.as_ref(), cgroup_manager.as_ref()) {
@@ -502,7 +517,11 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
         // the init pivots into the rootfs and runs the container's code, and after the
         // rootfs was prepared (so a spec mount of a block device works, as with runc).
         init_main_receiver.wait_for_hook_request()?;
-        apply_device_rules(container_args, cgroup_manager.as_ref().or(unit_manager.as_ref()))?;
+        apply_device_rules(
+            container_args,
+            rootless,
+            cgroup_manager.as_ref().or(unit_manager.as_ref()),
+        )?;
         if let Some(hooks) = container_args.spec.hooks() {
             if let Some(container_for_hooks) = &container_args.container {
                 hooks::run_hooks(
