@@ -219,8 +219,8 @@ fn runtime_starts_unit(args: &ContainerArgs, rootless: Rootless) -> bool {
 }
 
 /// nvbind: whether the runtime runs rootless (`utils::rootless_required`), asked once a
-/// create; None where it could not tell: not skipped then are the device rules, not taken
-/// the ways in that need root (`cgroup_to_clone_into`, `runtime_starts_unit`).
+/// create. None where it could not tell: the device rules are then still applied, and
+/// neither way in that needs root (`cgroup_to_clone_into`, `runtime_starts_unit`) is taken.
 type Rootless = Option<bool>;
 
 /// nvbind: a container's init with no sub-cgroups to join: the one case whose cgroup is made
