@@ -12,7 +12,6 @@ use crate::error::MissingSpecError;
 use crate::namespaces::Namespaces;
 use crate::process::{channel, cpu_affinity, fork};
 use crate::rootfs::BindSources;
-use crate::utils::rootless_required;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntermediateProcessError {
@@ -65,6 +64,9 @@ pub fn container_intermediate_process(
     // nvbind: the manager the runtime made before cloning this process (its copy of it), so
     // that one create builds it once; None where the runtime could not or must not share it
     shared_cgroup_manager: Option<&libcgroups::common::AnyCgroupManager>,
+    // nvbind: the runtime's answer (`utils::rootless_required`, false where it could not
+    // tell), the same for this clone of it: asked once a create
+    rootless: bool,
 ) -> Result<()> {
     // nvbind: the runtime's own descriptors (its root lock) must not reach the container's
     // init, which keeps every inherited descriptor until it execs the payload: a process in
@@ -79,7 +81,6 @@ pub fn container_intermediate_process(
     let spec = &args.spec;
     let linux = spec.linux().as_ref().ok_or(MissingSpecError::Linux)?;
     let namespaces = Namespaces::try_from(linux.namespaces().as_ref())?;
-    let rootless = rootless_required(command.as_ref()).unwrap_or(false);
 
     let current_pid = Pid::this();
     // setting CPU affinity for tenant container before cgroup move

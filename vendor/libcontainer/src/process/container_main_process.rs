@@ -361,6 +361,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
                 &mut init_main_sender,
                 cgroup_entry.get(),
                 cgroup_manager.as_ref(),
+                rootless.unwrap_or(false),
             ) {
                 Ok(_) => 0,
                 Err(err) => {
