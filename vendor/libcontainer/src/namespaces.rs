@@ -137,6 +137,35 @@ impl Namespaces {
     pub fn get(&self, k: LinuxNamespaceType) -> Result<Option<&LinuxNamespace>> {
         Ok(self.namespace_map.get(&get_clone_flag(k)?))
     }
+
+    /// nvbind: what unshare and setns go through, for tests elsewhere in the crate.
+    #[cfg(test)]
+    pub(crate) fn syscall(&self) -> &dyn Syscall {
+        self.command.as_ref()
+    }
+
+    /// nvbind: the new namespaces the `clone3` of a container's init can make itself, as
+    /// crun's does (one syscall where the init unshared them one at a time, four more): the
+    /// UTS, IPC, network and mount namespaces asked for without a path. A path is joined with
+    /// setns by the init; the user, PID and time namespaces are the intermediate's (or the
+    /// clone's PID flag, which the caller decides); the cgroup one stays the init's unshare,
+    /// made once the init runs in its cgroup, as crun's child makes it: its root is the
+    /// cgroup it is made in.
+    pub(crate) fn made_by_clone(&self) -> CloneFlags {
+        [
+            CloneFlags::CLONE_NEWUTS,
+            CloneFlags::CLONE_NEWIPC,
+            CloneFlags::CLONE_NEWNET,
+            CloneFlags::CLONE_NEWNS,
+        ]
+        .into_iter()
+        .filter(|flag| {
+            self.namespace_map
+                .get(flag)
+                .is_some_and(|ns| ns.path().is_none())
+        })
+        .fold(CloneFlags::empty(), |all, flag| all | flag)
+    }
 }
 
 #[cfg(test)]
@@ -210,5 +239,45 @@ mod tests {
         ];
         expect.sort();
         assert_eq!(unshare_args, expect)
+    }
+
+    // nvbind: only new UTS, IPC, network and mount namespaces are the clone's; one with a path
+    // is joined, and the cgroup, PID, user and time ones are never the clone's.
+    #[test]
+    fn made_by_clone_only_new_uts_ipc_net_mount() -> anyhow::Result<()> {
+        let ns = |typ, path: Option<&str>| -> anyhow::Result<LinuxNamespace> {
+            let mut b = LinuxNamespaceBuilder::default().typ(typ);
+            if let Some(p) = path {
+                b = b.path(p);
+            }
+            Ok(b.build()?)
+        };
+        use LinuxNamespaceType::*;
+        let all_new = [Pid, Network, Ipc, Uts, Mount, Cgroup, User, Time]
+            .into_iter()
+            .map(|t| ns(t, None))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        assert_eq!(
+            Namespaces::try_from(Some(&all_new))?.made_by_clone(),
+            CloneFlags::CLONE_NEWUTS
+                | CloneFlags::CLONE_NEWIPC
+                | CloneFlags::CLONE_NEWNET
+                | CloneFlags::CLONE_NEWNS
+        );
+        let joined = vec![
+            ns(Network, Some("/var/run/netns/x"))?,
+            ns(Ipc, Some("/proc/1/ns/ipc"))?,
+            ns(Mount, None)?,
+            ns(Cgroup, None)?,
+        ];
+        assert_eq!(
+            Namespaces::try_from(Some(&joined))?.made_by_clone(),
+            CloneFlags::CLONE_NEWNS
+        );
+        assert_eq!(
+            Namespaces::try_from(None)?.made_by_clone(),
+            CloneFlags::empty()
+        );
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 use std::os::fd::FromRawFd;
 
 use libcgroups::common::CgroupManager;
+use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Pid, Uid, close, getpid, write};
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, LinuxResources};
 
@@ -223,6 +224,7 @@ pub fn container_intermediate_process(
             intermediate_main_sender,
             init_main_sender,
             &bind_sources,
+            CloneFlags::empty(),
         )
     });
 
@@ -381,6 +383,9 @@ fn set_rlimits(args: &ContainerArgs, command: &dyn crate::syscall::Syscall) -> R
 /// The container's init process, as a clone's exit code: it closes the senders it was
 /// cloned with and does not use, runs the init and reports a failure to the main process
 /// (and to an exec's notify pipe).
+// nvbind: one parameter more (`made_by_clone`); the channel ends are each the init's to
+// close, so they stay apart.
+#[allow(clippy::too_many_arguments)]
 fn init_process_main(
     args: &ContainerArgs,
     init_sender: &mut channel::InitSender,
@@ -389,6 +394,8 @@ fn init_process_main(
     intermediate_main_sender: &mut MainSender,
     init_main_sender: &mut MainSender,
     bind_sources: &BindSources,
+    // nvbind: the namespaces the init's clone made (`Namespaces::made_by_clone`)
+    made_by_clone: CloneFlags,
 ) -> i32 {
     if let Err(ret) = prctl::set_name("youki:[2:INIT]") {
         tracing::error!(?ret, "failed to set name for child process");
@@ -413,8 +420,13 @@ fn init_process_main(
         );
         return -1;
     }
-    match init_process::container_init_process(args, init_main_sender, init_receiver, bind_sources)
-    {
+    match init_process::container_init_process(
+        args,
+        init_main_sender,
+        init_receiver,
+        bind_sources,
+        made_by_clone,
+    ) {
         Ok(_) => 0,
         Err(e) => {
             tracing::error!("failed to initialize container process: {e}");
@@ -440,8 +452,9 @@ fn init_process_main(
 }
 
 /// nvbind: the container's init cloned by the main process itself, with no intermediate
-/// (container_main_process, `direct_init_pid_namespace`): it was cloned into its cgroup with
-/// its PID namespace, the main process applied the limits, and there is no user or time
+/// (container_main_process, `direct_init_clone_namespaces`): it was cloned into its cgroup
+/// with its PID namespace and `made_by_clone` (its new UTS, IPC, network and mount
+/// namespaces), the main process applied the limits, and there is no user or time
 /// namespace to enter first. It does the rest of the intermediate's work for the init (the
 /// runtime's descriptors closed, the rlimits set) and runs the init. Its parent is the main
 /// process (or, as a sibling, the main process's parent), as the intermediate's init was.
@@ -451,6 +464,7 @@ pub fn direct_init_process(
     init_chan: &mut (channel::InitSender, channel::InitReceiver),
     intermediate_main_sender: &mut MainSender,
     init_main_sender: &mut MainSender,
+    made_by_clone: CloneFlags,
 ) -> i32 {
     close_runtime_fds(args);
     if let Err(err) = set_rlimits(args, args.syscall.create_syscall().as_ref()) {
@@ -469,6 +483,7 @@ pub fn direct_init_process(
         intermediate_main_sender,
         init_main_sender,
         &BindSources::default(),
+        made_by_clone,
     )
 }
 

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
+use nix::sched::CloneFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci_spec::runtime::{Linux, LinuxNamespaceType};
@@ -169,7 +170,9 @@ fn cgroup_to_clone_into(
 }
 
 /// nvbind: whether the container's init can be cloned by this process itself, with no
-/// intermediate process, and if so whether with a new PID namespace. The intermediate exists
+/// intermediate process, and if so the new namespaces its `clone3` makes: the PID one where
+/// one is asked for, and the UTS, IPC, network and mount ones asked for without a path
+/// (`Namespaces::made_by_clone`), as crun's one `clone3` does. The intermediate exists
 /// to enter what must be entered before the init is forked: a user namespace (mapped by this
 /// process), a time namespace, an existing PID namespace (setns applies to children only),
 /// and the cgroup. None of those asked for, and the init cloned into its cgroup
@@ -177,7 +180,7 @@ fn cgroup_to_clone_into(
 /// init as crun makes its: a process fewer to fork, run and reap in every create (issue 19:
 /// in the trixie VM, under TCG, the intermediate was about 5 % of a `run`'s CPU). None for
 /// an exec, which joins the container's namespaces through the intermediate as before.
-fn direct_init_pid_namespace(args: &ContainerArgs) -> Option<bool> {
+fn direct_init_clone_namespaces(args: &ContainerArgs) -> Option<CloneFlags> {
     if !matches!(args.container_type, ContainerType::InitContainer)
         || args.user_ns_config.is_some()
     {
@@ -186,20 +189,21 @@ fn direct_init_pid_namespace(args: &ContainerArgs) -> Option<bool> {
     direct_init_namespaces(args.spec.linux().as_ref()?.namespaces().as_ref())
 }
 
-/// `direct_init_pid_namespace` for the spec's `linux.namespaces`.
+/// `direct_init_clone_namespaces` for the spec's `linux.namespaces`.
 fn direct_init_namespaces(
     namespaces: Option<&Vec<oci_spec::runtime::LinuxNamespace>>,
-) -> Option<bool> {
+) -> Option<CloneFlags> {
     let namespaces = crate::namespaces::Namespaces::try_from(namespaces).ok()?;
     let absent = |typ| matches!(namespaces.get(typ), Ok(None));
     if !absent(LinuxNamespaceType::User) || !absent(LinuxNamespaceType::Time) {
         return None;
     }
-    match namespaces.get(LinuxNamespaceType::Pid).ok()? {
-        None => Some(false),
-        Some(pid) if pid.path().is_none() => Some(true),
-        Some(_) => None,
-    }
+    let pid = match namespaces.get(LinuxNamespaceType::Pid).ok()? {
+        None => CloneFlags::empty(),
+        Some(pid) if pid.path().is_none() => CloneFlags::CLONE_NEWPID,
+        Some(_) => return None,
+    };
+    Some(pid | namespaces.made_by_clone())
 }
 
 /// nvbind: whether this process starts the container's systemd unit with the intermediate
@@ -299,11 +303,12 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     // else cloned as before and the intermediate joins the cgroup itself.
     let cgroup = cgroup_to_clone_into(container_args, rootless, cgroup_manager.as_ref());
     // nvbind: the init itself, with no intermediate, where nothing needs one
-    // (`direct_init_pid_namespace`)
+    // (`direct_init_clone_namespaces`)
     let direct_init = match (cgroup.as_ref(), cgroup_manager.as_ref()) {
-        (Some(dir), Some(manager)) => match direct_init_pid_namespace(container_args) {
-            Some(new_pid_namespace) => {
+        (Some(dir), Some(manager)) => match direct_init_clone_namespaces(container_args) {
+            Some(namespaces) => {
                 apply_limits(container_args, manager)?;
+                let made_by_clone = namespaces.difference(CloneFlags::CLONE_NEWPID);
                 let mut init_cb: CloneCb = Box::new(|| {
                     container_intermediate_process::direct_init_process(
                         container_args,
@@ -311,13 +316,14 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
                         &mut init_chan,
                         &mut intermediate_main_sender,
                         &mut init_main_sender,
+                        made_by_clone,
                     )
                 });
                 match fork::container_clone_into_cgroup(
                     &mut init_cb,
                     container_args.as_sibling,
                     dir.as_fd(),
-                    new_pid_namespace,
+                    namespaces,
                 ) {
                     Ok(pid) => Some(pid),
                     Err(err) => {
@@ -395,7 +401,7 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
             &mut cb,
             container_args.as_sibling,
             dir.as_fd(),
-            false,
+            CloneFlags::empty(),
         ) {
             Ok(pid) => Some(pid),
             Err(err) => {
@@ -870,9 +876,31 @@ mod tests {
             all.extend(extra);
             direct_init_namespaces(Some(&all))
         };
-        assert_eq!(with(vec![ns(Pid, None)?]), Some(true), "a new PID namespace");
-        assert_eq!(with(vec![]), Some(false), "the host's PID namespace");
-        assert_eq!(direct_init_namespaces(None), Some(false), "no namespaces at all");
+        // nvbind: the clone makes the new UTS, IPC, network and mount namespaces too
+        let made = CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC;
+        assert_eq!(
+            with(vec![ns(Pid, None)?]),
+            Some(made | CloneFlags::CLONE_NEWPID),
+            "a new PID namespace"
+        );
+        assert_eq!(with(vec![]), Some(made), "the host's PID namespace");
+        assert_eq!(
+            direct_init_namespaces(Some(&vec![
+                ns(Pid, None)?,
+                ns(Network, Some("/var/run/netns/pod"))?,
+                ns(Cgroup, None)?
+            ])),
+            Some(CloneFlags::CLONE_NEWPID),
+            "a network namespace to join, and the cgroup one, are the init's"
+        );
+        assert_eq!(
+            direct_init_namespaces(None),
+            Some(CloneFlags::empty()),
+            "no namespaces at all"
+        );
         assert_eq!(with(vec![ns(Pid, Some("/proc/1/ns/pid"))?]), None, "a PID namespace to join");
         assert_eq!(with(vec![ns(Pid, None)?, ns(User, None)?]), None, "a user namespace");
         assert_eq!(with(vec![ns(Pid, None)?, ns(Time, None)?]), None, "a time namespace");

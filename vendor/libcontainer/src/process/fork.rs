@@ -3,6 +3,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::num::NonZeroUsize;
 
 use libc::SIGCHLD;
+use nix::sched::CloneFlags;
 use nix::sys::{mman, resource};
 use nix::unistd::Pid;
 
@@ -62,13 +63,13 @@ pub fn container_clone(cb: CloneCb) -> Result<Pid, CloneError> {
 /// [`container_clone_sibling`]. There is no fallback here: on any error (a kernel before 5.7,
 /// a seccomp filter, a busy or threaded cgroup, an unprivileged caller) nothing was cloned
 /// and the caller clones the usual way with the same callback.
-/// `new_pid_namespace` clones the child as PID 1 of a new PID namespace (CLONE_NEWPID): the
-/// container's init cloned with no intermediate process.
+/// `namespaces`, the new namespaces the child is made in (CLONE_NEWPID makes it PID 1 of a
+/// new PID namespace): the container's init cloned with no intermediate process.
 pub fn container_clone_into_cgroup(
     cb: &mut CloneCb,
     sibling: bool,
     cgroup: BorrowedFd,
-    new_pid_namespace: bool,
+    namespaces: CloneFlags,
 ) -> Result<Pid, CloneError> {
     const CLONE_INTO_CGROUP: u64 = 0x200000000;
     let (flags, exit_signal) = if sibling {
@@ -76,14 +77,9 @@ pub fn container_clone_into_cgroup(
     } else {
         (0, Some(SIGCHLD as u64))
     };
-    let pid_namespace = if new_pid_namespace {
-        libc::CLONE_NEWPID as u64
-    } else {
-        0
-    };
     clone3(
         cb,
-        flags | pid_namespace | CLONE_INTO_CGROUP,
+        flags | namespaces.bits() as u64 | CLONE_INTO_CGROUP,
         exit_signal,
         Some(cgroup.as_raw_fd()),
     )
@@ -503,7 +499,7 @@ mod test {
         }
         // SAFETY: _exit ends the child at once, with nothing of the parent's to run.
         let mut cb: CloneCb = Box::new(|| unsafe { libc::_exit(if in_cgroup(&want) { 0 } else { 1 }) });
-        let pid = container_clone_into_cgroup(&mut cb, false, cgroup.as_fd(), false)?;
+        let pid = container_clone_into_cgroup(&mut cb, false, cgroup.as_fd(), CloneFlags::empty())?;
         match waitpid(pid, None)? {
             WaitStatus::Exited(p, 0) if p == pid => {}
             status => bail!("the child was not in {}: {status:?}", dir.display()),
@@ -519,15 +515,77 @@ mod test {
             // SAFETY: as above
             unsafe { libc::_exit(code) }
         });
-        let pid = container_clone_into_cgroup(&mut init, false, cgroup.as_fd(), true)?;
+        let pid = container_clone_into_cgroup(
+            &mut init,
+            false,
+            cgroup.as_fd(),
+            CloneFlags::CLONE_NEWPID,
+        )?;
         match waitpid(pid, None)? {
             WaitStatus::Exited(p, 0) if p == pid => {}
             status => bail!("not PID 1 of a new namespace in {} (1: not in the cgroup, 2: not PID 1): {status:?}", dir.display()),
         }
 
+        // and with new UTS, IPC, network and mount namespaces made by the same clone3 (the
+        // init's `made_by_clone`): none of them the parent's. A stat of /proc/self/ns/*
+        // through libc neither allocates nor locks.
+        const NS: [&std::ffi::CStr; 4] = [
+            c"/proc/self/ns/uts",
+            c"/proc/self/ns/ipc",
+            c"/proc/self/ns/net",
+            c"/proc/self/ns/mnt",
+        ];
+        fn ns_inode(path: &std::ffi::CStr) -> u64 {
+            // SAFETY: a zeroed stat buffer that stat(2) fills; path is NUL-terminated.
+            unsafe {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::stat(path.as_ptr(), &mut st) == 0 {
+                    st.st_ino
+                } else {
+                    0
+                }
+            }
+        }
+        let parent = NS.map(ns_inode);
+        let mut init: CloneCb = Box::new(|| {
+            let fresh = NS.iter().zip(parent).all(|(p, theirs)| {
+                let mine = ns_inode(p);
+                mine != 0 && mine != theirs
+            });
+            let code = match (in_cgroup(&want), nix::unistd::getpid().as_raw(), fresh) {
+                (true, 1, true) => 0,
+                (false, _, _) => 1,
+                (_, _, false) => 3,
+                _ => 2,
+            };
+            // SAFETY: as above
+            unsafe { libc::_exit(code) }
+        });
+        let all = CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWNS;
+        let pid = container_clone_into_cgroup(&mut init, false, cgroup.as_fd(), all)?;
+        match waitpid(pid, None)? {
+            WaitStatus::Exited(p, 0) if p == pid => {}
+            status => bail!(
+                "not in new namespaces in {} (1: not in the cgroup, 2: not PID 1, 3: a namespace of the parent's): {status:?}",
+                dir.display()
+            ),
+        }
+
         let not_a_cgroup = open(std::path::Path::new("/tmp"))?;
         let mut never: CloneCb = Box::new(|| 0);
-        assert!(container_clone_into_cgroup(&mut never, false, not_a_cgroup.as_fd(), false).is_err());
+        assert!(
+            container_clone_into_cgroup(
+                &mut never,
+                false,
+                not_a_cgroup.as_fd(),
+                CloneFlags::empty()
+            )
+            .is_err()
+        );
         Ok(())
     }
 }

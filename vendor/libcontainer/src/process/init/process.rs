@@ -39,11 +39,14 @@ use crate::{apparmor, capabilities, hooks, tty, utils};
 
 // Some variables are unused in the case where libseccomp feature is not enabled.
 #[allow(unused_variables)]
+// nvbind: `made_by_clone`, the namespaces the init's clone already made
+// (`Namespaces::made_by_clone`; empty where an intermediate cloned it).
 pub fn container_init_process(
     args: &ContainerArgs,
     main_sender: &mut channel::MainSender,
     init_receiver: &mut channel::InitReceiver,
     bind_sources: &BindSources,
+    made_by_clone: CloneFlags,
 ) -> Result<()> {
     tracing::debug!("child process in init()");
     let mut ctx = InitContext::try_from(args)?;
@@ -75,7 +78,7 @@ pub fn container_init_process(
         }
     }
 
-    apply_rest_namespaces(&ctx.ns, ctx.spec, ctx.syscall.as_ref())?;
+    apply_rest_namespaces(&ctx.ns, ctx.spec, ctx.syscall.as_ref(), made_by_clone)?;
 
     if let Some(true) = ctx.process.no_new_privileges() {
         let _ = prctl::set_no_new_privileges(true);
@@ -712,16 +715,19 @@ fn masked_paths(
 // namespace. We also have to enter into mount namespace last since
 // namespace may be bind to /proc path. The /proc path will need to be
 // accessed before pivot_root.
+// nvbind: less those the init's clone made (`made_by_clone`).
 fn apply_rest_namespaces(
     namespaces: &Namespaces,
     spec: &Spec,
     syscall: &dyn Syscall,
+    made_by_clone: CloneFlags,
 ) -> Result<()> {
     namespaces
         .apply_namespaces(|ns_type| -> bool {
             ns_type != CloneFlags::CLONE_NEWUSER
                 && ns_type != CloneFlags::CLONE_NEWPID
                 && ns_type != crate::namespaces::CLONE_NEWTIME_FLAG
+                && !made_by_clone.contains(ns_type)
         })
         .map_err(|err| {
             tracing::error!(
@@ -1226,7 +1232,7 @@ mod tests {
         ];
         let namespaces = Namespaces::try_from(Some(&linux_spaces))?;
 
-        apply_rest_namespaces(&namespaces, &spec, syscall.as_ref())?;
+        apply_rest_namespaces(&namespaces, &spec, syscall.as_ref(), CloneFlags::empty())?;
 
         let got_hostnames = syscall
             .as_ref()
@@ -1244,6 +1250,46 @@ mod tests {
             .unwrap()
             .get_domainname_args();
         assert_eq!(0, got_domainnames.len());
+        Ok(())
+    }
+
+    // nvbind: the namespaces the init's clone made are not unshared again, and a new UTS
+    // namespace made by the clone still gets the spec's hostname.
+    #[test]
+    fn test_apply_rest_namespaces_less_those_of_the_clone() -> Result<()> {
+        let syscall = create_syscall();
+        let spec = SpecBuilder::default().build()?;
+        let linux_spaces = [
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Cgroup,
+            LinuxNamespaceType::Pid,
+        ]
+        .into_iter()
+        .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+        let namespaces = Namespaces::try_from(Some(&linux_spaces))?;
+        let made = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNET;
+
+        apply_rest_namespaces(&namespaces, &spec, syscall.as_ref(), made)?;
+
+        let mut unshared = namespaces
+            .syscall()
+            .as_any()
+            .downcast_ref::<TestHelperSyscall>()
+            .unwrap()
+            .get_unshare_args();
+        unshared.sort();
+        let mut want = vec![CloneFlags::CLONE_NEWIPC, CloneFlags::CLONE_NEWCGROUP];
+        want.sort();
+        assert_eq!(unshared, want);
+        let hostnames = syscall
+            .as_any()
+            .downcast_ref::<TestHelperSyscall>()
+            .unwrap()
+            .get_hostname_args();
+        assert_eq!(hostnames, vec!["youki".to_string()]);
         Ok(())
     }
 
