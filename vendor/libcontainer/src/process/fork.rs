@@ -79,7 +79,9 @@ pub fn container_clone_into_cgroup(
     };
     clone3(
         cb,
-        flags | namespaces.bits() as u64 | CLONE_INTO_CGROUP,
+        // the bits as u32 first: CloneFlags holds a c_int, and bit 31 (CLONE_IO) must not
+        // sign-extend into the upper half of clone3's 64-bit flags
+        flags | u64::from(namespaces.bits() as u32) | CLONE_INTO_CGROUP,
         exit_signal,
         Some(cgroup.as_raw_fd()),
     )
